@@ -1,0 +1,60 @@
+"""Scene registry: each scene owns its 5 quality-level prompts, worst to best (gamma.md §4).
+
+`generic` is the plain Gamma prompt set; the other five are the SDP (scene-specific) sets, verbatim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = ["GENERIC", "SDP_SCENES", "get_scene", "list_scenes", "register_scene"]
+
+GENERIC = "generic"
+NUM_LEVELS = 5
+
+_SCENES: dict[str, tuple[str, ...]] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+
+
+def register_scene(name: str, prompts: Sequence[str], description: str = "") -> None:
+    """Register a scene with its prompts ordered worst to best; names are unique."""
+    if name in _SCENES:
+        raise ValueError(f"scene {name!r} is already registered")
+    prompts = tuple(prompts)
+    if len(prompts) != NUM_LEVELS or not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise ValueError(f"scene {name!r} needs {NUM_LEVELS} non-empty prompts, worst to best; got {prompts!r}")
+    _SCENES[name] = prompts
+    _DESCRIPTIONS[name] = description
+
+
+def get_scene(name: str) -> tuple[str, ...]:
+    """The 5 prompts of scene `name`; an unknown name is a one-line error listing the valid ones."""
+    try:
+        return _SCENES[name]
+    except KeyError:
+        raise ValueError(f"unknown scene {name!r}; valid scenes: {', '.join(_SCENES)}") from None
+
+
+def list_scenes() -> list[str]:
+    return list(_SCENES)
+
+
+def describe_scene(name: str) -> str:
+    get_scene(name)
+    return _DESCRIPTIONS[name]
+
+
+_LEVELS = ("bad", "poor", "fair", "good", "perfect")
+
+register_scene(GENERIC, [f"{lv} image" for lv in _LEVELS], "plain Gamma's prompts, used for every kind of image")
+register_scene(
+    "natural",
+    [f"natural {lv}-quality image" for lv in _LEVELS],
+    "natural photos, synthetic and authentic distortions (LIVE, CSIQ, TID2013, KADID, LIVEC, KonIQ, SPAQ)",
+)
+register_scene("aigc", [f"AI-generated {lv}-quality image" for lv in _LEVELS], "AI-generated images (AGIQA-3K)")
+register_scene("underwater", [f"underwater {lv}-quality image" for lv in _LEVELS], "underwater images (UWIQA)")
+register_scene("face", [f"face {lv}-quality image" for lv in _LEVELS], "face images (GFIQA-20k)")
+register_scene("aesthetic", [f"natural {lv}-aesthetics image" for lv in _LEVELS], "image aesthetics (AVA, AADB)")
+
+SDP_SCENES: tuple[str, ...] = ("natural", "aigc", "underwater", "face", "aesthetic")

@@ -1,0 +1,163 @@
+"""CLIP byte-level BPE tokenizer (our own code; OpenAI's vocabulary file, MIT).
+
+The vocabulary `bpe_simple_vocab_16e6.txt.gz` is not shipped: it is found, in this order, at an explicit path, in a
+checkpoint folder, or inside an installed `open_clip` or `clip` package (located without importing it).
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import html
+import importlib.util
+import itertools
+import unicodedata
+from pathlib import Path
+
+import torch
+
+__all__ = ["VOCAB_FILENAME", "Tokenizer", "find_vocab", "get_tokenizer"]
+
+VOCAB_FILENAME = "bpe_simple_vocab_16e6.txt.gz"
+SOT, EOT = "<|startoftext|>", "<|endoftext|>"
+_CONTRACTIONS = ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d")
+
+
+def find_vocab(*candidates: str | Path | None) -> Path:
+    """The first vocabulary found among `candidates` (files or folders), then installed open_clip / clip packages."""
+    places: list[Path] = []
+    for c in candidates:
+        if c is not None:
+            p = Path(c)
+            places.append(p / VOCAB_FILENAME if p.is_dir() else p)
+    for pkg in ("open_clip", "clip"):
+        try:
+            spec = importlib.util.find_spec(pkg)
+        except (ImportError, ValueError):
+            spec = None
+        for root in (spec.submodule_search_locations or []) if spec else []:
+            places.append(Path(root) / VOCAB_FILENAME)
+    for p in places:
+        if p.is_file():
+            return p
+    raise FileNotFoundError(
+        f"CLIP BPE vocabulary {VOCAB_FILENAME} not found: pass --bpe PATH, or `pip install --no-deps open-clip-torch`"
+    )
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """Reversible map from the 256 byte values to printable unicode characters (GPT-2 / CLIP convention)."""
+    keep = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    chars = keep[:]
+    extra = 0
+    for b in range(256):
+        if b not in keep:
+            keep.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(keep, map(chr, chars), strict=True))
+
+
+def _kind(ch: str) -> str:
+    """'L' for letters, 'N' for numbers, 'S' for whitespace, 'P' for anything else."""
+    if ch.isspace():
+        return "S"
+    cat = unicodedata.category(ch)[0]
+    return cat if cat in "LN" else "P"
+
+
+def _pre_tokenize(text: str) -> list[str]:
+    """Split as CLIP's pattern: special tokens | contractions | letter runs | one digit | runs of other symbols."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        for special in (SOT, EOT):
+            if text.startswith(special, i):
+                out.append(special)
+                i += len(special)
+                break
+        else:
+            contraction = next((c for c in _CONTRACTIONS if text.startswith(c, i)), None)
+            kind = _kind(text[i])
+            if contraction:
+                out.append(contraction)
+                i += len(contraction)
+            elif kind == "S":
+                i += 1
+            elif kind == "N":
+                out.append(text[i])
+                i += 1
+            else:
+                j = i + 1
+                while j < n and _kind(text[j]) == kind:
+                    j += 1
+                out.append(text[i:j])
+                i = j
+    return out
+
+
+class Tokenizer:
+    """Encodes text to CLIP token ids: lower-cased, whitespace-collapsed, byte-level BPE, SOT ... EOT, zero padded."""
+
+    def __init__(self, vocab_path: str | Path) -> None:
+        self.vocab_path = Path(vocab_path)
+        with gzip.open(self.vocab_path, "rt", encoding="utf-8") as f:
+            merges = f.read().split("\n")[1 : 49152 - 256 - 2 + 1]
+        pairs = [tuple(m.split()) for m in merges]
+        self.byte_encoder = _bytes_to_unicode()
+        base = list(self.byte_encoder.values())
+        vocab = base + [v + "</w>" for v in base] + ["".join(p) for p in pairs] + [SOT, EOT]
+        self.encoder = {tok: i for i, tok in enumerate(vocab)}
+        self.ranks = {p: i for i, p in enumerate(pairs)}
+        self.sot, self.eot = self.encoder[SOT], self.encoder[EOT]
+        self._cache: dict[str, list[str]] = {SOT: [SOT], EOT: [EOT]}
+
+    def _bpe(self, token: str) -> list[str]:
+        if token in self._cache:
+            return self._cache[token]
+        word = [*token[:-1], token[-1] + "</w>"]
+        while len(word) > 1:
+            pairs = {(a, b) for a, b in itertools.pairwise(word)}
+            best = min(pairs, key=lambda p: self.ranks.get(p, float("inf")))
+            if best not in self.ranks:
+                break
+            merged: list[str] = []
+            i = 0
+            while i < len(word):
+                if i < len(word) - 1 and (word[i], word[i + 1]) == best:
+                    merged.append(word[i] + word[i + 1])
+                    i += 2
+                else:
+                    merged.append(word[i])
+                    i += 1
+            word = merged
+        self._cache[token] = word
+        return word
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`, without SOT/EOT."""
+        text = " ".join(html.unescape(html.unescape(text)).split()).lower()
+        ids: list[int] = []
+        for piece in _pre_tokenize(text):
+            mapped = "".join(self.byte_encoder[b] for b in piece.encode("utf-8"))
+            ids.extend(self.encoder[t] for t in self._bpe(mapped))
+        return ids
+
+    def __call__(self, texts: str | list[str], context_length: int = 77) -> torch.Tensor:
+        """(T, context_length) int64: SOT, ids, EOT, zeros. Texts too long for the context are an error."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        out = torch.zeros(len(texts), context_length, dtype=torch.long)
+        for row, text in enumerate(texts):
+            ids = [self.sot, *self.encode(text), self.eot]
+            if len(ids) > context_length:
+                raise ValueError(f"prompt {text!r} has {len(ids)} tokens, more than the context of {context_length}")
+            out[row, : len(ids)] = torch.tensor(ids)
+        return out
+
+
+@functools.lru_cache(maxsize=4)
+def get_tokenizer(vocab_path: str | Path | None = None) -> Tokenizer:
+    """A cached tokenizer for the vocabulary resolved by `find_vocab(vocab_path)`."""
+    return Tokenizer(find_vocab(vocab_path))

@@ -1,0 +1,50 @@
+"""Shared fixtures: the tiny registered model and the golden reference data beside the checkout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import gamma_iqa
+
+GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "golden"
+
+
+@pytest.fixture(scope="session")
+def golden() -> Path:
+    if not (GOLDEN / "reference.json").is_file():
+        pytest.skip(f"golden reference data not found at {GOLDEN} (it lives in shared/ beside the checkout)")
+    return GOLDEN
+
+
+@pytest.fixture(scope="session")
+def reference(golden: Path) -> dict:
+    return json.loads((golden / "reference.json").read_text())
+
+
+@pytest.fixture
+def tiny() -> gamma_iqa.Gamma:
+    """gamma-test with its MoAE scales, experts and routers perturbed, so that every part changes the output."""
+    model = gamma_iqa.create_model("gamma-test")
+    perturb(model)
+    return model
+
+
+@torch.no_grad()
+def perturb(model: gamma_iqa.Gamma, seed: int = 1) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if p.requires_grad and name != "score_level":
+            p.add_(torch.randn(p.shape, generator=g) * (0.3 if p.dim() == 0 else 0.02))
+    model.score_level.copy_(torch.tensor([0.1, 0.3, 0.55, 0.7, 0.95]))
+
+
+def images(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
+    """n RGB images in [0, 1] with structure (gradients plus noise), (n, 3, size, size)."""
+    g = torch.Generator().manual_seed(seed)
+    ramp = torch.linspace(0, 1, size)
+    base = ramp[None, None, :, None] * ramp[None, None, None, :]
+    return (0.6 * base + 0.4 * torch.rand(n, 3, size, size, generator=g)).clamp(0, 1)
