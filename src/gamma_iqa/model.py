@@ -1,0 +1,200 @@
+"""GammaConfig and the Gamma model: CLIP towers with MoAE, the image adapter and the quality-level head (gamma.md §5).
+
+Shapes: images (B, 3, H, W) RGB in [0, 1]; image features (B, E); prompts per scene (K=5, E); scores (B,).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .clip import CLIP, CLIPConfig
+from .moe import install_moae
+from .scenes import GENERIC, get_scene, list_scenes
+from .tokenizer import get_tokenizer
+
+__all__ = ["Gamma", "GammaConfig"]
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class GammaConfig:
+    """Everything needed to rebuild a Gamma model (weights aside). Saved with every checkpoint."""
+
+    name: str = "gamma-vit-b16"
+    clip: CLIPConfig = field(default_factory=CLIPConfig)
+    num_experts: int = 3
+    num_moe_layers: int = 6
+    adapter_dim: int = 256
+    prompts: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {GENERIC: get_scene(GENERIC)})
+    default_scene: str = GENERIC
+    level_init: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
+
+    def __post_init__(self) -> None:
+        if self.default_scene not in self.prompts:
+            raise ValueError(f"default scene {self.default_scene!r} has no prompts in this config")
+        for scene, prompts in self.prompts.items():
+            if len(prompts) != len(self.level_init):
+                raise ValueError(f"scene {scene!r} has {len(prompts)} prompts for {len(self.level_init)} levels")
+
+    @property
+    def is_generic(self) -> bool:
+        """True when the model has only the generic prompts, which then serve every scene."""
+        return set(self.prompts) == {GENERIC}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["prompts"] = {k: list(v) for k, v in self.prompts.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GammaConfig:
+        """Inverse of `to_dict`; unknown keys are errors."""
+        d = dict(d)
+        _check_keys(cls, d, "model config")
+        clip = dict(d.pop("clip", {}))
+        _check_keys(CLIPConfig, clip, "clip config")
+        tuples = {k: tuple(d[k]) for k in ("level_init", "mean", "std") if k in d}
+        prompts = {k: tuple(v) for k, v in d.pop("prompts", {GENERIC: get_scene(GENERIC)}).items()}
+        return cls(**{**d, **tuples}, clip=CLIPConfig(**clip), prompts=prompts)
+
+
+def _check_keys(cls: type, d: Mapping[str, Any], what: str) -> None:
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what} keys: {', '.join(sorted(unknown))}")
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 has no device argument
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
+class Adapter(nn.Module):
+    """Residual bottleneck on the image feature: x + ReLU(up(ReLU(down(x)))), no biases."""
+
+    def __init__(self, *, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.down = nn.Linear(dim, hidden, bias=False)
+        self.up = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.relu(self.up(torch.relu(self.down(x))))
+
+
+class Gamma(nn.Module):
+    """Gamma image quality / aesthetics model.
+
+    `forward(images, scenes)` takes RGB in [0, 1] (normalised inside) and one scene name or one per image, and
+    returns scores (B,), higher is better, about [0, 1].
+    """
+
+    lower_better = False
+    score_range = (0.0, 1.0)
+
+    def __init__(self, config: GammaConfig, *, backbone: Mapping[str, torch.Tensor] | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.clip = CLIP(config.clip)
+        if backbone is not None:
+            # Load before MoAE is installed: its experts are copies of these MLPs.
+            self.clip.load_state_dict(backbone, strict=True)
+        self.clip.requires_grad_(False)
+        for tower in (self.clip.visual.transformer, self.clip.transformer):
+            install_moae(tower, num_layers=config.num_moe_layers, num_experts=config.num_experts)
+        self.adapter = Adapter(dim=config.clip.embed_dim, hidden=config.adapter_dim)
+        self.score_level = nn.Parameter(torch.tensor(config.level_init, dtype=torch.float32))
+        self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
+        self.vocab_path: str | None = None  # where the tokenizer vocabulary is looked for first
+        self._tokens: dict[str, torch.Tensor] = {}
+        self._text_cache: dict[tuple, tuple[tuple[int, ...], torch.Tensor]] = {}
+
+    # ---- scenes and text -------------------------------------------------------------------------------------------
+    @property
+    def scenes(self) -> list[str]:
+        """Scene names this model accepts."""
+        return list_scenes() if self.config.is_generic else list(self.config.prompts)
+
+    def prompt_key(self, scene: str | None) -> str:
+        """The prompt set used for `scene`: a generic model scores every registered scene with its generic prompts."""
+        if scene is None:
+            return self.config.default_scene
+        if scene in self.config.prompts:
+            return scene
+        if self.config.is_generic and scene in list_scenes():
+            return GENERIC
+        raise ValueError(
+            f"unknown scene {scene!r} for model {self.config.name}; valid scenes: {', '.join(self.scenes)}"
+        )
+
+    def tokens(self, key: str) -> torch.Tensor:
+        """Token ids of prompt set `key`: (K, context_length)."""
+        if key not in self._tokens:
+            tokenizer = get_tokenizer(self.vocab_path)
+            self._tokens[key] = tokenizer(list(self.config.prompts[key]), self.config.clip.context_length)
+        return self._tokens[key]
+
+    def _text_versions(self) -> tuple[int, ...]:
+        return tuple(p._version for n, p in self.clip.named_parameters() if not n.startswith("visual."))
+
+    def text_features(self, key: str) -> torch.Tensor:
+        """Text embeddings of prompt set `key`: (K, E), not normalised.
+
+        Without autograd they are cached per prompt set, device and dtype, and recomputed when any text weight
+        changes (an optimiser step or a load bumps the tensors' version counters).
+        """
+        device = self.clip.token_embedding.weight.device
+        if torch.is_grad_enabled():
+            return self.clip.encode_text(self.tokens(key).to(device))
+        cache_key = (key, device, self.clip.token_embedding.weight.dtype, _autocast_enabled(device.type))
+        versions = self._text_versions()
+        hit = self._text_cache.get(cache_key)
+        if hit is None or hit[0] != versions:
+            hit = (versions, self.clip.encode_text(self.tokens(key).to(device)))
+            self._text_cache[cache_key] = hit
+        return hit[1]
+
+    # ---- image and head --------------------------------------------------------------------------------------------
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """RGB in [0, 1] (B, 3, H, W) -> image embedding before the adapter (B, E)."""
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W) RGB in [0, 1], got shape {tuple(images.shape)}")
+        return self.clip.encode_image((images - self.mean) / self.std)
+
+    def head(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """Image features (B, E) and per-image prompt features (B, K, E) -> scores (B,)."""
+        f = self.adapter(image_features)
+        f = f / f.norm(dim=-1, keepdim=True)
+        t = text_features / text_features.norm(dim=-1, keepdim=True)
+        logits = self.clip.logit_scale.exp() * torch.einsum("be,bke->bk", f, t)  # (B, K)
+        return logits.softmax(dim=-1) @ self.score_level.to(logits.dtype)
+
+    def forward(self, images: torch.Tensor, scenes: str | Sequence[str | None] | None = None) -> torch.Tensor:
+        """Scores (B,) of RGB images in [0, 1] (B, 3, H, W), each scored against its scene's prompts."""
+        b = images.shape[0]
+        if scenes is None or isinstance(scenes, str):
+            keys = [self.prompt_key(scenes)] * b
+        else:
+            scenes = list(scenes)
+            if len(scenes) != b:
+                raise ValueError(f"got {len(scenes)} scenes for {b} images")
+            keys = [self.prompt_key(s) for s in scenes]
+        unique = list(dict.fromkeys(keys))
+        text = torch.stack([self.text_features(k) for k in unique])  # (S, K, E)
+        if len(unique) > 1:
+            text = text[torch.tensor([unique.index(k) for k in keys], device=text.device)]  # (B, K, E)
+        else:
+            text = text.expand(b, -1, -1)
+        return self.head(self.encode_image(images), text)
