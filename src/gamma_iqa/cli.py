@@ -8,13 +8,18 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from collections.abc import Sequence
 
+import torch
+
 from .checkpoint import CheckpointError, convert_original, save_checkpoint
 from .factory import create_model, list_models, model_spec
+from .inputs import expand_paths, read_done, read_manifest, skip_done
+from .report import write_html
 from .scenes import describe_scene, list_scenes
-from .scoring import ScoreRow, expand_inputs, score_files
+from .scoring import Scorer, ScoreRow, resolve_device
 from .tokenizer import find_vocab
 from .transforms import parse_crops
 
@@ -48,56 +53,131 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write(rows: list[ScoreRow], fmt: str, stream) -> None:
-    if fmt == "json":
-        json.dump([r.as_dict() for r in rows], stream, indent=1)
-        stream.write("\n")
-        return
-    if fmt == "jsonl":
-        for r in rows:
-            stream.write(json.dumps(r.as_dict()) + "\n")
-        return
-    writer = csv.DictWriter(stream, fieldnames=list(ScoreRow.FIELDS), lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in r.as_dict().items()})
+class _Sink:
+    """Writes rows as they come (csv, jsonl) or at the end (json), to stdout or a file (appending on --resume)."""
+
+    def __init__(self, fmt: str, output: str | None, resume: bool) -> None:
+        self.fmt, self.rows = fmt, []
+        append = bool(output) and resume and os.path.exists(output) and os.path.getsize(output) > 0
+        self.stream = open(output, "a" if append else "w", newline="") if output else sys.stdout  # noqa: SIM115
+        self.close_stream = bool(output)
+        self.writer = csv.DictWriter(self.stream, fieldnames=list(ScoreRow.FIELDS), lineterminator="\n")
+        if fmt == "csv" and not append:
+            self.writer.writeheader()
+
+    def write(self, row: ScoreRow) -> None:
+        if self.fmt == "csv":
+            self.writer.writerow({k: ("" if v is None else v) for k, v in row.as_dict().items()})
+        elif self.fmt == "jsonl":
+            self.stream.write(json.dumps(row.as_dict()) + "\n")
+        else:
+            self.rows.append(row.as_dict())
+            return
+        self.stream.flush()  # a finished score is on disk before the next one starts
+
+    def close(self) -> None:
+        if self.fmt == "json":
+            json.dump(self.rows, self.stream, indent=1)
+            self.stream.write("\n")
+        if self.close_stream:
+            self.stream.close()
+
+
+def _init_distributed(device: str) -> tuple[int, int]:
+    """Join the torchrun process group when there is one: (rank, world size)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size()
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
+    if not args.paths and not args.manifest:
+        raise UsageError("give image paths, folders or globs, or --manifest FILE")
+    if args.resume and not args.output:
+        raise UsageError("--resume needs --output FILE")
+    if args.resume and args.format == "json":
+        raise UsageError("--resume works with --format csv or jsonl (a JSON array cannot be appended to)")
     try:
         crops = parse_crops(args.crops)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    model = create_model(args.model)
+    rank, world = _init_distributed(args.device)
+    device = resolve_device(args.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", torch.cuda.current_device())
+    model = create_model(args.model).to(device)
     if args.bpe:
         model.vocab_path = args.bpe
     model.prompt_key(args.scene)  # an unknown scene is a usage error before any work
-    files, rows_missing = expand_inputs(args.paths)
-    rows = score_files(model, files, scene=args.scene, crops=crops, seed=args.seed)
-    rows = sorted(rows + rows_missing, key=lambda r: r.index)
-    if args.output:
-        with open(args.output, "w", newline="") as f:
-            _write(rows, args.format, f)
-    else:
-        _write(rows, args.format, sys.stdout)
-    failed = [r for r in rows if r.error]
-    for r in failed:
-        print(f"error: {r.path}: {r.error}", file=sys.stderr)
+    entries = expand_paths(args.paths, args.scene)
+    if args.manifest:
+        entries += read_manifest(args.manifest, args.scene)
+    if args.resume:
+        entries = skip_done(entries, read_done(args.output, args.format))
+    scorer = Scorer(
+        model,
+        crops=crops,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        dtype=args.dtype,
+        thumbnails=bool(args.html),
+        progress=True,
+    )
+    sink = _Sink(args.format, args.output, args.resume) if rank == 0 else None
+    rows = []
+    try:
+        for row in scorer.run(entries):
+            sink.write(row)
+            rows.append(row)
+            if row.error:
+                print(f"error: {row.path}: {row.error}", file=sys.stderr)
+    finally:
+        if sink is not None:
+            sink.close()
+    if args.html and rank == 0:
+        write_html(rows, args.html, model=args.model, score_range=model.score_range)
+    failed = any(r.error for r in rows)
+    if world > 1:
+        import torch.distributed as dist
+
+        flag = [failed]
+        dist.broadcast_object_list(flag, src=0)
+        failed = flag[0]
+        dist.destroy_process_group()
     return 1 if failed else 0
+
+
+def _default_workers() -> int:
+    return min(4, max(0, (os.cpu_count() or 1) - 1))
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gamma-iqa", description="Gamma image quality and aesthetics assessment")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("score", help="score images (files, folders, globs)")
-    s.add_argument("paths", nargs="+", help="image files, folders (recursive) or glob patterns")
+    s = sub.add_parser("score", help="score images (files, folders, globs, or a manifest)")
+    s.add_argument("paths", nargs="*", help="image files, folders (recursive) or glob patterns")
+    s.add_argument("--manifest", help="CSV (path,scene columns) or JSONL file of images with their scenes")
     s.add_argument("--model", required=True, help="registered model name or checkpoint path (see `list models`)")
     s.add_argument("--scene", default=None, help="scene of the images (see `list scenes`); default: the model's")
     s.add_argument("--crops", default="10", help="N random crops (default 10), 'center' or 'none' (whole image)")
     s.add_argument("--seed", type=int, default=0, help="seed of the random crops (mixed with each image's pixels)")
+    s.add_argument("--batch-size", type=int, default=8, help="images decoded per batch (scores do not depend on it)")
+    s.add_argument("--workers", type=int, default=_default_workers(), help="decoding processes (default: from CPUs)")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    s.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision")
     s.add_argument("--format", choices=("csv", "json", "jsonl"), default="csv")
     s.add_argument("--output", help="write to FILE instead of stdout")
+    s.add_argument("--resume", action="store_true", help="skip the rows already in --output and append the rest")
+    s.add_argument("--html", metavar="REPORT.html", help="also write a self-contained HTML page of the results")
     s.add_argument("--bpe", help="CLIP BPE vocabulary file (bpe_simple_vocab_16e6.txt.gz)")
     s.set_defaults(func=_cmd_score)
 

@@ -198,3 +198,22 @@ class Gamma(nn.Module):
         else:
             text = text.expand(b, -1, -1)
         return self.head(self.encode_image(images), text)
+
+    def score(
+        self,
+        inputs: Any,
+        *,
+        scene: str | Sequence[str] | None = None,
+        crops: int | str = 10,
+        seed: int = 0,
+        batch_size: int = 8,
+        dtype: str = "fp32",
+    ) -> list[float]:
+        """Scores of image files, folders, globs, PIL images, numpy arrays or a (B, 3, H, W) tensor in [0, 1].
+
+        Same semantics as `gamma-iqa score`: `crops` random crops (or "center" / "none") seeded by `seed` and each
+        image's pixels. A bad input raises one ValueError naming it.
+        """
+        from .scoring import score_inputs  # scoring builds on the model; imported here to keep the layering
+
+        return score_inputs(self, inputs, scene=scene, crops=crops, seed=seed, batch_size=batch_size, dtype=dtype)

@@ -1,21 +1,37 @@
-"""Scoring files: input expansion, per-image crops, and rows with errors instead of exceptions."""
+"""The scoring engine behind `gamma-iqa score` and `Gamma.score`.
+
+Images are decoded and cropped in DataLoader workers; crops go through the model in forwards of a fixed number of
+images (padded at the very end), so a score is bit-identical whatever the batch size, worker count, position or run;
+under torchrun the entries are split across ranks and the rows come back merged, in input order.
+"""
 
 from __future__ import annotations
 
-import glob
-from collections.abc import Sequence
-from dataclasses import dataclass
+import base64
+import io
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
+import torch.distributed as dist
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
 
+from .inputs import Entry
 from .model import Gamma
-from .transforms import Crops, load_image, make_crops
+from .transforms import Crops, load_image, make_crops, to_rgb
 
-__all__ = ["IMAGE_EXTENSIONS", "ScoreRow", "expand_inputs", "score_files"]
+__all__ = ["ScoreRow", "Scorer", "describe_error", "resolve_device", "score_inputs"]
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+IMAGES_PER_FORWARD = {"cpu": 1, "cuda": 32, "mps": 8}  # fixed per device: results never depend on --batch-size
+THUMB_SIDE = 160
 
 
 @dataclass
@@ -28,66 +44,279 @@ class ScoreRow:
     scene: str | None = None
     crops: str | None = None
     error: str | None = None
+    thumbnail: str | None = field(default=None, repr=False)  # base64 JPEG, for the HTML report
 
     def as_dict(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in self.FIELDS}
 
 
-def expand_inputs(paths: Sequence[str]) -> tuple[list[tuple[int, Path]], list[ScoreRow]]:
-    """Files as given, folders recursively (sorted, image extensions in any case), globs sorted.
-
-    Returns the files to score, numbered in input order, and error rows for inputs that match nothing.
-    """
-    files: list[tuple[int, Path]] = []
-    missing: list[ScoreRow] = []
-
-    def add(p: Path) -> None:
-        files.append((len(files) + len(missing), p))
-
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
-            if not found:
-                missing.append(ScoreRow(len(files) + len(missing), raw, error="folder holds no images"))
-            for q in found:
-                add(q)
-        elif p.exists():
-            add(p)
-        elif glob.has_magic(raw):
-            matches = sorted(Path(m) for m in glob.glob(raw, recursive=True) if Path(m).is_file())
-            if not matches:
-                missing.append(ScoreRow(len(files) + len(missing), raw, error="pattern matches no file"))
-            for q in matches:
-                add(q)
-        else:
-            missing.append(ScoreRow(len(files) + len(missing), raw, error="no such file or folder"))
-    return files, missing
+def describe_error(e: BaseException) -> str:
+    """A one-line reason for a failed image."""
+    if isinstance(e, FileNotFoundError):
+        return "no such file"
+    if isinstance(e, IsADirectoryError):
+        return "is a folder, not an image"
+    if isinstance(e, PermissionError):
+        return "cannot read (permission denied)"
+    if isinstance(e, UnidentifiedImageError):
+        return "not an image, or an unsupported format"
+    if isinstance(e, Image.DecompressionBombError):
+        return f"image too large ({str(e).splitlines()[0]})"
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    if isinstance(e, (ValueError, TypeError)):  # our own checks on the input say what is wrong
+        return text
+    if "truncated" in text or isinstance(e, (OSError, SyntaxError)):
+        return f"truncated or corrupt image ({text})"
+    return f"{type(e).__name__}: {text}"
 
 
-def _crops_label(crops: Crops, upscaled: bool) -> str:
-    return f"{crops}{' (upscaled)' if upscaled else ''}"
+def _decode(source: Any) -> Image.Image | torch.Tensor:
+    """A file path, PIL image, numpy array or (3, H, W) tensor -> PIL RGB image or float tensor in [0, 1]."""
+    if isinstance(source, (str, Path)):
+        if os.path.getsize(source) == 0:
+            raise ValueError("empty file (0 bytes)")
+        return load_image(source)
+    if isinstance(source, Image.Image):
+        return to_rgb(source)
+    if isinstance(source, np.ndarray):
+        if source.dtype == np.uint8:
+            return to_rgb(Image.fromarray(source))
+        if source.ndim == 3 and source.shape[2] == 3:
+            return torch.from_numpy(np.ascontiguousarray(source, dtype=np.float32)).permute(2, 0, 1)
+        raise ValueError(
+            f"a numpy image must be uint8, or float (H, W, 3) in [0, 1]; got {source.dtype} {source.shape}"
+        )
+    if isinstance(source, torch.Tensor):
+        if source.dim() != 3 or source.shape[0] != 3 or not source.is_floating_point():
+            raise ValueError(f"an image tensor must be float (3, H, W) in [0, 1], got {tuple(source.shape)}")
+        return source.detach().cpu().float()
+    raise TypeError(f"cannot score a {type(source).__name__}: give paths, PIL images, numpy arrays or tensors")
 
 
-@torch.inference_mode()
-def score_files(
-    model: Gamma, files: Sequence[tuple[int, Path]], *, scene: str | None, crops: Crops, seed: int = 0
-) -> list[ScoreRow]:
-    """Score each file as the mean over its crops; a file that fails gets a row with a one-line error."""
-    size = model.config.clip.image_size
-    device = next(model.parameters()).device
-    scene_name = scene or model.config.default_scene
-    rows = []
-    for index, path in files:
-        row = ScoreRow(index, str(path), scene=scene_name)
+def _thumbnail(image: Image.Image | torch.Tensor) -> str:
+    if isinstance(image, torch.Tensor):
+        image = Image.fromarray((image * 255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
+    thumb = image.copy()
+    thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    buf = io.BytesIO()
+    thumb.save(buf, "JPEG", quality=80)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+class _Images(Dataset):
+    """Decodes and crops one entry per item; a failure becomes an item with an error, never an exception."""
+
+    def __init__(self, entries: Sequence[tuple[int, Entry]], crops: Crops, size: int, seed: int, thumbs: bool):
+        self.entries, self.crops, self.size, self.seed, self.thumbs = entries, crops, size, seed, thumbs
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        index, entry = self.entries[i]
+        item: dict[str, Any] = {"index": index}
         try:
-            prepared = make_crops(load_image(path), crops, size, seed)
-        except Exception as e:  # PIL raises many types for corrupt, truncated or foreign files
-            row.error = f"cannot read image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unknown'})"
-            rows.append(row)
-            continue
-        scores = model(prepared.crops.to(device), scene)
-        row.score = float(scores.mean())
-        row.crops = _crops_label(crops, prepared.upscaled)
-        rows.append(row)
-    return rows
+            image = _decode(entry.source)
+            prepared = make_crops(image, self.crops, self.size, self.seed)
+            item.update(crops=prepared.crops, upscaled=prepared.upscaled)
+            if self.thumbs:
+                item["thumbnail"] = _thumbnail(image)
+        except Exception as e:  # any decoder failure is the input's fault: report it on its row
+            item["error"] = describe_error(e)
+        return item
+
+
+def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return items
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    return device
+
+
+class Scorer:
+    """Scores entries with a model: DataLoader workers decode, fixed-size forwards score, rows come out in order."""
+
+    def __init__(
+        self,
+        model: Gamma,
+        *,
+        crops: Crops = 10,
+        seed: int = 0,
+        batch_size: int = 8,
+        workers: int = 0,
+        dtype: str = "fp32",
+        thumbnails: bool = False,
+        progress: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+        if dtype not in DTYPES:
+            raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        self.model, self.crops, self.seed = model, crops, seed
+        self.batch_size, self.workers, self.thumbnails, self.progress = (
+            batch_size,
+            max(0, workers),
+            thumbnails,
+            progress,
+        )
+        self.device = next(model.parameters()).device
+        if dtype == "fp16" and self.device.type == "cpu":
+            raise ValueError("--dtype fp16 needs a GPU; use bf16 or fp32 on the CPU")
+        self.dtype = DTYPES[dtype]
+
+    # ---- model side --------------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    @torch.inference_mode()
+    def _forward(self, group: list[tuple[dict[str, Any], str | None]]) -> list[float]:
+        """Mean score of each item's crops. Random/centre crops go in forwards of exactly IMAGES_PER_FORWARD images
+        (zero images pad the last one); whole images ("none") go one by one, since their sizes differ."""
+        crops = torch.cat([item["crops"] for item, _ in group])
+        scenes = [scene for item, scene in group for _ in range(len(item["crops"]))]
+        per = [len(item["crops"]) for item, _ in group]
+        want = len(crops) if self.crops == "none" else per[0] * IMAGES_PER_FORWARD.get(self.device.type, 1)
+        if len(crops) < want:
+            pad = want - len(crops)
+            crops = torch.cat([crops, crops.new_zeros(pad, *crops.shape[1:])])
+            scenes += [None] * pad
+        with self._autocast():
+            scores = self.model(crops.to(self.device, non_blocking=True), scenes).float().cpu()
+        return [float(s.mean()) for s in scores[: sum(per)].split(per)]
+
+    def _accept(self, items: list[dict[str, Any]], entries: dict[int, Entry], queue: list) -> list[ScoreRow]:
+        """Rows of failed items (finished now); good items join `queue` as (item, scene, row) to be scored."""
+        failed = []
+        for item in items:
+            entry = entries[item["index"]]
+            row = ScoreRow(item["index"], entry.label, scene=entry.scene or self.model.config.default_scene)
+            try:
+                if "error" in item:
+                    raise ValueError(item["error"])
+                self.model.prompt_key(entry.scene)  # a manifest row with an unknown scene fails alone
+            except ValueError as e:
+                row.error = str(e)
+                failed.append(row)
+                continue
+            row.crops = f"{self.crops}{' (upscaled)' if item['upscaled'] else ''}"
+            row.thumbnail = item.get("thumbnail")
+            queue.append((item, entry.scene, row))
+        return failed
+
+    def _drain(self, queue: list, final: bool) -> list[ScoreRow]:
+        """Score full forwards from the front of `queue` (and the padded remainder when `final`)."""
+        per_forward = 1 if self.crops == "none" else IMAGES_PER_FORWARD.get(self.device.type, 1)
+        scored = []
+        while len(queue) >= per_forward or (final and queue):
+            group, queue[:] = queue[:per_forward], queue[per_forward:]
+            for (_, _, row), score in zip(group, self._forward([(it, sc) for it, sc, _ in group]), strict=True):
+                row.score = score
+                scored.append(row)
+        return scored
+
+    # ---- the run -----------------------------------------------------------------------------------------------
+    def run(self, entries: Sequence[Entry]) -> Iterator[ScoreRow]:
+        """Rows for `entries`, in their order. Under torchrun every rank must call this; rank 0 gets the rows."""
+        rank, world = (
+            (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+        )
+        numbered = list(enumerate(entries))
+        lookup = dict(numbered)
+        pending: dict[int, ScoreRow] = {}
+        for i, e in numbered:
+            if e.error is not None and rank == 0:
+                pending[i] = ScoreRow(i, e.label, scene=e.scene or self.model.config.default_scene, error=e.error)
+        mine = [(i, e) for i, e in numbered if e.error is None][rank::world]
+        loader = DataLoader(
+            _Images(mine, self.crops, self.model.config.clip.image_size, self.seed, self.thumbnails),
+            batch_size=self.batch_size,
+            num_workers=self.workers if len(mine) > self.batch_size else 0,  # one batch: a worker only adds start-up
+            collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+        )
+        bar = self._bar(len(entries)) if rank == 0 else None
+        batches = iter(loader)
+        queue: list = []
+        next_index = 0
+        done = False
+        while True:
+            batch = None if done else next(batches, None)
+            done = batch is None
+            local = self._accept(batch, lookup, queue) if batch else []
+            local += self._drain(queue, final=done)
+            if world > 1:
+                gathered: list[Any] = [None] * world
+                dist.all_gather_object(gathered, (local, done))
+                rows = [r for rs, _ in gathered for r in rs]
+                finished = all(d for _, d in gathered)
+            else:
+                rows, finished = local, done
+            if rank == 0:
+                pending.update((r.index, r) for r in rows)
+                while next_index in pending:
+                    if bar is not None:
+                        bar.update(1)
+                    yield pending.pop(next_index)
+                    next_index += 1
+            if finished:
+                break
+        if bar is not None:
+            bar.close()
+
+    def _bar(self, total: int):
+        if not self.progress or not sys.stderr.isatty():
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True)
+
+
+def score_inputs(
+    model: Gamma,
+    inputs: Any,
+    *,
+    scene: str | Sequence[str] | None = None,
+    crops: Crops = 10,
+    seed: int = 0,
+    batch_size: int = 8,
+    dtype: str = "fp32",
+) -> list[float]:
+    """`Gamma.score`: scores of paths, PIL images, numpy arrays or a (B, 3, H, W) tensor in [0, 1], in order.
+
+    A single bad input raises one ValueError naming it; the scores are those `gamma-iqa score` prints.
+    """
+    from .inputs import expand_paths
+
+    if isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
+        items: list[Any] = list(inputs)
+    elif isinstance(inputs, (str, Path, Image.Image, np.ndarray, torch.Tensor)):
+        items = [inputs]
+    else:
+        items = list(inputs)
+    scenes = [scene] * len(items) if scene is None or isinstance(scene, str) else list(scene)
+    if len(scenes) != len(items):
+        raise ValueError(f"got {len(scenes)} scenes for {len(items)} inputs")
+    entries: list[Entry] = []
+    for i, (item, s) in enumerate(zip(items, scenes, strict=True)):
+        if isinstance(item, (str, Path)):
+            entries.extend(expand_paths([str(item)], s))
+        else:
+            entries.append(Entry(f"<input {i}>", item, s))
+    scorer = Scorer(model, crops=crops, seed=seed, batch_size=batch_size, dtype=dtype)
+    out = []
+    for row in scorer.run(entries):
+        if row.error is not None:
+            raise ValueError(f"{row.path}: {row.error}")
+        out.append(row.score)
+    return out

@@ -1,7 +1,8 @@
 """Image loading and test-time crops (PIL + torch; no torchvision).
 
 Crops are drawn from a generator seeded by the user's seed and the image's own pixels, so an image gets the same
-crops, hence the same score, alone or in any batch, at any position, on any run.
+crops, hence the same score, alone or in any batch, at any position, on any run, and whether it comes as a file, a
+PIL image, a uint8 array or a [0, 1] tensor.
 """
 
 from __future__ import annotations
@@ -12,27 +13,29 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-__all__ = ["Crops", "crop_offsets", "image_to_tensor", "load_image", "make_crops", "parse_crops"]
+__all__ = ["Crops", "Prepared", "image_to_tensor", "load_image", "make_crops", "parse_crops", "to_rgb"]
 
 Crops = int | str  # a number of random crops, "center" or "none"
+MAX_PIXELS = 1 << 30  # PIL's decompression-bomb guard, raised: our users score their own large photos
 
 
 def parse_crops(value: str | int) -> Crops:
     """'10' -> 10, 'center' / 'none' as they are; anything else is an error."""
     if isinstance(value, int) or str(value).isdigit():
         n = int(value)
-        if n < 1:
-            raise ValueError(f"--crops must be a positive number, 'center' or 'none', got {value!r}")
-        return n
-    if value in ("center", "none"):
+        if n >= 1:
+            return n
+    elif value in ("center", "none"):
         return value
     raise ValueError(f"--crops must be a positive number, 'center' or 'none', got {value!r}")
 
 
 def load_image(path: str | Path) -> Image.Image:
     """Decode a file to an RGB PIL image: EXIF orientation applied, alpha composited on white, any mode to RGB."""
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     with Image.open(path) as im:
         im.load()
         im = ImageOps.exif_transpose(im)
@@ -40,18 +43,20 @@ def load_image(path: str | Path) -> Image.Image:
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL mode to RGB: palette and alpha composited on white, 16/32-bit and float greyscale rescaled, CMYK."""
     if im.mode == "RGB":
         return im
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "RGBa"):
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = im.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit greyscale: scale to 8 bits rather than clip at 255.
+    if im.mode.startswith("I") or im.mode == "F":
         a = np.asarray(im, dtype=np.float64)
-        a = np.clip(a / (65535.0 if a.max() > 255 else 255.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        # 16-bit data spans 0..65535; float data is taken as [0, 1]; 8-bit-range integers stay as they are.
+        top = 1.0 if im.mode == "F" and a.max() <= 1.0 else 65535.0 if a.max() > 255 else 255.0
+        a = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(a, "L").convert("RGB")
     return im.convert("RGB")
 
@@ -62,17 +67,35 @@ def image_to_tensor(im: Image.Image) -> torch.Tensor:
     return a.permute(2, 0, 1).float().div(255)
 
 
+def _pixels_u8(image: Image.Image | torch.Tensor) -> bytes:
+    """The image as HWC uint8 bytes: the canonical content that seeds its crops."""
+    if isinstance(image, Image.Image):
+        return image.tobytes()
+    return (image * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy().tobytes()
+
+
+def content_seed(image: Image.Image | torch.Tensor, seed: int) -> int:
+    h, w = _size(image)
+    digest = hashlib.sha256(f"{seed}:{w}x{h}:".encode())
+    digest.update(_pixels_u8(image))
+    return int.from_bytes(digest.digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def _size(image: Image.Image | torch.Tensor) -> tuple[int, int]:
+    """(height, width)."""
+    if isinstance(image, Image.Image):
+        return image.size[1], image.size[0]
+    return int(image.shape[-2]), int(image.shape[-1])
+
+
+def _as_tensor(image: Image.Image | torch.Tensor) -> torch.Tensor:
+    return image_to_tensor(image) if isinstance(image, Image.Image) else image.float()
+
+
 @dataclass(frozen=True)
 class Prepared:
     crops: torch.Tensor  # (N, 3, S, S), or (1, 3, H, W) for crops="none"
     upscaled: bool  # the image had a side under the crop size and was enlarged
-
-
-def _content_seed(im: Image.Image, seed: int) -> int:
-    h = hashlib.sha256()
-    h.update(f"{seed}:{im.size[0]}x{im.size[1]}:".encode())
-    h.update(im.tobytes())
-    return int.from_bytes(h.digest()[:8], "little") & ((1 << 63) - 1)
 
 
 def crop_offsets(height: int, width: int, size: int, n: int, generator: torch.Generator) -> list[tuple[int, int]]:
@@ -85,24 +108,31 @@ def crop_offsets(height: int, width: int, size: int, n: int, generator: torch.Ge
     return out
 
 
-def make_crops(im: Image.Image, crops: Crops, size: int, seed: int = 0) -> Prepared:
-    """The test-time views of one RGB image: N random crops, one centre crop, or the whole image ("none").
+def make_crops(image: Image.Image | torch.Tensor, crops: Crops, size: int, seed: int = 0) -> Prepared:
+    """The test-time views of one RGB image (PIL, or a (3, H, W) tensor in [0, 1]).
 
-    An image with a side under `size` is first enlarged (short side to `size`, bicubic) and flagged.
+    N random crops, one centre crop, or the whole image ("none"). An image with a side under `size` is first
+    enlarged (short side to `size`, bicubic, in torch so that files and tensors agree) and flagged. Large images are
+    cut in PIL before any float tensor is made, so memory stays at the decoded image plus the crops.
     """
-    w, h = im.size
-    upscaled = min(w, h) < size
+    if isinstance(image, torch.Tensor) and (image.dim() != 3 or image.shape[0] != 3):
+        raise ValueError(f"an image tensor must be (3, H, W) RGB in [0, 1], got shape {tuple(image.shape)}")
+    h, w = _size(image)
+    generator = torch.Generator().manual_seed(content_seed(image, seed)) if isinstance(crops, int) else None
+    upscaled = min(h, w) < size
     if upscaled:
-        scale = size / min(w, h)
-        im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
-        w, h = im.size
+        scale = size / min(h, w)
+        new = (max(size, round(h * scale)), max(size, round(w * scale)))
+        image = F.interpolate(_as_tensor(image)[None], size=new, mode="bicubic", align_corners=False)[0].clamp(0, 1)
+        h, w = new
     if crops == "none":
-        return Prepared(image_to_tensor(im)[None], upscaled)
-    if crops == "center":
+        return Prepared(_as_tensor(image)[None], upscaled)
+    if generator is None:
         offsets = [((h - size) // 2, (w - size) // 2)]
     else:
-        generator = torch.Generator().manual_seed(_content_seed(im, seed))
         offsets = crop_offsets(h, w, size, int(crops), generator)
-    # Cut in PIL first so that a huge image never becomes a huge float tensor.
-    views = [image_to_tensor(im.crop((left, top, left + size, top + size))) for top, left in offsets]
-    return Prepared(torch.stack(views), upscaled)
+    if isinstance(image, Image.Image):
+        views = [image_to_tensor(image.crop((left, top, left + size, top + size))) for top, left in offsets]
+    else:
+        views = [image[:, top : top + size, left : left + size] for top, left in offsets]
+    return Prepared(torch.stack(views).float(), upscaled)
