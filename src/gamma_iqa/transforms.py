@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-__all__ = ["Crops", "crop_offsets", "image_to_tensor", "load_image", "make_crops", "parse_crops"]
+__all__ = ["Crops", "crop_offsets", "image_to_tensor", "load_image", "make_crops", "parse_crops", "resize_short_side"]
 
 Crops = int | str  # a number of random crops, "center" or "none"
 
@@ -54,6 +54,16 @@ def to_rgb(im: Image.Image) -> Image.Image:
         a = np.clip(a / (65535.0 if a.max() > 255 else 255.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(a, "L").convert("RGB")
     return im.convert("RGB")
+
+
+def resize_short_side(im: Image.Image, size: int) -> Image.Image:
+    """Resize so that the short side is `size` (bilinear, long side truncated, as torchvision's Resize(size));
+    an image whose short side is already `size` is returned as it is."""
+    w, h = im.size
+    if min(w, h) == size:
+        return im
+    new = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
+    return im.resize(new, Image.Resampling.BILINEAR)
 
 
 def image_to_tensor(im: Image.Image) -> torch.Tensor:
