@@ -8,15 +8,18 @@ reader of its native release (`readers.py`). Records carry the raw MOS and the n
 Splits: the official one where the release defines it (one split column), otherwise 10 random 80/20 splits drawn with
 seed 123 over the images sorted by name (train = round(0.8 n); the test sizes then equal those of the paper's logs,
 the images in them are ours). They are written once to `gamma-iqa-<name>.csv` in the dataset folder (or, if that is
-read-only, under `$GAMMA_IQA_HOME/meta/`) with columns `image, mos, mos_norm, split_01..`, values train/test, and read
-back from there on later runs: edit or replace that file to evaluate on other splits, delete it to rebuild it.
+read-only, under `$GAMMA_IQA_HOME/meta/`, named after the folder too) with columns `image, mos, mos_norm,
+split_01..`, values train/test, and read back from there on later runs: edit or replace that file to evaluate on
+other splits, delete it to rebuild it.
 """
 
 from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,14 +203,20 @@ def _read_meta(path: Path, spec: DatasetSpec, folder: Path) -> list[Record]:
 def load_records(
     spec: DatasetSpec, data_root: str | os.PathLike[str], *, meta_dir: str | os.PathLike[str] | None = None
 ) -> tuple[Path, list[Record]]:
-    """The dataset's folder and all its labelled images with their splits, from the meta CSV if there is one
-    (in `meta_dir`, the dataset folder, or $GAMMA_IQA_HOME/meta), else from the release's labels (then saved)."""
+    """The dataset's folder and all its labelled images with their splits, from the split file if there is one
+    (in `meta_dir`, else the dataset folder, else $GAMMA_IQA_HOME/meta), else from the release's labels (then saved
+    to the first of those places that is writable)."""
     folder = dataset_dir(spec, data_root)
     name = _meta_name(spec)
-    places = [Path(meta_dir)] if meta_dir is not None else [folder, gamma_home() / "meta"]
-    for place in places:
-        if (place / name).is_file():
-            return folder, _read_meta(place / name, spec, folder)
+    if meta_dir is not None:
+        places = [Path(meta_dir) / name]
+    else:
+        # The cache copy is named after the folder too, so that two copies of a dataset never share a split file.
+        tag = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:10]
+        places = [folder / name, gamma_home() / "meta" / f"{name[:-4]}-{tag}.csv"]
+    for path in places:
+        if path.is_file():
+            return folder, _read_meta(path, spec, folder)
     labels = spec.reader(folder)
     if not labels.items:
         raise ValueError(f"{spec.name}: the label files in {folder} list no images")
@@ -216,13 +225,15 @@ def load_records(
     records = [
         Record(folder, image, mos, spec.normalise(mos), s) for (image, mos), s in zip(labels.items, splits, strict=True)
     ]
-    for place in places:
+    for path in places:
         try:
-            place.mkdir(parents=True, exist_ok=True)
-            _write_meta(place / name, records)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_meta(path, records)
             break
         except OSError:
             continue  # a read-only dataset folder: fall back to the cache
+    else:
+        warnings.warn(f"{spec.name}: could not save its split file in {' or '.join(map(str, places))}", stacklevel=2)
     return folder, records
 
 
