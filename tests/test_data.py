@@ -395,3 +395,12 @@ def test_missing_optional_package_names_it(tmp_path, monkeypatch):
         ImportError, match=r"needs openpyxl: pip install openpyxl \(or pip install 'gamma-iqa\[data\]'\)"
     ):
         load_records(get_dataset("spaq"), tmp_path)
+
+
+def test_release_unpacked_one_folder_deeper_and_the_shallowest_label_file_wins(tmp_path):
+    want = build_kadid10k(tmp_path / "kadid10k")  # kadid10k/kadid10k/..., as a zip often unpacks
+    write(tmp_path / "kadid10k/backup/old/dmos.csv", "dist_img,ref_img,dmos,var\nold.png,I01.png,3,0\n")
+    folder, records = load_records(get_dataset("kadid10k"), tmp_path)
+    assert folder == tmp_path / "kadid10k"
+    assert {r.image: r.mos for r in records} == {f"kadid10k/{k}": v for k, v in want.items()}
+    assert all(r.path.is_file() for r in records)

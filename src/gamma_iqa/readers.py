@@ -37,6 +37,7 @@ import fnmatch
 import importlib
 import os
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -66,13 +67,18 @@ def _require(module: str, package: str, what: Path) -> Any:
 
 # ---- finding files ---------------------------------------------------------------------------------------------------
 def _walk(root: Path, depth: int) -> Iterable[tuple[Path, list[str], list[str]]]:
-    base = len(root.parts)
-    for top, dirs, files in os.walk(root):
-        here = Path(top)
-        dirs.sort()
-        if len(here.parts) - base >= depth:
-            dirs[:] = []
-        yield here, dirs, sorted(files)
+    """(folder, its subfolder names, its file names), breadth-first, sorted, `depth` levels below `root` at most."""
+    queue = deque([(root, 0)])
+    while queue:
+        here, level = queue.popleft()
+        try:
+            entries = sorted(os.scandir(here), key=lambda e: e.name)
+        except OSError:
+            continue
+        dirs = [e.name for e in entries if e.is_dir()]
+        yield here, dirs, [e.name for e in entries if not e.is_dir()]
+        if level < depth:
+            queue.extend((here / d, level + 1) for d in dirs)
 
 
 def find_file(root: Path, *patterns: str, depth: int = 4, required: bool = True) -> Path | None:
