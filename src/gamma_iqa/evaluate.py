@@ -13,7 +13,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -66,7 +65,6 @@ class DatasetResult:
 @dataclass(frozen=True)
 class _Plan:
     spec: DatasetSpec
-    folder: Path
     present: list[Record]
     absent: list[Record]
 
@@ -79,7 +77,7 @@ def _plan(spec: DatasetSpec, data_root: str | os.PathLike[str], split: int, meta
         raise FileNotFoundError(
             f"{spec.name}: none of its {len(test)} test images is in {folder} (e.g. {test[0].image}): check --data-root"
         )
-    return _Plan(spec, folder, present, [r for r in test if not r.path.is_file()])
+    return _Plan(spec, present, [r for r in test if not r.path.is_file()])
 
 
 def _prepare(record: Record, crops: Crops, size: int, seed: int, resize: int | None) -> Prepared | str:
@@ -116,11 +114,12 @@ def _score(model: Gamma, plan: _Plan, crops: Crops, seed: int, batch_size: int, 
             todo = plan.present[c : c + chunk]
             prepared = pool.map(lambda r: _prepare(r, crops, size, seed, plan.spec.resize), todo)
             for p in prepared:
-                out.append(p if isinstance(p, str) else "")
                 if isinstance(p, str):
+                    out.append(p)
                     continue
                 if pending and (len(pending) == batch_size or pending[0][1].shape[1:] != p.crops.shape[1:]):
                     flush()
+                out.append(float("nan"))  # its score, once its batch has been through the model
                 pending.append((len(out) - 1, p.crops))
         if pending:
             flush()
