@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from .checkpoint import CheckpointError, convert_original, load_checkpoint, save_checkpoint
+from .data import list_datasets
 from .factory import create_model, list_models, register_model
 from .model import Gamma, GammaConfig
 from .scenes import get_scene, list_scenes, register_scene
@@ -15,6 +16,7 @@ __all__ = [
     "convert_original",
     "create_model",
     "get_scene",
+    "list_datasets",
     "list_models",
     "list_scenes",
     "load_checkpoint",

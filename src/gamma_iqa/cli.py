@@ -1,4 +1,4 @@
-"""Command line: `gamma-iqa score|convert|list`. Data goes to stdout, messages to stderr.
+"""Command line: `gamma-iqa score|eval|convert|list`. Data goes to stdout, messages to stderr.
 
 Exit status: 0 all good, 1 some inputs failed, 2 usage errors (bad arguments, unusable model or checkpoint).
 """
@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -34,6 +37,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if args.what == "models":
         for name in list_models():
             print(f"{name}\t{model_spec(name).description}")
+    elif args.what == "datasets":
+        _list_datasets()
     else:
         for name in list_scenes():
             print(f"{name}\t{describe_scene(name)}")
@@ -159,6 +164,89 @@ def _default_workers() -> int:
     return min(4, max(0, (os.cpu_count() or 1) - 1))
 
 
+def _list_datasets() -> None:
+    from .data import FOLDER_CSV, get_dataset, list_datasets
+
+    for name in list_datasets():
+        if name == FOLDER_CSV:
+            print(f"{name}\tyour own images and CSV: --csv FILE --mos-range LO HI --scene S [--lower-better]")
+            continue
+        d = get_dataset(name)
+        order = "lower is better" if d.lower_better else "higher is better"
+        print(
+            f"{name}\t{d.scene}\t{d.num_images} images\tMOS [{d.mos_range[0]:g}, {d.mos_range[1]:g}], {order}"
+            f"\t{d.split} split\tfolder {' or '.join(d.folders)}"
+        )
+
+
+def _eval_datasets(args: argparse.Namespace) -> list:
+    from .data import FOLDER_CSV, folder_csv_dataset, get_dataset
+
+    specs = []
+    for name in (n.strip() for n in args.dataset.split(",") if n.strip()):
+        if name.lower() != FOLDER_CSV:
+            specs.append(get_dataset(name))
+        elif args.csv is None or args.mos_range is None or args.scene is None:
+            raise UsageError("--dataset folder+csv needs --csv FILE, --mos-range LO HI and --scene S")
+        else:
+            specs.append(
+                folder_csv_dataset(
+                    args.csv, mos_range=tuple(args.mos_range), scene=args.scene, lower_better=args.lower_better
+                )
+            )
+    if not specs:
+        raise UsageError("--dataset names no dataset (see `gamma-iqa list datasets`)")
+    return specs
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, format_markdown, plot_predictions, save_predictions
+
+    try:
+        crops = parse_crops(args.crops)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.batch_size < 1 or args.workers < 0:
+        raise UsageError("--batch-size must be at least 1 and --workers at least 0")
+    specs = _eval_datasets(args)
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("--plot needs matplotlib: pip install matplotlib (or pip install 'gamma-iqa[plot]')")
+    model = create_model(args.model).to(resolve_device(args.device))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # shown below as one line each, not as Python's two-line warnings
+        try:
+            results = evaluate(
+                model,
+                specs,
+                args.data_root,
+                split=args.split,
+                crops=crops,
+                seed=args.seed,
+                batch_size=args.batch_size,
+                workers=args.workers,
+                progress=lambda m: print(m, file=sys.stderr),
+            )
+        except ImportError as e:  # an optional reader dependency (scipy, openpyxl): the message names it
+            raise UsageError(str(e)) from None
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    if args.format == "md":
+        sys.stdout.write(format_markdown(results, model.config.name))
+    else:
+        json.dump([r.as_dict() for r in results], sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    if args.save_predictions:
+        save_predictions(results, args.save_predictions)
+    if args.plot:
+        Path(args.plot).mkdir(parents=True, exist_ok=True)
+        for r in results:
+            plot_predictions(r, Path(args.plot) / f"{r.dataset.replace('+', '-')}.png")
+    for r in results:
+        for image, why in r.errors:
+            print(f"error: {r.dataset}: {image}: {why}", file=sys.stderr)
+    return 1 if any(r.errors for r in results) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gamma-iqa", description="Gamma image quality and aesthetics assessment")
     sub = p.add_subparsers(dest="command", required=True)
@@ -188,8 +276,27 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--bpe", help="CLIP BPE vocabulary to copy into the folder (default: found in open_clip / clip)")
     c.set_defaults(func=_cmd_convert)
 
-    ls = sub.add_parser("list", help="list models or scenes")
-    ls.add_argument("what", choices=("models", "scenes"))
+    e = sub.add_parser("eval", help="evaluate a model on datasets as the paper does (SRCC, PLCC, KRCC)")
+    e.add_argument("--model", required=True, help="registered model name or checkpoint path")
+    e.add_argument("--dataset", required=True, help="comma-separated dataset names (see `list datasets`)")
+    e.add_argument("--data-root", required=True, help="folder holding one folder per dataset (see README)")
+    e.add_argument("--split", type=int, default=1, help="which split's test part (default 1, as the paper)")
+    e.add_argument("--crops", default="10", help="N random crops per image (default 10), 'center' or 'none'")
+    e.add_argument("--seed", type=int, default=0, help="seed of the random crops (mixed with each image's pixels)")
+    e.add_argument("--batch-size", type=int, default=8, help="images per forward pass (their crops together)")
+    e.add_argument("--workers", type=int, default=_default_workers(), help="decoding processes (default: from CPUs)")
+    e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    e.add_argument("--format", choices=("json", "md"), default="json", help="md: a table beside the paper's numbers")
+    e.add_argument("--save-predictions", metavar="FILE.csv", help="write dataset,image,mos,mos_norm,prediction")
+    e.add_argument("--plot", metavar="DIR", help="write a predicted-vs-MOS scatter PNG per dataset (matplotlib)")
+    e.add_argument("--csv", help="folder+csv: the label CSV (columns image, mos; optional split)")
+    e.add_argument("--mos-range", type=float, nargs=2, metavar=("LO", "HI"), help="folder+csv: the MOS scale")
+    e.add_argument("--scene", help="folder+csv: the images' scene (see `list scenes`)")
+    e.add_argument("--lower-better", action="store_true", help="folder+csv: lower MOS is better (DMOS)")
+    e.set_defaults(func=_cmd_eval)
+
+    ls = sub.add_parser("list", help="list models, scenes or datasets")
+    ls.add_argument("what", choices=("models", "scenes", "datasets"))
     ls.set_defaults(func=_cmd_list)
     return p
 

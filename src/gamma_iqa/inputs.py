@@ -30,6 +30,7 @@ class Entry:
     source: Any = None
     scene: str | None = None
     error: str | None = None
+    resize: int | None = None  # short side resized to this before cropping (datasets scored at one scale)
 
 
 def _walk(folder: Path) -> tuple[list[Path], list[Entry]]:

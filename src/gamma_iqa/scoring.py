@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .inputs import Entry
 from .model import Gamma
-from .transforms import Crops, load_image, make_crops, to_rgb
+from .transforms import Crops, load_image, make_crops, resize_short_side, to_rgb
 
 __all__ = ["ScoreRow", "Scorer", "describe_error", "resolve_device", "score_inputs"]
 
@@ -93,9 +93,13 @@ def _decode(source: Any) -> Image.Image | torch.Tensor:
     raise TypeError(f"cannot score a {type(source).__name__}: give paths, PIL images, numpy arrays or tensors")
 
 
+def _to_pil(image: torch.Tensor) -> Image.Image:
+    return Image.fromarray((image * 255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
+
+
 def _thumbnail(image: Image.Image | torch.Tensor) -> str:
     if isinstance(image, torch.Tensor):
-        image = Image.fromarray((image * 255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
+        image = _to_pil(image)
     thumb = image.copy()
     thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
     buf = io.BytesIO()
@@ -117,6 +121,8 @@ class _Images(Dataset):
         item: dict[str, Any] = {"index": index}
         try:
             image = _decode(entry.source)
+            if entry.resize is not None:
+                image = resize_short_side(image if isinstance(image, Image.Image) else _to_pil(image), entry.resize)
             prepared = make_crops(image, self.crops, self.size, self.seed)
             item.update(crops=prepared.crops, upscaled=prepared.upscaled)
             if self.thumbs:
@@ -156,6 +162,7 @@ class Scorer:
         dtype: str = "fp32",
         thumbnails: bool = False,
         progress: bool = False,
+        distributed: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {batch_size}")

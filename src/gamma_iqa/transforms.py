@@ -16,7 +16,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-__all__ = ["Crops", "Prepared", "image_to_tensor", "load_image", "make_crops", "parse_crops", "to_rgb"]
+__all__ = [
+    "Crops",
+    "Prepared",
+    "crop_offsets",
+    "image_to_tensor",
+    "load_image",
+    "make_crops",
+    "parse_crops",
+    "resize_short_side",
+    "to_rgb",
+]
 
 Crops = int | str  # a number of random crops, "center" or "none"
 MAX_PIXELS = 1 << 30  # PIL's decompression-bomb guard, raised: our users score their own large photos
@@ -59,6 +69,16 @@ def to_rgb(im: Image.Image) -> Image.Image:
         a = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(a, "L").convert("RGB")
     return im.convert("RGB")
+
+
+def resize_short_side(im: Image.Image, size: int) -> Image.Image:
+    """Resize so that the short side is `size` (bilinear, long side truncated, as torchvision's Resize(size));
+    an image whose short side is already `size` is returned as it is."""
+    w, h = im.size
+    if min(w, h) == size:
+        return im
+    new = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
+    return im.resize(new, Image.Resampling.BILINEAR)
 
 
 def image_to_tensor(im: Image.Image) -> torch.Tensor:

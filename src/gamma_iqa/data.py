@@ -1,0 +1,270 @@
+"""Dataset registry (gamma.md §7), normalised opinion scores, and the train/test splits in one meta CSV per dataset.
+
+Each `DatasetSpec` names its scene, MOS range and direction, test-time resize, folder names under a data root and a
+reader of its native release (`readers.py`). Records carry the raw MOS and the normalised one,
+`y = (mos - lo) / (hi - lo)`, flipped to `1 - y` when lower is better, so every dataset is higher-is-better on about
+[0, 1]. Values are not clipped: a few LIVE realigned DMOS lie outside its nominal [1, 100], as in the original.
+
+Splits: the official one where the release defines it (one split column), otherwise 10 random 80/20 splits drawn with
+seed 123 over the images sorted by name (train = round(0.8 n); the test sizes then equal those of the paper's logs,
+the images in them are ours). They are written once to `gamma-iqa-<name>.csv` in the dataset folder (or, if that is
+read-only, under `$GAMMA_IQA_HOME/meta/`, named after the folder too) with columns `image, mos, mos_norm,
+split_01..`, values train/test, and read back from there on later runs: edit or replace that file to evaluate on
+other splits, delete it to rebuild it.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import readers
+from .factory import gamma_home
+from .readers import Labels
+from .scenes import list_scenes
+
+__all__ = [
+    "FOLDER_CSV",
+    "DatasetSpec",
+    "Record",
+    "dataset_dir",
+    "folder_csv_dataset",
+    "get_dataset",
+    "list_datasets",
+    "load_records",
+    "make_splits",
+    "register_dataset",
+    "select",
+]
+
+FOLDER_CSV = "folder+csv"
+SPLIT_SEED = 123
+NUM_RANDOM_SPLITS = 10
+TRAIN_FRACTION = 0.8
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What gamma-iqa knows about one dataset. `resize`: the short side is resized to it before test crops."""
+
+    name: str
+    title: str  # the name in the paper's tables
+    scene: str
+    mos_range: tuple[float, float]
+    lower_better: bool
+    num_images: int  # images with labels in the release as read here
+    folders: tuple[str, ...]  # accepted folder names under the data root (case-insensitive); () = the root itself
+    reader: Callable[[Path], Labels] = field(repr=False)
+    split: str = "random"  # "official" where the release defines a train/test split, else "random"
+    resize: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.scene not in list_scenes():
+            raise ValueError(f"dataset {self.name!r}: unknown scene {self.scene!r}; valid: {', '.join(list_scenes())}")
+        lo, hi = self.mos_range
+        if not hi > lo:
+            raise ValueError(f"dataset {self.name!r}: MOS range must be (low, high) with low < high, got {lo}, {hi}")
+
+    def normalise(self, mos: float) -> float:
+        lo, hi = self.mos_range
+        y = (mos - lo) / (hi - lo)
+        return 1.0 - y if self.lower_better else y
+
+
+@dataclass(frozen=True)
+class Record:
+    folder: Path  # the dataset folder
+    image: str  # relative to it, as in the meta CSV
+    mos: float
+    mos_norm: float
+    splits: tuple[str, ...]  # "train" or "test", one per split
+
+    @property
+    def path(self) -> Path:
+        return self.folder / self.image  # built on demand: 255k Path objects up front cost seconds on AVA
+
+
+_DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(spec: DatasetSpec) -> None:
+    """Register a dataset under its (lower-case) name; names are unique."""
+    key = spec.name.lower()
+    if key in _DATASETS or key == FOLDER_CSV:
+        raise ValueError(f"dataset {spec.name!r} is already registered")
+    _DATASETS[key] = spec
+
+
+def list_datasets() -> list[str]:
+    """Registered dataset names, then `folder+csv` (a user's own folder and CSV, see `folder_csv_dataset`)."""
+    return [*_DATASETS, FOLDER_CSV]
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    key = name.strip().lower()
+    if key == FOLDER_CSV:
+        raise ValueError("folder+csv needs a label CSV, a MOS range and a scene: use folder_csv_dataset(...)")
+    try:
+        return _DATASETS[key]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(list_datasets())}") from None
+
+
+def folder_csv_dataset(
+    csv_path: str | os.PathLike[str],
+    *,
+    mos_range: tuple[float, float],
+    scene: str,
+    lower_better: bool = False,
+    resize: int | None = None,
+    image_column: str = "image",
+    mos_column: str = "mos",
+    name: str = FOLDER_CSV,
+) -> DatasetSpec:
+    """A user's own dataset: images under the data root, labels in a CSV (image paths relative to the root)."""
+    reader = functools.partial(
+        readers.read_folder_csv, csv_path=Path(csv_path), image_column=image_column, mos_column=mos_column
+    )
+    return DatasetSpec(name, name, scene, tuple(mos_range), lower_better, 0, (), reader, "from the CSV", resize)
+
+
+def dataset_dir(spec: DatasetSpec, data_root: str | os.PathLike[str]) -> Path:
+    """The dataset's folder: `data_root/<one of spec.folders>` (any case), or the root itself if it is named so."""
+    root = Path(data_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data root {root} is not a folder")
+    if not spec.folders:
+        return root
+    names = {f.lower() for f in spec.folders}
+    for child in sorted(root.iterdir()):
+        if child.is_dir() and child.name.lower() in names:
+            return child
+    if root.name.lower() in names:
+        return root
+    raise FileNotFoundError(f"{spec.name}: no folder {' or '.join(spec.folders)} in {root} (see README, Evaluating)")
+
+
+def make_splits(images: Sequence[str], official: Sequence[str] | None = None) -> list[tuple[str, ...]]:
+    """Per image, its part ("train"/"test") in each split: the official split (one part per image), or
+    NUM_RANDOM_SPLITS random ones with round(0.8 n) training images, seeded by SPLIT_SEED over the sorted names."""
+    if official is not None:
+        if len(official) != len(images):
+            raise ValueError(f"official split covers {len(official)} of {len(images)} images")
+        return [(part,) for part in official]
+    n = len(images)
+    order = np.array(sorted(range(n), key=images.__getitem__), dtype=np.int64)
+    rng = np.random.default_rng(SPLIT_SEED)
+    n_train = round(TRAIN_FRACTION * n)
+    test = np.zeros((n, NUM_RANDOM_SPLITS), dtype=bool)
+    for k in range(NUM_RANDOM_SPLITS):
+        test[order[rng.permutation(n)[n_train:]], k] = True
+    return [tuple(row) for row in np.where(test, "test", "train").tolist()]
+
+
+def _meta_name(spec: DatasetSpec) -> str:
+    return "gamma-iqa-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in spec.name.lower()) + ".csv"
+
+
+def _write_meta(path: Path, records: Sequence[Record]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["image", "mos", "mos_norm", *[f"split_{k + 1:02d}" for k in range(len(records[0].splits))]])
+        for r in records:
+            w.writerow([r.image, repr(r.mos), repr(r.mos_norm), *r.splits])
+    tmp.replace(path)  # a run killed mid-write never leaves half a split file to be read back
+
+
+def _read_meta(path: Path, spec: DatasetSpec, folder: Path) -> list[Record]:
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    header = rows[0] if rows else []
+    split_cols = [i for i, h in enumerate(header) if h.startswith("split_")]
+    if header[:2] != ["image", "mos"] or not split_cols or len(rows) < 2:
+        raise ValueError(f"split file {path} needs columns image, mos, split_01.. and rows: delete it to rebuild it")
+    records = []
+    for line, row in enumerate(rows[1:], 2):
+        splits = tuple(row[i].strip().lower() for i in split_cols)
+        if any(s not in ("train", "test") for s in splits):
+            raise ValueError(f"split file {path}, line {line}: split values must be train or test")
+        mos = float(row[1])  # mos_norm is recomputed: the spec, not the file, defines the normalisation
+        records.append(Record(folder, row[0], mos, spec.normalise(mos), splits))
+    return records
+
+
+def load_records(
+    spec: DatasetSpec, data_root: str | os.PathLike[str], *, meta_dir: str | os.PathLike[str] | None = None
+) -> tuple[Path, list[Record]]:
+    """The dataset's folder and all its labelled images with their splits, from the split file if there is one
+    (in `meta_dir`, else the dataset folder, else $GAMMA_IQA_HOME/meta), else from the release's labels (then saved
+    to the first of those places that is writable)."""
+    folder = dataset_dir(spec, data_root)
+    name = _meta_name(spec)
+    if meta_dir is not None:
+        places = [Path(meta_dir) / name]
+    else:
+        # The cache copy is named after the folder too, so that two copies of a dataset never share a split file.
+        tag = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:10]
+        places = [folder / name, gamma_home() / "meta" / f"{name[:-4]}-{tag}.csv"]
+    for path in places:
+        if path.is_file():
+            return folder, _read_meta(path, spec, folder)
+    labels = spec.reader(folder)
+    if not labels.items:
+        raise ValueError(f"{spec.name}: the label files in {folder} list no images")
+    images = [image for image, _ in labels.items]
+    splits = make_splits(images, labels.official)
+    records = [
+        Record(folder, image, mos, spec.normalise(mos), s) for (image, mos), s in zip(labels.items, splits, strict=True)
+    ]
+    for path in places:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_meta(path, records)
+            break
+        except OSError:
+            continue  # a read-only dataset folder: fall back to the cache
+    else:
+        warnings.warn(f"{spec.name}: could not save its split file in {' or '.join(map(str, places))}", stacklevel=2)
+    return folder, records
+
+
+def select(records: Sequence[Record], split: int = 1, part: str = "test", *, name: str = "dataset") -> list[Record]:
+    """The records in `part` ("train"/"test") of split `split` (1-based)."""
+    count = len(records[0].splits) if records else 0
+    if not 1 <= split <= count:
+        kind = "the official split" if count == 1 else f"{count} random splits"
+        raise ValueError(f"{name} has {kind}; --split {split} is out of range (1..{count})")
+    return [r for r in records if r.splits[split - 1] == part]
+
+
+def _spec(name, title, scene, mos_range, lower_better, num_images, folders, reader, split="random", resize=None):
+    register_dataset(
+        DatasetSpec(name, title, scene, mos_range, lower_better, num_images, folders, reader, split, resize)
+    )
+
+
+# Ranges, directions, scenes and test-time resizes as the original training configs have them (gamma.md §7).
+_spec("live", "LIVE", "natural", (1, 100), True, 779, ("databaserelease2", "LIVE"), readers.read_live)
+_spec("csiq", "CSIQ", "natural", (0, 1), True, 866, ("CSIQ",), readers.read_csiq)
+_spec("tid2013", "TID2013", "natural", (0, 9), False, 3000, ("tid2013",), readers.read_tid2013)
+_spec("kadid10k", "KADID", "natural", (1, 5), False, 10125, ("kadid10k", "KADID-10k"), readers.read_kadid)
+_spec("livec", "LIVEC", "natural", (0, 100), False, 1162, ("ChallengeDB_release", "LIVEC"), readers.read_livec)
+_spec("koniq10k", "KonIQ", "natural", (0, 100), False, 10073, ("koniq10k", "KonIQ-10k"), readers.read_koniq, "official")
+# SPAQ's 384 is the short side of the paper's offline-resized copy: a no-op on that copy, the same on the originals.
+_spec("spaq", "SPAQ", "natural", (0, 100), False, 11125, ("SPAQ",), readers.read_spaq, resize=384)
+_spec("gfiqa20k", "GFIQA-20k", "face", (0, 1), False, 19998, ("GFIQA-20k", "GFIQA"), readers.read_name_mos_table)
+_spec("agiqa3k", "AGIQA-3k", "aigc", (0, 5), False, 2982, ("AGIQA-3K", "AGIQA3K"), readers.read_agiqa3k)
+_spec("uwiqa", "UWIQA", "underwater", (0, 1), False, 890, ("UWIQA",), readers.read_name_mos_table, resize=224)
+_spec("aadb", "AADB", "aesthetic", (0, 1), False, 9958, ("AADB",), readers.read_aadb, "official")
+_spec("ava", "AVA", "aesthetic", (0, 10), False, 255530, ("AVA_dataset", "AVA"), readers.read_ava, "official", 224)
+# PIPAL is not in the paper; its Elo scores span about 917..1836 in the public training labels.
+_spec("pipal", "PIPAL", "natural", (900, 1900), False, 23200, ("PIPAL",), readers.read_pipal)

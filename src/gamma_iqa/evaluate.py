@@ -1,0 +1,184 @@
+"""Evaluation with the paper's protocol (gamma.md §10): per dataset, the test part of a split, each image scored as
+the mean of N random crops (seeded per image, as `score`), against the normalised MOS: SRCC, raw PLCC, KRCC, plus
+PLCC after a logistic fit and RMSE. Missing or unreadable images are counted and listed, not fatal, unless none of a
+dataset's test images can be found (then the data root is wrong, and that is an error before any scoring).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from . import metrics
+from .data import DatasetSpec, Record, get_dataset, load_records, select
+from .inputs import Entry
+from .model import Gamma
+from .scoring import Scorer
+from .transforms import Crops
+
+__all__ = ["PAPER_TABLE1", "DatasetResult", "evaluate", "format_markdown", "plot_predictions", "save_predictions"]
+
+# Paper Table 1 (gamma.md §12.1), SRCC / PLCC of the mixed-trained models: plain Gamma and Gamma† (scene prompts).
+PAPER_TABLE1: dict[str, dict[str, tuple[float, float]]] = {
+    "live": {"Gamma": (0.957, 0.952), "Gamma†": (0.953, 0.953)},
+    "csiq": {"Gamma": (0.949, 0.966), "Gamma†": (0.960, 0.968)},
+    "tid2013": {"Gamma": (0.926, 0.934), "Gamma†": (0.935, 0.941)},
+    "kadid10k": {"Gamma": (0.960, 0.962), "Gamma†": (0.962, 0.964)},
+    "livec": {"Gamma": (0.851, 0.871), "Gamma†": (0.891, 0.914)},
+    "koniq10k": {"Gamma": (0.940, 0.949), "Gamma†": (0.939, 0.950)},
+    "spaq": {"Gamma": (0.923, 0.928), "Gamma†": (0.929, 0.932)},
+    "gfiqa20k": {"Gamma": (0.970, 0.970), "Gamma†": (0.970, 0.970)},
+    "agiqa3k": {"Gamma": (0.870, 0.910), "Gamma†": (0.887, 0.923)},
+    "uwiqa": {"Gamma": (0.863, 0.878), "Gamma†": (0.873, 0.884)},
+    "ava": {"Gamma": (0.740, 0.737), "Gamma†": (0.750, 0.749)},
+    "aadb": {"Gamma": (0.742, 0.743), "Gamma†": (0.756, 0.755)},
+}
+
+
+@dataclass
+class DatasetResult:
+    dataset: str
+    split: int
+    n: int  # test images scored
+    missing: int  # test images missing or unreadable
+    srcc: float
+    plcc: float
+    krcc: float
+    plcc_logistic: float
+    rmse: float
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (image, why)
+    predictions: list[tuple[str, float, float, float]] = field(default_factory=list)  # (image, mos, mos_norm, score)
+
+    def as_dict(self) -> dict[str, object]:
+        keys = ("dataset", "split", "n", "missing", "srcc", "plcc", "krcc", "plcc_logistic", "rmse")
+        d: dict[str, object] = {k: getattr(self, k) for k in keys}
+        d.update({k: None for k in keys if isinstance(d[k], float) and math.isnan(d[k])})  # JSON has no NaN
+        d["missing_images"] = [image for image, _ in self.errors]
+        return d
+
+
+@dataclass(frozen=True)
+class _Plan:
+    spec: DatasetSpec
+    present: list[Record]
+    absent: list[Record]
+
+
+def _plan(spec: DatasetSpec, data_root: str | os.PathLike[str], split: int, meta_dir: str | None) -> _Plan:
+    folder, records = load_records(spec, data_root, meta_dir=meta_dir)
+    test = select(records, split, "test", name=spec.name)
+    present = [r for r in test if r.path.is_file()]
+    if not present:
+        raise FileNotFoundError(
+            f"{spec.name}: none of its {len(test)} test images is in {folder} (e.g. {test[0].image}): check --data-root"
+        )
+    return _Plan(spec, present, [r for r in test if not r.path.is_file()])
+
+
+def _score(model: Gamma, plan: _Plan, crops: Crops, seed: int, batch_size: int, workers: int) -> list[float | str]:
+    """Per present record: its score, or why it could not be read (the scoring engine of `gamma-iqa score`)."""
+    entries = [Entry(r.image, r.path, plan.spec.scene, resize=plan.spec.resize) for r in plan.present]
+    scorer = Scorer(model, crops=crops, seed=seed, batch_size=batch_size, workers=workers, distributed=False)
+    return [row.error if row.error is not None else row.score for row in scorer.run(entries)]
+
+
+def _result(plan: _Plan, split: int, scores: list[float | str]) -> DatasetResult:
+    errors = [(r.image, "no such file") for r in plan.absent]
+    preds = []
+    for r, s in zip(plan.present, scores, strict=True):
+        if isinstance(s, str):
+            errors.append((r.image, s))
+        else:
+            preds.append((r.image, r.mos, r.mos_norm, s))
+    p = [row[3] for row in preds]
+    y = [row[2] for row in preds]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", metrics.ConstantInputWarning)
+        values = (metrics.srcc(p, y), metrics.plcc(p, y), metrics.krcc(p, y), metrics.plcc_logistic(p, y))
+    for w in caught:  # say which dataset a NaN belongs to
+        warnings.warn(f"{plan.spec.name}: {w.message}", w.category, stacklevel=3)
+    rmse = metrics.rmse(p, y) if p else float("nan")
+    return DatasetResult(plan.spec.name, split, len(preds), len(errors), *values, rmse, errors, preds)
+
+
+def evaluate(
+    model: Gamma,
+    datasets: Sequence[str | DatasetSpec],
+    data_root: str | os.PathLike[str],
+    *,
+    split: int = 1,
+    crops: Crops = 10,
+    seed: int = 0,
+    batch_size: int = 8,
+    workers: int = 2,
+    meta_dir: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[DatasetResult]:
+    """Score the test part of split `split` of each dataset and compare with its normalised MOS.
+
+    Every dataset is located and its labels and splits read before any scoring, so a wrong name, folder or split
+    fails at once. Crops are `crops` random `model.config.clip.image_size` crops per image (or "center" / "none").
+    """
+    specs = [d if isinstance(d, DatasetSpec) else get_dataset(d) for d in datasets]
+    plans = [_plan(spec, data_root, split, meta_dir) for spec in specs]
+    results = []
+    for plan in plans:
+        if progress:
+            progress(f"{plan.spec.name}: scoring {len(plan.present)} test images ({len(plan.absent)} missing)")
+        results.append(_result(plan, split, _score(model, plan, crops, seed, batch_size, workers)))
+    return results
+
+
+def save_predictions(results: Sequence[DatasetResult], path: str | os.PathLike[str]) -> None:
+    """One row per scored image: dataset, image, mos, mos_norm, prediction."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["dataset", "image", "mos", "mos_norm", "prediction"])
+        for res in results:
+            for image, mos, mos_norm, pred in res.predictions:
+                w.writerow([res.dataset, image, repr(mos), repr(mos_norm), repr(pred)])
+
+
+def _cell(pair: tuple[float, float] | None) -> str:
+    return f"{pair[0]:.3f} / {pair[1]:.3f}" if pair else "-"
+
+
+def format_markdown(results: Sequence[DatasetResult], model_name: str) -> str:
+    """A Markdown table of our SRCC / PLCC / KRCC beside the paper's Table 1 numbers for Gamma and Gamma†."""
+    lines = [
+        f"| dataset | n | missing | SRCC ({model_name}) | PLCC | KRCC "
+        "| paper Gamma SRCC / PLCC | paper Gamma† SRCC / PLCC |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        paper = PAPER_TABLE1.get(r.dataset, {})
+        lines.append(
+            f"| {r.dataset} | {r.n} | {r.missing} | {r.srcc:.4f} | {r.plcc:.4f} | {r.krcc:.4f} | "
+            f"{_cell(paper.get('Gamma'))} | {_cell(paper.get('Gamma†'))} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_predictions(result: DatasetResult, path: str | os.PathLike[str]) -> None:
+    """A scatter PNG of predicted score against normalised MOS (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: never open a window or need a display
+        from matplotlib import pyplot as plt
+    except ImportError:
+        raise ImportError(
+            "--plot needs matplotlib: pip install matplotlib (or pip install 'gamma-iqa[plot]')"
+        ) from None
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    ax.scatter([p[2] for p in result.predictions], [p[3] for p in result.predictions], s=6, alpha=0.5)
+    ax.set_xlabel("normalised MOS (higher is better)")
+    ax.set_ylabel("predicted score")
+    ax.set_title(f"{result.dataset} (n={result.n}): SRCC {result.srcc:.3f}, PLCC {result.plcc:.3f}")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,403 @@
+"""Readers of each dataset's label files as its authors release them.
+
+A reader takes the dataset's folder and returns `Labels`: (image path relative to that folder, raw MOS) pairs and,
+where the release defines one, its official train/test assignment. Readers never open images: a missing image is
+found and reported at evaluation. Layouts (names matched case-insensitively, a few folder levels deep):
+
+- LIVE (release 2, `databaserelease2/`): `dmos_realigned.mat` (`dmos_new`, `orgs`), else `dmos.mat` (`dmos`, `orgs`);
+  982 entries in release order jp2k (227), jpeg (233), wn (174), gblur (174), fastfading (174), images
+  `<folder>/img<i>.bmp`; entries with `orgs == 1` are the reference copies and are dropped (779 remain).
+- CSIQ: `csiq.DMOS.xlsx`, sheet `all_by_image` (columns `image, dst_type, dst_lev, dmos`); images
+  `dst_imgs/<TYPE>/<image>.<TYPE>.<lev>.png` with types AWGN, JPEG, jpeg2000, fnoise, BLUR, contrast.
+- TID2013: `mos_with_names.txt` (`<mos> <name>` per line); images `distorted_images/<name>`.
+- KADID-10k: `dmos.csv` (`dist_img, ref_img, dmos, var`); images `images/<dist_img>`.
+- LIVE Challenge (`ChallengeDB_release/`): `Data/AllImages_release.mat` and `Data/AllMOS_release.mat`; the first 7
+  entries are the training images shown to raters and are dropped; images `Images/<name>`.
+- KonIQ-10k: `koniq10k_scores_and_distributions.csv` (`image_name, ..., MOS, SD, MOS_zscore`; MOS_zscore is the
+  [0, 100] score used); images `512x384/` (else `1024x768/`, with a warning); official split from
+  `koniq10k_distributions_sets.csv` (`set`: training, validation -> train; test -> test) when present.
+- SPAQ: `Annotations/MOS and Image attribute scores.xlsx` (`Image name, MOS, ...`); images from a pre-resized folder
+  whose name contains 384 (the paper's `384_oneside`) if there is one, else `TestImage/`.
+- GFIQA-20k and UWIQA: one CSV or XLSX label table in the dataset folder with an image-name column (image, img_name,
+  image_name, name, filename) and a MOS column (mos, score); images found by name anywhere in the folder.
+- AGIQA-3K: `data.csv` (`name, prompt, ..., mos_quality, std_quality, mos_align, std_align`; mos_quality is used).
+- AADB: `imgListTrainRegression_score.txt`, `imgListValidationRegression_score.txt`,
+  `imgListTestNewRegression_score.txt` (`<name> <score>` per line; the list names give the official split, validation
+  joining train); images `datasetImages_originalSize/`.
+- AVA: `AVA.txt` (`index id c1..c10 tag1 tag2 challenge`, MOS = mean vote); images `images/<id>.jpg`; official test
+  list `aesthetics_image_lists/generic_test.jpgl` when present.
+- PIPAL: `Train_Label/A*.txt` (`<name>,<elo score>` per line); images found by name (`Train_Dist/` or
+  `Distortion_*/`).
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import importlib
+import os
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+__all__ = ["Labels", "MissingDependencyError", "read_folder_csv"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class Labels(NamedTuple):
+    items: list[tuple[str, float]]  # (image path relative to the dataset folder, raw MOS)
+    official: list[str] | None = None  # per item "train" / "test", where the release defines a split
+
+
+class MissingDependencyError(ImportError):
+    """An optional package needed to read a label format is not installed."""
+
+
+def _require(module: str, package: str, what: Path) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(
+            f"reading {what.name} needs {package}: pip install {package} (or pip install 'gamma-iqa[data]')"
+        ) from None
+
+
+# ---- finding files ---------------------------------------------------------------------------------------------------
+def _walk(root: Path, depth: int) -> Iterable[tuple[Path, list[str], list[str]]]:
+    """(folder, its subfolder names, its file names), breadth-first, sorted, `depth` levels below `root` at most."""
+    queue = deque([(root, 0)])
+    while queue:
+        here, level = queue.popleft()
+        try:
+            entries = sorted(os.scandir(here), key=lambda e: e.name)
+        except OSError:
+            continue
+        dirs = [e.name for e in entries if e.is_dir()]
+        yield here, dirs, [e.name for e in entries if not e.is_dir()]
+        if level < depth:
+            queue.extend((here / d, level + 1) for d in dirs)
+
+
+def find_file(root: Path, *patterns: str, depth: int = 4, required: bool = True) -> Path | None:
+    """The shallowest file under `root` whose name matches one of `patterns` (case-insensitive globs)."""
+    for here, _, files in _walk(root, depth):
+        for pattern in patterns:
+            for name in files:
+                if fnmatch.fnmatch(name.lower(), pattern.lower()):
+                    return here / name
+    if required:
+        raise FileNotFoundError(f"no {' or '.join(patterns)} under {root}: is this the dataset's release folder?")
+    return None
+
+
+def find_dir(root: Path, test: Callable[[str], bool], depth: int = 3) -> Path | None:
+    """The shallowest folder under `root` (itself excluded) whose lower-cased name passes `test`."""
+    for here, dirs, _ in _walk(root, depth):
+        for d in dirs:
+            if test(d.lower()):
+                return here / d
+    return None
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _image_index(root: Path, skip: Callable[[str], bool] = lambda _: False) -> dict[str, str]:
+    """Lower-cased file name -> path relative to `root`, for datasets whose image names are unique."""
+    index: dict[str, str] = {}
+    for top, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not skip(d.lower()))
+        for name in files:
+            if name.lower().endswith(IMAGE_SUFFIXES):
+                index.setdefault(name.lower(), _rel(Path(top) / name, root))
+    return index
+
+
+def _locate(root: Path, names: Sequence[str], default_dir: str, **kw: Any) -> list[str]:
+    """Where each named image is; an image not found keeps `default_dir/name`, to be reported missing later."""
+    index = _image_index(root, **kw)
+    return [index.get(n.lower(), f"{default_dir}/{n}") for n in names]
+
+
+# ---- reading tables -------------------------------------------------------------------------------------------------
+def _float(value: Any, where: Path) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: {value!r} is not a number") from None
+
+
+def _read_mat(path: Path, *names: str) -> dict[str, Any]:
+    io = _require("scipy.io", "scipy", path)
+    mat = io.loadmat(path)
+    found = {n: mat[n] for n in names if n in mat}
+    if not found:
+        raise ValueError(f"{path}: none of the variables {', '.join(names)} found")
+    return found
+
+
+def _read_rows(path: Path, sheet: str | None = None) -> list[list[Any]]:
+    """All rows of a CSV or of an XLSX sheet (`sheet` if it exists, else the first)."""
+    if path.suffix.lower() in (".xlsx", ".xlsm"):
+        openpyxl = _require("openpyxl", "openpyxl", path)
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        try:
+            ws = book[sheet] if sheet in book.sheetnames else book.worksheets[0]
+            return [list(r) for r in ws.iter_rows(values_only=True)]
+        finally:
+            book.close()
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        return [row for row in csv.reader(f) if row]
+
+
+def read_table(path: Path, columns: dict[str, Sequence[str]], sheet: str | None = None) -> list[dict[str, Any]]:
+    """Rows as {key: value} for each key of `columns`, taken from the first header (a row naming one candidate of
+    every key, case-insensitively) onwards; a missing column is a one-line error naming the candidates."""
+    rows = _read_rows(path, sheet)
+    for i, row in enumerate(rows):
+        header = [str(c).strip().lower() if c is not None else "" for c in row]
+        where = {}
+        for key, candidates in columns.items():
+            hits = [header.index(c.lower()) for c in candidates if c.lower() in header]
+            if hits:
+                where[key] = hits[0]
+        if len(where) == len(columns):
+            body = rows[i + 1 :]
+            return [{k: r[j] for k, j in where.items()} for r in body if len(r) > max(where.values())]
+    wanted = "; ".join(f"{k}: one of {', '.join(c)}" for k, c in columns.items())
+    raise ValueError(f"{path}: no header row with the columns ({wanted})")
+
+
+def _name(value: Any) -> str:
+    """A cell as a file-name part: 1600.0 (a number read from XLSX) -> '1600'."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def _name_score_lines(path: Path, sep: str | None = None, name_first: bool = True) -> list[tuple[str, float]]:
+    out = []
+    for line in path.read_text(encoding="utf-8-sig").splitlines():
+        parts = [p.strip() for p in line.strip().split(sep)] if line.strip() else []
+        if len(parts) < 2:
+            continue
+        name, score = (parts[0], parts[1]) if name_first else (parts[1], parts[0])
+        out.append((name, _float(score, path)))
+    return out
+
+
+# ---- the readers ----------------------------------------------------------------------------------------------------
+_LIVE_FOLDERS = (("jp2k", 227), ("jpeg", 233), ("wn", 174), ("gblur", 174), ("fastfading", 174))
+
+
+def read_live(root: Path) -> Labels:
+    mat_path = find_file(root, "dmos_realigned.mat", required=False) or find_file(root, "dmos.mat")
+    mat = _read_mat(mat_path, "dmos_new", "dmos", "orgs")
+    scores = (mat.get("dmos_new") if "dmos_new" in mat else mat["dmos"]).ravel()
+    if "orgs" not in mat:
+        raise ValueError(f"{mat_path}: no 'orgs' variable (which entries are reference copies)")
+    names = [f"{folder}/img{i}.bmp" for folder, count in _LIVE_FOLDERS for i in range(1, count + 1)]
+    if scores.size != len(names):
+        raise ValueError(f"{mat_path}: {scores.size} scores, but LIVE release 2 has {len(names)} entries")
+    base = _rel(mat_path.parent, root) if mat_path.parent != root else ""
+    prefix = f"{base}/" if base else ""
+    keep = mat["orgs"].ravel() == 0
+    return Labels([(prefix + n, float(s)) for n, s, k in zip(names, scores, keep, strict=True) if k])
+
+
+# Distortion names as the label sheet or other lists spell them -> as the release's folders and file names do.
+_CSIQ_TYPES = {
+    "noise": "AWGN",
+    "awgn": "AWGN",
+    "jpeg": "JPEG",
+    "jpeg2000": "jpeg2000",
+    "jp2k": "jpeg2000",
+    "fnoise": "fnoise",
+    "pinknoise": "fnoise",
+    "blur": "BLUR",
+    "gblur": "BLUR",
+    "contrast": "contrast",
+    "contrastdist": "contrast",
+}
+
+
+def read_csiq(root: Path) -> Labels:
+    path = find_file(root, "*dmos*.xlsx")
+    rows = read_table(
+        path, {"image": ["image"], "type": ["dst_type"], "level": ["dst_lev"], "dmos": ["dmos"]}, sheet="all_by_image"
+    )
+    index = _image_index(root)
+    items = []
+    for r in rows:
+        if r["image"] is None:
+            continue
+        kind = "".join(ch for ch in str(r["type"]).lower() if ch.isalnum())
+        token = _CSIQ_TYPES.get(kind)
+        if token is None:
+            raise ValueError(f"{path}: unknown distortion type {r['type']!r}")
+        name = f"{_name(r['image'])}.{token}.{_name(r['level'])}.png"
+        items.append((index.get(name.lower(), f"dst_imgs/{token}/{name}"), _float(r["dmos"], path)))
+    return Labels(items)
+
+
+def read_tid2013(root: Path) -> Labels:
+    path = find_file(root, "mos_with_names.txt")
+    pairs = _name_score_lines(path, name_first=False)
+    paths = _locate(root, [n for n, _ in pairs], "distorted_images", skip=lambda d: d.startswith("reference"))
+    return Labels([(p, s) for p, (_, s) in zip(paths, pairs, strict=True)])
+
+
+def read_kadid(root: Path) -> Labels:
+    path = find_file(root, "dmos.csv")
+    rows = read_table(path, {"image": ["dist_img"], "mos": ["dmos"]})
+    prefix = _rel(path.parent, root) + "/" if path.parent != root else ""
+    return Labels([(f"{prefix}images/{r['image']}", _float(r["mos"], path)) for r in rows])
+
+
+def read_livec(root: Path) -> Labels:
+    names_path = find_file(root, "AllImages_release.mat")
+    mos_path = find_file(root, "AllMOS_release.mat")
+    names = [_name(c.ravel()[0]) for c in _read_mat(names_path, "AllImages_release")["AllImages_release"].ravel()]
+    mos = _read_mat(mos_path, "AllMOS_release")["AllMOS_release"].ravel()
+    if len(names) != mos.size:
+        raise ValueError(f"{names_path} lists {len(names)} images but {mos_path} has {mos.size} scores")
+    base = names_path.parent.parent  # ChallengeDB_release/, holding Data/ and Images/
+    prefix = f"{_rel(base, root)}/Images" if base != root else "Images"
+    # The first 7 entries are the training images shown to the raters (Images/trainingImages), not test data.
+    return Labels([(f"{prefix}/{n}", float(s)) for n, s in zip(names[7:], mos[7:], strict=True)])
+
+
+def read_koniq(root: Path) -> Labels:
+    path = find_file(root, "koniq10k_scores_and_distributions.csv")
+    rows = read_table(path, {"image": ["image_name"], "mos": ["MOS_zscore"]})
+    folder = find_dir(root, lambda d: d == "512x384")
+    if folder is None:
+        folder = find_dir(root, lambda d: d == "1024x768")
+        if folder is not None:
+            warnings.warn("KonIQ-10k: using 1024x768 images; the paper evaluates the 512x384 ones", stacklevel=2)
+    prefix = _rel(folder, root) if folder is not None else "512x384"
+    items = [(f"{prefix}/{r['image']}", _float(r["mos"], path)) for r in rows]
+    sets_path = find_file(root, "koniq10k_distributions_sets.csv", required=False)
+    official = None
+    if sets_path is not None:
+        sets = {
+            r["image"]: str(r["set"]).strip().lower()
+            for r in read_table(sets_path, {"image": ["image_name"], "set": ["set"]})
+        }
+        official = ["test" if sets.get(image.rsplit("/", 1)[1]) == "test" else "train" for image, _ in items]
+    return Labels(items, official)
+
+
+def read_spaq(root: Path) -> Labels:
+    path = find_file(root, "MOS and Image attribute scores.xlsx", "*mos*.xlsx")
+    rows = read_table(path, {"image": ["Image name", "image_name", "image"], "mos": ["MOS"]})
+    folder = find_dir(root, lambda d: "384" in d) or find_dir(root, lambda d: d == "testimage")
+    prefix = _rel(folder, root) if folder is not None else "TestImage"
+    return Labels([(f"{prefix}/{_name(r['image'])}", _float(r["mos"], path)) for r in rows if r["image"]])
+
+
+_IMAGE_COLUMNS = ("image", "img_name", "image_name", "name", "filename", "file", "img", "dis_img_path")
+_MOS_COLUMNS = ("mos", "score", "mos_quality")
+
+
+def read_name_mos_table(root: Path) -> Labels:
+    """The first CSV/XLSX table in the dataset folder with an image and a MOS column (GFIQA-20k, UWIQA); images are
+    found by name. Our own split files (gamma-iqa-*.csv) are not label tables."""
+    tables = sorted(
+        p for p in root.iterdir() if p.suffix.lower() in (".csv", ".xlsx") and not p.name.startswith("gamma-iqa")
+    )
+    if not tables:
+        raise FileNotFoundError(f"no label table (.csv or .xlsx) in {root}: is this the dataset's release folder?")
+    columns = {"image": _IMAGE_COLUMNS, "mos": _MOS_COLUMNS}
+    for path in tables:
+        try:
+            rows = read_table(path, columns)
+            break
+        except ValueError:
+            if path == tables[-1]:
+                raise
+    names = [_name(r["image"]) for r in rows if r["image"] is not None]
+    scores = [_float(r["mos"], path) for r in rows if r["image"] is not None]
+    paths = _locate(root, [Path(n).name for n in names], "images")
+    return Labels(list(zip(paths, scores, strict=True)))
+
+
+def read_agiqa3k(root: Path) -> Labels:
+    path = find_file(root, "data.csv")
+    rows = read_table(path, {"image": ["name"], "mos": ["mos_quality"]})
+    paths = _locate(root, [r["image"] for r in rows], "images")
+    return Labels([(p, _float(r["mos"], path)) for p, r in zip(paths, rows, strict=True)])
+
+
+def read_aadb(root: Path) -> Labels:
+    lists = {
+        "train": find_file(root, "imgListTrainRegression_score.txt"),
+        "val": find_file(root, "imgListValidationRegression_score.txt", required=False),
+        "test": find_file(root, "imgListTestNewRegression_score.txt", "imgListTestRegression_score.txt"),
+    }
+    folder = find_dir(root, lambda d: d == "datasetimages_originalsize")
+    prefix = _rel(folder, root) if folder is not None else "datasetImages_originalSize"
+    items, official = [], []
+    for part, path in lists.items():
+        # Rows, not names, carry the split: the release lists some images twice.
+        for name, score in _name_score_lines(path) if path is not None else []:
+            items.append((f"{prefix}/{name}", score))
+            official.append("test" if part == "test" else "train")
+    return Labels(items, official)
+
+
+def read_ava(root: Path) -> Labels:
+    path = find_file(root, "AVA.txt")
+    folder = find_dir(root, lambda d: d == "images", depth=2)
+    prefix = _rel(folder, root) if folder is not None else "images"
+    items = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) < 12:
+            continue
+        votes = [int(v) for v in parts[2:12]]
+        if sum(votes):  # an image nobody rated has no MOS
+            items.append((f"{prefix}/{parts[1]}.jpg", sum(k * v for k, v in enumerate(votes, 1)) / sum(votes)))
+    test_list = find_file(root, "generic_test.jpgl", required=False)
+    official = None
+    if test_list is not None:
+        test = {f"{prefix}/{t.strip()}.jpg" for t in test_list.read_text().split()}
+        official = ["test" if image in test else "train" for image, _ in items]
+    return Labels(items, official)
+
+
+def read_pipal(root: Path) -> Labels:
+    labels = find_dir(root, lambda d: d == "train_label")
+    if labels is None:
+        raise FileNotFoundError(f"no Train_Label folder under {root}: is this PIPAL's release folder?")
+    pairs = [p for f in sorted(labels.glob("*.txt")) for p in _name_score_lines(f, sep=",")]
+    paths = _locate(root, [n for n, _ in pairs], "Train_Dist", skip=lambda d: "ref" in d)
+    return Labels([(p, s) for p, (_, s) in zip(paths, pairs, strict=True)])
+
+
+def read_folder_csv(root: Path, csv_path: Path, image_column: str = "image", mos_column: str = "mos") -> Labels:
+    """A user's own data: a CSV with image paths (relative to `root`) and MOS; an optional `split` column of
+    train/test values is taken as the official split."""
+    path = Path(csv_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"label CSV {path} not found")
+    rows = _read_rows(path)
+    header = [c.strip() for c in rows[0]] if rows else []
+    for col in (image_column, mos_column):
+        if col not in header:
+            raise ValueError(f"{path}: no column {col!r} (header: {', '.join(header) or 'empty'})")
+    i, j = header.index(image_column), header.index(mos_column)
+    k = header.index("split") if "split" in header else None
+    items, official = [], []
+    for row in rows[1:]:
+        items.append((row[i].strip(), _float(row[j], path)))
+        if k is not None:
+            part = row[k].strip().lower()
+            if part not in ("train", "test"):
+                raise ValueError(f"{path}: split must be train or test, got {row[k]!r}")
+            official.append(part)
+    return Labels(items, official if k is not None else None)
