@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import importlib.util
 import json
 import os
@@ -160,6 +161,22 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainingError, train
+    from .trainconfig import load_config
+
+    cfg = load_config(args.config, args.set)
+    if args.out:
+        cfg = dataclasses.replace(cfg, out=args.out)
+    try:
+        out = train(cfg, resume=args.resume)
+    except TrainingError as e:
+        print(f"gamma-iqa train: error: {e}", file=sys.stderr)
+        return 1
+    print(f"gamma-iqa train: done; run folder {out}", file=sys.stderr)
+    return 0
+
+
 def _default_workers() -> int:
     return min(4, max(0, (os.cpu_count() or 1) - 1))
 
@@ -294,6 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--scene", help="folder+csv: the images' scene (see `list scenes`)")
     e.add_argument("--lower-better", action="store_true", help="folder+csv: lower MOS is better (DMOS)")
     e.set_defaults(func=_cmd_eval)
+
+    t = sub.add_parser("train", help="train or fine-tune (the published recipe in configs/*.yaml)")
+    t.add_argument("--config", help="YAML file of training settings (configs/gamma.yaml, ...)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting (repeatable)")
+    t.add_argument("--out", help="run folder (default: the config's `out`)")
+    t.add_argument("--resume", action="store_true", help="continue the run in the run folder from its last checkpoint")
+    t.set_defaults(func=_cmd_train)
 
     ls = sub.add_parser("list", help="list models, scenes or datasets")
     ls.add_argument("what", choices=("models", "scenes", "datasets"))

@@ -71,6 +71,8 @@ class _Plan:
 def _plan(spec: DatasetSpec, data_root: str | os.PathLike[str], split: int, meta_dir: str | None) -> _Plan:
     folder, records = load_records(spec, data_root, meta_dir=meta_dir)
     test = select(records, split, "test", name=spec.name)
+    if not test:
+        raise ValueError(f"{spec.name}: split {split} has no test images")
     present = [r for r in test if r.path.is_file()]
     if not present:
         raise FileNotFoundError(

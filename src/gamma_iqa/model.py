@@ -121,6 +121,11 @@ class Gamma(nn.Module):
         self._tokens: dict[str, torch.Tensor] = {}
         self._text_cache: dict[tuple, tuple[tuple[int, ...], torch.Tensor]] = {}
 
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute both towers' block activations during backward (training memory for compute)."""
+        self.clip.visual.transformer.grad_checkpointing = enabled
+        self.clip.transformer.grad_checkpointing = enabled
+
     # ---- scenes and text -------------------------------------------------------------------------------------------
     @property
     def scenes(self) -> list[str]:

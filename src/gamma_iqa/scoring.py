@@ -169,12 +169,9 @@ class Scorer:
         if dtype not in DTYPES:
             raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         self.model, self.crops, self.seed = model, crops, seed
-        self.batch_size, self.workers, self.thumbnails, self.progress = (
-            batch_size,
-            max(0, workers),
-            thumbnails,
-            progress,
-        )
+        self.batch_size, self.workers = batch_size, max(0, workers)
+        self.thumbnails, self.progress = thumbnails, progress
+        self.distributed = distributed  # False: this process scores everything even inside a torchrun group
         self.device = next(model.parameters()).device
         if dtype == "fp16" and self.device.type == "cpu":
             raise ValueError("--dtype fp16 needs a GPU; use bf16 or fp32 on the CPU")
@@ -235,9 +232,8 @@ class Scorer:
     # ---- the run -----------------------------------------------------------------------------------------------
     def run(self, entries: Sequence[Entry]) -> Iterator[ScoreRow]:
         """Rows for `entries`, in their order. Under torchrun every rank must call this; rank 0 gets the rows."""
-        rank, world = (
-            (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
-        )
+        split = self.distributed and dist.is_available() and dist.is_initialized()
+        rank, world = (dist.get_rank(), dist.get_world_size()) if split else (0, 1)
         numbered = list(enumerate(entries))
         lookup = dict(numbered)
         pending: dict[int, ScoreRow] = {}

@@ -128,17 +128,25 @@ def crop_offsets(height: int, width: int, size: int, n: int, generator: torch.Ge
     return out
 
 
-def make_crops(image: Image.Image | torch.Tensor, crops: Crops, size: int, seed: int = 0) -> Prepared:
+def make_crops(
+    image: Image.Image | torch.Tensor,
+    crops: Crops,
+    size: int,
+    seed: int = 0,
+    generator: torch.Generator | None = None,
+) -> Prepared:
     """The test-time views of one RGB image (PIL, or a (3, H, W) tensor in [0, 1]).
 
     N random crops, one centre crop, or the whole image ("none"). An image with a side under `size` is first
     enlarged (short side to `size`, bicubic, in torch so that files and tensors agree) and flagged. Large images are
-    cut in PIL before any float tensor is made, so memory stays at the decoded image plus the crops.
+    cut in PIL before any float tensor is made, so memory stays at the decoded image plus the crops. Random crops come
+    from `generator` when given (training), else from one seeded by `seed` and the image's pixels.
     """
     if isinstance(image, torch.Tensor) and (image.dim() != 3 or image.shape[0] != 3):
         raise ValueError(f"an image tensor must be (3, H, W) RGB in [0, 1], got shape {tuple(image.shape)}")
     h, w = _size(image)
-    generator = torch.Generator().manual_seed(content_seed(image, seed)) if isinstance(crops, int) else None
+    if isinstance(crops, int) and generator is None:
+        generator = torch.Generator().manual_seed(content_seed(image, seed))
     upscaled = min(h, w) < size
     if upscaled:
         scale = size / min(h, w)
@@ -147,7 +155,7 @@ def make_crops(image: Image.Image | torch.Tensor, crops: Crops, size: int, seed:
         h, w = new
     if crops == "none":
         return Prepared(_as_tensor(image)[None], upscaled)
-    if generator is None:
+    if crops == "center":
         offsets = [((h - size) // 2, (w - size) // 2)]
     else:
         offsets = crop_offsets(h, w, size, int(crops), generator)

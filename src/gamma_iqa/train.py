@@ -1,0 +1,385 @@
+"""Training: the published recipe (gamma.md §8), joint over many datasets, on one process or many (torchrun DDP).
+
+A run folder holds `config.yaml` (the effective config), `metrics.csv` (plus TensorBoard when installed), `best/` and
+`last/` checkpoints in our format (`last/` also has `train_state.pt` for --resume) and `progress.png`.
+Every sample's crop and flip are seeded by (seed, epoch, position in the epoch), and the sampler is a pure function of
+(seed, epoch), so a resumed run and a run on any number of processes follow the uninterrupted single-process run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import DatasetSpec, folder_csv_dataset, get_dataset, load_records, select
+from .evaluate import evaluate
+from .factory import create_model
+from .model import Gamma
+from .runlog import MetricsLog, plot_curves
+from .sampler import JointSampler
+from .trainconfig import TrainConfig, save_config
+from .transforms import load_image, make_crops, resize_short_side
+
+__all__ = ["TrainingError", "train"]
+
+STATE_FILE = "train_state.pt"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on; the message says why and where the last good checkpoint is."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    target: float  # normalised MOS, higher is better
+    scene: str
+    resize: int | None
+
+
+class TrainImages(Dataset):
+    """Training views: optional short-side resize, a random `size` crop and a random horizontal flip.
+
+    Items are keyed by (epoch, position, index): the augmentation depends on nothing else, so any worker count,
+    process count or resume point gives the same tensors.
+    """
+
+    def __init__(self, samples: list[Sample], *, size: int, hflip: bool, seed: int) -> None:
+        self.samples, self.size, self.hflip, self.seed = samples, size, hflip, seed
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, float, str]:
+        epoch, position, index = key
+        s = self.samples[index]
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 100_000_007 + position)
+        image = load_image(s.path)
+        if s.resize:
+            image = resize_short_side(image, s.resize)
+        crop = make_crops(image, 1, self.size, generator=g).crops[0]  # (3, size, size)
+        if self.hflip and torch.rand((), generator=g) < 0.5:
+            crop = crop.flip(-1)
+        return crop, s.target, s.scene
+
+
+def _collate(items: list[tuple[torch.Tensor, float, str]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    crops, targets, scenes = zip(*items, strict=True)
+    return torch.stack(crops), torch.tensor(targets, dtype=torch.float32), list(scenes)
+
+
+class _MicroBatches:
+    """DataLoader batch sampler: the micro-batches of one process from `start` to the end of one epoch, as
+    (epoch, position in the epoch, dataset index) keys."""
+
+    def __init__(self, sampler: JointSampler, epoch: int, start: int, rank: int, world: int, accum: int) -> None:
+        self.sampler, self.epoch, self.start = sampler, epoch, start
+        self.shard = {"rank": rank, "world": world, "accum": accum}
+
+    def __iter__(self):
+        order = self.sampler.order(self.epoch).tolist()
+        for step in range(self.start, self.sampler.steps_per_epoch):
+            for positions in self.sampler.positions(step, **self.shard):
+                yield [(self.epoch, p, order[p]) for p in positions]
+
+    def __len__(self) -> int:
+        return (self.sampler.steps_per_epoch - self.start) * self.shard["accum"]
+
+
+def _distributed(device: str) -> tuple[int, int, torch.device]:
+    """(rank, world, device): joins the torchrun group when WORLD_SIZE > 1 (NCCL on GPUs, gloo on CPUs)."""
+    want_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if want_cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if want_cuda else "gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if device == "auto":
+        return rank, world, torch.device("cuda", local) if want_cuda else torch.device("cpu")
+    return rank, world, torch.device(device)
+
+
+def _build_model(cfg: TrainConfig) -> Gamma:
+    if Path(cfg.model).exists():  # fine-tuning from one of our checkpoints (e.g. the converted Gamma weights)
+        if cfg.backbone:
+            raise TrainingError("backbone applies to a fresh registered model, not to a checkpoint given as model")
+        return load_checkpoint(cfg.model)
+    return create_model(cfg.model, backbone=cfg.backbone, seed=cfg.seed)
+
+
+def _datasets(cfg: TrainConfig) -> list[tuple[DatasetSpec, str]]:
+    """(spec, data root) of each configured dataset: registered names, or own data given as a mapping."""
+    out = []
+    for entry in cfg.datasets:
+        if isinstance(entry, str):
+            out.append((get_dataset(entry), cfg.data_root))
+            continue
+        columns = {k: entry[k] for k in ("image_column", "mos_column") if k in entry}
+        spec = folder_csv_dataset(
+            entry["csv"],
+            mos_range=tuple(entry["mos_range"]),
+            scene=entry["scene"],
+            lower_better=bool(entry.get("lower_better", False)),
+            resize=entry.get("resize"),
+            name=entry["name"],
+            **columns,
+        )
+        out.append((spec, entry.get("root", cfg.data_root)))
+    return out
+
+
+def _samples(datasets: list[tuple[DatasetSpec, str]], split: int) -> tuple[list[list[Sample]], list[int]]:
+    """Training samples of each dataset, and the number of test images of each."""
+    train_sets, test_sizes = [], []
+    for spec, root in datasets:
+        _, records = load_records(spec, root)
+        chosen = select(records, split, "train", name=spec.name)
+        if not chosen:
+            raise TrainingError(f"{spec.name}: split {split} has no training images")
+        train_sets.append([Sample(r.path, r.mos_norm, spec.scene, spec.resize) for r in chosen])
+        test_sizes.append(len(select(records, split, "test", name=spec.name)))
+    return train_sets, test_sizes
+
+
+def _optimizer(model: Gamma, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam with two groups as the original: MoAE parameters (under `clip.`) and the head (adapter, levels)."""
+    moe = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("clip.")]
+    head = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("clip.")]
+    groups = [{"params": moe, "lr": cfg.moe_lr or cfg.lr}, {"params": head, "lr": cfg.lr}]
+    return torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+
+
+class _Run:
+    """One training run's state and its checkpoints."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.rank, self.world, self.device = _distributed(cfg.device)
+        if cfg.batch_size % (self.world * cfg.accum):
+            raise TrainingError(
+                f"batch_size {cfg.batch_size} is not divisible by {self.world} processes x "
+                f"accum {cfg.accum}: set accum so that batch = processes x accum x micro-batch"
+            )
+        torch.manual_seed(cfg.seed)
+        self.model = _build_model(cfg).to(self.device)
+        self.model.train()
+        if cfg.grad_checkpointing:
+            self.model.set_grad_checkpointing(True)
+        self.datasets = _datasets(cfg)
+        self.train_sets, test_sizes = _samples(self.datasets, cfg.split)
+        for (spec, _), n in zip(self.datasets, test_sizes, strict=True):
+            if n == 0 and self.rank == 0:
+                print(f"warning: {spec.name}: split {cfg.split} has no test images to evaluate", file=sys.stderr)
+        self.eval_sets = [d for d, n in zip(self.datasets, test_sizes, strict=True) if n > 0]
+        self.sampler = JointSampler(
+            [len(s) for s in self.train_sets], batch_size=cfg.batch_size, mode=cfg.sampler, seed=cfg.seed
+        )
+        self.images = TrainImages(
+            [s for group in self.train_sets for s in group],
+            size=self.model.config.clip.image_size,
+            hflip=cfg.hflip,
+            seed=cfg.seed,
+        )
+        self.optimizer = _optimizer(self.model, cfg)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs, eta_min=0.0)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.dtype == "fp16")
+        self.net = (
+            DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if self.world > 1
+            else self.model
+        )
+        self.epoch = self.step = self.global_step = 0
+        self.last_eval = -1
+        self.best: dict[str, float] = {}
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._load_state()
+        elif self.rank == 0 and (self.out / "last").exists():
+            raise TrainingError(f"{self.out} already holds a run: pass --resume to continue it, or another --out")
+        self.log = MetricsLog(self.out, enabled=self.rank == 0)
+        if resume:
+            self.log.truncate_after(self.global_step)
+        if self.rank == 0:
+            save_config(cfg, self.out / "config.yaml")
+
+    # ---- checkpoints -------------------------------------------------------------------------------------------
+    def _check_finite(self, loss: float) -> None:
+        """Stop before a checkpoint could save diverged weights."""
+        bad = not math.isfinite(loss) or any(
+            not torch.isfinite(p).all() for p in self.model.parameters() if p.requires_grad
+        )
+        if bad:
+            raise TrainingError(
+                f"loss became {loss} by epoch {self.epoch + 1}, step {self.global_step}: the run stopped; the last "
+                f"good checkpoint is {self.out / 'last'} (resume from it with a lower lr or --set dtype=fp32)"
+            )
+
+    def save(self, name: str = "last") -> None:
+        """Write `out/<name>/` atomically: into a temporary folder first, then swapped in by renames."""
+        if self.rank != 0:
+            return
+        tmp, old, final = self.out / f"{name}.tmp", self.out / f"{name}.old", self.out / name
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_checkpoint(self.model, tmp)
+        if name == "last":
+            state = {
+                "epoch": self.epoch,
+                "step": self.step,
+                "global_step": self.global_step,
+                "best": self.best,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+            }
+            torch.save(state, tmp / STATE_FILE)
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _load_state(self) -> None:
+        folder = next((f for f in (self.out / "last", self.out / "last.old") if (f / STATE_FILE).is_file()), None)
+        if folder is None:
+            raise TrainingError(f"--resume: no checkpoint with {STATE_FILE} in {self.out / 'last'}")
+        saved = load_checkpoint(folder)
+        self.model.load_state_dict(saved.state_dict())
+        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch, self.step, self.global_step = state["epoch"], state["step"], state["global_step"]
+        self.best = dict(state["best"])
+
+    # ---- evaluation --------------------------------------------------------------------------------------------
+    def evaluate(self) -> None:
+        if self.rank == 0:
+            self.model.eval()
+            results = [
+                r
+                for spec, root in self.eval_sets
+                for r in evaluate(
+                    self.model,
+                    [spec],
+                    root,
+                    split=self.cfg.split,
+                    crops=self.cfg.eval_crops,
+                    seed=self.cfg.seed,
+                    batch_size=self.cfg.eval_batch_size,
+                    workers=self.cfg.workers,
+                )
+            ]
+            self.model.train()
+            values, improved = {}, False
+            for r in results:
+                values.update({f"{r.dataset}/srcc": r.srcc, f"{r.dataset}/plcc": r.plcc})
+                if math.isfinite(r.srcc) and r.srcc > self.best.get(r.dataset, -math.inf):
+                    self.best[r.dataset], improved = r.srcc, True
+            self.log.log(self.global_step, self.epoch + 1, "eval", values)
+            self.last_eval = self.global_step
+            print(
+                f"epoch {self.epoch + 1} step {self.global_step}: "
+                + ", ".join(f"{r.dataset} SRCC {r.srcc:.4f} PLCC {r.plcc:.4f}" for r in results),
+                file=sys.stderr,
+            )
+            if improved:
+                self.save("best")
+            plot_curves(self.log.read(), self.out / "progress.png")
+        if self.world > 1:
+            dist.barrier()
+
+    # ---- the loop ----------------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.cfg.dtype == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=DTYPES[self.cfg.dtype])
+
+    def _train_step(self, micro: list[tuple[torch.Tensor, torch.Tensor, list[str]]]) -> torch.Tensor:
+        total = torch.zeros((), device=self.device)
+        for k, (crops, targets, scenes) in enumerate(micro):
+            last = k == len(micro) - 1
+            sync = contextlib.nullcontext() if last or self.world == 1 else self.net.no_sync()
+            with sync:
+                with self._autocast():
+                    pred = self.net(crops.to(self.device, non_blocking=True), scenes)
+                loss = torch.nn.functional.mse_loss(pred.float(), targets.to(self.device, non_blocking=True))
+                self.scaler.scale(loss / len(micro)).backward()
+            total += loss.detach() / len(micro)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total
+
+    def run(self) -> None:
+        cfg = self.cfg
+        running, count, loss = torch.zeros((), device=self.device), 0, 0.0
+        while self.epoch < cfg.epochs:
+            batches = _MicroBatches(self.sampler, self.epoch, self.step, self.rank, self.world, cfg.accum)
+            loader = iter(
+                DataLoader(
+                    self.images,
+                    batch_sampler=batches,
+                    num_workers=cfg.workers,
+                    collate_fn=_collate,
+                    pin_memory=self.device.type == "cuda",
+                )
+            )
+            while self.step < self.sampler.steps_per_epoch:
+                if cfg.max_steps and self.global_step >= cfg.max_steps:
+                    self.save()
+                    return
+                running += self._train_step([next(loader) for _ in range(cfg.accum)])
+                count += 1
+                self.step += 1
+                self.global_step += 1
+                if self.global_step % cfg.log_every_steps == 0 or self.step == self.sampler.steps_per_epoch:
+                    loss = float(running) / count
+                    self._check_finite(loss)
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    self.log.log(self.global_step, self.epoch + 1, "train", {"loss": loss, "lr": lr})
+                    running, count = torch.zeros((), device=self.device), 0
+                if cfg.save_every_steps and self.global_step % cfg.save_every_steps == 0:
+                    self._check_finite(float(running) / count if count else loss)
+                    self.save()
+                if cfg.eval_every_steps and self.global_step % cfg.eval_every_steps == 0:
+                    self.evaluate()
+            self.scheduler.step()
+            if (self.epoch + 1) in cfg.eval_epochs or (
+                cfg.eval_every_epochs and (self.epoch + 1) % cfg.eval_every_epochs == 0
+            ):
+                self.evaluate()
+            if self.epoch + 1 == cfg.epochs and self.last_eval != self.global_step:
+                self.evaluate()  # and always at the end, as the original
+            self.epoch, self.step = self.epoch + 1, 0
+            self.save()
+
+
+def train(cfg: TrainConfig, *, resume: bool = False) -> Path:
+    """Train with `cfg`; returns the run folder. Under torchrun every process calls this."""
+    run = _Run(cfg, resume)
+    try:
+        run.run()
+        if run.rank == 0:
+            plot_curves(run.log.read(), run.out / "progress.png")
+    finally:
+        run.log.close()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return run.out

@@ -1,0 +1,138 @@
+"""TrainConfig: the typed, frozen training configuration; YAML files and `--set key=value` only fill it."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["TrainConfig", "load_config", "save_config"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Defaults are the published mixed-training recipe (gamma.md §8.1); configs/*.yaml name every value."""
+
+    model: str = "gamma-vit-b16"  # registered name (fresh, on `backbone`) or a checkpoint to fine-tune
+    backbone: str | None = None  # CLIP/UniQA weights (OpenAI layout) for a fresh model
+    # Registered names (gamma-iqa list datasets), or your own data as a mapping:
+    # {name: mine, csv: labels.csv, mos_range: [1, 5], scene: natural, lower_better: false, root: images/}
+    datasets: tuple[str | dict, ...] = ()
+    data_root: str = "data"
+    split: int = 1  # 1-based, as the original's --split_index 1
+    batch_size: int = 8  # the effective batch: processes x accum x micro-batch
+    accum: int = 1  # micro-batches per process and step (gradient accumulation)
+    lr: float = 2e-5  # head (adapter, level values)
+    moe_lr: float | None = None  # MoAE experts, routers and scales; None: the same as lr
+    epochs: int = 10  # cosine schedule over the epochs, stepped once per epoch, eta_min 0
+    sampler: str = "uniform"  # "uniform" (the original: concatenated and shuffled) or "balanced"
+    hflip: bool = True
+    eval_epochs: tuple[int, ...] = (5, 10)  # evaluate after these epochs (1-based), and always at the end
+    eval_every_epochs: int = 0
+    eval_every_steps: int = 0
+    eval_crops: int = 10
+    eval_batch_size: int = 8
+    seed: int = 123
+    workers: int = 4
+    device: str = "auto"
+    dtype: str = "fp32"  # autocast: fp32, bf16, fp16 (with loss scaling)
+    grad_checkpointing: bool = False
+    log_every_steps: int = 50
+    save_every_steps: int = 1000  # plus at every epoch end
+    max_steps: int = 0  # stop (with a checkpoint) after this many steps in all; 0: the whole schedule
+    out: str = "runs/gamma"
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.batch_size >= 1 and self.accum >= 1, "batch_size and accum must be >= 1"),
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.lr > 0 and (self.moe_lr is None or self.moe_lr > 0), "learning rates must be > 0"),
+            (self.sampler in ("uniform", "balanced"), f"sampler must be uniform or balanced, not {self.sampler!r}"),
+            (self.dtype in ("fp32", "bf16", "fp16"), f"dtype must be fp32, bf16 or fp16, not {self.dtype!r}"),
+            (self.log_every_steps >= 1, "log_every_steps must be >= 1"),
+            (bool(self.datasets), "datasets: name at least one training dataset (gamma-iqa list datasets)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+_HINTS = typing.get_type_hints(TrainConfig)
+
+
+CUSTOM_KEYS = {"name", "csv", "mos_range", "scene", "lower_better", "resize", "root", "image_column", "mos_column"}
+
+
+def _dataset_entry(value: Any) -> str | dict:
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    if isinstance(value, dict):
+        missing = {"name", "csv", "mos_range", "scene"} - set(value)
+        unknown = set(value) - CUSTOM_KEYS
+        if not missing and not unknown:
+            return dict(value)
+        problem = f"missing {', '.join(sorted(missing))}" if missing else f"unknown {', '.join(sorted(unknown))}"
+        raise ValueError(f"datasets: own dataset {value.get('name', '?')!r}: {problem} (keys: {sorted(CUSTOM_KEYS)})")
+    raise ValueError(f"datasets: each entry is a dataset name or a mapping, got {value!r}")
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """A YAML or command-line value as the field's type (tuples from lists or comma-separated strings)."""
+    if name == "datasets":
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ValueError(f"datasets must be a list, got {value!r}")
+        return tuple(_dataset_entry(v) for v in items if v != "")
+    hint = _HINTS[name]
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ValueError(f"{name} cannot be empty")
+    if origin is tuple:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ValueError(f"{name} must be a list, got {value!r}")
+        return tuple(args[0](v.strip() if isinstance(v, str) else v) for v in items if v != "")
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    if base is bool and not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    if base is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    try:
+        return base(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be {base.__name__}, got {value!r}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """TrainConfig from a YAML file and `key=value` overrides (values parsed as YAML); unknown keys are errors."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ValueError(f"--config {path}: cannot read ({str(e).splitlines()[0]})") from None
+        if not isinstance(loaded, dict):
+            raise ValueError(f"--config {path}: expected a mapping of settings")
+        values.update(loaded)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected key=value")
+        values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"unknown training settings: {', '.join(unknown)}; valid: {', '.join(sorted(fields))}")
+    return TrainConfig(**{k: _coerce(k, v) for k, v in values.items()})
+
+
+def save_config(cfg: TrainConfig, path: Path) -> None:
+    data = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
