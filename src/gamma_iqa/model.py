@@ -105,8 +105,10 @@ class Gamma(nn.Module):
             # Load before MoAE is installed: its experts are copies of these MLPs.
             self.clip.load_state_dict(backbone, strict=True)
         self.clip.requires_grad_(False)
-        for tower in (self.clip.visual.transformer, self.clip.transformer):
-            install_moae(tower, num_layers=config.num_moe_layers, num_experts=config.num_experts)
+        for tower, cache in ((self.clip.visual.transformer, True), (self.clip.transformer, False)):
+            # The text tower runs once per prompt set at inference (its features are cached), so its fused expert
+            # weights are not worth a second copy in memory.
+            install_moae(tower, num_layers=config.num_moe_layers, num_experts=config.num_experts, cache_weights=cache)
         self.adapter = Adapter(dim=config.clip.embed_dim, hidden=config.adapter_dim)
         self.score_level = nn.Parameter(torch.tensor(config.level_init, dtype=torch.float32))
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)

@@ -49,10 +49,12 @@ class MoAE(nn.Module):
     """A block MLP replaced by a frozen shared expert plus `num_experts` routed adaptive experts.
 
     `fused` (default True) selects `forward_fused`, False the straightforward `forward_reference`. Parameters and
-    state-dict keys are the same either way: `shared.*`, `experts.{i}.*`, `router.*`, `scale`.
+    state-dict keys are the same either way: `shared.*`, `experts.{i}.*`, `router.*`, `scale`. `cache_weights`
+    (default True) keeps the fused weight layout between calls without autograd; False rebuilds it on every call,
+    which suits blocks that run rarely, such as the text tower's at inference, whose features the model caches.
     """
 
-    def __init__(self, mlp: Mlp, *, num_experts: int) -> None:
+    def __init__(self, mlp: Mlp, *, num_experts: int, cache_weights: bool = True) -> None:
         super().__init__()
         if num_experts < 1:
             raise ValueError(f"num_experts must be >= 1, got {num_experts}")
@@ -62,6 +64,7 @@ class MoAE(nn.Module):
         self.router = nn.Linear(width, num_experts)
         self.scale = nn.Parameter(torch.zeros(()))
         self.fused = True
+        self.cache_weights = cache_weights
         self._cache_state: tuple = ()  # the MLP parameters' devices, dtypes, storages and versions
         self._cache: dict[torch.dtype | None, FusedWeights] = {}  # autocast dtype (None: off) -> weights
 
@@ -105,7 +108,7 @@ class MoAE(nn.Module):
         """
         mlps = [self.shared, *self.experts]
         params = [p for m in mlps for p in (m.c_fc.weight, m.c_fc.bias, m.c_proj.weight, m.c_proj.bias)]
-        if _compiling() or (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
+        if not self.cache_weights or _compiling() or (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
             return self._build_fused(mlps)
         state = tuple((p.device, p.dtype, p.data_ptr(), p._version) for p in params)
         if state != self._cache_state:
@@ -125,7 +128,7 @@ class MoAE(nn.Module):
         return w1, b1, w2, b2
 
 
-def install_moae(transformer: Transformer, *, num_layers: int, num_experts: int) -> None:
+def install_moae(transformer: Transformer, *, num_layers: int, num_experts: int, cache_weights: bool = True) -> None:
     """Replace the MLP of the last `num_layers` blocks with MoAE blocks copied from it (in place)."""
     blocks = transformer.resblocks
     if not 0 <= num_layers <= len(blocks):
@@ -133,7 +136,7 @@ def install_moae(transformer: Transformer, *, num_layers: int, num_experts: int)
     for block in blocks[len(blocks) - num_layers :]:
         if not isinstance(block.mlp, Mlp):
             raise TypeError("MoAE is already installed in this block")
-        block.mlp = MoAE(block.mlp, num_experts=num_experts)
+        block.mlp = MoAE(block.mlp, num_experts=num_experts, cache_weights=cache_weights)
 
 
 def set_moae_fused(module: nn.Module, fused: bool) -> None:
