@@ -6,6 +6,7 @@ Forms (all compute out = shared(x) + s * sum_i g_i expert_i(x)):
                 the gates applied to the (1 + E, N, d) outputs
   gated_hidden  one wide first product, QuickGELU, the hidden chunks scaled by [1, s g_1 .. s g_E] per token, one
                 wide second product against the stacked second layers, biases b_shared + s sum_i g_i b_i
+  shared_apart  the fused form over the E adaptive experts only; the frozen shared expert runs as its own MLP
 Concatenated weights are built outside the timing for inference, as the package caches them; in training they are
 built in every step. The forms run interleaved; each reports the minimum and the median over the rounds (ms per call).
 The last line of stdout is one JSON object.
@@ -23,7 +24,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from gamma_iqa.clip import Mlp, QuickGELU
+from gamma_iqa.clip import Mlp, QuickGELU, autocast_dtype
 from gamma_iqa.moe import MoAE
 
 
@@ -64,7 +65,7 @@ def shared_apart(moe: MoAE) -> Callable[[torch.Tensor], torch.Tensor]:
         if torch.is_grad_enabled():
             w1, b1, w2, b2 = MoAE._build_fused(mlps)
         else:
-            dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+            dtype = autocast_dtype("cpu")
             if dtype not in cache:
                 w = MoAE._build_fused(mlps)
                 cache[dtype] = w if dtype is None else tuple(t.to(dtype) for t in w)
