@@ -6,7 +6,7 @@ import torch.nn.functional as F
 import gamma_iqa
 from gamma_iqa.clip import CLIP, LayerNorm, clip_config_from_state_dict
 from gamma_iqa.factory import model_spec
-from gamma_iqa.moe import MoAE
+from gamma_iqa.moe import MoAE, set_moae_fused
 from gamma_iqa.tokenizer import get_tokenizer
 
 from .conftest import images
@@ -43,8 +43,10 @@ def test_zero_scale_towers_equal_plain_clip_bit_for_bit():
     x = images(3)
     tokens = get_tokenizer()(["bad image", "natural perfect-quality image", "a photo of a cat"])
     with torch.no_grad():
-        assert torch.equal(gamma.clip.encode_image(x), clip.encode_image(x))
-        assert torch.equal(gamma.clip.encode_text(tokens), clip.encode_text(tokens))
+        for fused in (True, False):  # both forward forms run the shared expert as the plain MLP
+            set_moae_fused(gamma, fused)
+            assert torch.equal(gamma.clip.encode_image(x), clip.encode_image(x))
+            assert torch.equal(gamma.clip.encode_text(tokens), clip.encode_text(tokens))
         # And the experts are exact copies of the pretrained MLP, so a non-zero scale changes nothing yet either.
         for block in gamma.clip.visual.transformer.resblocks[-2:]:
             assert isinstance(block.mlp, MoAE)

@@ -15,7 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["CLIP", "CLIPConfig", "clip_config_from_state_dict"]
+__all__ = ["CLIP", "CLIPConfig", "autocast_dtype", "clip_config_from_state_dict", "trim_tokens"]
+
+QUICK_GELU_ALPHA = 1.702  # QuickGELU(x) = x * sigmoid(1.702 x)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,30 @@ def clip_config_from_state_dict(state: Mapping[str, torch.Tensor]) -> CLIPConfig
     )
 
 
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast runs matrix products in on `device_type`, or None when autocast is off there."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        enabled = torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+    if not enabled:
+        return None
+    try:
+        return torch.get_autocast_dtype(device_type)
+    except AttributeError:  # torch < 2.4
+        return torch.get_autocast_cpu_dtype() if device_type == "cpu" else torch.get_autocast_gpu_dtype()
+
+
+def trim_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """Cut token ids (T, context) after the last end token (the largest id) of any row: (T, n).
+
+    Exact for the text tower: under the causal mask later positions cannot reach earlier ones. Finding n reads the
+    tokens, a host-device sync when they live on an accelerator, so cut them on the host where that matters.
+    """
+    n = int(tokens.argmax(dim=-1).max()) + 1
+    return tokens[:, :n]
+
+
 class LayerNorm(nn.LayerNorm):
     """LayerNorm computed in fp32 whatever the input dtype (as OpenAI CLIP)."""
 
@@ -84,7 +110,7 @@ class LayerNorm(nn.LayerNorm):
 
 class QuickGELU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
+        return x * torch.sigmoid(QUICK_GELU_ALPHA * x)
 
 
 class Mlp(nn.Module):
@@ -176,11 +202,14 @@ class VisionTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: normalised images (B, 3, H, W) -> image embeddings (B, embed_dim)."""
+        dtype = self.positional_embedding.dtype
         x = self.conv1(x.to(self.conv1.weight.dtype))  # (B, W, H/p, W/p)
-        x = x.flatten(2).transpose(1, 2)  # (B, N, W)
-        cls = self.class_embedding.to(x.dtype) + torch.zeros(x.shape[0], 1, x.shape[-1], dtype=x.dtype, device=x.device)
+        # The residual stream keeps the parameters' dtype: under autocast only the matrix products run in low
+        # precision (as in the text tower, whose embeddings are not autocast).
+        x = x.flatten(2).transpose(1, 2).to(dtype)  # (B, N, W)
+        cls = self.class_embedding + torch.zeros(x.shape[0], 1, x.shape[-1], dtype=dtype, device=x.device)
         x = torch.cat([cls, x], dim=1)  # (B, 1 + N, W)
-        x = x + self.positions(x.shape[1]).to(x.dtype)
+        x = x + self.positions(x.shape[1])
         x = self.transformer(self.ln_pre(x))
         return self.ln_post(x[:, 0]) @ self.proj
 
@@ -223,15 +252,18 @@ class CLIP(nn.Module):
         """Normalised images (B, 3, H, W) -> (B, embed_dim)."""
         return self.visual(images)
 
-    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Token ids (T, context) with the end token as the largest id -> (T, embed_dim).
+    def encode_text(self, tokens: torch.Tensor, *, trim: bool = True) -> torch.Tensor:
+        """Token ids (T, n <= context) with the end token as the largest id -> (T, embed_dim).
 
-        Positions after the last end token cannot influence earlier ones under the causal mask, so the sequence is
-        cut there: exact, and a short prompt costs a few positions instead of 77.
+        `trim` first cuts the sequences after the last end token (`trim_tokens`): exact, and a short prompt costs a
+        few positions instead of 77. Pass tokens already cut on the host with `trim=False` to keep an accelerator's
+        forward free of host-device syncs.
         """
+        if trim:
+            tokens = trim_tokens(tokens)
         eot = tokens.argmax(dim=-1)  # (T,)
-        n = int(eot.max()) + 1
-        x = self.token_embedding(tokens[:, :n]) + self.positional_embedding[:n]  # (T, n, W)
+        n = tokens.shape[1]
+        x = self.token_embedding(tokens) + self.positional_embedding[:n]  # (T, n, W)
         x = self.transformer(x, causal=True)
         x = self.ln_final(x[torch.arange(x.shape[0], device=x.device), eot])  # (T, W)
         return x @ self.text_projection

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .clip import CLIP, CLIPConfig
+from .clip import CLIP, CLIPConfig, autocast_dtype, trim_tokens
 from .moe import install_moae
 from .scenes import GENERIC, get_scene, list_scenes
 from .tokenizer import get_tokenizer
@@ -74,13 +74,6 @@ def _check_keys(cls: type, d: Mapping[str, Any], what: str) -> None:
         raise ValueError(f"unknown {what} keys: {', '.join(sorted(unknown))}")
 
 
-def _autocast_enabled(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4 has no device argument
-        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
-
-
 class Adapter(nn.Module):
     """Residual bottleneck on the image feature: x + ReLU(up(ReLU(down(x)))), no biases."""
 
@@ -97,7 +90,8 @@ class Gamma(nn.Module):
     """Gamma image quality / aesthetics model.
 
     `forward(images, scenes)` takes RGB in [0, 1] (normalised inside) and one scene name or one per image, and
-    returns scores (B,), higher is better, about [0, 1].
+    returns scores (B,), higher is better, about [0, 1]. Under autocast the towers' matrix products run in low
+    precision; LayerNorm, the residual streams, the router softmax and the head stay in the parameters' dtype.
     """
 
     lower_better = False
@@ -111,14 +105,18 @@ class Gamma(nn.Module):
             # Load before MoAE is installed: its experts are copies of these MLPs.
             self.clip.load_state_dict(backbone, strict=True)
         self.clip.requires_grad_(False)
-        for tower in (self.clip.visual.transformer, self.clip.transformer):
-            install_moae(tower, num_layers=config.num_moe_layers, num_experts=config.num_experts)
+        for tower, cache in ((self.clip.visual.transformer, True), (self.clip.transformer, False)):
+            # The text tower runs once per prompt set at inference (its features are cached), so its fused expert
+            # weights are not worth a second copy in memory.
+            install_moae(tower, num_layers=config.num_moe_layers, num_experts=config.num_experts, cache_weights=cache)
         self.adapter = Adapter(dim=config.clip.embed_dim, hidden=config.adapter_dim)
         self.score_level = nn.Parameter(torch.tensor(config.level_init, dtype=torch.float32))
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
         self.vocab_path: str | None = None  # where the tokenizer vocabulary is looked for first
         self._tokens: dict[str, torch.Tensor] = {}
+        self._trimmed_tokens: dict[tuple[str, torch.device], torch.Tensor] = {}
+        self.compiled = False  # set by compile_towers
         self._text_cache: dict[tuple, tuple[tuple[int, ...], torch.Tensor]] = {}
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
@@ -151,23 +149,31 @@ class Gamma(nn.Module):
             self._tokens[key] = tokenizer(list(self.config.prompts[key]), self.config.clip.context_length)
         return self._tokens[key]
 
+    def _tokens_on(self, key: str, device: torch.device) -> torch.Tensor:
+        """`tokens(key)` cut after the last end token on the host, then moved once to `device`: (K, n)."""
+        if (key, device) not in self._trimmed_tokens:
+            self._trimmed_tokens[key, device] = trim_tokens(self.tokens(key)).to(device)
+        return self._trimmed_tokens[key, device]
+
     def _text_versions(self) -> tuple[int, ...]:
         return tuple(p._version for n, p in self.clip.named_parameters() if not n.startswith("visual."))
 
     def text_features(self, key: str) -> torch.Tensor:
         """Text embeddings of prompt set `key`: (K, E), not normalised.
 
-        Without autograd they are cached per prompt set, device and dtype, and recomputed when any text weight
-        changes (an optimiser step or a load bumps the tensors' version counters).
+        Without autograd they are cached per prompt set, device, dtype and autocast dtype, and recomputed when any
+        text weight changes (an optimiser step or a load bumps the tensors' version counters). With autograd
+        (training) they are computed on every call, from tokens cut on the host: no host-device sync.
         """
         device = self.clip.token_embedding.weight.device
+        tokens = self._tokens_on(key, device)
         if torch.is_grad_enabled():
-            return self.clip.encode_text(self.tokens(key).to(device))
-        cache_key = (key, device, self.clip.token_embedding.weight.dtype, _autocast_enabled(device.type))
+            return self.clip.encode_text(tokens, trim=False)
+        cache_key = (key, device, self.clip.token_embedding.weight.dtype, autocast_dtype(device.type))
         versions = self._text_versions()
         hit = self._text_cache.get(cache_key)
         if hit is None or hit[0] != versions:
-            hit = (versions, self.clip.encode_text(self.tokens(key).to(device)))
+            hit = (versions, self.clip.encode_text(tokens, trim=False))
             self._text_cache[cache_key] = hit
         return hit[1]
 
@@ -179,12 +185,18 @@ class Gamma(nn.Module):
         return self.clip.encode_image((images - self.mean) / self.std)
 
     def head(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-        """Image features (B, E) and per-image prompt features (B, K, E) -> scores (B,)."""
-        f = self.adapter(image_features)
-        f = f / f.norm(dim=-1, keepdim=True)
-        t = text_features / text_features.norm(dim=-1, keepdim=True)
-        logits = self.clip.logit_scale.exp() * torch.einsum("be,bke->bk", f, t)  # (B, K)
-        return logits.softmax(dim=-1) @ self.score_level.to(logits.dtype)
+        """Image features (B, E) and per-image prompt features (B, K, E) -> scores (B,).
+
+        Computed in the parameters' dtype even under autocast: it is cheap, and scores deserve more than bf16's 8 bits.
+        """
+        dtype = self.score_level.dtype
+        with torch.autocast(image_features.device.type, enabled=False):
+            f = self.adapter(image_features.to(dtype))
+            f = f / f.norm(dim=-1, keepdim=True)
+            t = text_features.to(dtype)
+            t = t / t.norm(dim=-1, keepdim=True)
+            logits = self.clip.logit_scale.exp() * torch.einsum("be,bke->bk", f, t)  # (B, K)
+            return logits.softmax(dim=-1) @ self.score_level
 
     def forward(self, images: torch.Tensor, scenes: str | Sequence[str | None] | None = None) -> torch.Tensor:
         """Scores (B,) of RGB images in [0, 1] (B, 3, H, W), each scored against its scene's prompts."""
@@ -196,12 +208,11 @@ class Gamma(nn.Module):
             if len(scenes) != b:
                 raise ValueError(f"got {len(scenes)} scenes for {b} images")
             keys = [self.prompt_key(s) for s in scenes]
-        unique = list(dict.fromkeys(keys))
-        text = torch.stack([self.text_features(k) for k in unique])  # (S, K, E)
-        if len(unique) > 1:
-            text = text[torch.tensor([unique.index(k) for k in keys], device=text.device)]  # (B, K, E)
+        features = {k: self.text_features(k) for k in dict.fromkeys(keys)}  # each distinct scene once: (K, E)
+        if len(features) == 1:
+            text = next(iter(features.values())).expand(b, -1, -1)  # (B, K, E)
         else:
-            text = text.expand(b, -1, -1)
+            text = torch.stack([features[k] for k in keys])  # (B, K, E), without a host-to-device index tensor
         return self.head(self.encode_image(images), text)
 
     def score(
@@ -222,3 +233,14 @@ class Gamma(nn.Module):
         from .scoring import score_inputs  # scoring builds on the model; imported here to keep the layering
 
         return score_inputs(self, inputs, scene=scene, crops=crops, seed=seed, batch_size=batch_size, dtype=dtype)
+
+    def compile_towers(self, **options: Any) -> Gamma:
+        """Compile the image tower and the text transformer with `torch.compile` (torch >= 2.2); off by default.
+
+        `options` go to `torch.compile` (e.g. `mode="max-autotune"`). Parameters and state-dict keys do not change.
+        The first calls compile; the text transformer recompiles for a new prompt length. Returns self.
+        """
+        for tower in (self.clip.visual, self.clip.transformer):
+            tower.compile(**options)
+        self.compiled = True
+        return self

@@ -3,14 +3,25 @@
 Legend of tensor dimensions:
     B  batch (images or prompts)
     L  tokens per sequence
+    N  tokens in all, B * L
     d  block width (768 vision, 512 text for ViT-B/16)
-    E  adaptive experts (3)
+    H  expert hidden width, 4d
+    E  adaptive experts (3); with the shared expert, 1 + E MLPs per block
 
     out = shared(x) + scale * sum_i softmax(router(x))_i * expert_i(x)
 
 `shared` is the frozen pretrained MLP; the E experts are trainable copies of it; the router is a dense per-token
 Linear(d, E) + softmax (no top-k, no noise, no auxiliary loss); `scale` is one scalar initialised to 0, so a fresh
 block equals the pretrained MLP exactly.
+
+Two forward forms compute the same function (fp32 agreement to ~1e-6; tested, gradients included):
+- `forward_reference`: the formula as written, 1 + E separate MLPs.
+- `forward_fused` (the default): the shared expert runs exactly as the plain MLP (so a block with scale 0 equals the
+  pretrained MLP bit for bit, fused or not); the E adaptive experts' first layers are one (N, d) x (d, E H) product,
+  their activation one SiLU (QuickGELU(z) = silu(1.702 z) / 1.702, with 1.702 folded into the first layer's weights
+  and 1 / 1.702 into the second's), their second layers one batched product on the hidden chunks, and the gates
+  applied to the (E, N, d) outputs, which are H/d = 4 times smaller than the hidden: an eager gate-weighted hidden is
+  a large extra elementwise pass (see benchmarks/README.md for the measurements behind the choice).
 """
 
 from __future__ import annotations
@@ -18,17 +29,33 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .clip import Mlp, Transformer
+from .clip import QUICK_GELU_ALPHA, Mlp, Transformer, autocast_dtype
 
-__all__ = ["MoAE", "install_moae"]
+__all__ = ["MoAE", "install_moae", "set_moae_fused"]
+
+FusedWeights = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _compiling() -> bool:
+    try:
+        return torch.compiler.is_compiling()
+    except AttributeError:  # torch < 2.3
+        return False
 
 
 class MoAE(nn.Module):
-    """A block MLP replaced by a frozen shared expert plus `num_experts` routed adaptive experts."""
+    """A block MLP replaced by a frozen shared expert plus `num_experts` routed adaptive experts.
 
-    def __init__(self, mlp: Mlp, *, num_experts: int) -> None:
+    `fused` (default True) selects `forward_fused`, False the straightforward `forward_reference`. Parameters and
+    state-dict keys are the same either way: `shared.*`, `experts.{i}.*`, `router.*`, `scale`. `cache_weights`
+    (default True) keeps the fused weight layout between calls without autograd; False rebuilds it on every call,
+    which suits blocks that run rarely, such as the text tower's at inference, whose features the model caches.
+    """
+
+    def __init__(self, mlp: Mlp, *, num_experts: int, cache_weights: bool = True) -> None:
         super().__init__()
         if num_experts < 1:
             raise ValueError(f"num_experts must be >= 1, got {num_experts}")
@@ -37,20 +64,72 @@ class MoAE(nn.Module):
         self.experts = nn.ModuleList(copy.deepcopy(mlp).requires_grad_(True) for _ in range(num_experts))
         self.router = nn.Linear(width, num_experts)
         self.scale = nn.Parameter(torch.zeros(()))
+        self.fused = True
+        self.cache_weights = cache_weights
+        self._cache_state: tuple = ()  # the MLP parameters' devices, dtypes, storages and versions
+        self._cache: dict[torch.dtype | None, FusedWeights] = {}  # autocast dtype (None: off) -> weights
 
     def gates(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-token routing weights: (..., d) -> (..., E), summing to 1 over E."""
-        return self.router(x).softmax(dim=-1)
+        """Per-token routing weights: (..., d) -> (..., E), summing to 1 over E; fp32 even under autocast."""
+        return self.router(x).float().softmax(dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_fused(x) if self.fused else self.forward_reference(x)
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The formula as written: (B, L, d) -> (B, L, d)."""
         g = self.gates(x)  # (B, L, E)
         mixed = g[..., 0:1] * self.experts[0](x)  # (B, L, d)
         for i in range(1, len(self.experts)):
             mixed = mixed + g[..., i : i + 1] * self.experts[i](x)
         return self.shared(x) + self.scale * mixed
 
+    def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """The shared expert as is, the E experts in two wide products: (..., d) -> (..., d)."""
+        w1, b1, w2, b2 = self.fused_weights()
+        e, d = w2.shape[0], x.shape[-1]
+        flat = x.reshape(-1, d)  # (N, d)
+        # Without autograd the SiLU may overwrite its input; with it, SiLU's backward needs that input.
+        h = F.silu(F.linear(flat, w1, b1), inplace=not torch.is_grad_enabled())  # (N, E H): 1.702 QuickGELU
+        y = torch.baddbmm(b2, h.view(flat.shape[0], e, -1).transpose(0, 1), w2)  # (E, N, d)
+        sg = self.scale * self.gates(flat)  # (N, E)
+        mixed = y[0] * sg[:, :1]  # (N, d); fp32 under autocast, as the reference's gate mix
+        for i in range(1, e):
+            mixed.addcmul_(y[i], sg[:, i : i + 1])
+        return self.shared(x) + mixed.view(x.shape)
 
-def install_moae(transformer: Transformer, *, num_layers: int, num_experts: int) -> None:
+    def fused_weights(self) -> FusedWeights:
+        """The E adaptive experts' weights laid out for `forward_fused`.
+
+        w1 (E H, d) and b1 (E H,): the first layers stacked, times 1.702; w2 (E, H, d): the second layers transposed,
+        over 1.702; b2 (E, 1, d). When autograd tracks the experts (training) they are rebuilt on every call, so that
+        gradients flow to each expert; otherwise they are cached per autocast dtype (cast once rather than on every
+        product) and dropped when a parameter changes (an optimiser step or a load bumps its version), moves or is
+        cast. The cache costs one more copy of the experts' weights per dtype.
+        """
+        mlps = list(self.experts)
+        params = [p for m in mlps for p in (m.c_fc.weight, m.c_fc.bias, m.c_proj.weight, m.c_proj.bias)]
+        if not self.cache_weights or _compiling() or (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
+            return self._build_fused(mlps)
+        state = tuple((p.device, p.dtype, p.data_ptr(), p._version) for p in params)
+        if state != self._cache_state:
+            self._cache_state, self._cache = state, {}
+        dtype = autocast_dtype(params[0].device.type)
+        if dtype not in self._cache:
+            weights = self._build_fused(mlps)
+            self._cache[dtype] = weights if dtype is None else tuple(w.to(dtype) for w in weights)
+        return self._cache[dtype]
+
+    @staticmethod
+    def _build_fused(mlps: list[Mlp]) -> FusedWeights:
+        w1 = torch.cat([m.c_fc.weight for m in mlps]) * QUICK_GELU_ALPHA  # (E H, d)
+        b1 = torch.cat([m.c_fc.bias for m in mlps]) * QUICK_GELU_ALPHA  # (E H,)
+        w2 = torch.stack([m.c_proj.weight for m in mlps]).transpose(1, 2) / QUICK_GELU_ALPHA  # (E, H, d)
+        b2 = torch.stack([m.c_proj.bias for m in mlps]).unsqueeze(1)  # (E, 1, d)
+        return w1, b1, w2, b2
+
+
+def install_moae(transformer: Transformer, *, num_layers: int, num_experts: int, cache_weights: bool = True) -> None:
     """Replace the MLP of the last `num_layers` blocks with MoAE blocks copied from it (in place)."""
     blocks = transformer.resblocks
     if not 0 <= num_layers <= len(blocks):
@@ -58,4 +137,11 @@ def install_moae(transformer: Transformer, *, num_layers: int, num_experts: int)
     for block in blocks[len(blocks) - num_layers :]:
         if not isinstance(block.mlp, Mlp):
             raise TypeError("MoAE is already installed in this block")
-        block.mlp = MoAE(block.mlp, num_experts=num_experts)
+        block.mlp = MoAE(block.mlp, num_experts=num_experts, cache_weights=cache_weights)
+
+
+def set_moae_fused(module: nn.Module, fused: bool) -> None:
+    """Switch every MoAE block under `module` to the fused (True) or the straightforward (False) forward."""
+    for m in module.modules():
+        if isinstance(m, MoAE):
+            m.fused = fused
