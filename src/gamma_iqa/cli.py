@@ -16,14 +16,15 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
+import torch.distributed as dist
 
 from .checkpoint import CheckpointError, convert_original, save_checkpoint
+from .distributed import resolve_device, setup
 from .factory import create_model, list_models, model_spec
 from .inputs import expand_paths, read_done, read_manifest, skip_done
 from .report import write_html
 from .scenes import describe_scene, list_scenes
-from .scoring import Scorer, ScoreRow, resolve_device
+from .scoring import Scorer, ScoreRow
 from .tokenizer import find_vocab
 from .transforms import parse_crops
 
@@ -89,20 +90,6 @@ class _Sink:
             self.stream.close()
 
 
-def _init_distributed(device: str) -> tuple[int, int]:
-    """Join the torchrun process group when there is one: (rank, world size)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
-        if use_cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
 def _cmd_score(args: argparse.Namespace) -> int:
     if not args.paths and not args.manifest:
         raise UsageError("give image paths, folders or globs, or --manifest FILE")
@@ -114,10 +101,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         crops = parse_crops(args.crops)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    rank, world = _init_distributed(args.device)
-    device = resolve_device(args.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", torch.cuda.current_device())
+    rank, world, device = setup(args.device)
     model = create_model(args.model).to(device)
     if args.bpe:
         model.vocab_path = args.bpe
@@ -138,22 +122,21 @@ def _cmd_score(args: argparse.Namespace) -> int:
         progress=True,
     )
     sink = _Sink(args.format, args.output, args.resume) if rank == 0 else None
-    rows = []
+    kept, failed = [], False  # rows are kept only for the HTML page: a million-image run streams
     try:
         for row in scorer.run(entries):
             sink.write(row)
-            rows.append(row)
+            if args.html:
+                kept.append(row)
             if row.error:
+                failed = True
                 print(f"error: {row.path}: {row.error}", file=sys.stderr)
     finally:
         if sink is not None:
             sink.close()
     if args.html and rank == 0:
-        write_html(rows, args.html, model=args.model, score_range=model.score_range)
-    failed = any(r.error for r in rows)
+        write_html(kept, args.html, model=args.model, score_range=model.score_range)
     if world > 1:
-        import torch.distributed as dist
-
         flag = [failed]
         dist.broadcast_object_list(flag, src=0)
         failed = flag[0]

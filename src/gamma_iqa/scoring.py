@@ -27,7 +27,7 @@ from .inputs import Entry
 from .model import Gamma
 from .transforms import Crops, load_image, make_crops, resize_short_side, to_rgb
 
-__all__ = ["ScoreRow", "Scorer", "describe_error", "resolve_device", "score_inputs"]
+__all__ = ["ScoreRow", "Scorer", "describe_error", "score_inputs"]
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 IMAGES_PER_FORWARD = {"cpu": 1, "cuda": 32, "mps": 8}  # fixed per device: results never depend on --batch-size
@@ -134,18 +134,6 @@ class _Images(Dataset):
 
 def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return items
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    return device
 
 
 class Scorer:

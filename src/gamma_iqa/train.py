@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DatasetSpec, folder_csv_dataset, get_dataset, load_records, select
+from .distributed import setup
 from .evaluate import evaluate
 from .factory import create_model
 from .model import Gamma
@@ -98,20 +98,6 @@ class _MicroBatches:
         return (self.sampler.steps_per_epoch - self.start) * self.shard["accum"]
 
 
-def _distributed(device: str) -> tuple[int, int, torch.device]:
-    """(rank, world, device): joins the torchrun group when WORLD_SIZE > 1 (NCCL on GPUs, gloo on CPUs)."""
-    want_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        if want_cuda:
-            torch.cuda.set_device(local)
-        dist.init_process_group("nccl" if want_cuda else "gloo")
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    if device == "auto":
-        return rank, world, torch.device("cuda", local) if want_cuda else torch.device("cpu")
-    return rank, world, torch.device(device)
-
-
 def _build_model(cfg: TrainConfig) -> Gamma:
     if Path(cfg.model).exists():  # fine-tuning from one of our checkpoints (e.g. the converted Gamma weights)
         if cfg.backbone:
@@ -168,7 +154,7 @@ class _Run:
     def __init__(self, cfg: TrainConfig, resume: bool) -> None:
         self.cfg = cfg
         self.out = Path(cfg.out)
-        self.rank, self.world, self.device = _distributed(cfg.device)
+        self.rank, self.world, self.device = setup(cfg.device)
         if cfg.batch_size % (self.world * cfg.accum):
             raise TrainingError(
                 f"batch_size {cfg.batch_size} is not divisible by {self.world} processes x "
