@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import importlib.util
 import json
 import os
 import sys
@@ -209,8 +208,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.workers < 0:
         raise UsageError("--batch-size must be at least 1 and --workers at least 0")
     specs = _eval_datasets(args)
-    if args.plot and importlib.util.find_spec("matplotlib") is None:
-        raise UsageError("--plot needs matplotlib: pip install matplotlib (or pip install 'gamma-iqa[plot]')")
     model = create_model(args.model).to(resolve_device(args.device))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # shown below as one line each, not as Python's two-line warnings
@@ -288,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     e.add_argument("--format", choices=("json", "md"), default="json", help="md: a table beside the paper's numbers")
     e.add_argument("--save-predictions", metavar="FILE.csv", help="write dataset,image,mos,mos_norm,prediction")
-    e.add_argument("--plot", metavar="DIR", help="write a predicted-vs-MOS scatter PNG per dataset (matplotlib)")
+    e.add_argument("--plot", metavar="DIR", help="write a predicted-vs-MOS scatter PNG per dataset")
     e.add_argument("--csv", help="folder+csv: the label CSV (columns image, mos; optional split)")
     e.add_argument("--mos-range", type=float, nargs=2, metavar=("LO", "HI"), help="folder+csv: the MOS scale")
     e.add_argument("--scene", help="folder+csv: the images' scene (see `list scenes`)")

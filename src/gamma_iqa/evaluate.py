@@ -17,6 +17,7 @@ from . import metrics
 from .data import DatasetSpec, Record, get_dataset, load_records, select
 from .inputs import Entry
 from .model import Gamma
+from .plots import plot_scatter
 from .scoring import Scorer
 from .transforms import Crops
 
@@ -166,21 +167,6 @@ def format_markdown(results: Sequence[DatasetResult], model_name: str) -> str:
 
 
 def plot_predictions(result: DatasetResult, path: str | os.PathLike[str]) -> None:
-    """A scatter PNG of predicted score against normalised MOS (needs matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only: never open a window or need a display
-        from matplotlib import pyplot as plt
-    except ImportError:
-        raise ImportError(
-            "--plot needs matplotlib: pip install matplotlib (or pip install 'gamma-iqa[plot]')"
-        ) from None
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
-    ax.scatter([p[2] for p in result.predictions], [p[3] for p in result.predictions], s=6, alpha=0.5)
-    ax.set_xlabel("normalised MOS (higher is better)")
-    ax.set_ylabel("predicted score")
-    ax.set_title(f"{result.dataset} (n={result.n}): SRCC {result.srcc:.3f}, PLCC {result.plcc:.3f}")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    """A scatter PNG of the predicted score (y) against the normalised MOS (x)."""
+    title = f"{result.dataset} (n={result.n}): SRCC {result.srcc:.3f}, PLCC {result.plcc:.3f}; y: predicted score"
+    plot_scatter([(p[2], p[3]) for p in result.predictions], title, path, xlabel="normalised MOS", name="images")

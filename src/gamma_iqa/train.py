@@ -26,7 +26,8 @@ from .distributed import setup
 from .evaluate import evaluate
 from .factory import create_model
 from .model import Gamma
-from .runlog import MetricsLog, plot_curves
+from .plots import plot_curves
+from .runlog import MetricsLog
 from .sampler import JointSampler
 from .trainconfig import TrainConfig, save_config
 from .transforms import load_image, make_crops, resize_short_side
