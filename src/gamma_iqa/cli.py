@@ -20,7 +20,7 @@ import torch.distributed as dist
 from .checkpoint import CheckpointError, convert_original, save_checkpoint
 from .distributed import resolve_device, setup
 from .factory import create_model, list_models, model_spec
-from .inputs import expand_paths, read_done, read_manifest, skip_done
+from .inputs import drop_partial_line, expand_paths, read_done, read_manifest, skip_done
 from .report import write_html
 from .scenes import describe_scene, list_scenes
 from .scoring import Scorer, ScoreRow
@@ -64,6 +64,8 @@ class _Sink:
 
     def __init__(self, fmt: str, output: str | None, resume: bool) -> None:
         self.fmt, self.rows = fmt, []
+        if output and resume and os.path.exists(output):
+            drop_partial_line(output)
         append = bool(output) and resume and os.path.exists(output) and os.path.getsize(output) > 0
         self.stream = open(output, "a" if append else "w", newline="") if output else sys.stdout  # noqa: SIM115
         self.close_stream = bool(output)

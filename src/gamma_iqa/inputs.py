@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["IMAGE_EXTENSIONS", "Entry", "expand_paths", "read_done", "read_manifest", "skip_done"]
+__all__ = ["IMAGE_EXTENSIONS", "Entry", "drop_partial_line", "expand_paths", "read_done", "read_manifest", "skip_done"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 
@@ -109,24 +109,25 @@ def read_manifest(path: str | Path, default_scene: str | None = None) -> list[En
 
 
 def read_done(output: str | Path, fmt: str) -> Counter[str]:
-    """Paths (with multiplicity) of the rows already in `output`, for --resume.
-
-    A last line cut short by a kill is removed (the only change ever made to existing rows: none).
-    """
+    """Paths (with multiplicity) of the complete rows already in `output`, for --resume. A last line cut short by a
+    kill does not count (the writer removes it before appending: see `drop_partial_line`)."""
     output = Path(output)
-    if not output.exists() or output.stat().st_size == 0:
+    if not output.exists():
         return Counter()
     data = output.read_bytes()
-    if not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1
-        with output.open("r+b") as f:
-            f.truncate(cut)
-        data = data[:cut]
-    lines = data.decode("utf-8").splitlines()
+    lines = data[: data.rfind(b"\n") + 1].decode("utf-8").splitlines()
     if fmt == "jsonl":
         return Counter(json.loads(line)["path"] for line in lines if line.strip())
-    rows = list(csv.DictReader(lines))
-    return Counter(r["path"] for r in rows)
+    return Counter(r["path"] for r in csv.DictReader(lines))
+
+
+def drop_partial_line(output: str | Path) -> None:
+    """Cut a last line that a kill left unfinished; complete rows are never touched."""
+    output = Path(output)
+    data = output.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with output.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
 
 
 def skip_done(entries: Sequence[Entry], done: Counter[str]) -> list[Entry]:
