@@ -14,7 +14,7 @@ from PIL import Image
 
 from gamma_iqa.data import folder_csv_dataset, load_records
 from gamma_iqa.distortions import DISTORTIONS, FAMILIES, distort, level_strength
-from gamma_iqa.fidelity import delta_e, fidelity, gmsd, ms_ssim, pseudo_mos, psnr
+from gamma_iqa.fidelity import delta_e, fidelity, gmsd, ms_ssim, pseudo_mos, psnr, vif
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_corpus.py"
 _spec = importlib.util.spec_from_file_location("build_corpus", SCRIPT)
@@ -166,7 +166,7 @@ def test_distort_checks_its_arguments():
 def test_identity_is_the_best_score():
     x = sample(128, 160)
     assert ms_ssim(x, x) == pytest.approx(1.0)
-    assert gmsd(x, x) == pytest.approx(0.0, abs=1e-12)
+    assert gmsd(x, x) == pytest.approx(0.0, abs=1e-12) and vif(x, x) == pytest.approx(1.0)
     assert psnr(x, x) == float("inf") and delta_e(x, x) == pytest.approx(0.0, abs=1e-9)
     assert pseudo_mos(fidelity(x, x)) == pytest.approx(1.0)
 
@@ -175,7 +175,8 @@ def test_more_distortion_scores_worse_on_every_metric():
     x = sample(128, 160)
     rng = np.random.default_rng
     blur = [fidelity(x, distort(x, "gaussian_blur", s, rng(0))) for s in (0.2, 0.6, 1.0)]
-    for name, higher_better in (("ms_ssim", True), ("gmsd", False), ("psnr", True), ("delta_e", False)):
+    metrics = (("ms_ssim", True), ("gmsd", False), ("vif", True), ("psnr", True), ("delta_e", False))
+    for name, higher_better in metrics:
         values = [b[name] for b in blur]
         assert values == sorted(values, reverse=higher_better), name
     # hue and saturation changes are what delta_e is in the ensemble for

@@ -4,6 +4,8 @@
   the published weights (fewer, renormalised, when the image is too small for five). Higher is better, 1 = identical.
 - GMSD (Xue et al. 2014) on luma: 2x2 average then downsampling, Prewitt gradients, c = 170 (0..255 scale); the
   standard deviation of the gradient-magnitude similarity map. Lower is better, 0 = identical.
+- VIF, pixel-domain version (Sheikh and Bovik 2006) on luma: four scales with Gaussian windows of 17, 9, 5 and 3 taps
+  (sigma N / 5), noise variance 2. Higher is better, 1 = identical (contrast enhancement can exceed 1).
 - PSNR on RGB (dB). Higher is better, infinite = identical.
 - Mean CIE76 colour difference Delta E*ab (sRGB D65 -> CIELAB). Lower is better, 0 = identical; the one metric here
   that sees hue and saturation changes, to which the luma metrics are blind.
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["RESCALE", "delta_e", "fidelity", "gmsd", "ms_ssim", "pseudo_mos", "psnr"]
+__all__ = ["RESCALE", "delta_e", "fidelity", "gmsd", "ms_ssim", "pseudo_mos", "psnr", "vif"]
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
@@ -85,6 +87,40 @@ def gmsd(ref: np.ndarray, img: np.ndarray) -> float:
     return float(gms.std(unbiased=False))
 
 
+def _gaussian_filter(t: torch.Tensor, taps: int) -> torch.Tensor:
+    """'valid' Gaussian filtering (sigma taps / 5) of (N, 1, H, W), separably."""
+    g = torch.exp(-((torch.arange(taps, dtype=t.dtype) - taps // 2) ** 2) / (2 * (taps / 5) ** 2))
+    g = (g / g.sum()).view(1, 1, 1, taps)
+    return F.conv2d(F.conv2d(t, g), g.transpose(-1, -2))
+
+
+def vif(ref: np.ndarray, img: np.ndarray) -> float:
+    a, b = (_luma(t) for t in _check(ref, img))
+    noise, eps = 2.0, 1e-10
+    num = den = 0.0
+    for scale in range(4):
+        taps = 2 ** (4 - scale) + 1
+        if scale:
+            a, b = _gaussian_filter(a, taps)[..., ::2, ::2], _gaussian_filter(b, taps)[..., ::2, ::2]
+        m = _gaussian_filter(torch.cat([a, b, a * a, b * b, a * b]), taps)  # (5, 1, h, w) local moments
+        var_a = (m[2] - m[0] ** 2).clamp(min=0)
+        var_b = (m[3] - m[1] ** 2).clamp(min=0)
+        cov = m[4] - m[0] * m[1]
+        # the distorted image as a gain g on the reference plus additive noise of variance sv (the GSM channel)
+        g = cov / (var_a + eps)
+        sv = var_b - g * cov
+        flat_a, flat_b = var_a < eps, var_b < eps
+        g = torch.where(flat_a | flat_b, torch.zeros_like(g), g)
+        sv = torch.where(flat_a, var_b, torch.where(flat_b, torch.zeros_like(sv), sv))
+        var_a = torch.where(flat_a, torch.zeros_like(var_a), var_a)
+        sv = torch.where(g < 0, var_b, sv)
+        g = g.clamp(min=0)
+        sv = sv.clamp(min=eps)
+        num += float(torch.log10(1 + g**2 * var_a / (sv + noise)).sum())
+        den += float(torch.log10(1 + var_a / noise).sum())
+    return 1.0 if den == 0 else num / den
+
+
 def psnr(ref: np.ndarray, img: np.ndarray) -> float:
     a, b = _check(ref, img)
     mse = float(((a - b) ** 2).mean())
@@ -117,6 +153,7 @@ def _clip(x: float) -> float:
 RESCALE: dict[str, tuple[Callable[[np.ndarray, np.ndarray], float], Callable[[float], float]]] = {
     "ms_ssim": (ms_ssim, _clip),
     "gmsd": (gmsd, lambda v: _clip(1 - v / 0.35)),  # 0.35: about the worst GMSD of strongly distorted photos
+    "vif": (vif, _clip),
     "psnr": (psnr, lambda v: _clip((v - 10) / 30)),  # 10 dB -> 0, 40 dB and above -> 1
     "delta_e": (delta_e, lambda v: _clip(1 - v / 25)),  # a mean Delta E of 25 is a gross colour change
 }
