@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Build gamma-lite's training corpus from the real photographs in Debian's `gcompris-qt-data`, reproducibly.
 
+Run it where gamma-iqa is installed (it uses gamma_iqa.distortions and gamma_iqa.fidelity) and dpkg is at hand:
+
     python scripts/build_corpus.py --out corpus/                  # fetches the .deb with `apt-get download`
     python scripts/build_corpus.py --out tiny/ --deb gcompris-qt-data_3.1-2_all.deb --photos 4 --types 3 --levels 2
 

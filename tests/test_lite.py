@@ -220,9 +220,9 @@ def test_registered_model_builds_on_the_imagenet_backbone():
 
 
 # ---- training ------------------------------------------------------------------------------------------------------
-def test_optimizer_puts_moae_and_head_in_their_groups():
+def test_optimizer_puts_moae_and_head_in_their_groups(tmp_path):
     model = fresh()
-    moe, head = _optimizer(model, toy_config(Path("unused"))).param_groups
+    moe, head = _optimizer(model, toy_config(tmp_path)).param_groups
     names = {id(p): n for n, p in model.named_parameters()}
     assert all(names[id(p)].startswith("backbone.") for p in moe["params"])
     assert {names[id(p)].split(".")[0] for p in head["params"]} == {"proj", "adapter", "anchors", "score_level"}

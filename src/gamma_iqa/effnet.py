@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["LITE0_STAGES", "ConvBN", "EfficientNetLite", "MBConv"]
+__all__ = ["LITE0_BLOCKS", "LITE0_STAGES", "ConvBN", "EfficientNetLite", "MBConv"]
 
 # (expand ratio, kernel, stride of the first block, output channels, blocks) per stage
 LITE0_STAGES = (
@@ -30,6 +30,7 @@ LITE0_STAGES = (
     (6, 5, 2, 192, 4),
     (6, 3, 1, 320, 1),
 )
+LITE0_BLOCKS = sum(stage[-1] for stage in LITE0_STAGES)  # 16
 BN_EPS = 1e-3
 
 
@@ -109,8 +110,7 @@ class EfficientNetLite(nn.Module):
         """Normalised images (B, 3, H, W) -> head activations (B, 1280, H/32, W/32)."""
         x = self.stem(x)
         for block in self.blocks:
-            trainable = any(p.requires_grad for p in block.parameters())
-            if self.grad_checkpointing and trainable and torch.is_grad_enabled():
+            if self.grad_checkpointing and torch.is_grad_enabled() and any(p.requires_grad for p in block.parameters()):
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
