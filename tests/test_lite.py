@@ -12,6 +12,7 @@ from PIL import Image
 import gamma_iqa
 from gamma_iqa import checkpoint as checkpoint_module
 from gamma_iqa.checkpoint import CheckpointError, load_efficientnet_lite, rename_efficientnet_lite
+from gamma_iqa.cli import main
 from gamma_iqa.effnet import EfficientNetLite, pad_same
 from gamma_iqa.lite import GammaLite, GammaLiteConfig
 from gamma_iqa.moe import PositionwiseMoAE
@@ -238,3 +239,16 @@ def test_training_steps_change_trainable_weights_only(tmp_path):
     assert after.keys() == start.keys()
     for name, value in after.items():
         assert torch.equal(value, start[name]) != (name in trainable), name
+
+
+# ---- the command line ----------------------------------------------------------------------------------------------
+@needs_weights
+@pytest.mark.filterwarnings("ignore:gamma-lite")
+def test_command_line_scores_natural_and_refuses_other_scenes(tmp_path, capsys):
+    Image.new("RGB", (240, 260), (90, 140, 200)).save(tmp_path / "a.png")
+    assert main(["score", str(tmp_path / "a.png"), "--model", "gamma-lite", "--crops", "center"]) == 0
+    out, _ = capsys.readouterr()
+    assert out.splitlines()[1].endswith(",natural,center,")
+    assert main(["score", str(tmp_path / "a.png"), "--model", "gamma-lite", "--scene", "aigc"]) == 2
+    _, err = capsys.readouterr()
+    assert err.count("\n") == 1 and "valid scenes: natural" in err
