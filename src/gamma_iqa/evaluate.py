@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from . import metrics
 from .data import DatasetSpec, Record, get_dataset, load_records, select
 from .inputs import Entry
-from .model import Gamma
+from .model import QualityModel
 from .plots import plot_scatter
 from .scoring import Scorer
 from .transforms import Crops
@@ -82,7 +82,9 @@ def _plan(spec: DatasetSpec, data_root: str | os.PathLike[str], split: int, meta
     return _Plan(spec, present, [r for r in test if not r.path.is_file()])
 
 
-def _score(model: Gamma, plan: _Plan, crops: Crops, seed: int, batch_size: int, workers: int) -> list[float | str]:
+def _score(
+    model: QualityModel, plan: _Plan, crops: Crops, seed: int, batch_size: int, workers: int
+) -> list[float | str]:
     """Per present record: its score, or why it could not be read (the scoring engine of `gamma-iqa score`)."""
     entries = [Entry(r.image, r.path, plan.spec.scene, resize=plan.spec.resize) for r in plan.present]
     scorer = Scorer(model, crops=crops, seed=seed, batch_size=batch_size, workers=workers, distributed=False)
@@ -109,7 +111,7 @@ def _result(plan: _Plan, split: int, scores: list[float | str]) -> DatasetResult
 
 
 def evaluate(
-    model: Gamma,
+    model: QualityModel,
     datasets: Sequence[str | DatasetSpec],
     data_root: str | os.PathLike[str],
     *,
@@ -124,7 +126,7 @@ def evaluate(
     """Score the test part of split `split` of each dataset and compare with its normalised MOS.
 
     Every dataset is located and its labels and splits read before any scoring, so a wrong name, folder or split
-    fails at once. Crops are `crops` random `model.config.clip.image_size` crops per image (or "center" / "none").
+    fails at once. Crops are `crops` random `model.image_size` crops per image (or "center" / "none").
     """
     specs = [d if isinstance(d, DatasetSpec) else get_dataset(d) for d in datasets]
     plans = [_plan(spec, data_root, split, meta_dir) for spec in specs]

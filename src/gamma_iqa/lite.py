@@ -1,0 +1,142 @@
+"""gamma-lite: the Gamma idea on a frozen ImageNet EfficientNet-Lite0, small enough to ship inside the package.
+
+    images (B, 3, 224, 224) in [0, 1] -> (255 x - 127) / 128 -> EfficientNet-Lite0 (frozen; the expand and project
+    1x1 convolutions of its last `num_moe_blocks` blocks wrapped in per-pixel MoAE) -> head (B, 1280, 7, 7)
+    -> global average pool (B, 1280) -> projection (B, E) -> Gamma's head against the scene's anchors (5, E) -> (B,)
+
+There is no pretrained text tower to turn prompts into level features, so each scene owns a learned (K=5, E) anchor
+set in their place. A model only accepts the scenes it has anchors for (`config.scenes`); the registered gamma-lite
+has only `natural`, the one scene with training data here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .effnet import LITE0_BLOCKS, EfficientNetLite
+from .model import Adapter, QualityModel, _check_keys, level_head
+from .moe import install_conv_moae
+
+__all__ = ["GammaLite", "GammaLiteConfig"]
+
+
+@dataclass(frozen=True)
+class GammaLiteConfig:
+    """Everything needed to rebuild a gamma-lite model (weights aside). Saved with every checkpoint."""
+
+    name: str = "gamma-lite"
+    image_size: int = 224
+    num_experts: int = 3
+    # The last MBConv blocks whose expand and project convolutions get MoAE: 3 is the last stage and the last two
+    # blocks of the one before; the last two stages in full (5) would push the shipped fp16 file past 20 MB.
+    num_moe_blocks: int = 3
+    embed_dim: int = 512
+    adapter_dim: int = 256
+    scenes: tuple[str, ...] = ("natural",)
+    default_scene: str = "natural"
+    level_init: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
+    logit_scale: float = math.log(1 / 0.07)  # frozen; CLIP's initial temperature, as no trained one exists here
+    mean: tuple[float, float, float] = (127 / 255,) * 3  # (x - mean) / std = (255 x - 127) / 128
+    std: tuple[float, float, float] = (128 / 255,) * 3
+
+    def __post_init__(self) -> None:
+        if not self.scenes:
+            raise ValueError("a gamma-lite config needs at least one scene")
+        if self.default_scene not in self.scenes:
+            raise ValueError(f"default scene {self.default_scene!r} is not one of the model's scenes {self.scenes}")
+        if not 0 <= self.num_moe_blocks <= LITE0_BLOCKS:
+            raise ValueError(f"num_moe_blocks must be in [0, {LITE0_BLOCKS}], got {self.num_moe_blocks}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["scenes"] = list(self.scenes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GammaLiteConfig:
+        """Inverse of `to_dict`; unknown keys are errors."""
+        d = dict(d)
+        _check_keys(cls, d, "gamma-lite config")
+        tuples = {k: tuple(d[k]) for k in ("scenes", "level_init", "mean", "std") if k in d}
+        return cls(**{**d, **tuples})
+
+
+class GammaLite(QualityModel):
+    """gamma-lite: `forward(images, scenes)` takes RGB in [0, 1] and returns scores (B,), higher is better.
+
+    The backbone's BatchNorms, the shared experts' included, always run in eval mode (running statistics), also
+    under `train()`: the backbone is frozen, and the experts start as exact copies of it.
+    """
+
+    kind = "gamma-lite"
+
+    def __init__(self, config: GammaLiteConfig, *, backbone: Mapping[str, torch.Tensor] | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = EfficientNetLite()
+        if backbone is not None:
+            # Before MoAE is installed, as its experts are copies; the ImageNet classifier is not used.
+            self.backbone.load_state_dict({k: v for k, v in backbone.items() if not k.startswith("classifier.")})
+        self.backbone.requires_grad_(False)
+        blocks = self.backbone.blocks
+        install_conv_moae(
+            blocks[len(blocks) - config.num_moe_blocks :], names=("expand", "project"), num_experts=config.num_experts
+        )
+        self.proj = nn.Linear(self.backbone.num_features, config.embed_dim)
+        self.adapter = Adapter(dim=config.embed_dim, hidden=config.adapter_dim)
+        k = len(config.level_init)
+        self.anchors = nn.ParameterDict({s: nn.Parameter(torch.randn(k, config.embed_dim)) for s in config.scenes})
+        self.score_level = nn.Parameter(torch.tensor(config.level_init, dtype=torch.float32))
+        self.register_buffer("logit_scale", torch.tensor(config.logit_scale))  # frozen; saved like CLIP's
+        self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
+        self.backbone.eval()
+
+    def train(self, mode: bool = True) -> GammaLite:
+        super().train(mode)
+        self.backbone.eval()  # frozen running statistics (see the class docstring)
+        return self
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute the trainable blocks' activations during backward (training memory for compute)."""
+        self.backbone.grad_checkpointing = enabled
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def scenes(self) -> list[str]:
+        """Scene names this model has anchors for, hence accepts."""
+        return list(self.config.scenes)
+
+    def prompt_key(self, scene: str | None) -> str:
+        """The anchor set used for `scene`; a scene the model was not trained for is an error."""
+        if scene is None:
+            return self.config.default_scene
+        if scene in self.config.scenes:
+            return scene
+        raise ValueError(
+            f"scene {scene!r} is not supported by model {self.config.name} (no training data for it); "
+            f"valid scenes: {', '.join(self.scenes)}"
+        )
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """RGB in [0, 1] (B, 3, H, W) -> embedding before the adapter (B, E)."""
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W) RGB in [0, 1], got shape {tuple(images.shape)}")
+        features = self.backbone.forward_features((images - self.mean) / self.std)  # (B, 1280, H/32, W/32)
+        return self.proj(features.mean(dim=(2, 3)))
+
+    def forward(self, images: torch.Tensor, scenes: str | Sequence[str | None] | None = None) -> torch.Tensor:
+        """Scores (B,) of RGB images in [0, 1] (B, 3, H, W), each against its scene's anchors."""
+        keys = self.scene_keys(scenes, images.shape[0])
+        anchors = torch.stack([self.anchors[k] for k in keys])  # (B, K, E)
+        return level_head(self.adapter, self.encode_image(images), anchors, self.logit_scale, self.score_level)

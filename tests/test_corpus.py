@@ -1,0 +1,227 @@
+"""The corpus builder: Qt .rcc parsing, the photo and licence rules, the distortions, the FR metrics, a tiny build."""
+
+import csv
+import importlib.util
+import shutil
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gamma_iqa.data import folder_csv_dataset, load_records
+from gamma_iqa.distortions import DISTORTIONS, FAMILIES, distort, level_strength
+from gamma_iqa.fidelity import delta_e, fidelity, gmsd, ms_ssim, pseudo_mos, psnr, vif
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_corpus.py"
+_spec = importlib.util.spec_from_file_location("build_corpus", SCRIPT)
+build_corpus = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(build_corpus)
+
+
+# ---- a tiny .rcc, written from the format description ----------------------------------------------------------
+def make_rcc(files: dict[str, bytes], *, version: int = 3, compress: tuple[str, ...] = ()) -> bytes:
+    """A Qt resource bundle holding `files` ({'a/b.txt': bytes}); paths in `compress` are zlib entries."""
+    tree: dict = {}
+    for path, blob in files.items():
+        node = tree
+        *dirs, leaf = path.split("/")
+        for d in dirs:
+            node = node.setdefault(d, {})
+        node[leaf] = blob
+    names, name_offsets, payload = bytearray(), {}, bytearray()
+
+    def name_offset(name: str) -> int:
+        if name not in name_offsets:
+            name_offsets[name] = len(names)
+            text = name.encode("utf-16-be")
+            names.extend(struct.pack(">HI", len(text) // 2, 0) + text)
+        return name_offsets[name]
+
+    nodes: list[bytes | None] = [None]  # breadth-first, children of a directory contiguous, as rcc lays them out
+    queue = [(0, "", tree, "")]
+    while queue:
+        index, name, node, path = queue.pop(0)
+        if isinstance(node, dict):
+            first = len(nodes)
+            nodes.extend([None] * len(node))
+            for i, (child, sub) in enumerate(sorted(node.items())):
+                queue.append((first + i, child, sub, f"{path}/{child}".lstrip("/")))
+            entry = struct.pack(">IHII", name_offset(name) if index else 0, 2, len(node), first)
+        else:
+            flags, blob = 0, node
+            if path in compress:
+                flags, blob = 1, struct.pack(">I", len(node)) + zlib.compress(node)
+            entry = struct.pack(">IHHHI", name_offset(name), flags, 0, 0, len(payload))
+            payload.extend(struct.pack(">I", len(blob)) + blob)
+        nodes[index] = entry + (b"\0" * 8 if version >= 2 else b"")
+    header_size = 24 if version >= 3 else 20
+    tree_bytes = b"".join(nodes)
+    names_at = header_size
+    payload_at = names_at + len(names)
+    tree_at = payload_at + len(payload)
+    header = (
+        b"qres" + struct.pack(">IIII", version, tree_at, payload_at, names_at) + (b"\0" * 4 if version >= 3 else b"")
+    )
+    return header + bytes(names) + bytes(payload) + tree_bytes
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_rcc_parser_reads_files_folders_names_and_zlib(version):
+    files = {"gcompris/a/readme.txt": b"hello", "gcompris/a/b/é.bin": bytes(range(256)) * 40, "top.txt": b""}
+    data = make_rcc(files, version=version, compress=("gcompris/a/b/é.bin",))
+    assert build_corpus.parse_rcc(data) == files
+
+
+def test_rcc_parser_refuses_what_it_cannot_read():
+    with pytest.raises(ValueError, match="qres"):
+        build_corpus.parse_rcc(b"RIFF" + bytes(40))
+    data = bytearray(make_rcc({"x.txt": b"abc"}, compress=("x.txt",)))
+    flags_at = len(data) - 22 + 4  # the file node is the last one; its flags follow the name offset
+    data[flags_at : flags_at + 2] = struct.pack(">H", 4)
+    with pytest.raises(ValueError, match="zstd"):
+        build_corpus.parse_rcc(bytes(data))
+
+
+# ---- photo rule and licences -----------------------------------------------------------------------------------
+COPYRIGHT = """Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+
+Files: *
+Copyright: 2014 The GCompris team
+License: GPL-3+
+
+Files: src/activities/erase/resource/bear001.jpg
+       src/activities/erase/resource/cat*.jpg
+Copyright: Some Photographer
+           Another One
+License: CC-BY-SA-3.0
+
+License: GPL-3+
+ text of the licence
+"""
+
+
+def test_photo_rule_ids_and_licences():
+    root = build_corpus.ROOT
+    assert build_corpus.is_photo(root + "erase/resource/cat1.webp", (320, 240), 224)
+    assert build_corpus.is_photo(root + "explore_monuments/resource/france/eiffel.webp", (800, 600), 224)
+    assert not build_corpus.is_photo(root + "erase/resource/cat1.webp", (300, 200), 224)  # too small
+    assert not build_corpus.is_photo(root + "lang/resource/words_sample/apple.webp", (800, 600), 224)  # cartoons
+    assert not build_corpus.is_photo(root + "paintings/resource/image/monet.webp", (800, 600), 224)
+    assert not build_corpus.is_photo(root + "erase/resource/cat1.svg", (800, 600), 224)
+    assert build_corpus.photo_id(root + "explore_monuments/resource/france/eiffel.webp") == (
+        "explore_monuments-france-eiffel"
+    )
+    stanzas = build_corpus.parse_copyright(COPYRIGHT)
+    assert len(stanzas) == 2
+    licence = build_corpus.licence_of
+    assert licence("gcompris/src/activities/erase/resource/cat2.webp", stanzas) == ("CC-BY-SA-3.0", "Some Photographer")
+    assert licence("gcompris/src/activities/erase/resource/bear001.webp", stanzas)[0] == "CC-BY-SA-3.0"
+    assert licence("gcompris/src/activities/erase/resource/dog.webp", stanzas) == ("GPL-3+", "2014 The GCompris team")
+
+
+# ---- distortions -----------------------------------------------------------------------------------------------
+def sample(h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:
+    """A photo-like (H, W, 3) float32 image: smooth colour gradients, edges, a textured patch."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / np.array([h, w])[:, None, None]
+    img = np.stack([0.2 + 0.6 * xx, 0.3 + 0.5 * yy, 0.6 - 0.4 * xx * yy], axis=-1)
+    img[h // 4 : h // 2, w // 5 : w // 2] = (0.85, 0.2, 0.15)
+    img[h // 2 :, w // 2 :] += 0.15 * rng.standard_normal((h - h // 2, w - w // 2, 1))
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
+def test_twenty_five_types_in_seven_families():
+    assert len(DISTORTIONS) == 25 and len(FAMILIES) == 7
+    assert sorted(t for ts in FAMILIES.values() for t in ts) == sorted(DISTORTIONS)
+    assert [level_strength(k) for k in range(1, 6)] == [0.2, 0.4, 0.6, 0.8, 1.0]
+    with pytest.raises(ValueError):
+        level_strength(6)
+
+
+@pytest.mark.parametrize("kind", list(DISTORTIONS))
+def test_distortion_shape_range_and_severity(kind):
+    x = sample()
+    outs = [distort(x, kind, s, np.random.default_rng(3)) for s in (0.2, 1.0)]
+    for y in outs:
+        assert y.shape == x.shape and y.dtype == np.float32 and y.min() >= 0 and y.max() <= 1
+        assert not np.array_equal(y, x)
+    mild, severe = (pseudo_mos(fidelity(x, y)) for y in outs)
+    assert severe < mild < 1, f"{kind}: level 5 {severe:.3f} should be worse than level 1 {mild:.3f}"
+    again = distort(x, kind, 0.2, np.random.default_rng(3))
+    assert np.array_equal(again, outs[0])  # reproducible from the generator
+
+
+def test_distort_checks_its_arguments():
+    with pytest.raises(ValueError, match="unknown distortion"):
+        distort(sample(), "sepia", 0.5, np.random.default_rng())
+    with pytest.raises(ValueError, match="strength"):
+        distort(sample(), "jpeg", 0.0, np.random.default_rng())
+
+
+# ---- full-reference metrics ------------------------------------------------------------------------------------
+def test_identity_is_the_best_score():
+    x = sample(128, 160)
+    assert ms_ssim(x, x) == pytest.approx(1.0)
+    assert gmsd(x, x) == pytest.approx(0.0, abs=1e-12) and vif(x, x) == pytest.approx(1.0)
+    assert psnr(x, x) == float("inf") and delta_e(x, x) == pytest.approx(0.0, abs=1e-9)
+    assert pseudo_mos(fidelity(x, x)) == pytest.approx(1.0)
+
+
+def test_more_distortion_scores_worse_on_every_metric():
+    x = sample(128, 160)
+    rng = np.random.default_rng
+    blur = [fidelity(x, distort(x, "gaussian_blur", s, rng(0))) for s in (0.2, 0.6, 1.0)]
+    metrics = (("ms_ssim", True), ("gmsd", False), ("vif", True), ("psnr", True), ("delta_e", False))
+    for name, higher_better in metrics:
+        values = [b[name] for b in blur]
+        assert values == sorted(values, reverse=higher_better), name
+    # hue and saturation changes are what delta_e is in the ensemble for
+    grey = distort(x, "desaturate", 1.0, rng(0))
+    assert delta_e(x, grey) > 5 and pseudo_mos(fidelity(x, grey)) < 0.9
+    with pytest.raises(ValueError, match="differ in shape"):
+        psnr(x, x[:64])
+
+
+# ---- a tiny build from a tiny .deb -----------------------------------------------------------------------------
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb not installed (Debian tools)")
+def test_tiny_build_from_a_tiny_package(tmp_path):
+    pkg = tmp_path / "pkg"
+    files = {}
+    for i, name in enumerate(["erase/resource/cat1.webp", "erase/resource/bird.webp", "lang/resource/apple.webp"]):
+        buf = tmp_path / f"{i}.webp"
+        Image.fromarray((sample(240, 256, seed=i) * 255).astype(np.uint8)).save(buf, lossless=True)
+        files["gcompris/src/activities/" + name] = buf.read_bytes()
+    rcc = pkg / build_corpus.RCC_DIR / "test.rcc"
+    rcc.parent.mkdir(parents=True)
+    rcc.write_bytes(make_rcc(files))
+    (pkg / build_corpus.COPYRIGHT).parent.mkdir(parents=True)
+    (pkg / build_corpus.COPYRIGHT).write_text(COPYRIGHT)
+    (pkg / "DEBIAN").mkdir()
+    (pkg / "DEBIAN" / "control").write_text(
+        "Package: gcompris-qt-data\nVersion: 0.1\nArchitecture: all\nMaintainer: test <t@example.org>\n"
+        "Description: test\n"
+    )
+    deb = tmp_path / "gcompris-qt-data_0.1_all.deb"
+    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(pkg), str(deb)], check=True, capture_output=True)
+    out = tmp_path / "corpus"
+    build_corpus.main(["--out", str(out), "--deb", str(deb), "--types", "jpeg,white_noise", "--levels", "2",
+                       "--val-fraction", "0.5"])  # fmt: skip
+    rows = list(csv.DictReader((out / "labels.csv").open()))
+    assert len(rows) == 2 * 2 * 2  # the cartoon folder is not a photo folder
+    assert {r["reference"] for r in rows} == {"reference/erase-bird.png", "reference/erase-cat1.png"}
+    assert sorted({r["split"] for r in rows}) == ["test", "train"]
+    for photo in ("erase-bird", "erase-cat1"):
+        for kind in ("jpeg", "white_noise"):
+            mos = [float(r["mos"]) for r in rows if photo in r["image"] and r["distortion"] == kind]
+            assert 0 <= mos[1] < mos[0] <= 1
+    licences = list(csv.DictReader((out / "licences.csv").open()))
+    assert {r["license"] for r in licences} == {"CC-BY-SA-3.0", "GPL-3+"}
+    spec = folder_csv_dataset(out / "labels.csv", mos_range=(0, 1), scene="natural", name="gcompris")
+    _, records = load_records(spec, out, meta_dir=tmp_path / "meta")
+    assert len(records) == 8 and all(r.path.is_file() for r in records)
+    assert all((r.splits[0] == "test") == (r.image in {x["image"] for x in rows if x["split"] == "test"})
+               for r in records)  # fmt: skip
