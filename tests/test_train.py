@@ -245,6 +245,7 @@ def test_two_gloo_processes_equal_one_with_the_same_effective_batch(tmp_path):
 
 
 # ---- the recipes, on stand-ins -------------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore::gamma_iqa.metrics.ConstantInputWarning")  # stand-ins have 1-image test splits
 @pytest.mark.parametrize("name", ["gamma.yaml", "gamma-sdp.yaml", "gamma-t-koniq.yaml", "gamma-t-livec.yaml"])
 def test_recipe_dry_run_on_stand_ins(tmp_path, name, capsys):
     from .test_data import BUILDERS
