@@ -17,9 +17,8 @@ import time
 import torch
 
 import gamma_iqa
+from gamma_iqa.distributed import DTYPES
 from gamma_iqa.moe import set_moae_fused
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def main(argv: list[str] | None = None) -> dict:

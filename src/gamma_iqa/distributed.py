@@ -1,13 +1,23 @@
-"""Devices and torchrun process groups, shared by scoring, evaluation and training."""
+"""Devices, precisions and torchrun process groups, shared by scoring, evaluation and training."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["resolve_device", "setup"]
+__all__ = ["DTYPES", "autocast", "resolve_device", "setup"]
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    """Autocast to `dtype` (a DTYPES name) on `device`; fp32 is no autocast at all."""
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=DTYPES[dtype])
 
 
 def resolve_device(name: str) -> torch.device:

@@ -12,7 +12,6 @@ import io
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,13 +22,13 @@ import torch.distributed as dist
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
+from .distributed import DTYPES, autocast
 from .inputs import Entry
 from .model import QualityModel
 from .transforms import Crops, load_image, make_crops, resize_short_side, to_rgb
 
 __all__ = ["ScoreRow", "Scorer", "describe_error", "score_inputs"]
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 IMAGES_PER_FORWARD = {"cpu": 1, "cuda": 32, "mps": 8}  # fixed per device: results never depend on --batch-size
 THUMB_SIDE = 160
 
@@ -163,14 +162,9 @@ class Scorer:
         self.device = next(model.parameters()).device
         if dtype == "fp16" and self.device.type == "cpu":
             raise ValueError("--dtype fp16 needs a GPU; use bf16 or fp32 on the CPU")
-        self.dtype = DTYPES[dtype]
+        self.dtype = dtype
 
     # ---- model side --------------------------------------------------------------------------------------------
-    def _autocast(self):
-        if self.dtype == torch.float32:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
-
     @torch.inference_mode()
     def _forward(self, group: list[tuple[dict[str, Any], str | None]]) -> list[float]:
         """Mean score of each item's crops. Random/centre crops go in forwards of exactly IMAGES_PER_FORWARD images
@@ -183,7 +177,7 @@ class Scorer:
             pad = want - len(crops)
             crops = torch.cat([crops, crops.new_zeros(pad, *crops.shape[1:])])
             scenes += [None] * pad
-        with self._autocast():
+        with autocast(self.device, self.dtype):
             scores = self.model(crops.to(self.device, non_blocking=True), scenes).float().cpu()
         return [float(s.mean()) for s in scores[: sum(per)].split(per)]
 

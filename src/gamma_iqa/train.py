@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DatasetSpec, folder_csv_dataset, get_dataset, load_records, select
-from .distributed import setup
+from .distributed import autocast, setup
 from .evaluate import evaluate
 from .factory import create_model
 from .model import QualityModel
@@ -36,7 +36,6 @@ from .transforms import load_image, make_crops, resize_short_side
 __all__ = ["TrainingError", "train"]
 
 STATE_FILE = "train_state.pt"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TrainingError(RuntimeError):
@@ -295,18 +294,13 @@ class _Run:
             dist.barrier()
 
     # ---- the loop ----------------------------------------------------------------------------------------------
-    def _autocast(self):
-        if self.cfg.dtype == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=DTYPES[self.cfg.dtype])
-
     def _train_step(self, micro: list[tuple[torch.Tensor, torch.Tensor, list[str]]]) -> torch.Tensor:
         total = torch.zeros((), device=self.device)
         for k, (crops, targets, scenes) in enumerate(micro):
             last = k == len(micro) - 1
             sync = contextlib.nullcontext() if last or self.world == 1 else self.net.no_sync()
             with sync:
-                with self._autocast():
+                with autocast(self.device, self.cfg.dtype):
                     pred = self.net(crops.to(self.device, non_blocking=True), scenes)
                 loss = torch.nn.functional.mse_loss(pred.float(), targets.to(self.device, non_blocking=True))
                 self.scaler.scale(loss / len(micro)).backward()
