@@ -291,6 +291,11 @@ def _tiny_sdp(tmp_path: Path) -> Path:
     return gamma_iqa.save_checkpoint(gamma_iqa.Gamma(cfg), tmp_path / "tiny-sdp")
 
 
-def test_cli_errors(tmp_path, capsys):
+def test_cli_errors(tmp_path, capsys, monkeypatch):
     assert main(["train", "--set", "wings=2"]) == 2
     assert "unknown training settings: wings" in capsys.readouterr().err
+    monkeypatch.setenv("GAMMA_IQA_HOME", str(tmp_path / "home"))
+    data = toy_dataset(tmp_path / "toy", n=12)
+    argv = ["train", "--set", f"datasets=[{data}]".replace("'", '"'), "--out", str(tmp_path / "run")]
+    assert main(argv) == 1  # gamma-vit-b16 without backbone weights
+    assert "set backbone=PATH" in capsys.readouterr().err

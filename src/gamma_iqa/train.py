@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import DatasetSpec, folder_csv_dataset, get_dataset, load_records, select
 from .distributed import autocast, setup
 from .evaluate import evaluate
@@ -104,7 +104,13 @@ def _build_model(cfg: TrainConfig) -> QualityModel:
         if cfg.backbone:
             raise TrainingError("backbone applies to a fresh registered model, not to a checkpoint given as model")
         return load_checkpoint(cfg.model)
-    return create_model(cfg.model, backbone=cfg.backbone, seed=cfg.seed)
+    try:
+        return create_model(cfg.model, backbone=cfg.backbone, seed=cfg.seed)
+    except CheckpointError as e:
+        raise TrainingError(
+            f"{e}; to train {cfg.model} from CLIP/UniQA weights set backbone=PATH (e.g. UniQA_weight.pt), "
+            "or set model=FOLDER to fine-tune a converted checkpoint"
+        ) from None
 
 
 def _datasets(cfg: TrainConfig) -> list[tuple[DatasetSpec, str]]:
