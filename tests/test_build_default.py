@@ -99,7 +99,6 @@ def test_corpus_is_built_by_build_corpus_with_the_smoke_sizes(tmp_path, monkeypa
 
 
 # ---- the whole pipeline ------------------------------------------------------------------------------------------
-@pytest.mark.slow  # ~20 s: builds gamma-lite on the ImageNet backbone and runs two training steps
 @needs_weights
 @pytest.mark.filterwarnings("ignore:.*NaN")
 def test_smoke_run_trains_through_the_command_line_and_ships(tmp_path, capsys):
