@@ -29,6 +29,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -190,7 +191,10 @@ def evaluate(items: Sequence[Item], methods: Sequence[Method], log: Callable[[st
             log(f"{m.name}: skipped ({m.note})")
         else:
             log(f"{m.name}: scoring {len(items)} images")
-            row.update(figures(items, m.score([it.path for it in items]), lower_better=m.lower_better))
+            start = time.perf_counter()
+            scores = m.score([it.path for it in items])
+            row["seconds"] = round(time.perf_counter() - start, 1)
+            row.update(figures(items, scores, lower_better=m.lower_better))
         rows.append(row)
     return rows
 
