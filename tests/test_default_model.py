@@ -16,11 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def shipped(tmp_path, monkeypatch) -> Path:
-    """Package data pointed at an empty temporary folder, and an empty $GAMMA_IQA_HOME: nothing trained is found."""
-    monkeypatch.setattr(factory, "WEIGHTS_DIR", tmp_path / "weights")
-    monkeypatch.setenv("GAMMA_IQA_HOME", str(tmp_path / "home"))
-    return tmp_path / "weights"
+def shipped(no_trained_weights: Path) -> Path:
+    return no_trained_weights
 
 
 def ship_tiny(shipped: Path) -> GammaLite:

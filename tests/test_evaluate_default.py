@@ -123,10 +123,6 @@ def test_brisque_needs_its_model_files(tmp_path):
     assert b.score is None and ("opencv-data" in b.note or "contrib" in b.note)
 
 
-def test_gamma_lite_without_trained_weights_is_skipped(monkeypatch, tmp_path):
-    from gamma_iqa import factory
-
-    monkeypatch.setattr(factory, "WEIGHTS_DIR", tmp_path / "weights")
-    monkeypatch.setenv("GAMMA_IQA_HOME", str(tmp_path / "home"))
+def test_gamma_lite_without_trained_weights_is_skipped(no_trained_weights):
     m = ev.gamma_lite("gamma-lite", "center", 4)
     assert m.score is None and "scripts/build_default_model.py" in m.note
