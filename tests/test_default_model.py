@@ -1,0 +1,78 @@
+"""The shipped default: gamma-lite's package-data checkpoint, found by create_model, used by `score` without --model."""
+
+from fnmatch import fnmatch
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import gamma_iqa
+from gamma_iqa import factory
+from gamma_iqa.cli import main
+from gamma_iqa.lite import GammaLite
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def shipped(no_trained_weights: Path) -> Path:
+    return no_trained_weights
+
+
+def ship_tiny(shipped: Path) -> GammaLite:
+    """A gamma-lite (random backbone, perturbed head) saved where the package ships its trained weights."""
+    model = gamma_iqa.create_model("gamma-lite", pretrained=False, seed=3)
+    with torch.no_grad():
+        model.score_level.copy_(torch.tensor([0.05, 0.3, 0.5, 0.7, 0.95]))
+        for p in model.anchors.values():
+            p.mul_(3)
+    gamma_iqa.save_checkpoint(model, shipped / "gamma-lite")
+    return model
+
+
+def test_create_model_loads_the_shipped_checkpoint(shipped, recwarn):
+    assert factory.trained_weights("gamma-lite") is None
+    saved = ship_tiny(shipped)
+    assert factory.trained_weights("gamma-lite") == shipped / "gamma-lite"
+    model = gamma_iqa.create_model("gamma-lite")
+    assert not [w for w in recwarn if "random quality head" in str(w.message)]  # no fallback build
+    reference = saved.state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())
+
+
+def test_a_copy_under_gamma_home_wins_over_the_shipped_one(shipped, tmp_path):
+    ship_tiny(shipped)
+    other = gamma_iqa.create_model("gamma-lite", pretrained=False, seed=4)
+    gamma_iqa.save_checkpoint(other, tmp_path / "home" / "gamma-lite")
+    assert factory.trained_weights("gamma-lite") == tmp_path / "home" / "gamma-lite"
+    loaded = gamma_iqa.create_model("gamma-lite")
+    assert torch.equal(loaded.anchors["natural"], other.anchors["natural"])
+
+
+def test_score_without_model_uses_the_shipped_gamma_lite(shipped, tmp_path, capsys):
+    model = ship_tiny(shipped)
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (240, 230), (120, 90, 60)).save(photo)
+    assert main(["score", str(photo), "--crops", "center"]) == 0
+    out, _ = capsys.readouterr()
+    path, score, scene, crops, error = out.splitlines()[1].split(",")
+    assert (path, scene, crops, error) == (str(photo), "natural", "center", "")
+    assert float(score) == pytest.approx(model.score([str(photo)], crops="center")[0], abs=1e-6)
+
+
+def test_score_without_model_and_without_weights_is_one_clear_line(shipped, tmp_path, capsys):
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (240, 230)).save(photo)
+    assert main(["score", str(photo)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert "gamma-lite has no trained weights" in err and "scripts/build_default_model.py" in err and "--model" in err
+
+
+def test_pyproject_ships_the_weights_as_package_data():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["gamma_iqa"]
+    relative = factory.shipped_weights("gamma-lite").relative_to(Path(gamma_iqa.__file__).parent)
+    for name in ("config.json", "model.safetensors"):
+        assert any(fnmatch(str(relative / name), p) for p in patterns), name
