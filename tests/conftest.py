@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,3 +62,15 @@ def images(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
     ramp = torch.linspace(0, 1, size)
     base = ramp[None, None, :, None] * ramp[None, None, None, :]
     return (0.6 * base + 0.4 * torch.rand(n, 3, size, size, generator=g)).clamp(0, 1)
+
+
+def run_gamma_iqa(argv: list[str], *, processes: int = 1, port: int = 29731) -> subprocess.CompletedProcess:
+    """`python -m gamma_iqa ARGV`, or the same under `torchrun --nproc-per-node processes` (gloo on CPU)."""
+    launch = [sys.executable]
+    if processes > 1:
+        torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+        if torchrun is None:
+            pytest.skip("torchrun is not installed beside this Python")
+        launch = [torchrun, "--nproc-per-node", str(processes), "--master-port", str(port)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*launch, "-m", "gamma_iqa", *argv], capture_output=True, text=True, env=env, check=False)

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from gamma_iqa import transforms
 from gamma_iqa.cli import main
 from gamma_iqa.transforms import image_to_tensor, load_image, make_crops
 
-from .conftest import images
+from .conftest import images, run_gamma_iqa
 
 
 def photo(h: int = 90, w: int = 120, seed: int = 0) -> np.ndarray:
@@ -277,37 +276,9 @@ def test_manifest_with_mixed_scenes(capsys, folder, tmp_path):
 
 # ---- scale-out and report ------------------------------------------------------------------------------------------
 def test_torchrun_two_processes_match_one(folder, tmp_path):
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-    if torchrun is None:
-        pytest.skip("torchrun is not installed beside this Python")
     common = [str(folder), str(tmp_path / "missing.png"), "--model", "gamma-test", "--crops", "3", "--workers", "0"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run(
-        [sys.executable, "-m", "gamma_iqa", "score", *common, "--output", str(tmp_path / "one.csv")],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    two = subprocess.run(
-        [
-            torchrun,
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            "29731",
-            "-m",
-            "gamma_iqa",
-            "score",
-            *common,
-            "--output",
-            str(tmp_path / "two.csv"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    one = run_gamma_iqa(["score", *common, "--output", str(tmp_path / "one.csv")])
+    two = run_gamma_iqa(["score", *common, "--output", str(tmp_path / "two.csv")], processes=2, port=29731)
     assert one.returncode == 1, one.stderr
     assert two.returncode != 0, two.stderr  # the missing file fails the run on both sides
     assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()

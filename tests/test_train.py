@@ -1,10 +1,6 @@
 """Training: configs, sampler, what moves, learning, resume, DDP equivalence, failure handling, recipe dry runs."""
 
 import dataclasses
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +15,8 @@ from gamma_iqa.cli import main
 from gamma_iqa.sampler import JointSampler
 from gamma_iqa.train import TrainingError, train
 from gamma_iqa.trainconfig import TrainConfig, load_config
+
+from .conftest import run_gamma_iqa
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -190,54 +188,20 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
 # ---- scale-out -----------------------------------------------------------------------------------------------------
 def test_two_gloo_processes_equal_one_with_the_same_effective_batch(tmp_path):
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-    if torchrun is None:
-        pytest.skip("torchrun is not installed beside this Python")
     data = toy_dataset(tmp_path / "toy", n=24)
-    common = [
-        "--set",
+    sets = [
         "model=gamma-test",
-        "--set",
         f"datasets=[{data}]".replace("'", '"'),
-        "--set",
         "epochs=1",
-        "--set",
         "lr=1e-3",
-        "--set",
         "workers=0",
-        "--set",
         "eval_epochs=[]",
-        "--set",
         "eval_crops=1",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run(
-        [sys.executable, "-m", "gamma_iqa", "train", *common, "--set", "accum=2", "--out", str(tmp_path / "one")],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    common = [arg for value in sets for arg in ("--set", value)]
+    one = run_gamma_iqa(["train", *common, "--set", "accum=2", "--out", str(tmp_path / "one")])
     assert one.returncode == 0, one.stderr
-    two = subprocess.run(
-        [
-            torchrun,
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            "29733",
-            "-m",
-            "gamma_iqa",
-            "train",
-            *common,
-            "--out",
-            str(tmp_path / "two"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    two = run_gamma_iqa(["train", *common, "--out", str(tmp_path / "two")], processes=2, port=29733)
     assert two.returncode == 0, two.stderr
     a, b = weights(tmp_path / "one" / "last"), weights(tmp_path / "two" / "last")
     for k in a:

@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from .distributed import DTYPES, autocast
-from .inputs import Entry
+from .inputs import Entry, expand_paths
 from .model import QualityModel
 from .transforms import Crops, load_image, make_crops, resize_short_side, to_rgb
 
@@ -281,8 +281,6 @@ def score_inputs(
 
     A single bad input raises one ValueError naming it; the scores are those `gamma-iqa score` prints.
     """
-    from .inputs import expand_paths
-
     if isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
         items: list[Any] = list(inputs)
     elif isinstance(inputs, (str, Path, Image.Image, np.ndarray, torch.Tensor)):
