@@ -17,6 +17,8 @@ on the image as stored. Written under --out:
 - `labels.csv`: image,mos,split,reference,distortion,level,strength and each metric's raw value; `mos` in [0, 1],
   higher is better; `split` is train or test by photo (all of a photo's images on one side), --val-fraction of the
   photos in test. It is a `folder+csv` dataset: root --out, csv labels.csv, mos_range [0, 1], scene natural;
+- `rows/<photo>.json`: each finished photo's label rows; a rerun with the same arguments reuses them, so an
+  interrupted build goes on where it stopped;
 - `licences.csv`: per photo, its path in the package, SHA-256 of the source file, licence and copyright holder, from
   usr/share/doc/gcompris-qt-data/copyright (Debian's machine-readable format; the last matching stanza wins).
 
@@ -31,10 +33,13 @@ Byte-identical files found in two folders are kept once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import fnmatch
 import hashlib
 import io
+import json
+import os
 import struct
 import subprocess
 import sys
@@ -44,6 +49,7 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from gamma_iqa.distortions import DISTORTIONS, distort, level_strength
@@ -199,9 +205,24 @@ def _save(x: np.ndarray, path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
 
 
+def _one_thread() -> None:
+    """Each worker process computes with one torch thread: W workers on W cores, not W x cores threads fighting."""
+    torch.set_num_threads(1)
+
+
 def build_photo(job: tuple) -> list[dict]:
-    """Every distorted version of one photo and its label rows (one worker task)."""
+    """Every distorted version of one photo and its label rows (one worker task).
+
+    The rows are kept in rows/<photo>.json once all its images are written, so a rerun after an interruption
+    (same arguments) reuses finished photos and redoes only the rest.
+    """
     pid, blob, out, types, levels, max_side, fmt, seed, index = job
+    done = out / "rows" / f"{pid}.json"
+    key = {"types": types, "levels": levels, "max_side": max_side, "format": fmt, "seed": seed, "index": index}
+    if done.is_file():
+        saved = json.loads(done.read_text())
+        if saved["key"] == key:
+            return saved["rows"]
     ref = _save(_load(blob, max_side), out / "reference" / f"{pid}.png")
     rows = []
     for t, kind in enumerate(types):
@@ -215,6 +236,9 @@ def build_photo(job: tuple) -> list[dict]:
             rows.append({"image": name, "mos": round(pseudo_mos(values), 6), "reference": f"reference/{pid}.png",
                          "distortion": kind, "level": level, "strength": level_strength(level, levels),
                          **{k: round(v, 6) for k, v in values.items()}})  # fmt: skip
+    tmp = done.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, "rows": rows}))
+    os.replace(tmp, done)  # atomic: a photo is either done or redone
     return rows
 
 
@@ -228,14 +252,15 @@ def build(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     (out / "reference").mkdir(parents=True, exist_ok=True)
     (out / "images").mkdir(exist_ok=True)
+    (out / "rows").mkdir(exist_ok=True)
     types = _types(args.types)
     with tempfile.TemporaryDirectory() as tmp:
         deb = Path(args.deb) if args.deb else fetch_deb(Path(tmp))
         subprocess.run(["dpkg", "-x", str(deb), str(Path(tmp) / "x")], check=True)
         photos = collect_photos(Path(tmp) / "x", args.min_side)
         stanzas = parse_copyright((Path(tmp) / "x" / COPYRIGHT).read_text(encoding="utf-8"))
-    if args.photos:
-        photos = photos[: args.photos]
+    if 0 < args.photos < len(photos):  # evenly spread over the sorted list, so that every activity folder has its share
+        photos = [photos[i * len(photos) // args.photos] for i in range(args.photos)]
     if not photos:
         raise SystemExit(f"no photos found in {deb}")
     ids = [photo_id(p) for p, _ in photos]
@@ -243,11 +268,12 @@ def build(args: argparse.Namespace) -> Path:
     test = {ids[i] for i in np.random.default_rng(args.seed).permutation(len(ids))[:n_test]}
     jobs = [(pid, blob, out, types, args.levels, args.max_side, args.format, args.seed, i)
             for i, (pid, (_, blob)) in enumerate(zip(ids, photos, strict=True))]  # fmt: skip
-    if args.workers > 1:
-        with Pool(args.workers) as pool:
-            per_photo = pool.map(build_photo, jobs)
-    else:
-        per_photo = [build_photo(j) for j in jobs]
+    per_photo = []
+    with Pool(args.workers, initializer=_one_thread) if args.workers > 1 else contextlib.nullcontext() as pool:
+        results = pool.imap(build_photo, jobs) if pool else map(build_photo, jobs)
+        for i, rows in enumerate(results, 1):  # in order, one photo at a time: progress and a small loss if stopped
+            per_photo.append(rows)
+            print(f"photo {i}/{len(jobs)} done", file=sys.stderr, flush=True)
     header = ["image", "mos", "split", "reference", "distortion", "level", "strength", *RESCALE]
     with open(out / "labels.csv", "w", newline="") as f:
         w = csv.DictWriter(f, header, lineterminator="\n")
@@ -281,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--deb", help=f"a downloaded {PACKAGE} .deb (default: apt-get download it)")
-    p.add_argument("--photos", type=int, default=0, help="use the first N photos by path (default 0: all)")
+    p.add_argument("--photos", type=int, default=0, help="use N photos evenly spread over them by path (default: all)")
     p.add_argument("--types", default="all", help="'all', a count, or comma-separated distortion names")
     p.add_argument("--levels", type=int, default=5, help="levels per type (strengths 1/L .. 1)")
     p.add_argument("--max-side", type=int, default=384, help="photos are scaled down to this long side")

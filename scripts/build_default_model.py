@@ -47,6 +47,7 @@ SMOKE_TRAIN = ["max_steps=2", "batch_size=4", "epochs=1", "eval_epochs=[]", "eva
 def _build_corpus_module():
     spec = importlib.util.spec_from_file_location("build_corpus", HERE / "build_corpus.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # worker processes unpickle build_corpus.build_photo by this name
     spec.loader.exec_module(module)
     return module
 
@@ -59,7 +60,7 @@ def corpus(args: argparse.Namespace) -> Path:
             raise SystemExit(f"--corpus {folder}: no labels.csv (build it with scripts/build_corpus.py)")
         return folder
     folder = Path(args.out) / "corpus"
-    argv = ["--out", str(folder), "--workers", str(args.workers)]
+    argv = ["--out", str(folder), "--workers", str(args.workers), "--photos", str(args.photos)]
     if args.deb:
         argv += ["--deb", args.deb]
     _build_corpus_module().main(argv + (SMOKE_CORPUS if args.smoke else []))
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a training setting")
     p.add_argument("--export", default=str(shipped_weights(DEFAULT_MODEL)), help="where the fp16 checkpoint goes")
     p.add_argument("--workers", type=int, default=2, help="corpus-building processes")
+    p.add_argument("--photos", type=int, default=0, help="photos in the corpus, evenly spread (default 0: all)")
     p.add_argument("--smoke", action="store_true", help="a tiny corpus and 2 training steps: checks the pipeline")
     args = p.parse_args(argv)
     out = Path(args.out)

@@ -142,6 +142,13 @@ def distort_photo(job: tuple) -> list[Item]:
     return items
 
 
+def _one_thread() -> None:
+    """One torch thread per worker process: W workers on W cores, not W x cores threads fighting over them."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def build_items(
     photos: Sequence[tuple[str, Path]],
     out: Path,
@@ -155,7 +162,7 @@ def build_items(
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(i, pid, p, out, list(types), list(strengths), max_side, seed) for i, (pid, p) in enumerate(photos)]
     if workers > 1:
-        with Pool(workers) as pool:
+        with Pool(workers, initializer=_one_thread) as pool:
             groups = pool.map(distort_photo, jobs)
     else:
         groups = [distort_photo(j) for j in jobs]

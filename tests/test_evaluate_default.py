@@ -1,19 +1,16 @@
 """scripts/evaluate_default.py: the distorted set, the two figures, the table, and peers that skip cleanly."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from .conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("evaluate_default", ROOT / "scripts" / "evaluate_default.py")
-ev = importlib.util.module_from_spec(_spec)
-sys.modules["evaluate_default"] = ev  # its dataclasses look their module up
-_spec.loader.exec_module(ev)
+ev = load_script("evaluate_default")
 
 
 def photo(path: Path, seed: int, size: tuple[int, int] = (260, 200)) -> Path:
