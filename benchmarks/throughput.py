@@ -1,8 +1,8 @@
 """Crops per second of gamma-iqa's scoring forward against a naive reference and a plain CLIP image tower.
 
 Paths, all under torch.inference_mode on the same input crops:
-  ours   the package as used: fused MoAE, cached text features cut after the end token, --dtype autocast,
-         optionally torch.compile (--compile);
+  ours   the package as used: fused MoAE (--moae reference: separate expert MLPs), cached text features cut after
+         the end token, --dtype autocast, optionally torch.compile (--compile);
   naive  how the original runs: separate expert MLPs (MoAE.forward_reference), the prompts re-encoded on every
          forward through all 77 positions, fp32;
   plain  a CLIP image tower without experts (plus the same input normalisation), in --dtype.
@@ -43,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=10, help="timed forwards per path")
     p.add_argument("--warmup", type=int, default=2, help="untimed forwards per path before timing")
     p.add_argument("--compile", action="store_true", help="torch.compile our path's towers")
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune (implies --compile)")
+    p.add_argument("--moae", choices=["fused", "reference"], default="fused", help="our path's MoAE form")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -86,9 +88,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     log(f"building {args.model} on {device} ...")
     ours = build(args.model, device, args.seed)
-    set_moae_fused(ours, True)
+    set_moae_fused(ours, args.moae == "fused")
+    args.compile = args.compile or args.compile_mode is not None
     if args.compile:
-        ours.compile_towers()
+        ours.compile_towers(**({"mode": args.compile_mode} if args.compile_mode else {}))
     scene = ours.prompt_key(args.scene)
     size = ours.config.clip.image_size
     gen = torch.Generator().manual_seed(args.seed)
@@ -159,7 +162,8 @@ def main(argv: list[str] | None = None) -> dict:
         "model": args.model,
         "scene": scene,
         "threads": torch.get_num_threads(),
-        "compile": args.compile,
+        "compile": args.compile_mode or args.compile,
+        "moae": args.moae,
         "iters": args.iters,
         "warmup": args.warmup,
         "timing": "batch / median time of the interleaved iterations",
