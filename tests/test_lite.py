@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,12 @@ from PIL import Image
 
 import gamma_iqa
 from gamma_iqa import checkpoint as checkpoint_module
-from gamma_iqa.checkpoint import CheckpointError, load_efficientnet_lite, rename_efficientnet_lite
+from gamma_iqa.checkpoint import (
+    CheckpointError,
+    efficientnet_lite_path,
+    load_efficientnet_lite,
+    rename_efficientnet_lite,
+)
 from gamma_iqa.cli import main
 from gamma_iqa.effnet import EfficientNetLite, pad_same
 from gamma_iqa.lite import GammaLite, GammaLiteConfig
@@ -216,6 +222,9 @@ def test_registered_model_builds_on_the_imagenet_backbone(no_trained_weights):
     assert torch.equal(model.backbone.stem.conv.weight, reference["stem.conv.weight"])
     assert torch.equal(last.shared.conv.weight, reference["blocks.15.project.conv.weight"])
     assert torch.equal(last.experts[2].bn.running_var, reference["blocks.15.project.bn.running_var"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # asking for the backbone explicitly (as training does) is not a fallback
+        gamma_iqa.create_model("gamma-lite", backbone=efficientnet_lite_path())
 
 
 # ---- training ------------------------------------------------------------------------------------------------------

@@ -126,7 +126,7 @@ def create_model(
         raise ValueError(f"bad override for {name}: {e}") from None
     if isinstance(config, GammaLiteConfig):
         state = load_efficientnet_lite(backbone) if pretrained or backbone is not None else None
-        if state is not None:
+        if state is not None and backbone is None:  # a fallback the caller did not ask for (training passes one)
             warnings.warn(
                 f"{name}: no trained weights in {installed} or {shipped_weights(name)}; built on the ImageNet backbone "
                 "with a random quality head, so its scores are not meaningful until it is trained "
