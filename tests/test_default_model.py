@@ -3,6 +3,7 @@
 from fnmatch import fnmatch
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -76,3 +77,27 @@ def test_pyproject_ships_the_weights_as_package_data():
     relative = factory.shipped_weights("gamma-lite").relative_to(Path(gamma_iqa.__file__).parent)
     for name in ("config.json", "model.safetensors"):
         assert any(fnmatch(str(relative / name), p) for p in patterns), name
+
+
+# ---- the weights that ship ----------------------------------------------------------------------------------------
+SHIPPED = factory.shipped_weights("gamma-lite")
+SAMPLE = ROOT / "examples" / "grace_hopper.jpg"
+
+
+@pytest.mark.skipif(not (SHIPPED / "model.safetensors").is_file(), reason="no gamma-lite weights in the package")
+def test_the_shipped_weights_are_fp16_small_and_order_distortions_of_the_sample_photo():
+    from safetensors import safe_open
+
+    from gamma_iqa.distortions import distort
+
+    assert (SHIPPED / "model.safetensors").stat().st_size <= 20_000_000
+    with safe_open(str(SHIPPED / "model.safetensors"), "pt") as f:
+        floats = {f.get_slice(k).get_dtype() for k in f.keys()} - {"I64"}  # noqa: SIM118 (not a dict); I64: BatchNorm counters
+    assert floats == {"F16"}
+    model = gamma_iqa.create_model("gamma-lite")
+    assert isinstance(model, GammaLite) and next(model.parameters()).dtype == torch.float32
+    photo = np.asarray(Image.open(SAMPLE).convert("RGB"), dtype=np.float32) / 255
+    for kind in ("gaussian_blur", "white_noise", "jpeg"):
+        versions = [distort(photo, kind, s, np.random.default_rng(0)) for s in (0.3, 0.9)]
+        light, strong = model.score([(v * 255).round().astype(np.uint8) for v in versions], crops="center")
+        assert 0 < strong < light < 1, kind  # a stronger distortion of the same photo scores lower
