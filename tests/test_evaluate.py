@@ -51,22 +51,14 @@ def run(capsys, *argv):
     return code, out, err
 
 
+def eval_kadid(capsys, kadid, *argv):
+    """`gamma-iqa eval` of gamma-test on the kadid10k stand-in, plus `argv`."""
+    return run(capsys, "eval", "--model", "gamma-test", "--dataset", "kadid10k", "--data-root", str(kadid), *argv)
+
+
 def test_saved_predictions_reproduce_the_printed_metrics(capsys, kadid, tmp_path):
     preds = tmp_path / "preds.csv"
-    code, out, err = run(
-        capsys,
-        "eval",
-        "--model",
-        "gamma-test",
-        "--dataset",
-        "kadid10k",
-        "--data-root",
-        str(kadid),
-        "--crops",
-        "3",
-        "--save-predictions",
-        str(preds),
-    )
+    code, out, err = eval_kadid(capsys, kadid, "--crops", "3", "--save-predictions", str(preds))
     assert code == 0, err
     (result,) = json.loads(out)
     assert (result["dataset"], result["split"], result["n"], result["missing"]) == ("kadid10k", 1, 4, 0)
@@ -103,13 +95,11 @@ def test_predictions_are_the_models_crop_means_with_resize_and_scene(tmp_path):
 
 
 def test_missing_images_are_counted_listed_and_exit_1(capsys, kadid):
-    run(capsys, "eval", "--model", "gamma-test", "--dataset", "kadid10k", "--data-root", str(kadid), "--crops", "1")
+    eval_kadid(capsys, kadid, "--crops", "1")
     tested = split1_test_images(kadid)
     (kadid / "kadid10k" / tested[0]).unlink()
     (kadid / "kadid10k" / tested[1]).write_bytes(b"not a png")
-    code, out, err = run(
-        capsys, "eval", "--model", "gamma-test", "--dataset", "kadid10k", "--data-root", str(kadid), "--crops", "1"
-    )
+    code, out, err = eval_kadid(capsys, kadid, "--crops", "1")
     (result,) = json.loads(out)
     assert code == 1 and (result["n"], result["missing"]) == (2, 2)
     assert sorted(result["missing_images"]) == sorted(tested[:2])
@@ -121,20 +111,7 @@ def test_missing_images_are_counted_listed_and_exit_1(capsys, kadid):
 
 
 def test_markdown_table_sits_beside_the_paper(capsys, kadid):
-    code, out, _ = run(
-        capsys,
-        "eval",
-        "--model",
-        "gamma-test",
-        "--dataset",
-        "kadid10k",
-        "--data-root",
-        str(kadid),
-        "--crops",
-        "1",
-        "--format",
-        "md",
-    )
+    code, out, _ = eval_kadid(capsys, kadid, "--crops", "1", "--format", "md")
     header, _, row = out.splitlines()
     assert code == 0 and "paper Gamma SRCC / PLCC" in header and "paper Gamma† SRCC / PLCC" in header
     cells = [c.strip() for c in row.strip("|").split("|")]
@@ -198,7 +175,7 @@ def test_usage_errors_exit_2(capsys, kadid, argv, message):
 def test_no_test_image_found_is_an_error_before_scoring(capsys, kadid):
     for image in (kadid / "kadid10k/images").iterdir():
         image.unlink()
-    code, out, err = run(capsys, "eval", "--model", "gamma-test", "--dataset", "kadid10k", "--data-root", str(kadid))
+    code, out, err = eval_kadid(capsys, kadid)
     assert code == 2 and out == ""
     assert "kadid10k: none of its 4 test images is in" in err and "check --data-root" in err
 
