@@ -24,8 +24,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from gamma_iqa.clip import Mlp, QuickGELU, autocast_dtype
-from gamma_iqa.moe import MoAE
+from gamma_iqa.models.clip import Mlp, QuickGELU, autocast_dtype
+from gamma_iqa.models.moe import MoAE
 
 
 def gated_hidden(moe: MoAE, cache_dtype: torch.dtype | None) -> Callable[[torch.Tensor], torch.Tensor]:

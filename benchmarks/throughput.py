@@ -27,9 +27,9 @@ from collections.abc import Callable
 import torch
 
 import gamma_iqa
-from gamma_iqa.clip import CLIP
-from gamma_iqa.distributed import DTYPES
-from gamma_iqa.moe import set_moae_fused
+from gamma_iqa.engine.runtime import DTYPES
+from gamma_iqa.models.clip import CLIP
+from gamma_iqa.models.moe import set_moae_fused
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -17,8 +17,8 @@ import time
 import torch
 
 import gamma_iqa
-from gamma_iqa.distributed import DTYPES
-from gamma_iqa.moe import set_moae_fused
+from gamma_iqa.engine.runtime import DTYPES
+from gamma_iqa.models.moe import set_moae_fused
 
 
 def main(argv: list[str] | None = None) -> dict:

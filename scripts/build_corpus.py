@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """Build gamma-lite's training corpus from the real photographs in Debian's `gcompris-qt-data`, reproducibly.
 
-Run it where gamma-iqa is installed (it uses gamma_iqa.distortions and gamma_iqa.fidelity) and dpkg is at hand:
+Run it where gamma-iqa is installed (it uses gamma_iqa.corpus) and dpkg is at hand:
 
     python scripts/build_corpus.py --out corpus/                  # fetches the .deb with `apt-get download`
     python scripts/build_corpus.py --out tiny/ --deb gcompris-qt-data_3.1-2_all.deb --photos 4 --types 3 --levels 2
 
 Steps: unpack the .deb (`dpkg -x`) into a temporary folder; read the Qt resource bundles (`.rcc`) under
 usr/share/gcompris-qt/rcc/ with our own parser; keep the real photographs (`is_photo`); scale each so that its long
-side is at most --max-side; distort each with every chosen type at every level (gamma_iqa.distortions); label each
-distorted image with the pseudo-MOS of its full-reference fidelity to the pristine photo (gamma_iqa.fidelity), computed
+side is at most --max-side; distort each with every chosen type at every level (corpus.distortions); label each
+distorted image with the pseudo-MOS of its full-reference fidelity to the pristine photo (corpus.fidelity), computed
 on the image as stored. Written under --out:
 
 - `reference/<photo>.png`: the pristine photos as used;
@@ -52,8 +52,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gamma_iqa.distortions import DISTORTIONS, distort, level_strength
-from gamma_iqa.fidelity import RESCALE, fidelity, pseudo_mos
+from gamma_iqa.corpus.distortions import DISTORTIONS, distort, level_strength
+from gamma_iqa.corpus.fidelity import RESCALE, fidelity, pseudo_mos
 
 PACKAGE = "gcompris-qt-data"
 RCC_DIR = "usr/share/gcompris-qt/rcc"

@@ -31,9 +31,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from gamma_iqa.checkpoint import WEIGHTS_FILE, efficientnet_lite_path, load_checkpoint, save_checkpoint
 from gamma_iqa.cli import main as gamma_iqa
-from gamma_iqa.factory import DEFAULT_MODEL, shipped_weights
+from gamma_iqa.models.checkpoint import WEIGHTS_FILE, load_checkpoint, save_checkpoint
+from gamma_iqa.models.effnet import efficientnet_lite_path
+from gamma_iqa.models.factory import DEFAULT_MODEL
+from gamma_iqa.paths import shipped_weights
 
 HERE = Path(__file__).resolve().parent
 RECIPE = HERE.parent / "configs" / "gamma-lite.yaml"

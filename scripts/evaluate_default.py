@@ -8,8 +8,8 @@ Photos: Debian `mate-backgrounds` (nature), the `kphotoalbum` demo (consumer sna
 `opencv-doc`; when a folder is missing from this machine the package is fetched with `apt-get download` and unpacked
 with `dpkg -x` into --cache (no root, no dependencies pulled in). Or --photos DIR: every JPEG/PNG under it.
 Each photo (long side scaled to --max-side, as the training corpus) is distorted by the 25 types of
-gamma_iqa.distortions at strengths unseen in training (default 0.1 0.3 0.5 0.7 0.9; the corpus uses 0.2 .. 1.0) and
-labelled with the pseudo-MOS of gamma_iqa.fidelity, exactly as scripts/build_corpus.py labels its images.
+corpus.distortions at strengths unseen in training (default 0.1 0.3 0.5 0.7 0.9; the corpus uses 0.2 .. 1.0) and
+labelled with the pseudo-MOS of gamma_iqa.corpus.fidelity, exactly as scripts/build_corpus.py labels its images.
 
 Figures per method, on the images as stored: SRCC of the scores against the pseudo-MOS over all distorted images, and
 the mean over (photo, distortion type) groups of the SRCC of the scores against severity (a group whose scores are all
@@ -45,8 +45,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from gamma_iqa.distortions import DISTORTIONS, distort
-from gamma_iqa.fidelity import fidelity, pseudo_mos
+from gamma_iqa.corpus.distortions import DISTORTIONS, distort
+from gamma_iqa.corpus.fidelity import fidelity, pseudo_mos
 from gamma_iqa.metrics import srcc
 
 STRENGTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -243,7 +243,7 @@ def _each(fn: Callable[[str], float]) -> Callable[[Sequence[str]], list[float]]:
 
 
 def gamma_lite(model: str, crops: str, batch_size: int) -> Method:
-    from gamma_iqa.factory import create_model, list_models, trained_weights
+    from gamma_iqa.models import create_model, list_models, trained_weights
 
     if model in list_models() and trained_weights(model) is None:
         return Method(model, False, None, "no trained weights: run scripts/build_default_model.py")

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import gamma_iqa
-from gamma_iqa import factory
+from gamma_iqa import paths
 
 GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "golden"
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -47,7 +47,7 @@ def reference(golden: Path) -> dict:
 def no_trained_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No trained weights anywhere (package data pointed at an empty temporary folder, an empty $GAMMA_IQA_HOME), so
     tests of fresh builds hold once gamma-lite's weights ship; returns the package-data folder."""
-    monkeypatch.setattr(factory, "WEIGHTS_DIR", tmp_path / "weights")
+    monkeypatch.setattr(paths, "WEIGHTS_DIR", tmp_path / "weights")
     monkeypatch.setenv("GAMMA_IQA_HOME", str(tmp_path / "home"))
     return tmp_path / "weights"
 

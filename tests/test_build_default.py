@@ -11,7 +11,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import gamma_iqa
-from gamma_iqa.trainconfig import load_config
+from gamma_iqa.engine.trainconfig import load_config
 
 from .conftest import load_script
 

@@ -11,8 +11,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 import gamma_iqa
-from gamma_iqa.checkpoint import CheckpointError, load_clip_state_dict, rename_original
-from gamma_iqa.clip import CLIP
+from gamma_iqa.models.clip import CLIP, load_clip_state_dict
+from gamma_iqa.models.convert import rename_original
+from gamma_iqa.models.state import CheckpointError
 
 from .conftest import images, perturb
 

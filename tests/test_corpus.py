@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gamma_iqa.data import folder_csv_dataset, load_records
-from gamma_iqa.distortions import DISTORTIONS, FAMILIES, distort, level_strength
-from gamma_iqa.fidelity import delta_e, fidelity, gmsd, ms_ssim, pseudo_mos, psnr, vif
+from gamma_iqa.corpus.distortions import DISTORTIONS, FAMILIES, distort, level_strength
+from gamma_iqa.corpus.fidelity import delta_e, fidelity, gmsd, ms_ssim, pseudo_mos, psnr, vif
+from gamma_iqa.data.datasets import folder_csv_dataset, load_records
 
 from .conftest import load_script
 

@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 
 import gamma_iqa
-from gamma_iqa.distributed import autocast
-from gamma_iqa.moe import MoAE
-from gamma_iqa.train import train
+from gamma_iqa.engine.runtime import autocast
+from gamma_iqa.engine.train import train
+from gamma_iqa.models.moe import MoAE
 
 from .conftest import images, perturb
 from .test_train import toy_config, weights

@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gamma_iqa import data
-from gamma_iqa.data import folder_csv_dataset, get_dataset, list_datasets, load_records, register_dataset, select
+from gamma_iqa.data import datasets as data
+from gamma_iqa.data.datasets import (
+    folder_csv_dataset,
+    get_dataset,
+    list_datasets,
+    load_records,
+    register_dataset,
+    select,
+)
 
 sio = pytest.importorskip("scipy.io", reason="the LIVE readers need scipy (pip install 'gamma-iqa[data]')")
 openpyxl = pytest.importorskip("openpyxl", reason="the CSIQ/SPAQ readers need openpyxl (pip install 'gamma-iqa[data]')")

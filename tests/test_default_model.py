@@ -9,9 +9,10 @@ import torch
 from PIL import Image
 
 import gamma_iqa
-from gamma_iqa import factory
+from gamma_iqa import paths
 from gamma_iqa.cli import main
-from gamma_iqa.lite import GammaLite
+from gamma_iqa.models import factory
+from gamma_iqa.models.lite import GammaLite
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,13 +75,13 @@ def test_score_without_model_and_without_weights_is_one_clear_line(shipped, tmp_
 def test_pyproject_ships_the_weights_as_package_data():
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["gamma_iqa"]
-    relative = factory.shipped_weights("gamma-lite").relative_to(Path(gamma_iqa.__file__).parent)
+    relative = paths.shipped_weights("gamma-lite").relative_to(Path(gamma_iqa.__file__).parent)
     for name in ("config.json", "model.safetensors"):
         assert any(fnmatch(str(relative / name), p) for p in patterns), name
 
 
 # ---- the weights that ship ----------------------------------------------------------------------------------------
-SHIPPED = factory.shipped_weights("gamma-lite")
+SHIPPED = paths.shipped_weights("gamma-lite")
 SAMPLE = ROOT / "examples" / "grace_hopper.jpg"
 
 
@@ -88,7 +89,7 @@ SAMPLE = ROOT / "examples" / "grace_hopper.jpg"
 def test_the_shipped_weights_are_fp16_small_and_order_distortions_of_the_sample_photo():
     from safetensors import safe_open
 
-    from gamma_iqa.distortions import distort
+    from gamma_iqa.corpus.distortions import distort
 
     assert (SHIPPED / "model.safetensors").stat().st_size <= 20_000_000
     with safe_open(str(SHIPPED / "model.safetensors"), "pt") as f:

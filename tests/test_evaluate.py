@@ -10,9 +10,10 @@ from PIL import Image
 
 from gamma_iqa import create_model, list_datasets, metrics
 from gamma_iqa.cli import main
-from gamma_iqa.data import folder_csv_dataset
-from gamma_iqa.evaluate import PAPER_TABLE1, evaluate
-from gamma_iqa.transforms import load_image, make_crops, resize_short_side
+from gamma_iqa.data.datasets import folder_csv_dataset
+from gamma_iqa.data.transforms import load_image, make_crops, resize_short_side
+from gamma_iqa.engine.evaluate import evaluate
+from gamma_iqa.outputs.results import PAPER_TABLE1
 
 
 def photos(folder, n, seed=0):

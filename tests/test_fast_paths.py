@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 import gamma_iqa
-from gamma_iqa.clip import LayerNorm
-from gamma_iqa.moe import MoAE, set_moae_fused
+from gamma_iqa.models.clip import LayerNorm
+from gamma_iqa.models.moe import MoAE, set_moae_fused
 
 from .conftest import images
 

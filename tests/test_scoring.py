@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 
 import gamma_iqa
-from gamma_iqa import transforms
 from gamma_iqa.cli import main
-from gamma_iqa.transforms import image_to_tensor, load_image, make_crops
+from gamma_iqa.data import transforms
+from gamma_iqa.data.transforms import image_to_tensor, load_image, make_crops
 
 from .conftest import images, run_gamma_iqa
 
@@ -182,7 +182,7 @@ def test_bad_inputs_get_rows_and_the_run_goes_on(capsys, folder, tmp_path, monke
             return iter(())
         return real_walk(top, onerror=onerror, **kw)
 
-    monkeypatch.setattr("gamma_iqa.inputs.os.walk", walk)
+    monkeypatch.setattr("gamma_iqa.data.inputs.os.walk", walk)
     names = ["empty.png", "trunc.jpg", "corrupt.png", "text.jpg", "missing.jpg", "locked"]
     code, rows, err = score_csv(capsys, str(good), *[str(tmp_path / n) for n in names], str(good), "--workers", "0")
     assert code == 1

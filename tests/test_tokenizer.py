@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from gamma_iqa.scenes import get_scene, list_scenes
-from gamma_iqa.tokenizer import Tokenizer, find_vocab, get_tokenizer
+from gamma_iqa.models.scenes import get_scene, list_scenes
+from gamma_iqa.models.tokenizer import Tokenizer, find_vocab, get_tokenizer
 
 # Token ids of every prompt (SOT ... EOT), as the OpenAI CLIP tokenizer gives them.
 LEVELS = {"bad": 2103, "poor": 3665, "fair": 2849, "good": 886, "perfect": 1878}

@@ -4,10 +4,10 @@ import torch
 import torch.nn.functional as F
 
 import gamma_iqa
-from gamma_iqa.clip import CLIP, LayerNorm, clip_config_from_state_dict
-from gamma_iqa.factory import model_spec
-from gamma_iqa.moe import MoAE, set_moae_fused
-from gamma_iqa.tokenizer import get_tokenizer
+from gamma_iqa.models.clip import CLIP, LayerNorm, clip_config_from_state_dict
+from gamma_iqa.models.moe import MoAE, set_moae_fused
+from gamma_iqa.models.registry import model_spec
+from gamma_iqa.models.tokenizer import get_tokenizer
 
 from .conftest import images
 
@@ -34,7 +34,7 @@ def _clip_and_gamma():
     cfg = model_spec("gamma-test").config
     torch.manual_seed(3)
     clip = CLIP(cfg.clip).eval()
-    gamma = gamma_iqa.Gamma(cfg, backbone=clip.state_dict()).eval()
+    gamma = gamma_iqa.Gamma(cfg, backbone_state=clip.state_dict()).eval()
     return clip, gamma
 
 

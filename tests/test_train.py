@@ -10,11 +10,11 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import gamma_iqa
-from gamma_iqa import train as train_module
 from gamma_iqa.cli import main
-from gamma_iqa.sampler import JointSampler
-from gamma_iqa.train import TrainingError, train
-from gamma_iqa.trainconfig import TrainConfig, load_config
+from gamma_iqa.data.sampler import JointSampler
+from gamma_iqa.engine import train as train_module
+from gamma_iqa.engine.train import TrainingError, train
+from gamma_iqa.engine.trainconfig import TrainConfig, load_config
 
 from .conftest import run_gamma_iqa
 

@@ -1,13 +1,29 @@
-"""gamma-iqa: Gamma image quality and aesthetics assessment (clean-room, Apache-2.0)."""
+"""gamma-iqa: Gamma image quality and aesthetics assessment (clean-room, Apache-2.0).
 
-__version__ = "0.1.0"
+The package root re-exports the public API; docs/architecture.md describes the layers behind it.
+"""
 
-from .checkpoint import CheckpointError, convert_original, load_checkpoint, save_checkpoint
-from .data import list_datasets
-from .factory import create_model, list_models, register_model
-from .lite import GammaLite, GammaLiteConfig
-from .model import Gamma, GammaConfig
-from .scenes import get_scene, list_scenes, register_scene
+from . import metrics
+from ._version import __version__
+from .data.datasets import list_datasets
+from .engine import scoring as _scoring  # noqa: F401  (installs QualityModel.score)
+from .models import (
+    CheckpointError,
+    Gamma,
+    GammaConfig,
+    GammaLite,
+    GammaLiteConfig,
+    convert,
+    convert_original,
+    create_model,
+    get_scene,
+    list_models,
+    list_scenes,
+    load_checkpoint,
+    register_model,
+    register_scene,
+    save_checkpoint,
+)
 
 __all__ = [
     "CheckpointError",
@@ -16,6 +32,7 @@ __all__ = [
     "GammaLite",
     "GammaLiteConfig",
     "__version__",
+    "convert",
     "convert_original",
     "create_model",
     "get_scene",
@@ -23,6 +40,7 @@ __all__ = [
     "list_models",
     "list_scenes",
     "load_checkpoint",
+    "metrics",
     "register_model",
     "register_scene",
     "save_checkpoint",

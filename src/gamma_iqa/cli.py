@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -17,21 +18,34 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from .checkpoint import CheckpointError, convert_original, save_checkpoint
-from .distributed import resolve_device, setup
-from .factory import DEFAULT_MODEL, create_model, list_models, model_spec, trained_weights
-from .inputs import drop_partial_line, expand_paths, read_done, read_manifest, skip_done
-from .report import write_html
-from .scenes import describe_scene, list_scenes
-from .scoring import Scorer, ScoreRow
-from .tokenizer import find_vocab
-from .transforms import parse_crops
+from .data.inputs import drop_partial_line, expand_paths, read_done, read_manifest, skip_done
+from .data.transforms import parse_crops
+from .engine.runtime import resolve_device, setup
+from .engine.scoring import Scorer, ScoreRow
+from .models import (
+    DEFAULT_MODEL,
+    CheckpointError,
+    convert_original,
+    create_model,
+    list_models,
+    model_spec,
+    save_checkpoint,
+    trained_weights,
+)
+from .models.scenes import describe_scene, list_scenes
+from .models.tokenizer import find_vocab
+from .outputs.report import write_html
 
 __all__ = ["main"]
 
 
 class UsageError(Exception):
     pass
+
+
+def as_flags(message: str) -> str:
+    """A library message, which names parameters in backticks (`batch_size`), in the command line's terms."""
+    return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: "--" + m.group(1).replace("_", "-"), message)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -128,6 +142,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         thumbnails=bool(args.html),
         progress=True,
+        distributed=True,
     )
     sink = _Sink(args.format, args.output, args.resume) if rank == 0 else None
     kept, failed = [], False  # rows are kept only for the HTML page: a million-image run streams
@@ -153,8 +168,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainingError, train
-    from .trainconfig import load_config
+    from .engine.train import TrainingError, train
+    from .engine.trainconfig import load_config
 
     cfg = load_config(args.config, args.set)
     if args.out:
@@ -173,7 +188,7 @@ def _default_workers() -> int:
 
 
 def _list_datasets() -> None:
-    from .data import FOLDER_CSV, get_dataset, list_datasets
+    from .data.datasets import FOLDER_CSV, get_dataset, list_datasets
 
     for name in list_datasets():
         if name == FOLDER_CSV:
@@ -188,7 +203,7 @@ def _list_datasets() -> None:
 
 
 def _eval_datasets(args: argparse.Namespace) -> list:
-    from .data import FOLDER_CSV, folder_csv_dataset, get_dataset
+    from .data.datasets import FOLDER_CSV, folder_csv_dataset, get_dataset
 
     specs = []
     for name in (n.strip() for n in args.dataset.split(",") if n.strip()):
@@ -208,7 +223,8 @@ def _eval_datasets(args: argparse.Namespace) -> list:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate, format_markdown, plot_predictions, save_predictions
+    from .engine.evaluate import evaluate
+    from .outputs.results import format_markdown, plot_predictions, save_predictions
 
     try:
         crops = parse_crops(args.crops)
@@ -321,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (UsageError, CheckpointError, ValueError, FileNotFoundError) as e:
-        print(f"gamma-iqa {args.command}: error: {e}", file=sys.stderr)
+        print(f"gamma-iqa {args.command}: error: {as_flags(str(e))}", file=sys.stderr)
         return 2
 
 

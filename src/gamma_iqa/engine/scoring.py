@@ -22,10 +22,10 @@ import torch.distributed as dist
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from .distributed import DTYPES, autocast
-from .inputs import Entry, expand_paths
-from .model import QualityModel
-from .transforms import Crops, load_image, make_crops, resize_short_side, to_rgb
+from ..data.inputs import Entry, expand_paths
+from ..data.transforms import Crops, load_image, make_crops, resize_short_side, to_rgb
+from ..models.base import QualityModel, set_scorer
+from .runtime import DTYPES, autocast
 
 __all__ = ["ScoreRow", "Scorer", "describe_error", "score_inputs"]
 
@@ -149,19 +149,19 @@ class Scorer:
         dtype: str = "fp32",
         thumbnails: bool = False,
         progress: bool = False,
-        distributed: bool = True,
+        distributed: bool = False,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+            raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
         if dtype not in DTYPES:
-            raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+            raise ValueError(f"`dtype` must be one of {', '.join(DTYPES)}, got {dtype!r}")
         self.model, self.crops, self.seed = model, crops, seed
         self.batch_size, self.workers = batch_size, max(0, workers)
         self.thumbnails, self.progress = thumbnails, progress
-        self.distributed = distributed  # False: this process scores everything even inside a torchrun group
+        self.distributed = distributed  # True: split the entries across the torchrun ranks (the CLI opts in)
         self.device = next(model.parameters()).device
         if dtype == "fp16" and self.device.type == "cpu":
-            raise ValueError("--dtype fp16 needs a GPU; use bf16 or fp32 on the CPU")
+            raise ValueError("`dtype` fp16 needs a GPU; use bf16 or fp32 on the CPU")
         self.dtype = dtype
 
     # ---- model side --------------------------------------------------------------------------------------------
@@ -213,7 +213,11 @@ class Scorer:
 
     # ---- the run -----------------------------------------------------------------------------------------------
     def run(self, entries: Sequence[Entry]) -> Iterator[ScoreRow]:
-        """Rows for `entries`, in their order. Under torchrun every rank must call this; rank 0 gets the rows."""
+        """Rows for `entries`, in their order.
+
+        With `distributed=True` inside a torchrun group, every rank must call this with the same entries; each scores
+        its share and rank 0 gets all the rows (the others get none). Otherwise this process scores everything.
+        """
         split = self.distributed and dist.is_available() and dist.is_initialized()
         rank, world = (dist.get_rank(), dist.get_world_size()) if split else (0, 1)
         numbered = list(enumerate(entries))
@@ -303,3 +307,6 @@ def score_inputs(
             raise ValueError(f"{row.path}: {row.error}")
         out.append(row.score)
     return out
+
+
+set_scorer(score_inputs)  # behind QualityModel.score (the models layer cannot import this one)

@@ -7,15 +7,30 @@ from an OpenAI-layout checkpoint (ViT-B/16 by default). Tensors are batch-first 
 from __future__ import annotations
 
 import math
+import re
+import warnings
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["CLIP", "CLIPConfig", "autocast_dtype", "clip_config_from_state_dict", "trim_tokens"]
+from .state import CheckpointError, first_line, torch_load
+
+__all__ = [
+    "CLIP",
+    "CLIPConfig",
+    "autocast_dtype",
+    "clip_config_from_state_dict",
+    "load_clip_state_dict",
+    "trim_tokens",
+]
 
 QUICK_GELU_ALPHA = 1.702  # QuickGELU(x) = x * sigmoid(1.702 x)
 
@@ -267,3 +282,66 @@ class CLIP(nn.Module):
         x = self.transformer(x, causal=True)
         x = self.ln_final(x[torch.arange(x.shape[0], device=x.device), eot])  # (T, W)
         return x @ self.text_projection
+
+
+# ---- weight files (OpenAI layout: CLIP and UniQA) ---------------------------------------------------------------
+# The original builds its model in fp16 then calls .float(): conv, attention and MLP weights and biases and the two
+# projections pass through fp16; LayerNorms, embeddings and logit_scale do not (gamma.md §2, Precision).
+_FP16_ROUNDED = re.compile(
+    r"(conv1\.weight|attn\.in_proj_(weight|bias)|attn\.out_proj\.(weight|bias)|mlp\.c_(fc|proj)\.(weight|bias)"
+    r"|^visual\.proj|^text_projection)$"
+)
+_NON_TENSOR_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+    except zipfile.BadZipFile:
+        return False
+
+
+def load_clip_state_dict(path: str | Path, *, round_like_original: bool = True) -> dict[str, torch.Tensor]:
+    """OpenAI-layout CLIP/UniQA weights from a .pt (state dict or TorchScript archive) or a .safetensors, in fp32.
+
+    With `round_like_original` the weights the original passes through fp16 are rounded the same way, so a model
+    built on an fp32 backbone starts from exactly the original's weights.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        if path.suffix == ".safetensors":
+            state: Any = load_file(str(path))
+        elif _is_torchscript(path):
+            with warnings.catch_warnings():  # OpenAI's CLIP files are TorchScript archives: a supported input
+                warnings.simplefilter("ignore", DeprecationWarning)
+                state = torch.jit.load(str(path), map_location="cpu").state_dict()
+        else:
+            state = torch_load(path)
+    except CheckpointError:
+        raise
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot read CLIP weights ({first_line(e)})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or "visual.conv1.weight" not in {k.removeprefix("module.") for k in state}:
+        hint = (
+            "; a Gamma checkpoint goes through `gamma-iqa convert`"
+            if isinstance(state, dict) and "params" in state
+            else ""
+        )
+        raise CheckpointError(f"{path}: not an OpenAI-layout CLIP state dict (no visual.conv1.weight){hint}")
+    out = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        if key in _NON_TENSOR_KEYS:
+            continue
+        value = value.float()
+        if round_like_original and _FP16_ROUNDED.search(key):
+            value = value.half().float()
+        out[key] = value
+    return out
+
+

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DTYPES", "autocast", "resolve_device", "setup"]
+__all__ = ["DTYPES", "ProcessGroup", "autocast", "process_group", "resolve_device", "setup"]
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -29,7 +31,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA device is available (use --device cpu or auto)")
+        raise ValueError(f"`device` {name}: no CUDA device is available (use cpu or auto)")
     return device
 
 
@@ -46,3 +48,27 @@ def setup(device_name: str) -> tuple[int, int, torch.device]:
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank(), dist.get_world_size(), device
+
+
+class ProcessGroup(NamedTuple):
+    """This process's place in a torchrun job: (rank, world size, device); (0, 1, device) without torchrun."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+
+@contextlib.contextmanager
+def process_group(device_name: str = "auto") -> Iterator[ProcessGroup]:
+    """Join the torchrun process group for the block (see `setup`), and leave it at the end if this call joined it.
+
+    Re-entrant: inside a group that is already initialised it yields that group and leaves it alone. Without
+    torchrun (WORLD_SIZE unset or 1) it only resolves the device.
+    """
+    owned = not (dist.is_available() and dist.is_initialized())
+    group = ProcessGroup(*setup(device_name))
+    try:
+        yield group
+    finally:
+        if owned and group.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()

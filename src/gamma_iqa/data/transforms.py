@@ -40,7 +40,7 @@ def parse_crops(value: str | int) -> Crops:
             return n
     elif value in ("center", "none"):
         return value
-    raise ValueError(f"--crops must be a positive number, 'center' or 'none', got {value!r}")
+    raise ValueError(f"`crops` must be a positive number, 'center' or 'none', got {value!r}")
 
 
 def load_image(path: str | Path) -> Image.Image:

@@ -6,7 +6,7 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
-from .scoring import ScoreRow
+from ..engine.scoring import ScoreRow
 
 __all__ = ["write_html"]
 

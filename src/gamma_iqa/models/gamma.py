@@ -6,20 +6,37 @@ Shapes: images (B, 3, H, W) RGB in [0, 1]; image features (B, E); prompts per sc
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .clip import CLIP, CLIPConfig, autocast_dtype, trim_tokens
+from .base import Adapter, QualityModel, check_keys, level_head
+from .clip import CLIP, CLIPConfig, autocast_dtype, clip_config_from_state_dict, load_clip_state_dict, trim_tokens
 from .moe import install_moae
-from .scenes import GENERIC, get_scene, list_scenes
-from .tokenizer import get_tokenizer
+from .registry import Family, ModelSpec, register_family, register_model
+from .scenes import GENERIC, SDP_SCENES, get_scene, list_scenes
+from .state import CheckpointError, first_line
+from .tokenizer import VOCAB_FILENAME, find_vocab, get_tokenizer
 
-__all__ = ["Adapter", "Gamma", "GammaConfig", "QualityModel", "level_head"]
+__all__ = ["ORIGINAL_RENAMES", "RELEASE_VARIANTS", "Gamma", "GammaConfig", "release_config"]
 
+# Key renames of the original release (gamma_params.txt) -> ours; the only place where they are written.
+ORIGINAL_RENAMES = [
+    (re.compile(r"^clip_model\."), "clip."),
+    (re.compile(r"\.mlp\.useful_experts\."), ".mlp.shared."),
+    (re.compile(r"\.mlp\.experts\.expert_(\d+)\."), r".mlp.experts.\1."),
+    (re.compile(r"\.mlp\.gating\.layer1\."), ".mlp.router."),
+    (re.compile(r"^adapter\.fc\.0\."), "adapter.down."),
+    (re.compile(r"^adapter\.fc\.2\."), "adapter.up."),
+]
+
+
+RELEASE_VARIANTS = ("plain", "sdp")  # the release's two prompt sets: generic prompts, scene-specific prompts (SDP)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -60,105 +77,12 @@ class GammaConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> GammaConfig:
         """Inverse of `to_dict`; unknown keys are errors."""
         d = dict(d)
-        _check_keys(cls, d, "model config")
+        check_keys(cls, d, "model config")
         clip = dict(d.pop("clip", {}))
-        _check_keys(CLIPConfig, clip, "clip config")
+        check_keys(CLIPConfig, clip, "clip config")
         tuples = {k: tuple(d[k]) for k in ("level_init", "mean", "std") if k in d}
         prompts = {k: tuple(v) for k, v in d.pop("prompts", {GENERIC: get_scene(GENERIC)}).items()}
         return cls(**{**d, **tuples}, clip=CLIPConfig(**clip), prompts=prompts)
-
-
-def _check_keys(cls: type, d: Mapping[str, Any], what: str) -> None:
-    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-    if unknown:
-        raise ValueError(f"unknown {what} keys: {', '.join(sorted(unknown))}")
-
-
-class Adapter(nn.Module):
-    """Residual bottleneck on the image feature: x + ReLU(up(ReLU(down(x)))), no biases."""
-
-    def __init__(self, *, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.down = nn.Linear(dim, hidden, bias=False)
-        self.up = nn.Linear(hidden, dim, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + torch.relu(self.up(torch.relu(self.down(x))))
-
-
-def level_head(
-    adapter: Adapter,
-    image_features: torch.Tensor,
-    anchors: torch.Tensor,
-    logit_scale: torch.Tensor,
-    levels: torch.Tensor,
-) -> torch.Tensor:
-    """The quality-level head (gamma.md §5): features (B, E), per-image level anchors (B, K, E) -> scores (B,).
-
-    Adapter, L2 normalisation, cosine times exp(`logit_scale`), softmax over the K levels, expectation of `levels`.
-    Computed in the levels' dtype even under autocast: it is cheap, and scores deserve more than bf16's 8 bits.
-    """
-    dtype = levels.dtype
-    with torch.autocast(image_features.device.type, enabled=False):
-        f = adapter(image_features.to(dtype))
-        f = f / f.norm(dim=-1, keepdim=True)
-        t = anchors.to(dtype)
-        t = t / t.norm(dim=-1, keepdim=True)
-        logits = logit_scale.exp() * torch.einsum("be,bke->bk", f, t)  # (B, K)
-        return logits.softmax(dim=-1) @ levels
-
-
-class QualityModel(nn.Module):
-    """What scoring, evaluation and training rely on, shared by Gamma and GammaLite.
-
-    Subclasses set `config` (with `name`, `default_scene`) and define `image_size`, `scenes`, `prompt_key` and
-    `forward(images, scenes) -> (B,)`.
-    """
-
-    kind = ""  # the checkpoint's model kind, which selects the class on load
-    lower_better = False
-    score_range = (0.0, 1.0)
-    config: Any
-
-    @property
-    def image_size(self) -> int:
-        """Side of the square crops the model is trained and scored on."""
-        raise NotImplementedError
-
-    @property
-    def scenes(self) -> list[str]:
-        raise NotImplementedError
-
-    def prompt_key(self, scene: str | None) -> str:
-        raise NotImplementedError
-
-    def scene_keys(self, scenes: str | Sequence[str | None] | None, batch: int) -> list[str]:
-        """One prompt key per image from one scene name (or None: the default) or one per image."""
-        if scenes is None or isinstance(scenes, str):
-            return [self.prompt_key(scenes)] * batch
-        scenes = list(scenes)
-        if len(scenes) != batch:
-            raise ValueError(f"got {len(scenes)} scenes for {batch} images")
-        return [self.prompt_key(s) for s in scenes]
-
-    def score(
-        self,
-        inputs: Any,
-        *,
-        scene: str | Sequence[str] | None = None,
-        crops: int | str = 10,
-        seed: int = 0,
-        batch_size: int = 8,
-        dtype: str = "fp32",
-    ) -> list[float]:
-        """Scores of image files, folders, globs, PIL images, numpy arrays or a (B, 3, H, W) tensor in [0, 1].
-
-        Same semantics as `gamma-iqa score`: `crops` random crops (or "center" / "none") seeded by `seed` and each
-        image's pixels. A bad input raises one ValueError naming it.
-        """
-        from .scoring import score_inputs  # scoring builds on the model; imported here to keep the layering
-
-        return score_inputs(self, inputs, scene=scene, crops=crops, seed=seed, batch_size=batch_size, dtype=dtype)
 
 
 class Gamma(QualityModel):
@@ -171,13 +95,13 @@ class Gamma(QualityModel):
 
     kind = "gamma"
 
-    def __init__(self, config: GammaConfig, *, backbone: Mapping[str, torch.Tensor] | None = None) -> None:
+    def __init__(self, config: GammaConfig, *, backbone_state: Mapping[str, torch.Tensor] | None = None) -> None:
         super().__init__()
         self.config = config
         self.clip = CLIP(config.clip)
-        if backbone is not None:
+        if backbone_state is not None:
             # Load before MoAE is installed: its experts are copies of these MLPs.
-            self.clip.load_state_dict(backbone, strict=True)
+            self.clip.load_state_dict(backbone_state, strict=True)
         self.clip.requires_grad_(False)
         for tower, cache in ((self.clip.visual.transformer, True), (self.clip.transformer, False)):
             # The text tower runs once per prompt set at inference (its features are cached), so its fused expert
@@ -192,6 +116,18 @@ class Gamma(QualityModel):
         self._trimmed_tokens: dict[tuple[str, torch.device], torch.Tensor] = {}
         self.compiled = False  # set by compile_towers
         self._text_cache: dict[tuple, tuple[tuple[int, ...], torch.Tensor]] = {}
+
+    def assets(self) -> dict[str, Path]:
+        """The tokenizer vocabulary, when one is found, so that a checkpoint folder needs nothing else to score."""
+        try:
+            return {VOCAB_FILENAME: find_vocab(self.vocab_path)}
+        except FileNotFoundError:
+            return {}
+
+    def load_assets(self, folder: Path) -> None:
+        """Use the vocabulary saved in checkpoint `folder`, when there is one."""
+        if (folder / VOCAB_FILENAME).is_file():
+            self.vocab_path = str(folder / VOCAB_FILENAME)
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute both towers' block activations during backward (training memory for compute)."""
@@ -287,3 +223,87 @@ class Gamma(QualityModel):
             tower.compile(**options)
         self.compiled = True
         return self
+
+
+def release_config(state: Mapping[str, torch.Tensor], variant: str, path: Path) -> GammaConfig:
+    """The GammaConfig of an original release state dict (already renamed): widths and depths read from the shapes,
+    prompts from `variant` ("plain": generic, "sdp": scene prompts). A state of another layout is a CheckpointError."""
+    try:
+        clip_state = {k.removeprefix("clip."): v for k, v in state.items() if k.startswith("clip.")}
+        clip = clip_config_from_state_dict(clip_state)
+        moe = [k for k in clip_state if k.startswith("visual.") and k.endswith(".mlp.scale")]
+        text_moe = [k for k in clip_state if k.startswith("transformer.") and k.endswith(".mlp.scale")]
+        if len(moe) != len(text_moe):
+            raise ValueError(f"{len(moe)} vision and {len(text_moe)} text MoAE blocks")
+        experts = {m.group(1) for k in clip_state if (m := re.search(r"\.mlp\.experts\.(\d+)\.", k))}
+        adapter_dim = state["adapter.down.weight"].shape[0]
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{path}: not an original Gamma checkpoint ({first_line(e)} missing or wrong)") from None
+    b16 = clip == type(clip)()
+    if variant == "plain":
+        prompts, default, name = {"generic": get_scene("generic")}, "generic", "gamma-vit-b16"
+    else:
+        prompts, default, name = {s: get_scene(s) for s in SDP_SCENES}, "natural", "gamma-vit-b16-sdp"
+    return GammaConfig(
+        name=name if b16 else path.stem,
+        clip=clip,
+        num_experts=len(experts),
+        num_moe_layers=len(moe),
+        adapter_dim=adapter_dim,
+        prompts=prompts,
+        default_scene=default,
+    )
+
+
+def _prompts(*scenes: str) -> dict[str, tuple[str, ...]]:
+    return {s: get_scene(s) for s in scenes}
+
+
+register_family(
+    Family(
+        kind="gamma",
+        config_class=GammaConfig,
+        model_class=Gamma,
+        load_backbone=load_clip_state_dict,
+        configure=lambda config, state: dataclasses.replace(config, clip=clip_config_from_state_dict(state)),
+        renames=ORIGINAL_RENAMES,
+    )
+)
+register_model(
+    ModelSpec(
+        GammaConfig(name="gamma-vit-b16"),
+        "Gamma (plain): CLIP ViT-B/16 + MoAE, generic prompts; needs the converted release weights",
+        needs_weights=True,
+    )
+)
+register_model(
+    ModelSpec(
+        GammaConfig(name="gamma-vit-b16-sdp", prompts=_prompts(*SDP_SCENES), default_scene="natural"),
+        "Gamma with scene-specific prompts (Gamma-Prompt); needs the converted release weights",
+        needs_weights=True,
+    )
+)
+register_model(
+    ModelSpec(
+        GammaConfig(
+            name="gamma-test",
+            clip=CLIPConfig(
+                embed_dim=32,
+                image_size=64,
+                patch_size=16,
+                vision_width=64,
+                vision_layers=4,
+                vision_heads=2,
+                text_width=64,
+                text_layers=4,
+                text_heads=2,
+            ),
+            num_moe_layers=2,
+            adapter_dim=16,
+            prompts=_prompts(GENERIC, *[s for s in list_scenes() if s != GENERIC]),
+            default_scene="natural",
+        ),
+        "tiny random Gamma (64 px, 4+4 layers) for tests",
+        needs_weights=False,
+    )
+)

@@ -20,9 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .effnet import LITE0_BLOCKS, EfficientNetLite
-from .model import Adapter, QualityModel, _check_keys, level_head
+from .base import Adapter, QualityModel, check_keys, level_head
+from .effnet import LITE0_BLOCKS, EfficientNetLite, efficientnet_lite_path, load_efficientnet_lite
 from .moe import install_conv_moae
+from .registry import Family, ModelSpec, register_family, register_model
 
 __all__ = ["GammaLite", "GammaLiteConfig"]
 
@@ -63,7 +64,7 @@ class GammaLiteConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> GammaLiteConfig:
         """Inverse of `to_dict`; unknown keys are errors."""
         d = dict(d)
-        _check_keys(cls, d, "gamma-lite config")
+        check_keys(cls, d, "gamma-lite config")
         tuples = {k: tuple(d[k]) for k in ("scenes", "level_init", "mean", "std") if k in d}
         return cls(**{**d, **tuples})
 
@@ -77,13 +78,13 @@ class GammaLite(QualityModel):
 
     kind = "gamma-lite"
 
-    def __init__(self, config: GammaLiteConfig, *, backbone: Mapping[str, torch.Tensor] | None = None) -> None:
+    def __init__(self, config: GammaLiteConfig, *, backbone_state: Mapping[str, torch.Tensor] | None = None) -> None:
         super().__init__()
         self.config = config
         self.backbone = EfficientNetLite()
-        if backbone is not None:
+        if backbone_state is not None:
             # Before MoAE is installed, as its experts are copies; the ImageNet classifier is not used.
-            self.backbone.load_state_dict({k: v for k, v in backbone.items() if not k.startswith("classifier.")})
+            self.backbone.load_state_dict({k: v for k, v in backbone_state.items() if not k.startswith("classifier.")})
         self.backbone.requires_grad_(False)
         blocks = self.backbone.blocks
         install_conv_moae(
@@ -140,3 +141,22 @@ class GammaLite(QualityModel):
         keys = self.scene_keys(scenes, images.shape[0])
         anchors = torch.stack([self.anchors[k] for k in keys])  # (B, K, E)
         return level_head(self.adapter, self.encode_image(images), anchors, self.logit_scale, self.score_level)
+
+
+register_family(
+    Family(
+        kind="gamma-lite",
+        config_class=GammaLiteConfig,
+        model_class=GammaLite,
+        load_backbone=load_efficientnet_lite,
+        default_backbone=efficientnet_lite_path,
+    )
+)
+register_model(
+    ModelSpec(
+        GammaLiteConfig(name="gamma-lite"),
+        "gamma-lite: Gamma's MoAE and head on a frozen ImageNet EfficientNet-Lite0, natural scene only; the default "
+        "model once scripts/build_default_model.py has shipped its weights (fresh builds have a random head)",
+        needs_weights=False,
+    )
+)

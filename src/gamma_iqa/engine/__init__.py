@@ -1,0 +1,2 @@
+"""The engine layer: devices, precision and process groups; scoring, evaluation, and training with its config and
+run log. Builds on the models and data layers."""

@@ -1,0 +1,139 @@
+"""Our checkpoint format: a folder with `config.json` and `model.safetensors` (plus the family's assets, e.g. the BPE
+vocabulary); the same config JSON sits in the safetensors header (key `gamma_iqa_config`), so a lone .safetensors
+file describes itself. The config's "kind" selects the model family (models/registry.py); foreign formats are read
+by models/convert.py and by each family's backbone loader.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from .._version import __version__
+from .base import QualityModel
+from .registry import family_of, get_family
+from .state import CheckpointError, first_line
+
+__all__ = [
+    "CONFIG_FILE",
+    "WEIGHTS_FILE",
+    "CheckpointError",
+    "load_checkpoint",
+    "model_from_state_dict",
+    "save_checkpoint",
+]
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+METADATA_KEY = "gamma_iqa_config"
+FORMAT = "gamma-iqa"
+FORMAT_VERSION = 1
+LEGACY_KIND = "gamma"  # checkpoints written before gamma-lite have no "kind": they are Gamma
+
+
+# ---- our format --------------------------------------------------------------------------------------------------
+def save_checkpoint(model: QualityModel, folder: str | Path) -> Path:
+    """Write `folder/config.json`, `folder/model.safetensors` (and the BPE vocabulary when one is found)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "version": __version__,
+        "kind": model.kind,
+        "model": model.config.to_dict(),
+    }
+    text = json.dumps(meta, indent=2)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = folder / (WEIGHTS_FILE + ".tmp")
+    save_file(state, str(tmp), metadata={METADATA_KEY: text})
+    os.replace(tmp, folder / WEIGHTS_FILE)  # atomic: a crash never leaves a half-written model
+    (folder / CONFIG_FILE).write_text(text + "\n")
+    for filename, source in model.assets().items():  # e.g. Gamma's tokenizer vocabulary
+        if source.resolve() != (folder / filename).resolve():
+            shutil.copyfile(source, folder / filename)
+    return folder
+
+
+def _parse_meta(text: str, source: Path) -> Any:
+    try:
+        meta = json.loads(text)
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"format is {meta.get('format')!r}, not {FORMAT!r}")
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(f"format version {meta['format_version']} is newer than this gamma-iqa; upgrade it")
+        return get_family(meta.get("kind", LEGACY_KIND)).config_class.from_dict(meta["model"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{source}: invalid gamma-iqa config ({first_line(e)})") from None
+
+
+def model_from_state_dict(config: Any, state: Mapping[str, torch.Tensor], source: str | Path) -> QualityModel:
+    """Build the model of `config`'s kind without random initialisation and load `state` strictly (one-line errors)."""
+    with torch.device("meta"):
+        model = family_of(config).model_class(config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != expected[k]]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+    if wrong:
+        k = wrong[0]
+        problems.append(f"{len(wrong)} shape mismatches (e.g. {k}: {tuple(state[k].shape)} vs {expected[k]})")
+    if problems:
+        raise CheckpointError(f"{source}: weights do not fit model {config.name}: {'; '.join(problems)}")
+    model = model.to_empty(device="cpu")
+    model.load_state_dict(state, strict=True)
+    model.mean.copy_(torch.tensor(config.mean).view(1, 3, 1, 1))  # non-persistent buffers
+    model.std.copy_(torch.tensor(config.std).view(1, 3, 1, 1))
+    return model
+
+
+def load_checkpoint(path: str | Path) -> QualityModel:
+    """Load a checkpoint folder or a lone .safetensors file written by `save_checkpoint`."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or folder")
+    if path.is_dir():
+        weights = path / WEIGHTS_FILE
+        if not weights.is_file():
+            raise CheckpointError(f"{path}: not a gamma-iqa checkpoint folder (no {WEIGHTS_FILE})")
+    elif path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
+        raise CheckpointError(
+            f"{path}: a PyTorch pickle, not a gamma-iqa checkpoint; convert an original release with "
+            f"`gamma-iqa convert {path} OUT_DIR [--variant plain|sdp]`"
+        )
+    else:
+        weights = path
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            header = (f.metadata() or {}).get(METADATA_KEY)
+        state = load_file(str(weights))
+    except Exception as e:  # safetensors raises its own error types for truncated or foreign files
+        raise CheckpointError(
+            f"{weights}: unreadable safetensors file ({first_line(e)}); re-save or re-convert it"
+        ) from None
+    config_file = path / CONFIG_FILE if path.is_dir() else None
+    if config_file is not None and config_file.is_file():
+        config = _parse_meta(config_file.read_text(), config_file)
+    elif header is not None:
+        config = _parse_meta(header, weights)
+    else:
+        raise CheckpointError(f"{weights}: no gamma-iqa config in the folder or the safetensors header")
+    model = model_from_state_dict(config, state, weights)
+    if path.is_dir():
+        model.load_assets(path)
+    return model.eval()
+
+
