@@ -1,5 +1,7 @@
-"""What every model family shares: `QualityModel` (the interface scoring, evaluation and training rely on), the image
-adapter and Gamma's quality-level head (gamma.md §5).
+"""What every model family shares: the interface, the image adapter and the quality-level head.
+
+`QualityModel` is the interface scoring, evaluation and training rely on; `Adapter` and `level_head` are Gamma's
+scoring head (gamma.md §5), reused by gamma-lite.
 
 Shapes: image features (B, E); level anchors (B, K, E); level values (K,); scores (B,).
 """
@@ -18,20 +20,40 @@ __all__ = ["Adapter", "QualityModel", "check_keys", "level_head", "set_scorer"]
 
 
 def check_keys(cls: type, d: Mapping[str, Any], what: str) -> None:
+    """Check that every key of a serialised config names a field of dataclass `cls`.
+
+    Args:
+        cls: the config dataclass.
+        d: the serialised config (e.g. the "model" entry of a checkpoint's config.json).
+        what: what the config is, for the message (e.g. "model config").
+
+    Raises:
+        ValueError: some keys are not fields of `cls`; the message lists them.
+    """
     unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
         raise ValueError(f"unknown {what} keys: {', '.join(sorted(unknown))}")
 
 
 class Adapter(nn.Module):
-    """Residual bottleneck on the image feature: x + ReLU(up(ReLU(down(x)))), no biases."""
+    """Residual bottleneck on the image feature: x + ReLU(up(ReLU(down(x)))), no biases (gamma.md §5, step 1).
+
+    Keys: `down.weight` (hidden, dim), `up.weight` (dim, hidden); PyTorch's default Linear initialisation.
+    """
 
     def __init__(self, *, dim: int, hidden: int) -> None:
+        """Build the two bias-free layers.
+
+        Args:
+            dim: width of the image feature E (512 for Gamma's ViT-B/16).
+            hidden: bottleneck width (256 for Gamma, gamma.md §5).
+        """
         super().__init__()
         self.down = nn.Linear(dim, hidden, bias=False)
         self.up = nn.Linear(hidden, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Adapt image features (..., dim) -> (..., dim)."""
         return x + torch.relu(self.up(torch.relu(self.down(x))))
 
 
@@ -42,10 +64,21 @@ def level_head(
     logit_scale: torch.Tensor,
     levels: torch.Tensor,
 ) -> torch.Tensor:
-    """The quality-level head (gamma.md §5): features (B, E), per-image level anchors (B, K, E) -> scores (B,).
+    """The quality-level head (gamma.md §5): image features and per-image level anchors to scores.
 
     Adapter, L2 normalisation, cosine times exp(`logit_scale`), softmax over the K levels, expectation of `levels`.
     Computed in the levels' dtype even under autocast: it is cheap, and scores deserve more than bf16's 8 bits.
+
+    Args:
+        adapter: the image adapter, applied to `image_features` only (the anchors are not adapted).
+        image_features: (B, E), before the adapter.
+        anchors: (B, K, E), each image's K level features (text features for Gamma, learned for gamma-lite), in
+            level order, worst first; not normalised.
+        logit_scale: 0-dim, in log space (exp gives 100 for OpenAI CLIP, 1/0.07 for a fresh one).
+        levels: (K,) level values (initialised to 0.2, 0.4, ..., 1.0 in gamma.md §5).
+
+    Returns:
+        Scores (B,) in the levels' dtype, inside [min(levels), max(levels)].
     """
     dtype = levels.dtype
     with torch.autocast(image_features.device.type, enabled=False):
@@ -61,35 +94,73 @@ class QualityModel(nn.Module):
     """What scoring, evaluation and training rely on, shared by Gamma and GammaLite.
 
     Subclasses set `config` (with `name`, `default_scene`) and define `image_size`, `scenes`, `prompt_key` and
-    `forward(images, scenes) -> (B,)`.
+    `forward(images, scenes) -> (B,)`; a family registers the subclass (models/registry.py).
+
+    Attributes:
+        kind: the checkpoint's model kind, which selects the family on load ("gamma", "gamma-lite").
+        lower_better: whether a lower score means better quality (False for every family here).
+        score_range: the nominal range of scores, (low, high), as the HTML report draws it; training targets are
+            MOS min-max normalised to [0, 1] (gamma.md §1).
+        config: the family's frozen config dataclass, saved with every checkpoint.
     """
 
-    kind = ""  # the checkpoint's model kind, which selects the class on load
+    kind = ""
     lower_better = False
     score_range = (0.0, 1.0)
     config: Any
 
     @property
     def image_size(self) -> int:
-        """Side of the square crops the model is trained and scored on."""
+        """Side of the square crops the model is trained and scored on, in pixels (224 for the released models)."""
         raise NotImplementedError
 
     @property
     def scenes(self) -> list[str]:
+        """Names of the scenes this model accepts (models/scenes.py)."""
         raise NotImplementedError
 
     def prompt_key(self, scene: str | None) -> str:
+        """The prompt or anchor set that scores images of `scene`.
+
+        Args:
+            scene: a scene name, or None for the model's default scene.
+
+        Returns:
+            A key of the model's prompt (Gamma) or anchor (gamma-lite) sets.
+
+        Raises:
+            ValueError: the model does not accept `scene`; the message lists the valid scenes.
+        """
         raise NotImplementedError
 
     def assets(self) -> dict[str, Path]:
-        """Files a checkpoint folder carries beside the weights, as {file name: where it is now}; none by default."""
+        """Files a checkpoint folder carries beside the weights, as {file name: where it is now}; none by default.
+
+        Returns:
+            The files `save_checkpoint` copies into the folder, by the name they get there.
+        """
         return {}
 
     def load_assets(self, folder: Path) -> None:
-        """Pick up the files `assets` wrote into checkpoint `folder`; nothing by default."""
+        """Pick up the files `assets` wrote into a checkpoint folder; nothing by default.
+
+        Args:
+            folder: the checkpoint folder being loaded.
+        """
 
     def scene_keys(self, scenes: str | Sequence[str | None] | None, batch: int) -> list[str]:
-        """One prompt key per image from one scene name (or None: the default) or one per image."""
+        """One prompt key per image.
+
+        Args:
+            scenes: one scene name for all images, None for the default scene, or one name (or None) per image.
+            batch: the number of images B.
+
+        Returns:
+            B prompt keys (`prompt_key` of each image's scene).
+
+        Raises:
+            ValueError: a sequence of scenes whose length is not `batch`, or a scene the model does not accept.
+        """
         if scenes is None or isinstance(scenes, str):
             return [self.prompt_key(scenes)] * batch
         scenes = list(scenes)
@@ -107,11 +178,39 @@ class QualityModel(nn.Module):
         batch_size: int = 8,
         dtype: str = "fp32",
     ) -> list[float]:
-        """Scores of image files, folders, globs, PIL images, numpy arrays or a (B, 3, H, W) tensor in [0, 1].
+        """Score images, with the same semantics as `gamma-iqa score`.
 
-        Same semantics as `gamma-iqa score`: `crops` random crops (or "center" / "none") seeded by `seed` and each
-        image's pixels. A bad input raises one ValueError naming it. Always a single-process call, also under
-        torchrun (each process scores all of `inputs`).
+        Always a single-process call, also under torchrun (each process scores all of `inputs`). The engine
+        (gamma_iqa.engine.scoring) provides the implementation; importing `gamma_iqa` installs it.
+
+        Args:
+            inputs: image files, folders or globs, PIL images, numpy arrays (H, W, 3) (uint8, or float in [0, 1]),
+                or a tensor (B, 3, H, W) of RGB in [0, 1]; one of these or a list of them.
+            scene: one scene name for all images, one per image, or None for the model's default scene.
+            crops: the number of random `image_size` crops averaged per image (10 in gamma.md §9), "center" (one
+                centre crop) or "none" (the whole image). An image with a side under `image_size` is first enlarged.
+            seed: seeds the random crops together with each image's pixels, so a score does not depend on the
+                batch it was scored in.
+            batch_size: images per forward, >= 1.
+            dtype: "fp32", "bf16" or "fp16" (autocast).
+
+        Returns:
+            One score per image, in input order; higher is better for every family here (`lower_better`).
+
+        Raises:
+            ValueError: a bad input (naming it) or a bad argument (naming the parameter in backticks).
+            RuntimeError: the engine is not installed (only when gamma_iqa.models is used without gamma_iqa).
+
+        Examples:
+            >>> import torch
+            >>> import gamma_iqa
+            >>> model = gamma_iqa.create_model("gamma-test")  # tiny and random: needs no weights
+            >>> images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))  # RGB in [0, 1]
+            >>> scores = model.score(images, crops="center")
+            >>> len(scores), all(isinstance(s, float) for s in scores)
+            (3, True)
+            >>> all(0.2 <= s <= 1.0 for s in scores)  # between the lowest and highest level value
+            True
         """
         if _scorer is None:  # never in practice: importing any part of gamma_iqa imports the engine
             raise RuntimeError("scoring is provided by gamma_iqa.engine; import gamma_iqa first")
@@ -124,6 +223,10 @@ _scorer: Callable[..., list[float]] | None = None
 
 
 def set_scorer(scorer: Callable[..., list[float]]) -> None:
-    """Install the function behind `QualityModel.score` (called by gamma_iqa.engine.scoring at import)."""
+    """Install the function behind `QualityModel.score` (called by gamma_iqa.engine.scoring at import).
+
+    Args:
+        scorer: called as `scorer(model, inputs, scene=, crops=, seed=, batch_size=, dtype=)`; returns the scores.
+    """
     global _scorer
     _scorer = scorer

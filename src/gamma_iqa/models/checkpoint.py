@@ -1,7 +1,9 @@
-"""Our checkpoint format: a folder with `config.json` and `model.safetensors` (plus the family's assets, e.g. the BPE
-vocabulary); the same config JSON sits in the safetensors header (key `gamma_iqa_config`), so a lone .safetensors
-file describes itself. The config's "kind" selects the model family (models/registry.py); foreign formats are read
-by models/convert.py and by each family's backbone loader.
+"""Our checkpoint format: a folder with `config.json` and `model.safetensors`, plus the family's assets.
+
+The assets are files the model needs beside its weights (Gamma: the BPE vocabulary). The same config JSON sits in the
+safetensors header (key `gamma_iqa_config`), so a lone .safetensors file describes itself. The config's "kind" selects
+the model family (models/registry.py); foreign formats are read by models/convert.py and by each family's backbone
+loader.
 """
 
 from __future__ import annotations
@@ -33,15 +35,25 @@ __all__ = [
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-METADATA_KEY = "gamma_iqa_config"
+METADATA_KEY = "gamma_iqa_config"  # the safetensors header entry that holds the config JSON
 FORMAT = "gamma-iqa"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # raised when a change makes older gamma-iqa misread new checkpoints
 LEGACY_KIND = "gamma"  # checkpoints written before gamma-lite have no "kind": they are Gamma
 
 
 # ---- our format --------------------------------------------------------------------------------------------------
 def save_checkpoint(model: QualityModel, folder: str | Path) -> Path:
-    """Write `folder/config.json`, `folder/model.safetensors` (and the BPE vocabulary when one is found)."""
+    """Write a checkpoint folder: `config.json`, `model.safetensors` and the model's assets.
+
+    The weights are written to a temporary file and renamed, so a crash never leaves a half-written model.
+
+    Args:
+        model: any registered family's model; saved as its parameters' dtype, on the CPU.
+        folder: created when missing; files already there are overwritten.
+
+    Returns:
+        The folder.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -64,6 +76,7 @@ def save_checkpoint(model: QualityModel, folder: str | Path) -> Path:
 
 
 def _parse_meta(text: str, source: Path) -> Any:
+    """The model config of a checkpoint's config JSON `text`; a bad one is a CheckpointError naming `source`."""
     try:
         meta = json.loads(text)
         if meta.get("format") != FORMAT:
@@ -76,10 +89,36 @@ def _parse_meta(text: str, source: Path) -> Any:
 
 
 def model_from_state_dict(config: Any, state: Mapping[str, torch.Tensor], source: str | Path) -> QualityModel:
-    """Build the model of `config`'s kind without random initialisation and load `state` strictly (one-line errors)."""
+    """Build the model of `config`'s family without random initialisation and load `state` into it strictly.
+
+    Args:
+        config: a registered family's config.
+        state: the full state dict, in our key names.
+        source: where `state` came from, for the error message.
+
+    Returns:
+        The model on the CPU in fp32 (the state's values are cast, e.g. from fp16), in training mode (as a freshly
+        built module).
+
+    Raises:
+        CheckpointError: missing or unexpected keys or shape mismatches; one line naming `source` and examples.
+        TypeError: `config` belongs to no registered family.
+    """
     with torch.device("meta"):
         model = family_of(config).model_class(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    problems = _state_problems(expected, state)
+    if problems:
+        raise CheckpointError(f"{source}: weights do not fit model {config.name}: {'; '.join(problems)}")
+    model = model.to_empty(device="cpu")
+    model.load_state_dict(state, strict=True)
+    model.mean.copy_(torch.tensor(config.mean).view(1, 3, 1, 1))  # non-persistent buffers
+    model.std.copy_(torch.tensor(config.std).view(1, 3, 1, 1))
+    return model
+
+
+def _state_problems(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, torch.Tensor]) -> list[str]:
+    """What keeps `state` from loading into a model of key shapes `expected`, as message parts (none: it fits)."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = [k for k in expected if k in state and tuple(state[k].shape) != expected[k]]
@@ -91,17 +130,26 @@ def model_from_state_dict(config: Any, state: Mapping[str, torch.Tensor], source
     if wrong:
         k = wrong[0]
         problems.append(f"{len(wrong)} shape mismatches (e.g. {k}: {tuple(state[k].shape)} vs {expected[k]})")
-    if problems:
-        raise CheckpointError(f"{source}: weights do not fit model {config.name}: {'; '.join(problems)}")
-    model = model.to_empty(device="cpu")
-    model.load_state_dict(state, strict=True)
-    model.mean.copy_(torch.tensor(config.mean).view(1, 3, 1, 1))  # non-persistent buffers
-    model.std.copy_(torch.tensor(config.std).view(1, 3, 1, 1))
-    return model
+    return problems
 
 
 def load_checkpoint(path: str | Path) -> QualityModel:
-    """Load a checkpoint folder or a lone .safetensors file written by `save_checkpoint`."""
+    """Load a checkpoint folder or a lone .safetensors file written by `save_checkpoint`.
+
+    The config comes from the folder's `config.json` when there is one, else from the safetensors header; its
+    "kind" picks the family (none: Gamma, as in checkpoints written before gamma-lite).
+
+    Args:
+        path: a checkpoint folder, or a .safetensors file.
+
+    Returns:
+        The model on the CPU in fp32 (weights saved in fp16 are widened), in eval mode.
+
+    Raises:
+        CheckpointError: a missing path, a folder without weights, a PyTorch pickle (to convert first), an
+            unreadable file, no or an invalid config (including a kind of a newer gamma-iqa), or weights that do not
+            fit the config; one line naming the file.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")

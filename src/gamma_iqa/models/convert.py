@@ -7,7 +7,10 @@ module reads whole released models.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
+
+import torch
 
 from .checkpoint import model_from_state_dict, save_checkpoint
 from .gamma import ORIGINAL_RENAMES, RELEASE_VARIANTS, Gamma, release_config
@@ -17,15 +20,28 @@ from .tokenizer import find_vocab
 __all__ = ["convert", "convert_original", "rename_original"]
 
 
-def rename_original(state):
-    """Original release key names (gamma_params.txt) -> ours, with the Gamma family's `ORIGINAL_RENAMES`."""
+def rename_original(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename the original release's keys (gamma.md §6, gamma_params.txt) to ours, with `ORIGINAL_RENAMES`.
+
+    Args:
+        state: the release's `params` state dict; its tensors are kept as they are.
+
+    Returns:
+        The state dict under our key names, in the input's order.
+    """
     return rename_keys(state, ORIGINAL_RENAMES)
 
 
 def convert_original(path: str | Path, variant: str = "plain") -> Gamma:
-    """Read an original release checkpoint `{'params': state_dict}` into a Gamma model (fp32, eval mode).
+    """Read an original release checkpoint `{'params': state_dict}` (gamma.md §6) into a Gamma model.
 
-    `variant` is `plain` (generic prompts) or `sdp` (scene prompts): the weights are the same shape for both.
+    Args:
+        path: the released .pth ("Gamma weight" or "Gamma-Prompt weight", gamma.md §13).
+        variant: "plain" (generic prompts, gamma.md §4.1) or "sdp" (scene prompts, §4.2); the weights have the same
+            shapes for both, so the file cannot tell.
+
+    Returns:
+        The model on the CPU in fp32, in eval mode; widths and depths are read from the weights' shapes.
 
     Raises:
         ValueError: an unknown `variant`.
@@ -48,17 +64,24 @@ def convert_original(path: str | Path, variant: str = "plain") -> Gamma:
 def convert(
     src: str | Path, dst: str | Path, variant: str = "plain", bpe: str | Path | None = None
 ) -> Path:
-    """Convert original release `src` into checkpoint folder `dst` (config, weights, tokenizer vocabulary).
+    """Convert an original release checkpoint into our checkpoint folder (config, weights, tokenizer vocabulary).
 
-    The vocabulary (`bpe_simple_vocab_16e6.txt.gz`) is `bpe` when given, else found in an installed open_clip or clip
-    package; without one the folder is still written and a warning says the model will need it to score.
+    Without a vocabulary the folder is still written, and a warning says the model will need one to score.
+
+    Args:
+        src: the released .pth.
+        dst: the checkpoint folder to write (created when missing).
+        variant: "plain" or "sdp", as in `convert_original`.
+        bpe: the CLIP BPE vocabulary (`bpe_simple_vocab_16e6.txt.gz`, or a folder holding it); None: the one of an
+            installed open_clip or clip package.
 
     Returns:
         The checkpoint folder.
 
     Raises:
         FileNotFoundError: `bpe` was given and does not exist.
-        ValueError, CheckpointError: as `convert_original`.
+        ValueError: an unknown `variant`.
+        CheckpointError: a missing, unreadable or foreign `src`.
     """
     model = convert_original(src, variant=variant)
     try:

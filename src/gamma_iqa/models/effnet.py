@@ -161,7 +161,7 @@ def rename_efficientnet_lite(state: Mapping[str, torch.Tensor]) -> dict[str, tor
 
     A key that no rule renames is an error, so a file of another layout fails here rather than loading half.
     """
-    return rename_keys(state, EFFNET_RENAMES, first_only=True, strict="EfficientNet-Lite")
+    return rename_keys(state, EFFNET_RENAMES, first_only=True, layout="EfficientNet-Lite")
 
 
 def efficientnet_lite_path() -> Path:

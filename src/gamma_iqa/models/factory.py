@@ -29,8 +29,15 @@ DEFAULT_MODEL = "gamma-lite"  # used when no model is named (`gamma-iqa score` w
 
 
 def trained_weights(name: str) -> Path | None:
-    """The checkpoint folder `create_model(name)` loads: under `$GAMMA_IQA_HOME` first (a user's own copy wins), then
-    the one shipped with the package; None when there is neither."""
+    """The checkpoint folder `create_model(name)` loads for a registered name.
+
+    Args:
+        name: a registered model name.
+
+    Returns:
+        `$GAMMA_IQA_HOME/<name>` when it holds weights (a user's own copy wins), else the folder shipped inside the
+        package when it does; None when there is neither.
+    """
     for folder in (gamma_home() / name, shipped_weights(name)):
         if (folder / WEIGHTS_FILE).is_file():
             return folder
@@ -62,13 +69,39 @@ def create_model(
 ) -> QualityModel:
     """Build or load a model, in eval mode.
 
-    - `name_or_path`: a checkpoint folder or .safetensors file, or a registered name (`list_models()`).
-    - `backbone`: for a fresh model, the path of its family's backbone weights (CLIP/UniQA for Gamma, an
-      EfficientNet-Lite0 `.pth` for gamma-lite; default: the family's own, if it has one).
-    - `pretrained=False`: build a registered model fresh even though it normally needs weights (gamma-lite: on a
-      random backbone too).
-    - `seed`: seeds the random initialisation of fresh parts, so the same call gives the same model.
-    - `overrides`: config fields for a fresh build (e.g. `num_experts=2`).
+    Args:
+        name_or_path: a checkpoint folder or .safetensors file, or a registered name (`list_models()`).
+        backbone: for a fresh model, the path of its family's backbone weights (CLIP/UniQA for Gamma, an
+            EfficientNet-Lite0 `.pth` for gamma-lite); None: the family's default backbone, if it has one.
+        pretrained: False builds a registered model fresh even though it normally needs weights, and never falls
+            back to a default backbone (gamma-lite then has a random backbone too).
+        seed: seeds the random initialisation of fresh parts, so the same call gives the same model.
+        **overrides: config fields for a fresh build (e.g. `num_experts=2`).
+
+    Returns:
+        The model on the CPU in fp32, in eval mode.
+
+    Raises:
+        ValueError: an unknown name, a bad override, or `backbone` or overrides given with a checkpoint.
+        CheckpointError: a registered model that needs weights has none installed (and `pretrained` is True), or
+            an unreadable or unfit checkpoint or backbone file.
+
+    Warns:
+        UserWarning: a model built on its family's default backbone with a random quality head, because no
+            trained weights are installed; its scores mean nothing until it is trained.
+
+    Examples:
+        >>> import torch
+        >>> from gamma_iqa import create_model
+        >>> model = create_model("gamma-test")  # a tiny registered Gamma that needs no weights
+        >>> model.config.name, model.image_size, model.training
+        ('gamma-test', 64, False)
+        >>> with torch.no_grad():
+        ...     scores = model(torch.rand(2, 3, 64, 64), "natural")  # RGB in [0, 1], one scene for both
+        >>> scores.shape
+        torch.Size([2])
+        >>> create_model("gamma-test", num_experts=2).config.num_experts  # a config override
+        2
     """
     path = Path(name_or_path)
     name = str(name_or_path)

@@ -15,17 +15,35 @@ Renames = Sequence[tuple[re.Pattern[str], str]]  # (pattern, replacement) applie
 
 
 class CheckpointError(ValueError):
-    """A checkpoint or weight file that cannot be used; the message is one line naming the file and what to do."""
+    """A checkpoint or weight file that cannot be used; the message is one line naming the file and what to do.
+
+    A ValueError, so that callers catching bad arguments catch bad files too.
+    """
 
 
 def first_line(e: BaseException) -> str:
-    """The first line of an exception's message (its type name when empty), for one-line errors."""
+    """The first line of an exception's message (its type name when empty), for one-line errors.
+
+    Args:
+        e: the exception, typically one raised by torch, safetensors or zipfile.
+    """
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
 
 
 def torch_load(path: Path) -> Any:
-    """`torch.load` of a PyTorch file on the CPU with `weights_only=True`; unreadable files are CheckpointErrors."""
+    """`torch.load` of a PyTorch file on the CPU with `weights_only=True` (no code runs from the file).
+
+    Args:
+        path: a PyTorch pickle (.pth, .pt, ...).
+
+    Returns:
+        The loaded object, usually a dict of tensors (or of dicts of tensors).
+
+    Raises:
+        CheckpointError: the file is missing or cannot be read (truncated, not a PyTorch file, or holding objects
+            other than tensors and containers).
+    """
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:
@@ -37,12 +55,22 @@ def torch_load(path: Path) -> Any:
 
 
 def rename_keys(
-    state: Mapping[str, torch.Tensor], renames: Renames, *, first_only: bool = False, strict: str | None = None
+    state: Mapping[str, torch.Tensor], renames: Renames, *, first_only: bool = False, layout: str | None = None
 ) -> dict[str, torch.Tensor]:
-    """Keys of a foreign layout -> ours: `module.` (DataParallel) dropped, then `renames` applied in order.
+    """Rename the keys of a foreign layout to ours: `module.` (DataParallel) dropped, then `renames` applied in order.
 
-    `first_only`: stop at the first rule that matches a key. `strict`: the layout's name; then a key that no rule
-    renames is a CheckpointError naming it, so a file of another layout fails here rather than loading half.
+    Args:
+        state: the foreign state dict; its tensors are kept as they are (same objects).
+        renames: (pattern, replacement) rules, each applied with `re.subn` to the key the rules before it produced.
+        first_only: stop at the first rule that matches a key.
+        layout: the foreign layout's name. When given, every key must match a rule, so that a file of another layout
+            fails here rather than loading half.
+
+    Returns:
+        The state dict under our key names, in the input's order.
+
+    Raises:
+        CheckpointError: `layout` is given and a key matches no rule; the message names the key.
     """
     out = {}
     for key, value in state.items():
@@ -53,7 +81,7 @@ def rename_keys(
             matched = matched or n > 0
             if n and first_only:
                 break
-        if strict and not matched:
-            raise CheckpointError(f"unexpected {strict} key {key!r}")
+        if layout and not matched:
+            raise CheckpointError(f"unexpected {layout} key {key!r}")
         out[new] = value
     return out
