@@ -183,5 +183,3 @@ def load_checkpoint(path: str | Path) -> QualityModel:
     if path.is_dir():
         model.load_assets(path)
     return model.eval()
-
-

@@ -61,9 +61,7 @@ def convert_original(path: str | Path, variant: str = "plain") -> Gamma:
     return model_from_state_dict(config, state, path).eval()
 
 
-def convert(
-    src: str | Path, dst: str | Path, variant: str = "plain", bpe: str | Path | None = None
-) -> Path:
+def convert(src: str | Path, dst: str | Path, variant: str = "plain", bpe: str | Path | None = None) -> Path:
     """Convert an original release checkpoint into our checkpoint folder (config, weights, tokenizer vocabulary).
 
     Without a vocabulary the folder is still written, and a warning says the model will need one to score.
