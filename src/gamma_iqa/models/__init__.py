@@ -1,5 +1,8 @@
-"""The models layer: towers, MoAE, the shared head, the model families (Gamma, gamma-lite), scenes, the tokenizer,
-the family and model registries, our checkpoint format and the conversion of foreign formats.
+"""The models layer: everything that defines, builds, saves and loads a model.
+
+Towers, MoAE, the shared head, the model families (Gamma, gamma-lite), scenes, the tokenizer, the family and model
+registries, our checkpoint format and the conversion of foreign formats. It imports only the package's leaf modules
+(`_version`, `paths`), never data, engine, outputs, corpus or the CLI.
 
 Importing it registers the built-in families and models (each family module registers itself).
 """

@@ -94,7 +94,7 @@ class QualityModel(nn.Module):
     """What scoring, evaluation and training rely on, shared by Gamma and GammaLite.
 
     Subclasses set `config` (with `name`, `default_scene`) and define `image_size`, `scenes`, `prompt_key` and
-    `forward(images, scenes) -> (B,)`; a family registers the subclass (models/registry.py).
+    `forward(images, scene) -> (B,)`; a family registers the subclass (models/registry.py).
 
     Attributes:
         kind: the checkpoint's model kind, which selects the family on load ("gamma", "gamma-lite").
@@ -148,11 +148,11 @@ class QualityModel(nn.Module):
             folder: the checkpoint folder being loaded.
         """
 
-    def scene_keys(self, scenes: str | Sequence[str | None] | None, batch: int) -> list[str]:
+    def scene_keys(self, scene: str | Sequence[str | None] | None, batch: int) -> list[str]:
         """One prompt key per image.
 
         Args:
-            scenes: one scene name for all images, None for the default scene, or one name (or None) per image.
+            scene: one scene name for all images, None for the default scene, or one name (or None) per image.
             batch: the number of images B.
 
         Returns:
@@ -161,9 +161,9 @@ class QualityModel(nn.Module):
         Raises:
             ValueError: a sequence of scenes whose length is not `batch`, or a scene the model does not accept.
         """
-        if scenes is None or isinstance(scenes, str):
-            return [self.prompt_key(scenes)] * batch
-        scenes = list(scenes)
+        if scene is None or isinstance(scene, str):
+            return [self.prompt_key(scene)] * batch
+        scenes = list(scene)
         if len(scenes) != batch:
             raise ValueError(f"got {len(scenes)} scenes for {batch} images")
         return [self.prompt_key(s) for s in scenes]

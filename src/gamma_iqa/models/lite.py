@@ -30,24 +30,34 @@ __all__ = ["GammaLite", "GammaLiteConfig"]
 
 @dataclass(frozen=True)
 class GammaLiteConfig:
-    """Everything needed to rebuild a gamma-lite model (weights aside). Saved with every checkpoint."""
+    """Everything needed to rebuild a gamma-lite model (weights aside). Saved with every checkpoint.
 
-    name: str = "gamma-lite"
-    image_size: int = 224
-    num_experts: int = 3
+    Gamma's values where gamma-lite has the same part (gamma.md §3, §5); docs/gamma-lite.md describes the build.
+
+    Raises:
+        ValueError: (on construction) no scenes, a default scene that is not one of them, or `num_moe_blocks` outside
+            [0, 16].
+    """
+
+    name: str = "gamma-lite"  # the registered name
+    image_size: int = 224  # side of the square crops in pixels: EfficientNet-Lite0's ImageNet input size
+    num_experts: int = 3  # adaptive experts per MoAE unit, besides the shared one, as Gamma's (gamma.md §3)
     # The last MBConv blocks whose expand and project convolutions get MoAE: 3 is the last stage and the last two
     # blocks of the one before; the last two stages in full (5) would push the shipped fp16 file past 20 MB.
     num_moe_blocks: int = 3
-    embed_dim: int = 512
-    adapter_dim: int = 256
-    scenes: tuple[str, ...] = ("natural",)
-    default_scene: str = "natural"
-    level_init: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
-    logit_scale: float = math.log(1 / 0.07)  # frozen; CLIP's initial temperature, as no trained one exists here
-    mean: tuple[float, float, float] = (127 / 255,) * 3  # (x - mean) / std = (255 x - 127) / 128
+    embed_dim: int = 512  # width E of the projected image feature and the anchors, Gamma's CLIP embedding (§2)
+    adapter_dim: int = 256  # the image adapter's bottleneck width, as Gamma's (gamma.md §5)
+    scenes: tuple[str, ...] = ("natural",)  # scenes with a learned anchor set; only natural has training data here
+    default_scene: str = "natural"  # the scene of images given none; one of `scenes`
+    level_init: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)  # initial level values, worst to best (gamma.md §5)
+    # Frozen, in log space: CLIP's initial temperature 1/0.07 (gamma.md §5), as no trained one exists here.
+    logit_scale: float = math.log(1 / 0.07)
+    # Per-channel RGB normalisation for input in [0, 1]: (x - mean) / std = (255 x - 127) / 128, Lite0's ImageNet input.
+    mean: tuple[float, float, float] = (127 / 255,) * 3
     std: tuple[float, float, float] = (128 / 255,) * 3
 
     def __post_init__(self) -> None:
+        """Check the scenes and the MoAE depth."""
         if not self.scenes:
             raise ValueError("a gamma-lite config needs at least one scene")
         if self.default_scene not in self.scenes:
@@ -56,13 +66,22 @@ class GammaLiteConfig:
             raise ValueError(f"num_moe_blocks must be in [0, {LITE0_BLOCKS}], got {self.num_moe_blocks}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as JSON-ready values (lists where the config has tuples), as checkpoints store it."""
         d = dataclasses.asdict(self)
         d["scenes"] = list(self.scenes)
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> GammaLiteConfig:
-        """Inverse of `to_dict`; unknown keys are errors."""
+        """Inverse of `to_dict`; missing keys take their defaults.
+
+        Args:
+            d: a dict as `to_dict` writes it.
+
+        Raises:
+            ValueError: unknown keys, or values the config rejects.
+            TypeError: values of the wrong kind.
+        """
         d = dict(d)
         check_keys(cls, d, "gamma-lite config")
         tuples = {k: tuple(d[k]) for k in ("scenes", "level_init", "mean", "std") if k in d}
@@ -70,15 +89,28 @@ class GammaLiteConfig:
 
 
 class GammaLite(QualityModel):
-    """gamma-lite: `forward(images, scenes)` takes RGB in [0, 1] and returns scores (B,), higher is better.
+    """gamma-lite: `forward(images, scene)` takes RGB in [0, 1] and returns scores (B,), higher is better.
 
     The backbone's BatchNorms, the shared experts' included, always run in eval mode (running statistics), also
     under `train()`: the backbone is frozen, and the experts start as exact copies of it.
+
+    Keys: `backbone.*` (EfficientNet-Lite0, MoAE units as `...{expand,project}.{shared,experts.{i},router}.*` and
+    `.scale`), `proj.*`, `adapter.{down,up}.weight`, `anchors.{scene}` (K, E), `score_level`, `logit_scale`.
     """
 
     kind = "gamma-lite"
 
     def __init__(self, config: GammaLiteConfig, *, backbone_state: Mapping[str, torch.Tensor] | None = None) -> None:
+        """Build the model, randomly initialised or on an EfficientNet-Lite0 backbone.
+
+        Args:
+            config: the model's config.
+            backbone_state: EfficientNet-Lite0 weights in our key names (`load_efficientnet_lite`); `classifier.*`
+                is ignored. None: a random backbone.
+
+        Raises:
+            RuntimeError: `backbone_state` does not fit EfficientNet-Lite0.
+        """
         super().__init__()
         self.config = config
         self.backbone = EfficientNetLite()
@@ -101,6 +133,14 @@ class GammaLite(QualityModel):
         self.backbone.eval()
 
     def train(self, mode: bool = True) -> GammaLite:
+        """Set training mode as `nn.Module.train` does, except the backbone, which stays in eval mode.
+
+        Args:
+            mode: True for training, False for eval.
+
+        Returns:
+            The model itself.
+        """
         super().train(mode)
         self.backbone.eval()  # frozen running statistics (see the class docstring)
         return self
@@ -111,6 +151,7 @@ class GammaLite(QualityModel):
 
     @property
     def image_size(self) -> int:
+        """Side of the square crops in pixels (`config.image_size`, 224)."""
         return self.config.image_size
 
     @property
@@ -130,15 +171,31 @@ class GammaLite(QualityModel):
         )
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """RGB in [0, 1] (B, 3, H, W) -> embedding before the adapter (B, E)."""
+        """RGB in [0, 1] (B, 3, H, W) -> embedding before the adapter (B, E).
+
+        Raises:
+            ValueError: `images` is not (B, 3, H, W).
+        """
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W) RGB in [0, 1], got shape {tuple(images.shape)}")
         features = self.backbone.forward_features((images - self.mean) / self.std)  # (B, 1280, H/32, W/32)
         return self.proj(features.mean(dim=(2, 3)))
 
-    def forward(self, images: torch.Tensor, scenes: str | Sequence[str | None] | None = None) -> torch.Tensor:
-        """Scores (B,) of RGB images in [0, 1] (B, 3, H, W), each against its scene's anchors."""
-        keys = self.scene_keys(scenes, images.shape[0])
+    def forward(self, images: torch.Tensor, scene: str | Sequence[str | None] | None = None) -> torch.Tensor:
+        """Score images, each against its scene's anchors.
+
+        Args:
+            images: (B, 3, H, W) RGB in [0, 1], any size (224 is native).
+            scene: one scene name for all images, None for the default scene, or one name (or None) per image.
+
+        Returns:
+            Scores (B,), between the lowest and the highest level value (about [0, 1]).
+
+        Raises:
+            ValueError: a scene the model has no anchors for, a scene count that is not B, or images not
+                (B, 3, H, W).
+        """
+        keys = self.scene_keys(scene, images.shape[0])
         anchors = torch.stack([self.anchors[k] for k in keys])  # (B, K, E)
         return level_head(self.adapter, self.encode_image(images), anchors, self.logit_scale, self.score_level)
 

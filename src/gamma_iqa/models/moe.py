@@ -45,6 +45,7 @@ FusedWeights = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def _compiling() -> bool:
+    """Whether torch.compile is tracing the caller (never on torch < 2.3, which cannot say)."""
     try:
         return torch.compiler.is_compiling()
     except AttributeError:  # torch < 2.3
@@ -61,6 +62,17 @@ class PositionwiseMoAE(nn.Module):
     """
 
     def __init__(self, unit: nn.Module, *, width: int, num_experts: int, channel_dim: int = -1) -> None:
+        """Wrap a pretrained unit: a frozen copy as the shared expert, trainable copies as the experts.
+
+        Args:
+            unit: the pretrained position-wise module; copied, not modified.
+            width: the unit's input channels, the router's input.
+            num_experts: adaptive experts E (3 in gamma.md §3).
+            channel_dim: the channel dimension of the input: -1 for token sequences, 1 for feature maps.
+
+        Raises:
+            ValueError: `num_experts` < 1.
+        """
         super().__init__()
         if num_experts < 1:
             raise ValueError(f"num_experts must be >= 1, got {num_experts}")
@@ -71,13 +83,16 @@ class PositionwiseMoAE(nn.Module):
         self.scale = nn.Parameter(torch.zeros(()))
 
     def gates(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-position routing weights, E in place of the channels (e.g. (..., d) -> (..., E)), summing to 1 over E;
-        fp32 even under autocast."""
+        """Per-position routing weights, E in place of the channels, summing to 1 over E; fp32 even under autocast.
+
+        Shapes: (..., d) -> (..., E) for tokens, (B, C, H, W) -> (B, E, H, W) for feature maps.
+        """
         if self.channel_dim == -1:
             return self.router(x).float().softmax(dim=-1)
         return self.router(x.movedim(self.channel_dim, -1)).float().softmax(dim=-1).movedim(-1, self.channel_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference form (`forward_reference`)."""
         return self.forward_reference(x)
 
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,6 +114,11 @@ class MoAE(PositionwiseMoAE):
     """
 
     def __init__(self, mlp: Mlp, *, num_experts: int, cache_weights: bool = True) -> None:
+        """Wrap a pretrained block MLP (copied, not modified) with `num_experts` adaptive experts (3, gamma.md §3).
+
+        Raises:
+            ValueError: `num_experts` < 1.
+        """
         super().__init__(mlp, width=mlp.c_fc.in_features, num_experts=num_experts)
         self.fused = True
         self.cache_weights = cache_weights
@@ -106,6 +126,7 @@ class MoAE(PositionwiseMoAE):
         self._cache: dict[torch.dtype | None, FusedWeights] = {}  # autocast dtype (None: off) -> weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., d) -> (..., d), fused or reference as `fused` says."""
         return self.forward_fused(x) if self.fused else self.forward_reference(x)
 
     def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
@@ -146,6 +167,7 @@ class MoAE(PositionwiseMoAE):
 
     @staticmethod
     def _build_fused(mlps: list[Mlp]) -> FusedWeights:
+        """Stack the experts' layers into `forward_fused`'s layout (see `fused_weights`)."""
         w1 = torch.cat([m.c_fc.weight for m in mlps]) * QUICK_GELU_ALPHA  # (E H, d)
         b1 = torch.cat([m.c_fc.bias for m in mlps]) * QUICK_GELU_ALPHA  # (E H,)
         w2 = torch.stack([m.c_proj.weight for m in mlps]).transpose(1, 2) / QUICK_GELU_ALPHA  # (E, H, d)
@@ -154,7 +176,18 @@ class MoAE(PositionwiseMoAE):
 
 
 def install_moae(transformer: Transformer, *, num_layers: int, num_experts: int, cache_weights: bool = True) -> None:
-    """Replace the MLP of the last `num_layers` blocks with MoAE blocks copied from it (in place)."""
+    """Replace the MLP of a tower's last blocks with MoAE blocks copied from it (in place; gamma.md §3).
+
+    Args:
+        transformer: the tower; its MLPs must be plain `Mlp`s.
+        num_layers: how many of the last blocks get MoAE (6 of 12 in gamma.md §3).
+        num_experts: adaptive experts per block (3 in gamma.md §3).
+        cache_weights: as `MoAE`'s (False for the text tower, whose features the model caches).
+
+    Raises:
+        ValueError: `num_layers` outside [0, number of blocks].
+        TypeError: MoAE is already installed in one of those blocks.
+    """
     blocks = transformer.resblocks
     if not 0 <= num_layers <= len(blocks):
         raise ValueError(f"num_layers must be in [0, {len(blocks)}], got {num_layers}")
@@ -165,16 +198,29 @@ def install_moae(transformer: Transformer, *, num_layers: int, num_experts: int,
 
 
 def set_moae_fused(module: nn.Module, fused: bool) -> None:
-    """Switch every MoAE block under `module` to the fused (True) or the straightforward (False) forward."""
+    """Switch every MoAE block under a module to the fused or the straightforward forward.
+
+    Args:
+        module: searched recursively (e.g. a whole model).
+        fused: True: `forward_fused`; False: `forward_reference`. Both compute the same function (to ~1e-6 in fp32).
+    """
     for m in module.modules():
         if isinstance(m, MoAE):
             m.fused = fused
 
 
 def install_conv_moae(blocks: Iterable[nn.Module], *, names: Sequence[str], num_experts: int) -> None:
-    """Wrap each block's position-wise units `names` (modules with a 1x1 `.conv`) in a per-pixel MoAE (in place).
+    """Wrap position-wise units of each block in a per-pixel MoAE (in place), as gamma-lite does.
 
-    Units that a block lacks (an `nn.Identity` in their place) are skipped.
+    Args:
+        blocks: the blocks to modify (e.g. the last MBConv blocks of an EfficientNet-Lite).
+        names: attribute names of the units in each block; a unit is a module with a 1x1 `.conv` (a ConvBN).
+            Units that a block lacks (an `nn.Identity` in their place) are skipped.
+        num_experts: adaptive experts per unit.
+
+    Raises:
+        TypeError: MoAE is already installed on one of the units.
+        ValueError: a unit's convolution is not 1x1, so not position-wise.
     """
     for block in blocks:
         for name in names:

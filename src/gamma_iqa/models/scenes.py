@@ -9,15 +9,24 @@ from collections.abc import Sequence
 
 __all__ = ["GENERIC", "SDP_SCENES", "get_scene", "list_scenes", "register_scene"]
 
-GENERIC = "generic"
-NUM_LEVELS = 5
+GENERIC = "generic"  # the plain Gamma prompt set's scene name
+NUM_LEVELS = 5  # quality levels K, bad to perfect (gamma.md §4)
 
 _SCENES: dict[str, tuple[str, ...]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
 
 
 def register_scene(name: str, prompts: Sequence[str], description: str = "") -> None:
-    """Register a scene with its prompts ordered worst to best; names are unique."""
+    """Register a scene with its prompts.
+
+    Args:
+        name: the scene's name, as `--scene` and `scene=` take it; new.
+        prompts: 5 non-empty prompts, worst to best (e.g. "bad image" ... "perfect image").
+        description: one line for `gamma-iqa list scenes`.
+
+    Raises:
+        ValueError: the name is taken, or the prompts are not 5 non-empty strings.
+    """
     if name in _SCENES:
         raise ValueError(f"scene {name!r} is already registered")
     prompts = tuple(prompts)
@@ -28,7 +37,14 @@ def register_scene(name: str, prompts: Sequence[str], description: str = "") -> 
 
 
 def get_scene(name: str) -> tuple[str, ...]:
-    """The 5 prompts of scene `name`; an unknown name is a one-line error listing the valid ones."""
+    """The 5 prompts of a scene, worst to best.
+
+    Args:
+        name: a registered scene name.
+
+    Raises:
+        ValueError: an unknown name; the one-line message lists the valid ones.
+    """
     try:
         return _SCENES[name]
     except KeyError:
@@ -36,10 +52,16 @@ def get_scene(name: str) -> tuple[str, ...]:
 
 
 def list_scenes() -> list[str]:
+    """Registered scene names, in registration order (generic first)."""
     return list(_SCENES)
 
 
 def describe_scene(name: str) -> str:
+    """The one-line description of a registered scene (possibly empty).
+
+    Raises:
+        ValueError: an unknown name.
+    """
     get_scene(name)
     return _DESCRIPTIONS[name]
 
@@ -57,4 +79,4 @@ register_scene("underwater", [f"underwater {lv}-quality image" for lv in _LEVELS
 register_scene("face", [f"face {lv}-quality image" for lv in _LEVELS], "face images (GFIQA-20k)")
 register_scene("aesthetic", [f"natural {lv}-aesthetics image" for lv in _LEVELS], "image aesthetics (AVA, AADB)")
 
-SDP_SCENES: tuple[str, ...] = ("natural", "aigc", "underwater", "face", "aesthetic")
+SDP_SCENES: tuple[str, ...] = ("natural", "aigc", "underwater", "face", "aesthetic")  # gamma.md §4.2, in its order

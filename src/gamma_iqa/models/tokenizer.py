@@ -1,5 +1,8 @@
 """CLIP byte-level BPE tokenizer (our own code; OpenAI's vocabulary file, MIT).
 
+Our own because the maintained implementations come inside open_clip and clip, which pull in torchvision; the
+tokenizer is a hundred lines, and the tests pin its ids for every registered prompt (gamma.md §4.1).
+
 The vocabulary `bpe_simple_vocab_16e6.txt.gz` is not shipped: it is found, in this order, at an explicit path, in a
 checkpoint folder, or inside an installed `open_clip` or `clip` package (located without importing it).
 """
@@ -18,13 +21,23 @@ import torch
 
 __all__ = ["VOCAB_FILENAME", "Tokenizer", "find_vocab", "get_tokenizer"]
 
-VOCAB_FILENAME = "bpe_simple_vocab_16e6.txt.gz"
-SOT, EOT = "<|startoftext|>", "<|endoftext|>"
+VOCAB_FILENAME = "bpe_simple_vocab_16e6.txt.gz"  # OpenAI CLIP's merges file, as open_clip and clip ship it
+SOT, EOT = "<|startoftext|>", "<|endoftext|>"  # ids 49406 and 49407, the last two of the vocabulary (gamma.md §4.1)
 _CONTRACTIONS = ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d")
 
 
 def find_vocab(*candidates: str | Path | None) -> Path:
-    """The first vocabulary found among `candidates` (files or folders), then installed open_clip / clip packages."""
+    """Find the CLIP BPE vocabulary.
+
+    Args:
+        *candidates: files, or folders holding `VOCAB_FILENAME`, tried in order; None entries are skipped.
+
+    Returns:
+        The first existing file among the candidates, then in installed open_clip or clip packages.
+
+    Raises:
+        FileNotFoundError: none is found; the message says how to get one.
+    """
     places: list[Path] = []
     for c in candidates:
         if c is not None:
@@ -102,6 +115,14 @@ class Tokenizer:
     """Encodes text to CLIP token ids: lower-cased, whitespace-collapsed, byte-level BPE, SOT ... EOT, zero padded."""
 
     def __init__(self, vocab_path: str | Path) -> None:
+        """Read the vocabulary: 256 bytes, the same with an end-of-word mark, 48,894 merges, SOT and EOT (49,408).
+
+        Args:
+            vocab_path: the gzipped merges file (`VOCAB_FILENAME`).
+
+        Raises:
+            OSError: the file cannot be read (gzip.BadGzipFile, FileNotFoundError).
+        """
         self.vocab_path = Path(vocab_path)
         with gzip.open(self.vocab_path, "rt", encoding="utf-8") as f:
             merges = f.read().split("\n")[1 : 49152 - 256 - 2 + 1]
@@ -115,6 +136,7 @@ class Tokenizer:
         self._cache: dict[str, list[str]] = {SOT: [SOT], EOT: [EOT]}
 
     def _bpe(self, token: str) -> list[str]:
+        """The BPE pieces of one pre-token (byte-mapped), merging the lowest-ranked pair first; cached."""
         if token in self._cache:
             return self._cache[token]
         word = [*token[:-1], token[-1] + "</w>"]
@@ -137,7 +159,7 @@ class Tokenizer:
         return word
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of `text`, without SOT/EOT."""
+        """Token ids of a text, without SOT and EOT."""
         text = " ".join(html.unescape(html.unescape(text)).split()).lower()
         ids: list[int] = []
         for piece in _pre_tokenize(text):
@@ -146,7 +168,18 @@ class Tokenizer:
         return ids
 
     def __call__(self, texts: str | list[str], context_length: int = 77) -> torch.Tensor:
-        """(T, context_length) int64: SOT, ids, EOT, zeros. Texts too long for the context are an error."""
+        """Tokenise texts into a padded id tensor.
+
+        Args:
+            texts: one text or a list of T texts.
+            context_length: positions per row (77 for CLIP, gamma.md §2).
+
+        Returns:
+            (T, context_length) int64: SOT, ids, EOT, zeros.
+
+        Raises:
+            ValueError: a text with more tokens (SOT and EOT included) than `context_length`.
+        """
         texts = [texts] if isinstance(texts, str) else list(texts)
         out = torch.zeros(len(texts), context_length, dtype=torch.long)
         for row, text in enumerate(texts):
@@ -159,5 +192,12 @@ class Tokenizer:
 
 @functools.lru_cache(maxsize=4)
 def get_tokenizer(vocab_path: str | Path | None = None) -> Tokenizer:
-    """A cached tokenizer for the vocabulary resolved by `find_vocab(vocab_path)`."""
+    """A tokenizer for the vocabulary `find_vocab(vocab_path)` finds, cached per `vocab_path`.
+
+    Args:
+        vocab_path: the vocabulary file or a folder holding it; None: an installed open_clip or clip package's.
+
+    Raises:
+        FileNotFoundError: no vocabulary is found.
+    """
     return Tokenizer(find_vocab(vocab_path))
