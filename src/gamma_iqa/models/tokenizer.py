@@ -73,7 +73,7 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(keep, map(chr, chars), strict=True))
 
 
-def _kind(ch: str) -> str:
+def _char_class(ch: str) -> str:
     """'L' for letters, 'N' for numbers, 'S' for whitespace, 'P' for anything else."""
     if ch.isspace():
         return "S"
@@ -93,18 +93,18 @@ def _pre_tokenize(text: str) -> list[str]:
                 break
         else:
             contraction = next((c for c in _CONTRACTIONS if text.startswith(c, i)), None)
-            kind = _kind(text[i])
+            char_class = _char_class(text[i])
             if contraction:
                 out.append(contraction)
                 i += len(contraction)
-            elif kind == "S":
+            elif char_class == "S":
                 i += 1
-            elif kind == "N":
+            elif char_class == "N":
                 out.append(text[i])
                 i += 1
             else:
                 j = i + 1
-                while j < n and _kind(text[j]) == kind:
+                while j < n and _char_class(text[j]) == char_class:
                     j += 1
                 out.append(text[i:j])
                 i = j
