@@ -242,9 +242,20 @@ def _each(fn: Callable[[str], float]) -> Callable[[Sequence[str]], list[float]]:
     return score
 
 
-def gamma_lite(model: str, crops: str, batch_size: int) -> Method:
-    from gamma_iqa.models import create_model, list_models, trained_weights
+def gamma_lite(model: str | None, crops: str, batch_size: int) -> Method:
+    from gamma_iqa.models import (
+        DEFAULT_MODEL,
+        CheckpointError,
+        create_model,
+        default_model,
+        list_models,
+        trained_weights,
+    )
 
+    try:
+        model = model or default_model()  # the library's default-model policy, as `gamma-iqa score` without --model
+    except CheckpointError:
+        model = DEFAULT_MODEL  # not built in this install: skipped just below
     if model in list_models() and trained_weights(model) is None:
         return Method(model, False, None, "no trained weights: run scripts/build_default_model.py")
     net = create_model(model)
@@ -293,7 +304,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--photos", help="a folder of photos instead of the Debian ones")
     p.add_argument("--out", default="build/eval-default", help="distorted images, items.csv, results.{json,md}")
     p.add_argument("--cache", default="build/debs", help="where missing Debian packages are unpacked")
-    p.add_argument("--model", default="gamma-lite", help="the model evaluated (name or checkpoint)")
+    p.add_argument("--model", help="the model evaluated (name or checkpoint); default: the default model, gamma-lite")
     p.add_argument("--crops", default="10", help="gamma-lite's crops: N, center or none (default 10)")
     p.add_argument("--strengths", default=",".join(f"{s:g}" for s in STRENGTHS), help="comma-separated, in (0, 1]")
     p.add_argument("--types", default="all", help="'all' or comma-separated distortion names")

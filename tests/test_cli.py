@@ -5,7 +5,7 @@ import sys
 
 from PIL import Image
 
-from gamma_iqa.cli import main
+from gamma_iqa.cli import as_flags, main
 
 
 def run(capsys, *argv):
@@ -20,6 +20,13 @@ def test_list(capsys):
     code, out, _ = run(capsys, "list", "scenes")
     names = [line.split("\t")[0] for line in out.splitlines()]
     assert names == ["generic", "natural", "aigc", "underwater", "face", "aesthetic"]
+
+
+def test_library_parameters_become_flags():
+    assert as_flags("`batch_size` must be >= 1") == "--batch-size must be >= 1"
+    assert as_flags("`resume` works with `fmt` csv") == "--resume works with --format csv"  # renamed flags
+    assert as_flags("`overrides` 'lr': expected key=value") == "--set 'lr': expected key=value"
+    assert as_flags("build them with `python scripts/x.py`") == "build them with `python scripts/x.py`"
 
 
 def test_convert_errors_exit_2(capsys, tmp_path):

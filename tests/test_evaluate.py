@@ -10,7 +10,7 @@ from PIL import Image
 
 from gamma_iqa import create_model, list_datasets, metrics
 from gamma_iqa.cli import main
-from gamma_iqa.data.datasets import folder_csv_dataset
+from gamma_iqa.data.datasets import folder_csv_dataset, user_dataset
 from gamma_iqa.data.transforms import load_image, make_crops, resize_short_side
 from gamma_iqa.engine.evaluate import evaluate
 from gamma_iqa.outputs.results import PAPER_TABLE1
@@ -156,6 +156,48 @@ def test_folder_csv_from_the_command_line_and_plots(capsys, tmp_path):
         pixels = np.asarray(im.convert("RGB")).reshape(-1, 3)
     dots = (pixels == (0x1F, 0x77, 0xB4)).all(axis=1).sum()  # the scatter's colour: 5 dots and the legend
     assert dots >= 5 * 9
+
+
+def test_own_dataset_takes_the_same_keys_on_the_command_line_and_in_python(capsys, tmp_path):
+    """`--dataset folder+csv` with --image-column, --mos-column and --resize is `user_dataset` with those keys (as a
+    training config's entry): the same predictions, and the resize applied (another resize changes them)."""
+    rows = photos(tmp_path / "mine", 20)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,quality\n" + "".join(f"{n},{m}\n" for n, m in rows))
+    keys = {"csv": str(labels), "mos_range": [1, 5], "scene": "face", "image_column": "file", "mos_column": "quality"}
+    flags = ["--csv", str(labels), "--mos-range", "1", "5", "--scene", "face"]
+    flags += ["--image-column", "file", "--mos-column", "quality", "--crops", "2"]
+    predictions = {}
+    for resize in (60, 100):
+        preds = tmp_path / f"preds{resize}.csv"
+        code, _, err = run(
+            capsys, "eval", "--model", "gamma-test", "--dataset", "folder+csv", "--data-root", str(tmp_path / "mine"),
+            *flags, "--resize", str(resize), "--save-predictions", str(preds),
+        )  # fmt: skip
+        assert code == 0, err
+        with open(preds, newline="") as f:
+            predictions[resize] = [(r["image"], float(r["prediction"])) for r in csv.DictReader(f)]
+    spec, root = user_dataset({**keys, "resize": 60, "name": "mine"}, tmp_path / "mine")
+    assert (spec.name, spec.resize, spec.lower_better, root) == ("mine", 60, False, tmp_path / "mine")
+    (result,) = evaluate(create_model("gamma-test"), [spec], root, crops=2)
+    assert [(image, score) for image, _, _, score in result.predictions] == predictions[60]
+    assert [s for _, s in predictions[60]] != [s for _, s in predictions[100]]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"csv": "x.csv", "mos_range": [1, 5]}, "own dataset 'folder\\+csv': missing scene"),
+        ({"csv": "x.csv", "mos_range": [1, 5], "scene": "face", "colour": 1}, "unknown colour"),
+        ({"csv": "x.csv", "mos_range": [5], "scene": "face"}, r"mos_range must be \[low, high\], got \[5\]"),
+        ({"csv": "x.csv", "mos_range": [1, 5], "scene": "face", "resize": 0}, "resize must be a positive"),
+        ({"csv": "x.csv", "mos_range": [1, 5], "scene": "face", "lower_better": "no"}, "lower_better must be true"),
+        ({"csv": "x.csv", "mos_range": [1, 5], "scene": "space"}, "unknown scene 'space'"),
+    ],
+)
+def test_own_dataset_errors(values, message):
+    with pytest.raises(ValueError, match=message):
+        user_dataset(values, default_name="folder+csv")
 
 
 @pytest.mark.parametrize(

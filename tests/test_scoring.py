@@ -203,6 +203,7 @@ def test_usage_errors_exit_2(capsys, folder):
         (["--scene", "space"], "unknown scene 'space'"),
         (["--crops", "0"], "--crops must be"),
         (["--resume"], "--resume needs --output"),
+        (["--resume", "--output", str(folder / "x.json"), "--format", "json"], "--resume works with --format csv"),
         (["--dtype", "fp16", "--device", "cpu"], "fp16 needs a GPU"),
         (["--manifest", str(folder / "none.csv")], "cannot read"),
     ]:

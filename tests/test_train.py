@@ -96,6 +96,10 @@ def test_overrides_and_errors(tmp_path):
         load_config(None, ["lr"])
     with pytest.raises(ValueError, match="own dataset 'x': missing csv, mos_range, scene"):
         load_config(None, ["datasets=[{name: x}]"])
+    with pytest.raises(ValueError, match="own dataset 'x': mos_range must be"):  # checked as `eval` checks it
+        load_config(None, ["datasets=[{name: x, csv: x.csv, mos_range: 5, scene: face}]"])
+    with pytest.raises(ValueError, match=r"`config` .*nowhere\.yaml: cannot read"):
+        load_config(tmp_path / "nowhere.yaml")
     with pytest.raises(ValueError, match="sampler must be"):
         load_config(CONFIGS / "gamma.yaml", ["sampler=random"])
 
@@ -258,6 +262,15 @@ def _tiny_sdp(tmp_path: Path) -> Path:
 def test_cli_errors(tmp_path, capsys, monkeypatch):
     assert main(["train", "--set", "wings=2"]) == 2
     assert "unknown training settings: wings" in capsys.readouterr().err
+    # Library messages name parameters; the command line names its flags.
+    assert main(["train", "--set", "lr"]) == 2
+    assert capsys.readouterr().err == "gamma-iqa train: error: --set 'lr': expected key=value\n"
+    assert main(["train", "--config", str(tmp_path / "nowhere.yaml")]) == 2
+    assert f"error: --config {tmp_path / 'nowhere.yaml'}: cannot read" in capsys.readouterr().err
+    toy = [f"datasets=[{toy_dataset(tmp_path / 'toy1', n=12)}]".replace("'", '"'), "model=gamma-test", "workers=0"]
+    sets = [arg for value in toy for arg in ("--set", value)]
+    assert main(["train", *sets, "--out", str(tmp_path / "none"), "--resume"]) == 1
+    assert "error: --resume: no checkpoint with train_state.pt" in capsys.readouterr().err
     monkeypatch.setenv("GAMMA_IQA_HOME", str(tmp_path / "home"))
     data = toy_dataset(tmp_path / "toy", n=12)
     argv = ["train", "--set", f"datasets=[{data}]".replace("'", '"'), "--out", str(tmp_path / "run")]

@@ -1,4 +1,8 @@
-"""Command line: `gamma-iqa score|eval|convert|list`. Data goes to stdout, messages to stderr.
+"""Command line: `gamma-iqa score|eval|train|convert|list`. Data goes to stdout, messages to stderr.
+
+Each subcommand parses its arguments into one library call (`outputs.runs.run_score`, `outputs.runs.run_eval`,
+`engine.train.train`, `models.convert`) and turns library errors, which name parameters (`batch_size`), into lines
+that name flags (--batch-size).
 
 Exit status: 0 all good, 1 some inputs failed, 2 usage errors (bad arguments, unusable model or checkpoint).
 """
@@ -6,49 +10,53 @@ Exit status: 0 all good, 1 some inputs failed, 2 usage errors (bad arguments, un
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import json
 import os
 import re
 import sys
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
-import torch.distributed as dist
-
-from .data.inputs import drop_partial_line, expand_paths, read_done, read_manifest, skip_done
+from .data.datasets import FOLDER_CSV, DatasetSpec, get_dataset, list_datasets, user_dataset
+from .data.inputs import expand_paths, read_manifest
 from .data.transforms import parse_crops
-from .engine.runtime import resolve_device, setup
-from .engine.scoring import Scorer, ScoreRow
-from .models import (
-    DEFAULT_MODEL,
-    CheckpointError,
-    convert_original,
-    create_model,
-    list_models,
-    model_spec,
-    save_checkpoint,
-    trained_weights,
-)
+from .engine.runtime import process_group, resolve_device
+from .engine.scoring import ScoreRow
+from .engine.train import TrainingError, train
+from .engine.trainconfig import load_config
+from .models import DEFAULT_MODEL, CheckpointError, convert, create_model, default_model, list_models, model_spec
 from .models.scenes import describe_scene, list_scenes
-from .models.tokenizer import find_vocab
-from .outputs.report import write_html
+from .outputs.runs import run_eval, run_score
+from .outputs.writers import open_rows
 
-__all__ = ["main"]
+__all__ = ["as_flags", "build_parser", "main"]
+
+# Parameters whose flag has another name; every other `parameter` is --parameter with dashes.
+_FLAG_NAMES = {"fmt": "format", "overrides": "set"}
 
 
 class UsageError(Exception):
-    pass
+    """A command line that cannot run as given: the message names the flags and goes to stderr as one line."""
 
 
 def as_flags(message: str) -> str:
-    """A library message, which names parameters in backticks (`batch_size`), in the command line's terms."""
-    return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: "--" + m.group(1).replace("_", "-"), message)
+    """A library message, which names parameters in backticks (`batch_size`), in the command line's terms.
+
+    Example: "`resume` needs `output`" becomes "--resume needs --output".
+    """
+    return re.sub(
+        r"`([a-z][a-z0-9_]*)`", lambda m: "--" + _FLAG_NAMES.get(m.group(1), m.group(1)).replace("_", "-"), message
+    )
+
+
+def _warn_lines(caught: Sequence[warnings.WarningMessage]) -> None:
+    """Show caught warnings as one stderr line each, not as Python's two-line warnings."""
+    for w in caught:
+        print(f"warning: {as_flags(str(w.message))}", file=sys.stderr)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    """`list models|scenes|datasets`: one tab-separated line each."""
     if args.what == "models":
         for name in list_models():
             print(f"{name}\t{model_spec(name).description}")
@@ -60,136 +68,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_convert(args: argparse.Namespace) -> int:
-    model = convert_original(args.input, variant=args.variant)
-    try:
-        model.vocab_path = str(find_vocab(args.bpe))
-    except FileNotFoundError as e:
-        if args.bpe is not None:
-            raise UsageError(f"--bpe {args.bpe}: not found") from None
-        print(f"warning: {e}; the converted model will need it to score", file=sys.stderr)
-    out = save_checkpoint(model, args.output)
-    print(f"converted {args.input} ({args.variant}) -> {out}", file=sys.stderr)
-    return 0
-
-
-class _Sink:
-    """Writes rows as they come (csv, jsonl) or at the end (json), to stdout or a file (appending on --resume)."""
-
-    def __init__(self, fmt: str, output: str | None, resume: bool) -> None:
-        self.fmt, self.rows = fmt, []
-        if output and resume and os.path.exists(output):
-            drop_partial_line(output)
-        append = bool(output) and resume and os.path.exists(output) and os.path.getsize(output) > 0
-        self.stream = open(output, "a" if append else "w", newline="") if output else sys.stdout  # noqa: SIM115
-        self.close_stream = bool(output)
-        self.writer = csv.DictWriter(self.stream, fieldnames=list(ScoreRow.FIELDS), lineterminator="\n")
-        if fmt == "csv" and not append:
-            self.writer.writeheader()
-
-    def write(self, row: ScoreRow) -> None:
-        if self.fmt == "csv":
-            self.writer.writerow({k: ("" if v is None else v) for k, v in row.as_dict().items()})
-        elif self.fmt == "jsonl":
-            self.stream.write(json.dumps(row.as_dict()) + "\n")
-        else:
-            self.rows.append(row.as_dict())
-            return
-        self.stream.flush()  # a finished score is on disk before the next one starts
-
-    def close(self) -> None:
-        if self.fmt == "json":
-            json.dump(self.rows, self.stream, indent=1)
-            self.stream.write("\n")
-        if self.close_stream:
-            self.stream.close()
-
-
-def _cmd_score(args: argparse.Namespace) -> int:
-    if not args.paths and not args.manifest:
-        raise UsageError("give image paths, folders or globs, or --manifest FILE")
-    if args.resume and not args.output:
-        raise UsageError("--resume needs --output FILE")
-    if args.resume and args.format == "json":
-        raise UsageError("--resume works with --format csv or jsonl (a JSON array cannot be appended to)")
-    try:
-        crops = parse_crops(args.crops)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    if args.model is None:
-        if trained_weights(DEFAULT_MODEL) is None:
-            raise UsageError(
-                f"no --model given and the default {DEFAULT_MODEL} has no trained weights in this install: build them "
-                "with `python scripts/build_default_model.py`, or pass --model NAME_OR_CHECKPOINT"
-            )
-        args.model = DEFAULT_MODEL
-    rank, world, device = setup(args.device)
-    model = create_model(args.model).to(device)
-    if args.bpe:
-        model.vocab_path = args.bpe
-    model.prompt_key(args.scene)  # an unknown scene is a usage error before any work
-    entries = expand_paths(args.paths, args.scene)
-    if args.manifest:
-        entries += read_manifest(args.manifest, args.scene)
-    if args.resume:
-        entries = skip_done(entries, read_done(args.output, args.format))
-    scorer = Scorer(
-        model,
-        crops=crops,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        dtype=args.dtype,
-        thumbnails=bool(args.html),
-        progress=True,
-        distributed=True,
-    )
-    sink = _Sink(args.format, args.output, args.resume) if rank == 0 else None
-    kept, failed = [], False  # rows are kept only for the HTML page: a million-image run streams
-    try:
-        for row in scorer.run(entries):
-            sink.write(row)
-            if args.html:
-                kept.append(row)
-            if row.error:
-                failed = True
-                print(f"error: {row.path}: {row.error}", file=sys.stderr)
-    finally:
-        if sink is not None:
-            sink.close()
-    if args.html and rank == 0:
-        write_html(kept, args.html, model=args.model, score_range=model.score_range)
-    if world > 1:
-        flag = [failed]
-        dist.broadcast_object_list(flag, src=0)
-        failed = flag[0]
-        dist.destroy_process_group()
-    return 1 if failed else 0
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from .engine.train import TrainingError, train
-    from .engine.trainconfig import load_config
-
-    cfg = load_config(args.config, args.set)
-    if args.out:
-        cfg = dataclasses.replace(cfg, out=args.out)
-    try:
-        out = train(cfg, resume=args.resume)
-    except TrainingError as e:
-        print(f"gamma-iqa train: error: {e}", file=sys.stderr)
-        return 1
-    print(f"gamma-iqa train: done; run folder {out}", file=sys.stderr)
-    return 0
-
-
-def _default_workers() -> int:
-    return min(4, max(0, (os.cpu_count() or 1) - 1))
-
-
 def _list_datasets() -> None:
-    from .data.datasets import FOLDER_CSV, get_dataset, list_datasets
-
+    """The registered datasets, one line each with scene, size, MOS scale and split, then `folder+csv`."""
     for name in list_datasets():
         if name == FOLDER_CSV:
             print(f"{name}\tyour own images and CSV: --csv FILE --mos-range LO HI --scene S [--lower-better]")
@@ -202,45 +82,126 @@ def _list_datasets() -> None:
         )
 
 
-def _eval_datasets(args: argparse.Namespace) -> list:
-    from .data.datasets import FOLDER_CSV, folder_csv_dataset, get_dataset
+def _cmd_convert(args: argparse.Namespace) -> int:
+    """`convert SRC DST`: an original release checkpoint to our folder format."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = convert(args.input, args.output, args.variant, args.bpe)
+    _warn_lines(caught)
+    print(f"converted {args.input} ({args.variant}) -> {out}", file=sys.stderr)
+    return 0
 
-    specs = []
-    for name in (n.strip() for n in args.dataset.split(",") if n.strip()):
-        if name.lower() != FOLDER_CSV:
-            specs.append(get_dataset(name))
-        elif args.csv is None or args.mos_range is None or args.scene is None:
-            raise UsageError("--dataset folder+csv needs --csv FILE, --mos-range LO HI and --scene S")
-        else:
-            specs.append(
-                folder_csv_dataset(
-                    args.csv, mos_range=tuple(args.mos_range), scene=args.scene, lower_better=args.lower_better
-                )
-            )
+
+def _model_name(args: argparse.Namespace) -> str:
+    """--model, or the default model when it has trained weights in this install."""
+    if args.model is not None:
+        return args.model
+    try:
+        return default_model()
+    except CheckpointError as e:
+        raise UsageError(f"{e} (--model NAME_OR_CHECKPOINT)") from None
+
+
+def _print_error(row: ScoreRow) -> None:
+    """One stderr line for a row that failed."""
+    print(f"error: {row.path}: {row.error}", file=sys.stderr)
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    """`score PATHS... [--manifest FILE]`: rows as they finish, to stdout or --output (with --resume)."""
+    if not args.paths and not args.manifest:
+        raise UsageError("give image paths, folders or globs, or --manifest FILE")
+    rows = open_rows(args.output, args.format, resume=args.resume)
+    crops = parse_crops(args.crops)
+    name = _model_name(args)
+    with process_group(args.device) as group:
+        model = create_model(name).to(group.device)
+        if args.bpe:
+            model.vocab_path = args.bpe
+        model.prompt_key(args.scene)  # an unknown scene is a usage error before any work
+        entries = expand_paths(args.paths, args.scene)
+        if args.manifest:
+            entries += read_manifest(args.manifest, args.scene)
+        failed = run_score(
+            model,
+            entries,
+            rows,
+            html=args.html,
+            model_name=name,
+            distributed=True,
+            on_error=_print_error,
+            crops=crops,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            dtype=args.dtype,
+            progress=True,
+        )
+    return 1 if failed else 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    """`train --config FILE [--set KEY=VALUE]...`: a training run; 1 when it cannot go on."""
+    cfg = load_config(args.config, args.set)
+    if args.out:
+        cfg = dataclasses.replace(cfg, out=args.out)
+    try:
+        out = train(cfg, resume=args.resume)
+    except TrainingError as e:
+        print(f"gamma-iqa train: error: {as_flags(str(e))}", file=sys.stderr)
+        return 1
+    print(f"gamma-iqa train: done; run folder {out}", file=sys.stderr)
+    return 0
+
+
+def _default_workers() -> int:
+    """Decoding processes by default: one per spare CPU, at most 4."""
+    return min(4, max(0, (os.cpu_count() or 1) - 1))
+
+
+def _own_dataset(args: argparse.Namespace) -> DatasetSpec:
+    """`--dataset folder+csv`: the user's own dataset from its flags (the keys of a training config's entry)."""
+    if args.csv is None or args.mos_range is None or args.scene is None:
+        raise UsageError("--dataset folder+csv needs --csv FILE, --mos-range LO HI and --scene S")
+    flags = {
+        "csv": args.csv,
+        "mos_range": args.mos_range,
+        "scene": args.scene,
+        "lower_better": args.lower_better,
+        "resize": args.resize,
+        "image_column": args.image_column,
+        "mos_column": args.mos_column,
+    }
+    spec, _ = user_dataset({k: v for k, v in flags.items() if v is not None}, default_name=FOLDER_CSV)
+    return spec
+
+
+def _eval_datasets(args: argparse.Namespace) -> list[DatasetSpec]:
+    """The datasets of --dataset: registered names, and `folder+csv` from its flags."""
+    names = [n.strip() for n in args.dataset.split(",") if n.strip()]
+    specs = [_own_dataset(args) if n.lower() == FOLDER_CSV else get_dataset(n) for n in names]
     if not specs:
         raise UsageError("--dataset names no dataset (see `gamma-iqa list datasets`)")
     return specs
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .engine.evaluate import evaluate
-    from .outputs.results import format_markdown, plot_predictions, save_predictions
-
-    try:
-        crops = parse_crops(args.crops)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    """`eval --model M --dataset D --data-root DIR`: the paper's metrics per dataset; 1 when images were missing."""
+    crops = parse_crops(args.crops)
     if args.batch_size < 1 or args.workers < 0:
         raise UsageError("--batch-size must be at least 1 and --workers at least 0")
     specs = _eval_datasets(args)
     model = create_model(args.model).to(resolve_device(args.device))
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")  # shown below as one line each, not as Python's two-line warnings
+        warnings.simplefilter("always")
         try:
-            results = evaluate(
+            results = run_eval(
                 model,
                 specs,
                 args.data_root,
+                fmt=args.format,
+                predictions=args.save_predictions,
+                plot=args.plot,
                 split=args.split,
                 crops=crops,
                 seed=args.seed,
@@ -250,19 +211,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             )
         except ImportError as e:  # an optional reader dependency (scipy, openpyxl): the message names it
             raise UsageError(str(e)) from None
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
-    if args.format == "md":
-        sys.stdout.write(format_markdown(results, model.config.name))
-    else:
-        json.dump([r.as_dict() for r in results], sys.stdout, indent=1)
-        sys.stdout.write("\n")
-    if args.save_predictions:
-        save_predictions(results, args.save_predictions)
-    if args.plot:
-        Path(args.plot).mkdir(parents=True, exist_ok=True)
-        for r in results:
-            plot_predictions(r, Path(args.plot) / f"{r.dataset.replace('+', '-')}.png")
+    _warn_lines(caught)
     for r in results:
         for image, why in r.errors:
             print(f"error: {r.dataset}: {image}: {why}", file=sys.stderr)
@@ -270,6 +219,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand; each sets `func`, its handler."""
     p = argparse.ArgumentParser(prog="gamma-iqa", description="Gamma image quality and aesthetics assessment")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -317,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--mos-range", type=float, nargs=2, metavar=("LO", "HI"), help="folder+csv: the MOS scale")
     e.add_argument("--scene", help="folder+csv: the images' scene (see `list scenes`)")
     e.add_argument("--lower-better", action="store_true", help="folder+csv: lower MOS is better (DMOS)")
+    e.add_argument("--resize", type=int, metavar="N", help="folder+csv: resize the short side to N pixels first")
+    e.add_argument("--image-column", help="folder+csv: the CSV's column of image paths (default image)")
+    e.add_argument("--mos-column", help="folder+csv: the CSV's column of MOS values (default mos)")
     e.set_defaults(func=_cmd_eval)
 
     t = sub.add_parser("train", help="train or fine-tune (the published recipe in configs/*.yaml)")
@@ -333,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line on `argv` (default: sys.argv[1:]); returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

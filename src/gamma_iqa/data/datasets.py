@@ -20,9 +20,10 @@ import functools
 import hashlib
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,7 @@ from .readers import Labels
 
 __all__ = [
     "FOLDER_CSV",
+    "USER_DATASET_KEYS",
     "DatasetSpec",
     "Record",
     "dataset_dir",
@@ -43,6 +45,7 @@ __all__ = [
     "make_splits",
     "register_dataset",
     "select",
+    "user_dataset",
 ]
 
 FOLDER_CSV = "folder+csv"
@@ -134,6 +137,87 @@ def folder_csv_dataset(
         readers.read_folder_csv, csv_path=Path(csv_path), image_column=image_column, mos_column=mos_column
     )
     return DatasetSpec(name, name, scene, tuple(mos_range), lower_better, 0, (), reader, "from the CSV", resize)
+
+
+# The keys of a user's own dataset, the same for `gamma-iqa eval --dataset folder+csv` and a training config.
+USER_DATASET_KEYS = (
+    "name", "csv", "root", "mos_range", "scene", "lower_better", "image_column", "mos_column", "resize",
+)  # fmt: skip
+_REQUIRED_KEYS = ("csv", "mos_range", "scene")
+
+
+def _check_user_values(values: Mapping[str, Any], name: str) -> None:
+    """Raise ValueError naming the first malformed value of a user dataset mapping (keys already checked)."""
+    lo_hi = values["mos_range"]
+    checks = [
+        (
+            isinstance(lo_hi, (list, tuple))
+            and len(lo_hi) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in lo_hi),
+            f"mos_range must be [low, high], got {lo_hi!r}",
+        ),
+        (isinstance(values.get("lower_better", False), bool), "lower_better must be true or false"),
+        (
+            values.get("resize") is None
+            or (isinstance(values["resize"], int) and not isinstance(values["resize"], bool) and values["resize"] > 0),
+            f"resize must be a positive number of pixels or empty, got {values.get('resize')!r}",
+        ),
+        (
+            all(isinstance(values.get(k, ""), str) for k in ("image_column", "mos_column")),
+            "image_column and mos_column must be column names",
+        ),
+    ]
+    for ok, problem in checks:
+        if not ok:
+            raise ValueError(f"own dataset {name!r}: {problem}")
+
+
+def user_dataset(
+    values: Mapping[str, Any],
+    data_root: str | os.PathLike[str] | None = None,
+    *,
+    default_name: str | None = None,
+) -> tuple[DatasetSpec, str | os.PathLike[str] | None]:
+    """A user's own dataset (a folder of images and a label CSV) from a mapping, as `eval` and `train` take it.
+
+    The keys (USER_DATASET_KEYS): `csv` (the label CSV: an image column of paths relative to the root, a MOS
+    column, optionally a `split` column), `mos_range` ([low, high], the MOS scale), `scene` (see `list_scenes`),
+    and optionally `root` (the images' folder; default `data_root`), `lower_better` (true for DMOS; default false),
+    `image_column` and `mos_column` (default "image" and "mos"), `resize` (short side in pixels before cropping;
+    default none) and `name` (what results are reported under).
+
+    Args:
+        values: the mapping (a YAML entry of `datasets`, or the command line's flags).
+        data_root: the images' folder when `values` has no `root`.
+        default_name: the name when `values` has none; None: `name` is required.
+
+    Returns:
+        (spec, root): the dataset, and the folder its image paths are relative to.
+
+    Raises:
+        ValueError: a missing or unknown key, or a malformed value (the message names the dataset and the keys).
+    """
+    name = values.get("name", default_name)
+    required = _REQUIRED_KEYS if default_name is not None else ("name", *_REQUIRED_KEYS)
+    missing = set(required) - set(values)
+    unknown = set(values) - set(USER_DATASET_KEYS)
+    if missing or unknown:
+        problem = f"missing {', '.join(sorted(missing))}" if missing else f"unknown {', '.join(sorted(unknown))}"
+        raise ValueError(f"own dataset {name or '?'!r}: {problem} (keys: {sorted(USER_DATASET_KEYS)})")
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"own dataset {name!r}: name must be a non-empty string")
+    _check_user_values(values, name)
+    columns = {k: values[k] for k in ("image_column", "mos_column") if k in values}
+    spec = folder_csv_dataset(
+        values["csv"],
+        mos_range=tuple(values["mos_range"]),
+        scene=values["scene"],
+        lower_better=values.get("lower_better", False),
+        resize=values.get("resize"),
+        name=name,
+        **columns,
+    )
+    return spec, values.get("root", data_root)
 
 
 def dataset_dir(spec: DatasetSpec, data_root: str | os.PathLike[str]) -> Path:

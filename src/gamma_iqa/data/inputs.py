@@ -1,8 +1,9 @@
-"""What to score: expansion of paths, folders and globs, scene manifests, and rows already written (for --resume).
+"""What to score: expansion of paths, folders and globs, and scene manifests.
 
 Every input becomes an `Entry` in input order; inputs that cannot even be listed (a missing path, an empty folder,
 an unreadable folder, a pattern that matches nothing) become entries that carry their error, so that they still get
-their row and the run goes on.
+their row and the run goes on. The rows already written by an interrupted run are the row writer's business
+(`gamma_iqa.outputs.writers`).
 """
 
 from __future__ import annotations
@@ -11,29 +12,38 @@ import csv
 import glob
 import json
 import os
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["IMAGE_EXTENSIONS", "Entry", "drop_partial_line", "expand_paths", "read_done", "read_manifest", "skip_done"]
+__all__ = ["IMAGE_EXTENSIONS", "Entry", "expand_paths", "read_manifest"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One thing to score: `source` is a path or an in-memory image; `label` is what the output's path column says."""
+    """One thing to score, in input order.
 
-    label: str
+    Attributes:
+        name: what the output's `path` column says (the path as given, or `<input N>` for an in-memory image).
+        source: a path, or an in-memory image (PIL image, numpy array, (3, H, W) float tensor in [0, 1]); None when
+            the input could not even be listed.
+        scene: the scene its prompt is chosen by; None: the model's default scene.
+        error: why the input cannot be scored (its row carries it); None for a scorable input.
+        resize: short side in pixels the image is resized to before cropping (datasets scored at one scale).
+    """
+
+    name: str
     source: Any = None
     scene: str | None = None
     error: str | None = None
-    resize: int | None = None  # short side resized to this before cropping (datasets scored at one scale)
+    resize: int | None = None
 
 
 def _walk(folder: Path) -> tuple[list[Path], list[Entry]]:
+    """Image files under `folder` (sorted), and an error entry for each subfolder that cannot be read."""
     files: list[Path] = []
     errors: list[Entry] = []
 
@@ -47,7 +57,16 @@ def _walk(folder: Path) -> tuple[list[Path], list[Entry]]:
 
 
 def expand_paths(paths: Iterable[str], scene: str | None = None) -> list[Entry]:
-    """Files as given; folders recursively (sorted, image extensions in any case); glob patterns sorted."""
+    """Entries for paths: files as given, folders recursively (sorted, image extensions in any case), globs sorted.
+
+    Args:
+        paths: files, folders or glob patterns, in the order their entries come out.
+        scene: the scene of every entry; None: the model's default.
+
+    Returns:
+        One entry per image found, plus an entry carrying its error for each input that lists nothing (no such file
+        or folder, a folder without images, an unreadable folder, a pattern matching no file).
+    """
     out: list[Entry] = []
     for raw in paths:
         p = Path(raw)
@@ -69,16 +88,8 @@ def expand_paths(paths: Iterable[str], scene: str | None = None) -> list[Entry]:
     return out
 
 
-def read_manifest(path: str | Path, default_scene: str | None = None) -> list[Entry]:
-    """Entries from a CSV (header with `path` and optionally `scene`) or JSONL file ({"path": ..., "scene": ...}).
-
-    Relative paths are taken from the manifest's folder. An empty scene falls back to `default_scene`.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as e:
-        raise ValueError(f"--manifest {path}: cannot read ({e.strerror or e})") from None
+def _records(path: Path, text: str) -> list[Any]:
+    """The records of manifest `path` (its `text`): JSONL objects, or CSV rows as mappings of the header's columns."""
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         records = []
         for n, line in enumerate(text.splitlines(), 1):
@@ -86,57 +97,41 @@ def read_manifest(path: str | Path, default_scene: str | None = None) -> list[En
                 try:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"--manifest {path}: line {n} is not JSON ({e.msg})") from None
-    else:
-        reader = csv.DictReader(text.splitlines())
-        records = list(reader)
-        if "path" not in (reader.fieldnames or []):
-            raise ValueError(f"--manifest {path}: the CSV needs a header with a 'path' column (and optionally 'scene')")
+                    raise ValueError(f"`manifest` {path}: line {n} is not JSON ({e.msg})") from None
+        return records
+    reader = csv.DictReader(text.splitlines())
+    records = list(reader)
+    if "path" not in (reader.fieldnames or []):
+        raise ValueError(f"`manifest` {path}: the CSV needs a header with a 'path' column (and optionally 'scene')")
+    return records
+
+
+def read_manifest(path: str | Path, default_scene: str | None = None) -> list[Entry]:
+    """Entries from a CSV (header with `path` and optionally `scene`) or JSONL file ({"path": ..., "scene": ...}).
+
+    Relative paths are taken from the manifest's folder; a folder in it is expanded as `expand_paths` does. An empty
+    scene falls back to `default_scene`.
+
+    Raises:
+        ValueError: the manifest cannot be read, a JSONL line is not JSON, the CSV has no `path` column, or a record
+            has no path (the message names the `manifest` parameter and the file).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as e:
+        raise ValueError(f"`manifest` {path}: cannot read ({e.strerror or e})") from None
     out = []
-    for n, rec in enumerate(records, 1):
+    for n, rec in enumerate(_records(path, text), 1):
         if not isinstance(rec, dict) or not rec.get("path"):
-            raise ValueError(f"--manifest {path}: record {n} has no path")
-        label = str(rec["path"])
-        source = Path(label) if Path(label).is_absolute() else path.parent / label
+            raise ValueError(f"`manifest` {path}: record {n} has no path")
+        name = str(rec["path"])
+        source = Path(name) if Path(name).is_absolute() else path.parent / name
         scene = rec.get("scene") or default_scene
         if source.is_dir():
             out.extend(expand_paths([str(source)], scene))
         elif source.exists():
-            out.append(Entry(label, source, scene))
+            out.append(Entry(name, source, scene))
         else:
-            out.append(Entry(label, scene=scene, error="no such file or folder"))
-    return out
-
-
-def read_done(output: str | Path, fmt: str) -> Counter[str]:
-    """Paths (with multiplicity) of the complete rows already in `output`, for --resume. A last line cut short by a
-    kill does not count (the writer removes it before appending: see `drop_partial_line`)."""
-    output = Path(output)
-    if not output.exists():
-        return Counter()
-    data = output.read_bytes()
-    lines = data[: data.rfind(b"\n") + 1].decode("utf-8").splitlines()
-    if fmt == "jsonl":
-        return Counter(json.loads(line)["path"] for line in lines if line.strip())
-    return Counter(r["path"] for r in csv.DictReader(lines))
-
-
-def drop_partial_line(output: str | Path) -> None:
-    """Cut a last line that a kill left unfinished; complete rows are never touched."""
-    output = Path(output)
-    data = output.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with output.open("r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
-
-
-def skip_done(entries: Sequence[Entry], done: Counter[str]) -> list[Entry]:
-    """Entries not yet written: each written row cancels one entry with the same path."""
-    left = Counter(done)
-    out = []
-    for e in entries:
-        if left[e.label] > 0:
-            left[e.label] -= 1
-        else:
-            out.append(e)
+            out.append(Entry(name, scene=scene, error="no such file or folder"))
     return out

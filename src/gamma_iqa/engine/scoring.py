@@ -35,7 +35,19 @@ THUMB_SIDE = 160
 
 @dataclass
 class ScoreRow:
-    FIELDS: ClassVar[tuple[str, ...]] = ("path", "score", "scene", "crops", "error")
+    """The result of one entry: its score or why it has none.
+
+    Attributes:
+        index: the entry's position in the input (rows come out in this order).
+        path: the entry's name (the path as given, or `<input N>`).
+        score: the mean score of the crops, in the model's `score_range` (higher is better); None on error.
+        scene: the scene scored with (the model's default when the entry names none).
+        crops: the crop mode, e.g. `10`, `center`, `none`, with ` (upscaled)` when the image was smaller than a crop.
+        error: why the entry has no score (one line); None when it was scored.
+        thumbnail: a base64 JPEG of at most THUMB_SIDE pixels a side, for the HTML report (when asked for).
+    """
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("path", "score", "scene", "crops", "error")  # the output's columns
 
     index: int
     path: str
@@ -43,9 +55,10 @@ class ScoreRow:
     scene: str | None = None
     crops: str | None = None
     error: str | None = None
-    thumbnail: str | None = field(default=None, repr=False)  # base64 JPEG, for the HTML report
+    thumbnail: str | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, object]:
+        """The output columns (FIELDS) of this row."""
         return {k: getattr(self, k) for k in self.FIELDS}
 
 
@@ -93,10 +106,12 @@ def _decode(source: Any) -> Image.Image | torch.Tensor:
 
 
 def _to_pil(image: torch.Tensor) -> Image.Image:
+    """A (3, H, W) float tensor in [0, 1] as an 8-bit PIL RGB image."""
     return Image.fromarray((image * 255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
 
 
 def _thumbnail(image: Image.Image | torch.Tensor) -> str:
+    """A base64 JPEG of `image`, shrunk to fit THUMB_SIDE x THUMB_SIDE pixels."""
     if isinstance(image, torch.Tensor):
         image = _to_pil(image)
     thumb = image.copy()
@@ -110,12 +125,15 @@ class _Images(Dataset):
     """Decodes and crops one entry per item; a failure becomes an item with an error, never an exception."""
 
     def __init__(self, entries: Sequence[tuple[int, Entry]], crops: Crops, size: int, seed: int, thumbs: bool):
+        """`entries` as (input index, entry); crops of `size` pixels seeded by `seed`; thumbnails when `thumbs`."""
         self.entries, self.crops, self.size, self.seed, self.thumbs = entries, crops, size, seed, thumbs
 
     def __len__(self) -> int:
+        """The number of entries."""
         return len(self.entries)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        """Item `i`: its input index and either its crops, (n, 3, size, size), or its error."""
         index, entry = self.entries[i]
         item: dict[str, Any] = {"index": index}
         try:
@@ -132,6 +150,7 @@ class _Images(Dataset):
 
 
 def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep a batch as its list of items (their crop counts differ)."""
     return items
 
 
@@ -151,6 +170,22 @@ class Scorer:
         progress: bool = False,
         distributed: bool = False,
     ) -> None:
+        """Check the options; the model stays on its device.
+
+        Args:
+            model: the model scoring, in eval mode, on the device the crops are sent to.
+            crops: N random crops per image, "center" or "none" (the whole image).
+            seed: seed of the random crops, mixed with each image's pixels.
+            batch_size: images decoded per DataLoader batch (scores do not depend on it).
+            workers: DataLoader processes decoding (0: in this process).
+            dtype: autocast precision, a DTYPES name.
+            thumbnails: attach a thumbnail to each scored row (for the HTML report).
+            progress: show a progress bar on a terminal's stderr.
+            distributed: inside a torchrun group, split the entries across its ranks (rank 0 gets every row).
+
+        Raises:
+            ValueError: `batch_size` below 1, an unknown `dtype`, or fp16 on the CPU (names the parameters).
+        """
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
         if dtype not in DTYPES:
@@ -164,11 +199,21 @@ class Scorer:
             raise ValueError("`dtype` fp16 needs a GPU; use bf16 or fp32 on the CPU")
         self.dtype = dtype
 
+    @property
+    def shard(self) -> tuple[int, int]:
+        """(rank, world size) of the split: the torchrun group's when `distributed` inside one, else (0, 1)."""
+        if self.distributed and dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
     # ---- model side --------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def _forward(self, group: list[tuple[dict[str, Any], str | None]]) -> list[float]:
-        """Mean score of each item's crops. Random/centre crops go in forwards of exactly IMAGES_PER_FORWARD images
-        (zero images pad the last one); whole images ("none") go one by one, since their sizes differ."""
+        """Mean score of each (item, scene)'s crops.
+
+        Random/centre crops go in forwards of exactly IMAGES_PER_FORWARD images (zero images pad the last one);
+        whole images ("none") go one by one, since their sizes differ.
+        """
         crops = torch.cat([item["crops"] for item, _ in group])
         scenes = [scene for item, scene in group for _ in range(len(item["crops"]))]
         per = [len(item["crops"]) for item, _ in group]
@@ -186,7 +231,7 @@ class Scorer:
         failed = []
         for item in items:
             entry = entries[item["index"]]
-            row = ScoreRow(item["index"], entry.label, scene=entry.scene or self.model.config.default_scene)
+            row = ScoreRow(item["index"], entry.name, scene=entry.scene or self.model.config.default_scene)
             try:
                 if "error" in item:
                     raise ValueError(item["error"])
@@ -218,14 +263,13 @@ class Scorer:
         With `distributed=True` inside a torchrun group, every rank must call this with the same entries; each scores
         its share and rank 0 gets all the rows (the others get none). Otherwise this process scores everything.
         """
-        split = self.distributed and dist.is_available() and dist.is_initialized()
-        rank, world = (dist.get_rank(), dist.get_world_size()) if split else (0, 1)
+        rank, world = self.shard
         numbered = list(enumerate(entries))
         lookup = dict(numbered)
         pending: dict[int, ScoreRow] = {}
         for i, e in numbered:
             if e.error is not None and rank == 0:
-                pending[i] = ScoreRow(i, e.label, scene=e.scene or self.model.config.default_scene, error=e.error)
+                pending[i] = ScoreRow(i, e.name, scene=e.scene or self.model.config.default_scene, error=e.error)
         mine = [(i, e) for i, e in numbered if e.error is None][rank::world]
         loader = DataLoader(
             _Images(mine, self.crops, self.model.image_size, self.seed, self.thumbnails),
@@ -263,7 +307,8 @@ class Scorer:
         if bar is not None:
             bar.close()
 
-    def _bar(self, total: int):
+    def _bar(self, total: int) -> Any:
+        """A tqdm bar over `total` rows on a terminal's stderr when `progress`, else None."""
         if not self.progress or not sys.stderr.isatty():
             return None
         from tqdm import tqdm
@@ -281,9 +326,24 @@ def score_inputs(
     batch_size: int = 8,
     dtype: str = "fp32",
 ) -> list[float]:
-    """`Gamma.score`: scores of paths, PIL images, numpy arrays or a (B, 3, H, W) tensor in [0, 1], in order.
+    """`QualityModel.score`: scores of paths, PIL images, numpy arrays or a (B, 3, H, W) tensor in [0, 1], in order.
 
-    A single bad input raises one ValueError naming it; the scores are those `gamma-iqa score` prints.
+    Always single-process (also under torchrun); the scores are those `gamma-iqa score` prints.
+
+    Args:
+        model: the model scoring.
+        inputs: one input or a sequence of them (a folder or glob pattern counts as its images).
+        scene: one scene for all inputs, one per input, or None (the model's default).
+        crops: N random crops per image, "center" or "none".
+        seed: seed of the random crops, mixed with each image's pixels.
+        batch_size: images decoded per batch (scores do not depend on it).
+        dtype: autocast precision, a DTYPES name.
+
+    Returns:
+        One score per image, in the model's `score_range`.
+
+    Raises:
+        ValueError: a bad input (naming it), or as many scenes as inputs were not given.
     """
     if isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
         items: list[Any] = list(inputs)

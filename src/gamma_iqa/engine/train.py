@@ -1,7 +1,7 @@
 """Training: the published recipe (gamma.md §8), joint over many datasets, on one process or many (torchrun DDP).
 
 A run folder holds `config.yaml` (the effective config), `metrics.csv` (plus TensorBoard when installed), `best/` and
-`last/` checkpoints in our format (`last/` also has `train_state.pt` for --resume) and `progress.png`.
+`last/` checkpoints in our format (`last/` also has `train_state.pt`, to resume from) and `progress.png`.
 Every sample's crop and flip are seeded by (seed, epoch, position in the epoch), and the sampler is a pure function of
 (seed, epoch), so a resumed run and a run on any number of processes follow the uninterrupted single-process run.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.datasets import DatasetSpec, folder_csv_dataset, get_dataset, load_records, select
+from ..data.datasets import DatasetSpec, get_dataset, load_records, select, user_dataset
 from ..data.sampler import JointSampler
 from ..data.transforms import load_image, make_crops, resize_short_side
 from ..models.base import QualityModel
@@ -82,8 +83,10 @@ def _collate(items: list[tuple[torch.Tensor, float, str]]) -> tuple[torch.Tensor
 
 
 class _MicroBatches:
-    """DataLoader batch sampler: the micro-batches of one process from `start` to the end of one epoch, as
-    (epoch, position in the epoch, dataset index) keys."""
+    """DataLoader batch sampler: the micro-batches of one process from `start` to the end of one epoch.
+
+    Each micro-batch is a list of (epoch, position in the epoch, dataset index) keys.
+    """
 
     def __init__(self, sampler: JointSampler, epoch: int, start: int, rank: int, world: int, accum: int) -> None:
         self.sampler, self.epoch, self.start = sampler, epoch, start
@@ -113,28 +116,17 @@ def _build_model(cfg: TrainConfig) -> QualityModel:
         ) from None
 
 
-def _datasets(cfg: TrainConfig) -> list[tuple[DatasetSpec, str]]:
+def _datasets(cfg: TrainConfig) -> list[tuple[DatasetSpec, str | os.PathLike[str]]]:
     """(spec, data root) of each configured dataset: registered names, or own data given as a mapping."""
-    out = []
-    for entry in cfg.datasets:
-        if isinstance(entry, str):
-            out.append((get_dataset(entry), cfg.data_root))
-            continue
-        columns = {k: entry[k] for k in ("image_column", "mos_column") if k in entry}
-        spec = folder_csv_dataset(
-            entry["csv"],
-            mos_range=tuple(entry["mos_range"]),
-            scene=entry["scene"],
-            lower_better=bool(entry.get("lower_better", False)),
-            resize=entry.get("resize"),
-            name=entry["name"],
-            **columns,
-        )
-        out.append((spec, entry.get("root", cfg.data_root)))
-    return out
+    return [
+        (get_dataset(entry), cfg.data_root) if isinstance(entry, str) else user_dataset(entry, cfg.data_root)
+        for entry in cfg.datasets
+    ]
 
 
-def _samples(datasets: list[tuple[DatasetSpec, str]], split: int) -> tuple[list[list[Sample]], list[int]]:
+def _samples(
+    datasets: list[tuple[DatasetSpec, str | os.PathLike[str]]], split: int
+) -> tuple[list[list[Sample]], list[int]]:
     """Training samples of each dataset, and the number of test images of each."""
     train_sets, test_sizes = [], []
     for spec, root in datasets:
@@ -204,7 +196,7 @@ class _Run:
         if resume:
             self._load_state()
         elif self.rank == 0 and (self.out / "last").exists():
-            raise TrainingError(f"{self.out} already holds a run: pass --resume to continue it, or another --out")
+            raise TrainingError(f"{self.out} already holds a run: pass `resume` to continue it, or another `out`")
         self.log = MetricsLog(self.out, enabled=self.rank == 0)
         if resume:
             self.log.truncate_after(self.global_step)
@@ -220,7 +212,7 @@ class _Run:
         if bad:
             raise TrainingError(
                 f"loss became {loss} by epoch {self.epoch + 1}, step {self.global_step}: the run stopped; the last "
-                f"good checkpoint is {self.out / 'last'} (resume from it with a lower lr or --set dtype=fp32)"
+                f"good checkpoint is {self.out / 'last'} (resume from it with a lower lr, or with dtype=fp32)"
             )
 
     def save(self, name: str = "last") -> None:
@@ -251,7 +243,7 @@ class _Run:
     def _load_state(self) -> None:
         folder = next((f for f in (self.out / "last", self.out / "last.old") if (f / STATE_FILE).is_file()), None)
         if folder is None:
-            raise TrainingError(f"--resume: no checkpoint with {STATE_FILE} in {self.out / 'last'}")
+            raise TrainingError(f"`resume`: no checkpoint with {STATE_FILE} in {self.out / 'last'}")
         saved = load_checkpoint(folder)
         self.model.load_state_dict(saved.state_dict())
         state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
@@ -366,7 +358,17 @@ class _Run:
 
 
 def train(cfg: TrainConfig, *, resume: bool = False) -> Path:
-    """Train with `cfg`; returns the run folder. Under torchrun every process calls this (one DDP group)."""
+    """Train with `cfg`; returns the run folder. Under torchrun every process calls this (one DDP group).
+
+    Args:
+        cfg: the run's settings (its `out` is the run folder).
+        resume: continue the run in `cfg.out` from its last checkpoint.
+
+    Raises:
+        TrainingError: a run that cannot start or go on (a run already in the folder without `resume`, nothing to
+            resume, a model without weights, a diverged loss); the message says what to do.
+        ValueError: a bad dataset, split or setting.
+    """
     with process_group(cfg.device) as group:
         run = _Run(cfg, resume, group)
         try:

@@ -1,4 +1,4 @@
-"""TrainConfig: the typed, frozen training configuration; YAML files and `--set key=value` only fill it."""
+"""TrainConfig: the typed, frozen training configuration; YAML files and `key=value` overrides only fill it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from ..data.datasets import user_dataset
+
 __all__ = ["TrainConfig", "load_config", "save_config"]
 
 
@@ -20,7 +22,7 @@ class TrainConfig:
 
     model: str = "gamma-vit-b16"  # registered name (fresh, on `backbone`) or a checkpoint to fine-tune
     backbone: str | None = None  # CLIP/UniQA weights (OpenAI layout) for a fresh model
-    # Registered names (gamma-iqa list datasets), or your own data as a mapping:
+    # Registered names (gamma-iqa list datasets), or your own data as a mapping of USER_DATASET_KEYS (data.datasets):
     # {name: mine, csv: labels.csv, mos_range: [1, 5], scene: natural, lower_better: false, root: images/}
     datasets: tuple[str | dict, ...] = ()
     data_root: str = "data"
@@ -48,6 +50,11 @@ class TrainConfig:
     out: str = "runs/gamma"
 
     def __post_init__(self) -> None:
+        """Check the values that no type annotation can.
+
+        Raises:
+            ValueError: the first value out of range, naming its setting.
+        """
         checks = [
             (self.batch_size >= 1 and self.accum >= 1, "batch_size and accum must be >= 1"),
             (self.epochs >= 1, "epochs must be >= 1"),
@@ -65,24 +72,29 @@ class TrainConfig:
 _HINTS = typing.get_type_hints(TrainConfig)
 
 
-CUSTOM_KEYS = {"name", "csv", "mos_range", "scene", "lower_better", "resize", "root", "image_column", "mos_column"}
-
-
 def _dataset_entry(value: Any) -> str | dict:
+    """One `datasets` entry: a registered name (stripped), or a user dataset mapping, checked as `user_dataset` does.
+
+    Raises:
+        ValueError: neither a name nor a valid mapping (prefixed with `datasets:`).
+    """
     if isinstance(value, str) and value.strip():
         return value.strip()
     if isinstance(value, dict):
-        missing = {"name", "csv", "mos_range", "scene"} - set(value)
-        unknown = set(value) - CUSTOM_KEYS
-        if not missing and not unknown:
-            return dict(value)
-        problem = f"missing {', '.join(sorted(missing))}" if missing else f"unknown {', '.join(sorted(unknown))}"
-        raise ValueError(f"datasets: own dataset {value.get('name', '?')!r}: {problem} (keys: {sorted(CUSTOM_KEYS)})")
+        try:
+            user_dataset(value)
+        except ValueError as e:
+            raise ValueError(f"datasets: {e}") from None
+        return dict(value)
     raise ValueError(f"datasets: each entry is a dataset name or a mapping, got {value!r}")
 
 
 def _coerce(name: str, value: Any) -> Any:
-    """A YAML or command-line value as the field's type (tuples from lists or comma-separated strings)."""
+    """A YAML or command-line value as setting `name`'s type (tuples from lists or comma-separated strings).
+
+    Raises:
+        ValueError: the value does not fit the setting's type (naming the setting).
+    """
     if name == "datasets":
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
@@ -110,21 +122,30 @@ def _coerce(name: str, value: Any) -> Any:
         raise ValueError(f"{name} must be {base.__name__}, got {value!r}") from None
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """TrainConfig from a YAML file and `key=value` overrides (values parsed as YAML); unknown keys are errors."""
+def load_config(config: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """TrainConfig from a YAML file and `key=value` overrides (values parsed as YAML, applied in order).
+
+    Args:
+        config: a YAML file of settings (a mapping); None: the defaults.
+        overrides: `key=value` strings; an empty value is None.
+
+    Raises:
+        ValueError: an unreadable `config` file, a malformed override, an unknown setting or a bad value (the message
+            names the `config` or `overrides` parameter, or the setting).
+    """
     values: dict[str, Any] = {}
-    if path is not None:
+    if config is not None:
         try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
+            loaded = yaml.safe_load(Path(config).read_text()) or {}
         except (OSError, yaml.YAMLError) as e:
-            raise ValueError(f"--config {path}: cannot read ({str(e).splitlines()[0]})") from None
+            raise ValueError(f"`config` {config}: cannot read ({str(e).splitlines()[0]})") from None
         if not isinstance(loaded, dict):
-            raise ValueError(f"--config {path}: expected a mapping of settings")
+            raise ValueError(f"`config` {config}: expected a mapping of settings")
         values.update(loaded)
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
-            raise ValueError(f"--set {item!r}: expected key=value")
+            raise ValueError(f"`overrides` {item!r}: expected key=value")
         values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - fields)
@@ -134,5 +155,6 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 
 
 def save_config(cfg: TrainConfig, path: Path) -> None:
+    """Write `cfg` to `path` as YAML that `load_config` reads back to an equal config."""
     data = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
     path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -86,6 +86,6 @@ def convert(src: str | Path, dst: str | Path, variant: str = "plain", bpe: str |
         model.vocab_path = str(find_vocab(bpe))
     except FileNotFoundError as e:
         if bpe is not None:
-            raise FileNotFoundError(f"bpe {bpe}: not found") from None
+            raise FileNotFoundError(f"`bpe` {bpe}: not found") from None
         warnings.warn(f"{e}; the converted model will need it to score", stacklevel=2)
     return save_checkpoint(model, dst)
