@@ -19,7 +19,7 @@ import torch
 import gamma_iqa
 from gamma_iqa import paths
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "golden"
+SHARED = Path(__file__).resolve().parents[2] / "shared"  # the project's shared/ folder, beside the checkout
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
@@ -33,11 +33,30 @@ def load_script(name: str) -> ModuleType:
     return sys.modules[name]
 
 
+def in_ci() -> bool:
+    """True under CI (CI=true), where missing reference data is a failure rather than a reason to skip."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1")
+
+
+def shared_file(relative: str, what: str) -> Path:
+    """shared/RELATIVE beside the checkout, for tests against reference data that the repository does not hold.
+
+    Outside CI a missing file skips the test and says where it was looked for. Under CI=true it fails the test: CI
+    lays shared/ beside its clone, so a missing file there means the parity checks silently stopped running.
+    """
+    path = SHARED / relative
+    if not path.is_file():
+        message = f"{what} not found at {path} (it lives in shared/ beside the checkout)"
+        if in_ci():
+            pytest.fail(f"{message}; under CI=true this is a failure, not a skip", pytrace=False)
+        pytest.skip(message)
+    return path
+
+
 @pytest.fixture(scope="session")
 def golden() -> Path:
-    if not (GOLDEN / "reference.json").is_file():
-        pytest.skip(f"golden reference data not found at {GOLDEN} (it lives in shared/ beside the checkout)")
-    return GOLDEN
+    """The golden reference folder (shared/data/golden): the original implementation's outputs on a tiny model."""
+    return shared_file("data/golden/reference.json", "golden reference data").parent
 
 
 @pytest.fixture(scope="session")
