@@ -101,9 +101,7 @@ def test_a_missing_golden_set_skips_outside_ci(tmp_path, monkeypatch, ci):
         monkeypatch.delenv("CI", raising=False)
     else:
         monkeypatch.setenv("CI", ci)
-    with pytest.raises(
-        pytest.skip.Exception, match=r"not found at .*shared/ beside the checkout"
-    ):
+    with pytest.raises(pytest.skip.Exception, match=r"not found at .*shared/ beside the checkout"):
         conftest.shared_file("data/golden/reference.json", "golden reference data")
     (tmp_path / "shared" / "data" / "golden").mkdir(parents=True)
     (tmp_path / "shared" / "data" / "golden" / "reference.json").write_text("{}")
