@@ -6,6 +6,8 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +19,7 @@ import torch
 import gamma_iqa
 from gamma_iqa import paths
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "golden"
+SHARED = Path(__file__).resolve().parents[2] / "shared"  # the project's shared/ folder, beside the checkout
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
@@ -31,11 +33,30 @@ def load_script(name: str) -> ModuleType:
     return sys.modules[name]
 
 
+def in_ci() -> bool:
+    """True under CI (CI=true), where missing reference data is a failure rather than a reason to skip."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1")
+
+
+def shared_file(relative: str, what: str) -> Path:
+    """shared/RELATIVE beside the checkout, for tests against reference data that the repository does not hold.
+
+    Outside CI a missing file skips the test and says where it was looked for. Under CI=true it fails the test: CI
+    lays shared/ beside its clone, so a missing file there means the parity checks silently stopped running.
+    """
+    path = SHARED / relative
+    if not path.is_file():
+        message = f"{what} not found at {path} (it lives in shared/ beside the checkout)"
+        if in_ci():
+            pytest.fail(f"{message}; under CI=true this is a failure, not a skip", pytrace=False)
+        pytest.skip(message)
+    return path
+
+
 @pytest.fixture(scope="session")
 def golden() -> Path:
-    if not (GOLDEN / "reference.json").is_file():
-        pytest.skip(f"golden reference data not found at {GOLDEN} (it lives in shared/ beside the checkout)")
-    return GOLDEN
+    """The golden reference folder (shared/data/golden): the original implementation's outputs on a tiny model."""
+    return shared_file("data/golden/reference.json", "golden reference data").parent
 
 
 @pytest.fixture(scope="session")
@@ -77,13 +98,47 @@ def images(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
     return (0.6 * base + 0.4 * torch.rand(n, 3, size, size, generator=g)).clamp(0, 1)
 
 
-def run_gamma_iqa(argv: list[str], *, processes: int = 1, port: int = 29731) -> subprocess.CompletedProcess:
-    """`python -m gamma_iqa ARGV`, or the same under `torchrun --nproc-per-node processes` (gloo on CPU)."""
+def free_port() -> int:
+    """A TCP port on localhost that was free a moment ago (for a torchrun rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_python(
+    args: list[str], *, processes: int = 1, port: int | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess:
+    """`python ARGS`, or the same under `torchrun --nproc-per-node processes` (gloo on CPU, one thread a process).
+
+    Raises:
+        subprocess.TimeoutExpired: the run took over `timeout` seconds (a hang); all its processes were killed and
+            the exception carries what they printed.
+    """
     launch = [sys.executable]
     if processes > 1:
         torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
         if torchrun is None:
             pytest.skip("torchrun is not installed beside this Python")
-        launch = [torchrun, "--nproc-per-node", str(processes), "--master-port", str(port)]
+        launch = [torchrun, "--nproc-per-node", str(processes), "--master-port", str(port or free_port())]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([*launch, "-m", "gamma_iqa", *argv], capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.Popen(
+        [*launch, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # torchrun puts its workers in sessions of their own and ends them on SIGTERM; SIGKILL on our session is for
+        # a launcher that does not stop.
+        proc.terminate()
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+        raise subprocess.TimeoutExpired(proc.args, timeout, out, err) from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def run_gamma_iqa(argv: list[str], *, processes: int = 1, port: int | None = None) -> subprocess.CompletedProcess:
+    """`python -m gamma_iqa ARGV`, or the same under `torchrun --nproc-per-node processes` (see `run_python`)."""
+    return run_python(["-m", "gamma_iqa", *argv], processes=processes, port=port)

@@ -3,7 +3,6 @@
 import dataclasses
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,9 +14,7 @@ from gamma_iqa.models.clip import CLIP, load_clip_state_dict
 from gamma_iqa.models.convert import rename_original
 from gamma_iqa.models.state import CheckpointError
 
-from .conftest import images, perturb
-
-SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "spec" / "gamma_params.txt"
+from .conftest import images, perturb, shared_file
 
 
 def to_original_names(state: dict) -> dict:
@@ -83,9 +80,8 @@ def test_synthetic_original_checkpoint_converts_and_scores_the_same(tmp_path):
 
 
 def test_rename_covers_the_published_key_list():
-    if not SPEC.is_file():
-        pytest.skip(f"spec key list not found at {SPEC}")
-    rows = [line.split("\t") for line in SPEC.read_text().splitlines() if line and not line.startswith("#")]
+    spec = shared_file("spec/gamma_params.txt", "the published key list")
+    rows = [line.split("\t") for line in spec.read_text().splitlines() if line and not line.startswith("#")]
     published = {name: tuple(int(d) for d in re.findall(r"\d+", shape)) for name, shape, *_ in rows}
     assert len(published) == 485
     with torch.device("meta"):

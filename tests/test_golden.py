@@ -1,10 +1,15 @@
-"""Agreement with the original implementation's outputs on the tiny golden checkpoint (shared/data/golden)."""
+"""Agreement with the original implementation's outputs on the tiny golden checkpoint (shared/data/golden).
+
+The golden set lives in shared/ beside the checkout, not in the repository. Outside CI a checkout without it skips
+these tests and says why; under CI=true a missing set fails them (tested at the end of this file).
+"""
 
 import csv
 import io
 import json
 from contextlib import redirect_stdout
 
+import pytest
 import torch
 from PIL import Image
 
@@ -12,6 +17,8 @@ import gamma_iqa
 from gamma_iqa.cli import main
 from gamma_iqa.data.transforms import image_to_tensor
 from gamma_iqa.models.tokenizer import get_tokenizer
+
+from . import conftest
 
 
 def _images(golden) -> torch.Tensor:
@@ -77,3 +84,25 @@ def test_csv_output_of_the_golden_images(golden, tmp_path):
     rows = list(csv.DictReader(out.open()))
     assert [r["path"].rsplit("/", 1)[-1] for r in rows] == [f"img{i}.png" for i in range(6)]
     assert all(r["scene"] == "natural" and r["crops"] == "center" and r["error"] == "" for r in rows)
+
+
+@pytest.mark.parametrize("ci", ["true", "1"])
+def test_a_missing_golden_set_fails_under_ci(tmp_path, monkeypatch, ci):
+    monkeypatch.setattr(conftest, "SHARED", tmp_path / "shared")
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(pytest.fail.Exception, match=r"golden reference data not found at .*under CI=true"):
+        conftest.shared_file("data/golden/reference.json", "golden reference data")
+
+
+@pytest.mark.parametrize("ci", [None, "", "false"])
+def test_a_missing_golden_set_skips_outside_ci(tmp_path, monkeypatch, ci):
+    monkeypatch.setattr(conftest, "SHARED", tmp_path / "shared")
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    with pytest.raises(pytest.skip.Exception, match=r"not found at .*shared/ beside the checkout"):
+        conftest.shared_file("data/golden/reference.json", "golden reference data")
+    (tmp_path / "shared" / "data" / "golden").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "golden" / "reference.json").write_text("{}")
+    assert conftest.shared_file("data/golden/reference.json", "x") == tmp_path / "shared/data/golden/reference.json"

@@ -8,12 +8,24 @@ import gamma_iqa
 from .conftest import images
 
 
-def test_scores_shape_and_range(tiny):
+def test_extreme_logit_scales_give_the_mean_and_the_bounds_of_the_levels(tiny):
+    levels = tiny.score_level  # (K,) = (0.1, 0.3, 0.55, 0.7, 0.95), set by perturb
     with torch.no_grad():
-        s = tiny(images(3))
-    assert s.shape == (3,)
-    levels = tiny.score_level
-    assert ((s >= levels.min()) & (s <= levels.max())).all()  # an expectation over the level values
+        tiny.clip.logit_scale.fill_(-40.0)  # exp = 4e-18: every level equally likely
+        torch.testing.assert_close(tiny(images(3)), levels.mean().expand(3), rtol=0, atol=1e-7)
+        # Image features (2, E) whose adapted direction is the anchor of the highest level (image 0) and of the
+        # lowest (image 1); the other anchors (2, K, E) are random, at cosines far below 1.
+        g = torch.Generator().manual_seed(0)
+        dim = tiny.adapter.down.in_features
+        image = torch.randn(2, dim, generator=g)
+        anchors = torch.randn(2, levels.numel(), dim, generator=g)
+        anchors[0, levels.argmax()] = tiny.adapter(image[:1])[0]
+        anchors[1, levels.argmin()] = tiny.adapter(image[1:])[0]
+        tiny.clip.logit_scale.fill_(8.0)  # exp = 2981: the anchor at cosine 1 takes all the weight
+        assert tiny.head(image, anchors).tolist() == [levels.max().item(), levels.min().item()]
+        tiny.clip.logit_scale.fill_(0.0)  # exp = 1: a soft expectation, strictly inside the bounds
+        soft = tiny.head(image, anchors)
+    assert (soft[0] < levels.max()) and (soft[1] > levels.min()) and soft[0] > soft[1]
 
 
 def test_head_matches_the_formula(tiny):

@@ -1,7 +1,9 @@
-"""Evaluation with the paper's protocol (gamma.md §10): per dataset, the test part of a split, each image scored as
-the mean of N random crops (seeded per image, as `score`), against the normalised MOS: SRCC, raw PLCC, KRCC, plus
-PLCC after a logistic fit and RMSE. Missing or unreadable images are counted and listed, not fatal, unless none of a
-dataset's test images can be found (then the data root is wrong, and that is an error before any scoring).
+"""Evaluation with the paper's protocol (gamma.md §10).
+
+Per dataset, the test part of a split, each image scored as the mean of N random crops (seeded per image, as
+`score`), against the normalised MOS: SRCC, raw PLCC, KRCC, plus PLCC after a logistic fit and RMSE. Missing or
+unreadable images are counted and listed, not fatal, unless none of a dataset's test images can be found (then the
+data root is wrong, and that is an error before any scoring).
 """
 
 from __future__ import annotations
@@ -21,8 +23,15 @@ from .scoring import Scorer
 
 __all__ = ["DatasetResult", "evaluate"]
 
+
 @dataclass
 class DatasetResult:
+    """The evaluation of one dataset's test part: correlations with the normalised MOS, and what could not be read.
+
+    The correlations are NaN when they are undefined (fewer than two scored images, or a constant input); `rmse` is
+    in the units of the normalised MOS, [0, 1].
+    """
+
     dataset: str
     split: int
     n: int  # test images scored
@@ -36,6 +45,11 @@ class DatasetResult:
     predictions: list[tuple[str, float, float, float]] = field(default_factory=list)  # (image, mos, mos_norm, score)
 
     def as_dict(self) -> dict[str, object]:
+        """The summary as JSON-ready values: NaN becomes None, and `missing_images` lists the unread images.
+
+        Returns:
+            The fields from `dataset` to `rmse`, and `missing_images`; no per-image predictions.
+        """
         keys = ("dataset", "split", "n", "missing", "srcc", "plcc", "krcc", "plcc_logistic", "rmse")
         d: dict[str, object] = {k: getattr(self, k) for k in keys}
         d.update({k: None for k in keys if isinstance(d[k], float) and math.isnan(d[k])})  # JSON has no NaN
@@ -108,6 +122,25 @@ def evaluate(
 
     Every dataset is located and its labels and splits read before any scoring, so a wrong name, folder or split
     fails at once. Crops are `crops` random `model.image_size` crops per image (or "center" / "none").
+
+    Args:
+        model: The model to evaluate, in this process (no torchrun split).
+        datasets: Registered dataset names or specs, evaluated in this order.
+        data_root: The folder that holds each dataset's own folder.
+        split: Which of the dataset's train/test splits (1-based).
+        crops: Random crops per image, "center" or "none"; a score is the mean over the crops.
+        seed: Seed of the random crops (with each image's pixels).
+        batch_size: Images decoded per loader batch; scores do not depend on it.
+        workers: DataLoader worker processes for decoding.
+        meta_dir: Folder of the split files (default: the dataset's folder, else $GAMMA_IQA_HOME/meta).
+        progress: Called with one line per dataset before it is scored.
+
+    Returns:
+        One result per dataset, in the order of `datasets`.
+
+    Raises:
+        ValueError: An unknown dataset name, or a split out of range or without test images.
+        FileNotFoundError: None of a dataset's test images is under `data_root`.
     """
     specs = [d if isinstance(d, DatasetSpec) else get_dataset(d) for d in datasets]
     plans = [_plan(spec, data_root, split, meta_dir) for spec in specs]

@@ -15,6 +15,12 @@ class MetricsLog:
     """Appends (step, epoch, kind, name, value) rows to `metrics.csv`; kind `train` (loss, lr) or `eval` (srcc...)."""
 
     def __init__(self, folder: Path, *, enabled: bool = True) -> None:
+        """Open (append to) `folder`/metrics.csv, writing the header when the file is new.
+
+        Args:
+            folder: The run folder; TensorBoard events go to its `tensorboard` subfolder.
+            enabled: False makes every method a no-op (the ranks of a torchrun job other than 0).
+        """
         self.path = folder / "metrics.csv"
         self.enabled = enabled
         self.tb = None
@@ -32,6 +38,14 @@ class MetricsLog:
                 self.tb = None
 
     def log(self, step: int, epoch: int, kind: str, values: Mapping[str, float]) -> None:
+        """Append one row per named value and flush, so a killed run keeps every row logged before it.
+
+        Args:
+            step: The optimiser step the values belong to.
+            epoch: The epoch of that step.
+            kind: `train` or `eval`.
+            values: Metric name -> value (e.g. loss, lr; srcc per dataset).
+        """
         if not self.enabled:
             return
         for name, value in values.items():
@@ -54,10 +68,12 @@ class MetricsLog:
         self.writer = csv.writer(self.file, lineterminator="\n")
 
     def read(self) -> list[dict[str, str]]:
+        """Every row logged so far, as strings keyed by column name."""
         with self.path.open(newline="") as f:
             return list(csv.DictReader(f))
 
     def close(self) -> None:
+        """Close the CSV file and the TensorBoard writer."""
         if self.enabled:
             self.file.close()
             if self.tb is not None:

@@ -23,7 +23,11 @@ def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextMana
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` (CUDA, else MPS, else CPU), `cpu`, `cuda`, `cuda:N` or `mps`; an absent CUDA is a one-line error."""
+    """The device named `auto` (CUDA, else MPS, else CPU), `cpu`, `cuda`, `cuda:N` or `mps`.
+
+    Raises:
+        ValueError: A CUDA device was asked for and none is available (a one-line message naming `device`).
+    """
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -36,8 +40,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def setup(device_name: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device). Under torchrun (WORLD_SIZE > 1) joins the process group, NCCL when this process
-    drives a GPU (its LOCAL_RANK's) and gloo on CPUs; otherwise (0, 1, the resolved device)."""
+    """This process's (rank, world size, device), joining the torchrun process group when there is one.
+
+    Under torchrun (WORLD_SIZE > 1) it joins the process group, NCCL when this process drives a GPU (its
+    LOCAL_RANK's) and gloo on CPUs; otherwise it returns (0, 1, the resolved device).
+
+    Raises:
+        ValueError: `device_name` asks for CUDA and none is available (see `resolve_device`).
+    """
     device = resolve_device(device_name)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1, device
