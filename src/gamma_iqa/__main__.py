@@ -1,3 +1,5 @@
+"""`python -m gamma_iqa`: the command line (also what torchrun runs: `torchrun ... -m gamma_iqa score ...`)."""
+
 import sys
 
 from .cli import main
