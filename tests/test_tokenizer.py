@@ -52,5 +52,5 @@ def test_vocab_resolution(tmp_path: Path):
 
 def test_missing_vocab_message(monkeypatch, tmp_path: Path):
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
-    with pytest.raises(FileNotFoundError, match="--bpe"):
+    with pytest.raises(FileNotFoundError, match="`bpe` PATH"):
         find_vocab(tmp_path / "nope.txt.gz")

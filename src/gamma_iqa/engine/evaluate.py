@@ -72,7 +72,7 @@ def _plan(spec: DatasetSpec, data_root: str | os.PathLike[str], split: int, meta
     present = [r for r in test if r.path.is_file()]
     if not present:
         raise FileNotFoundError(
-            f"{spec.name}: none of its {len(test)} test images is in {folder} (e.g. {test[0].image}): check --data-root"
+            f"{spec.name}: none of its {len(test)} test images is in {folder} (e.g. {test[0].image}): check `data_root`"
         )
     return _Plan(spec, present, [r for r in test if not r.path.is_file()])
 

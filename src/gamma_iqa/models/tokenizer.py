@@ -54,7 +54,7 @@ def find_vocab(*candidates: str | Path | None) -> Path:
         if p.is_file():
             return p
     raise FileNotFoundError(
-        f"CLIP BPE vocabulary {VOCAB_FILENAME} not found: pass --bpe PATH, or `pip install --no-deps open-clip-torch`"
+        f"CLIP BPE vocabulary {VOCAB_FILENAME} not found: pass `bpe` PATH, or pip install --no-deps open-clip-torch"
     )
 
 
