@@ -3,8 +3,8 @@
 Decoding has a per-image pixel budget, `MAX_PIXELS`: `load_image` reads the size from the file's header and refuses a
 larger image before decoding it. PIL's own decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`, about 89 M pixels, a
 process-wide setting that belongs to the application) is neither changed nor applied when the header is read, so photos
-above it but within the budget open without PIL's warning or error. The decoders of a few formats (TIFF strips, later
-GIF and MPO frames) repeat PIL's check while decoding; there the application's setting still applies.
+above it but within the budget open without PIL's warning or error. The plugins of a few formats (WebP, TIFF, MPO,
+GIF frames after the first) repeat PIL's check themselves; for those, the application's setting still applies.
 
 Crops are drawn from a generator seeded by the user's seed and the image's own pixels, so an image gets the same
 crops, hence the same score, alone or in any batch, at any position, on any run, and whether it comes as a file, a
