@@ -387,6 +387,35 @@ def test_registry():
         dataclasses.replace(get_dataset("live"), name="x", scene="space")
 
 
+# Every field of every registered dataset, pinned: (title, scene, mos_range, lower_better, num_images, folders, reader
+# without its read_ prefix, split, resize), as the positional registrations had them before they became keyword calls.
+REGISTRY = {
+    "live": ("LIVE", "natural", (1, 100), True, 779, ("databaserelease2", "LIVE"), "live", "random", None),
+    "csiq": ("CSIQ", "natural", (0, 1), True, 866, ("CSIQ",), "csiq", "random", None),
+    "tid2013": ("TID2013", "natural", (0, 9), False, 3000, ("tid2013",), "tid2013", "random", None),
+    "kadid10k": ("KADID", "natural", (1, 5), False, 10125, ("kadid10k", "KADID-10k"), "kadid", "random", None),
+    "livec": ("LIVEC", "natural", (0, 100), False, 1162, ("ChallengeDB_release", "LIVEC"), "livec", "random", None),
+    "koniq10k": ("KonIQ", "natural", (0, 100), False, 10073, ("koniq10k", "KonIQ-10k"), "koniq", "official", None),
+    "spaq": ("SPAQ", "natural", (0, 100), False, 11125, ("SPAQ",), "spaq", "random", 384),
+    "gfiqa20k": ("GFIQA-20k", "face", (0, 1), False, 19998, ("GFIQA-20k", "GFIQA"), "name_mos_table", "random", None),
+    "agiqa3k": ("AGIQA-3k", "aigc", (0, 5), False, 2982, ("AGIQA-3K", "AGIQA3K"), "agiqa3k", "random", None),
+    "uwiqa": ("UWIQA", "underwater", (0, 1), False, 890, ("UWIQA",), "name_mos_table", "random", 224),
+    "aadb": ("AADB", "aesthetic", (0, 1), False, 9958, ("AADB",), "aadb", "official", None),
+    "ava": ("AVA", "aesthetic", (0, 10), False, 255530, ("AVA_dataset", "AVA"), "ava", "official", 224),
+    "pipal": ("PIPAL", "natural", (900, 1900), False, 23200, ("PIPAL",), "pipal", "random", None),
+}
+
+
+def test_registry_fields_are_pinned():
+    assert list_datasets() == [*REGISTRY, "folder+csv"]
+    for name, expected in REGISTRY.items():
+        spec = get_dataset(name)
+        fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+        fields["reader"] = fields["reader"].__name__.removeprefix("read_")
+        assert fields.pop("name") == name
+        assert tuple(fields.values()) == expected, name
+
+
 def test_missing_release_files_are_one_line_errors(tmp_path):
     (tmp_path / "kadid10k").mkdir()
     with pytest.raises(FileNotFoundError, match=r"no dmos.csv under .*kadid10k: is this the dataset's release folder"):

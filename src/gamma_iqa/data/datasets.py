@@ -1,9 +1,10 @@
 """Dataset registry (gamma.md §7), normalised opinion scores, and the train/test splits in one meta CSV per dataset.
 
 Each `DatasetSpec` names its scene, MOS range and direction, test-time resize, folder names under a data root and a
-reader of its native release (`readers.py`). Records carry the raw MOS and the normalised one,
-`y = (mos - lo) / (hi - lo)`, flipped to `1 - y` when lower is better, so every dataset is higher-is-better on about
-[0, 1]. Values are not clipped: a few LIVE realigned DMOS lie outside its nominal [1, 100], as in the original.
+reader of its native release (`readers.py`); the registrations at the bottom of this module use keyword arguments,
+and a new dataset is one more `register_dataset(DatasetSpec(...))` call. Records carry the raw MOS and the normalised
+one, `y = (mos - lo) / (hi - lo)`, flipped to `1 - y` when lower is better, so every dataset is higher-is-better on
+about [0, 1]. Values are not clipped: a few LIVE realigned DMOS lie outside its nominal [1, 100], as in the original.
 
 Splits: the official one where the release defines it (one split column), otherwise 10 random 80/20 splits drawn with
 seed 123 over the images sorted by name (train = round(0.8 n); the test sizes then equal those of the paper's logs,
@@ -56,7 +57,12 @@ TRAIN_FRACTION = 0.8
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """What gamma-iqa knows about one dataset. `resize`: the short side is resized to it before test crops."""
+    """What gamma-iqa knows about one dataset.
+
+    Raises:
+        ValueError: at construction, for a scene that is not registered or a MOS range whose low end is not below its
+            high end.
+    """
 
     name: str
     title: str  # the name in the paper's tables
@@ -67,9 +73,10 @@ class DatasetSpec:
     folders: tuple[str, ...]  # accepted folder names under the data root (case-insensitive); () = the root itself
     reader: Callable[[Path], Labels] = field(repr=False)
     split: str = "random"  # "official" where the release defines a train/test split, else "random"
-    resize: int | None = None
+    resize: int | None = None  # the short side is resized to this many pixels before test crops; None: full size
 
     def __post_init__(self) -> None:
+        """Check the scene and the MOS range (see the class's `Raises`)."""
         if self.scene not in list_scenes():
             raise ValueError(f"dataset {self.name!r}: unknown scene {self.scene!r}; valid: {', '.join(list_scenes())}")
         lo, hi = self.mos_range
@@ -77,6 +84,14 @@ class DatasetSpec:
             raise ValueError(f"dataset {self.name!r}: MOS range must be (low, high) with low < high, got {lo}, {hi}")
 
     def normalise(self, mos: float) -> float:
+        """A raw MOS on the normalised, higher-is-better scale.
+
+        Args:
+            mos: a score as the release gives it, in `mos_range` units.
+
+        Returns:
+            `(mos - lo) / (hi - lo)`, or one minus that when lower is better; about [0, 1], not clipped.
+        """
         lo, hi = self.mos_range
         y = (mos - lo) / (hi - lo)
         return 1.0 - y if self.lower_better else y
@@ -84,6 +99,8 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class Record:
+    """One labelled image of a dataset, with its part in each split."""
+
     folder: Path  # the dataset folder
     image: str  # relative to it, as in the meta CSV
     mos: float
@@ -92,6 +109,7 @@ class Record:
 
     @property
     def path(self) -> Path:
+        """The image file: `folder / image`."""
         return self.folder / self.image  # built on demand: 255k Path objects up front cost seconds on AVA
 
 
@@ -99,7 +117,11 @@ _DATASETS: dict[str, DatasetSpec] = {}
 
 
 def register_dataset(spec: DatasetSpec) -> None:
-    """Register a dataset under its (lower-case) name; names are unique."""
+    """Register a dataset under its (lower-case) name.
+
+    Raises:
+        ValueError: when the name is taken (or is `folder+csv`).
+    """
     key = spec.name.lower()
     if key in _DATASETS or key == FOLDER_CSV:
         raise ValueError(f"dataset {spec.name!r} is already registered")
@@ -112,6 +134,12 @@ def list_datasets() -> list[str]:
 
 
 def get_dataset(name: str) -> DatasetSpec:
+    """The registered dataset `name` (case and surrounding blanks ignored).
+
+    Raises:
+        ValueError: for `folder+csv` (it needs `folder_csv_dataset`) or a name that is not registered; the message
+            lists the valid names.
+    """
     key = name.strip().lower()
     if key == FOLDER_CSV:
         raise ValueError("folder+csv needs a label CSV, a MOS range and a scene: use folder_csv_dataset(...)")
@@ -132,7 +160,21 @@ def folder_csv_dataset(
     mos_column: str = "mos",
     name: str = FOLDER_CSV,
 ) -> DatasetSpec:
-    """A user's own dataset: images under the data root, labels in a CSV (image paths relative to the root)."""
+    """A user's own dataset: images under the data root, labels in a CSV (image paths relative to the root).
+
+    Args:
+        csv_path: the label CSV; an optional `split` column of train/test values is taken as the official split.
+        mos_range: (low, high) of the MOS scale, used to normalise it to about [0, 1].
+        scene: the scene its images are scored in.
+        lower_better: True when a lower MOS means better quality (DMOS).
+        resize: short side in pixels the images are resized to before test crops; None keeps them as they are.
+        image_column: the CSV column with image paths.
+        mos_column: the CSV column with MOS values.
+        name: the name results are reported under.
+
+    Returns:
+        A spec that is not registered; pass it where a registered one goes.
+    """
     reader = functools.partial(
         readers.read_folder_csv, csv_path=Path(csv_path), image_column=image_column, mos_column=mos_column
     )
@@ -221,7 +263,11 @@ def user_dataset(
 
 
 def dataset_dir(spec: DatasetSpec, data_root: str | os.PathLike[str]) -> Path:
-    """The dataset's folder: `data_root/<one of spec.folders>` (any case), or the root itself if it is named so."""
+    """The dataset's folder: `data_root/<one of spec.folders>` (any case), or the root itself if it is named so.
+
+    Raises:
+        FileNotFoundError: when `data_root` is not a folder or holds none of the dataset's folder names.
+    """
     root = Path(data_root)
     if not root.is_dir():
         raise FileNotFoundError(f"data root {root} is not a folder")
@@ -237,8 +283,19 @@ def dataset_dir(spec: DatasetSpec, data_root: str | os.PathLike[str]) -> Path:
 
 
 def make_splits(images: Sequence[str], official: Sequence[str] | None = None) -> list[tuple[str, ...]]:
-    """Per image, its part ("train"/"test") in each split: the official split (one part per image), or
-    NUM_RANDOM_SPLITS random ones with round(0.8 n) training images, seeded by SPLIT_SEED over the sorted names."""
+    """Per image, its part ("train"/"test") in each split.
+
+    Args:
+        images: image names; random splits depend on the sorted names only, not on this order.
+        official: the release's part per image, if it defines a split.
+
+    Returns:
+        One tuple per image: its one official part, or its part in each of NUM_RANDOM_SPLITS random splits with
+        round(0.8 n) training images, seeded by SPLIT_SEED.
+
+    Raises:
+        ValueError: when `official` does not give one part per image.
+    """
     if official is not None:
         if len(official) != len(images):
             raise ValueError(f"official split covers {len(official)} of {len(images)} images")
@@ -287,9 +344,25 @@ def _read_meta(path: Path, spec: DatasetSpec, folder: Path) -> list[Record]:
 def load_records(
     spec: DatasetSpec, data_root: str | os.PathLike[str], *, meta_dir: str | os.PathLike[str] | None = None
 ) -> tuple[Path, list[Record]]:
-    """The dataset's folder and all its labelled images with their splits, from the split file if there is one
-    (in `meta_dir`, else the dataset folder, else $GAMMA_IQA_HOME/meta), else from the release's labels (then saved
-    to the first of those places that is writable)."""
+    """The dataset's folder and all its labelled images with their splits.
+
+    They come from the split file if there is one (in `meta_dir`, else the dataset folder, else
+    $GAMMA_IQA_HOME/meta), else from the release's labels (then saved to the first of those places that is writable;
+    a warning says when none is).
+
+    Args:
+        spec: the dataset.
+        data_root: the folder holding the dataset's folder (see `dataset_dir`).
+        meta_dir: where the split file is read and written instead of the default places.
+
+    Returns:
+        (dataset folder, records in label-file order).
+
+    Raises:
+        FileNotFoundError: when the dataset folder or its label files are missing.
+        ValueError: when the label files list no images or the split file is malformed.
+        MissingDependencyError: when reading the label format needs scipy or openpyxl and it is not installed.
+    """
     folder = dataset_dir(spec, data_root)
     name = _meta_name(spec)
     if meta_dir is not None:
@@ -322,7 +395,11 @@ def load_records(
 
 
 def select(records: Sequence[Record], split: int = 1, part: str = "test", *, name: str = "dataset") -> list[Record]:
-    """The records in `part` ("train"/"test") of split `split` (1-based)."""
+    """The records in `part` ("train"/"test") of split `split` (1-based).
+
+    Raises:
+        ValueError: when the records have no split number `split`; `name` is the dataset named in the message.
+    """
     count = len(records[0].splits) if records else 0
     if not 1 <= split <= count:
         kind = "the official split" if count == 1 else f"{count} random splits"
@@ -330,25 +407,84 @@ def select(records: Sequence[Record], split: int = 1, part: str = "test", *, nam
     return [r for r in records if r.splits[split - 1] == part]
 
 
-def _spec(name, title, scene, mos_range, lower_better, num_images, folders, reader, split="random", resize=None):
-    register_dataset(
-        DatasetSpec(name, title, scene, mos_range, lower_better, num_images, folders, reader, split, resize)
-    )
-
-
 # Ranges, directions, scenes and test-time resizes as the original training configs have them (gamma.md §7).
-_spec("live", "LIVE", "natural", (1, 100), True, 779, ("databaserelease2", "LIVE"), readers.read_live)
-_spec("csiq", "CSIQ", "natural", (0, 1), True, 866, ("CSIQ",), readers.read_csiq)
-_spec("tid2013", "TID2013", "natural", (0, 9), False, 3000, ("tid2013",), readers.read_tid2013)
-_spec("kadid10k", "KADID", "natural", (1, 5), False, 10125, ("kadid10k", "KADID-10k"), readers.read_kadid)
-_spec("livec", "LIVEC", "natural", (0, 100), False, 1162, ("ChallengeDB_release", "LIVEC"), readers.read_livec)
-_spec("koniq10k", "KonIQ", "natural", (0, 100), False, 10073, ("koniq10k", "KonIQ-10k"), readers.read_koniq, "official")
+register_dataset(
+    DatasetSpec(
+        name="live", title="LIVE", scene="natural", mos_range=(1, 100), lower_better=True, num_images=779,
+        folders=("databaserelease2", "LIVE"), reader=readers.read_live,
+    )
+)  # fmt: skip
+register_dataset(
+    DatasetSpec(
+        name="csiq", title="CSIQ", scene="natural", mos_range=(0, 1), lower_better=True, num_images=866,
+        folders=("CSIQ",), reader=readers.read_csiq,
+    )
+)  # fmt: skip
+register_dataset(
+    DatasetSpec(
+        name="tid2013", title="TID2013", scene="natural", mos_range=(0, 9), lower_better=False, num_images=3000,
+        folders=("tid2013",), reader=readers.read_tid2013,
+    )
+)  # fmt: skip
+register_dataset(
+    DatasetSpec(
+        name="kadid10k", title="KADID", scene="natural", mos_range=(1, 5), lower_better=False, num_images=10125,
+        folders=("kadid10k", "KADID-10k"), reader=readers.read_kadid,
+    )
+)  # fmt: skip
+register_dataset(
+    DatasetSpec(
+        name="livec", title="LIVEC", scene="natural", mos_range=(0, 100), lower_better=False, num_images=1162,
+        folders=("ChallengeDB_release", "LIVEC"), reader=readers.read_livec,
+    )
+)  # fmt: skip
+register_dataset(
+    DatasetSpec(
+        name="koniq10k", title="KonIQ", scene="natural", mos_range=(0, 100), lower_better=False, num_images=10073,
+        folders=("koniq10k", "KonIQ-10k"), reader=readers.read_koniq, split="official",
+    )
+)  # fmt: skip
 # SPAQ's 384 is the short side of the paper's offline-resized copy: a no-op on that copy, the same on the originals.
-_spec("spaq", "SPAQ", "natural", (0, 100), False, 11125, ("SPAQ",), readers.read_spaq, resize=384)
-_spec("gfiqa20k", "GFIQA-20k", "face", (0, 1), False, 19998, ("GFIQA-20k", "GFIQA"), readers.read_name_mos_table)
-_spec("agiqa3k", "AGIQA-3k", "aigc", (0, 5), False, 2982, ("AGIQA-3K", "AGIQA3K"), readers.read_agiqa3k)
-_spec("uwiqa", "UWIQA", "underwater", (0, 1), False, 890, ("UWIQA",), readers.read_name_mos_table, resize=224)
-_spec("aadb", "AADB", "aesthetic", (0, 1), False, 9958, ("AADB",), readers.read_aadb, "official")
-_spec("ava", "AVA", "aesthetic", (0, 10), False, 255530, ("AVA_dataset", "AVA"), readers.read_ava, "official", 224)
+register_dataset(
+    DatasetSpec(
+        name="spaq", title="SPAQ", scene="natural", mos_range=(0, 100), lower_better=False, num_images=11125,
+        folders=("SPAQ",), reader=readers.read_spaq, resize=384,
+    )
+)  # fmt: skip
+register_dataset(
+    DatasetSpec(
+        name="gfiqa20k", title="GFIQA-20k", scene="face", mos_range=(0, 1), lower_better=False, num_images=19998,
+        folders=("GFIQA-20k", "GFIQA"), reader=readers.read_name_mos_table,
+    )
+)  # fmt: skip
+register_dataset(
+    DatasetSpec(
+        name="agiqa3k", title="AGIQA-3k", scene="aigc", mos_range=(0, 5), lower_better=False, num_images=2982,
+        folders=("AGIQA-3K", "AGIQA3K"), reader=readers.read_agiqa3k,
+    )
+)  # fmt: skip
+register_dataset(
+    DatasetSpec(
+        name="uwiqa", title="UWIQA", scene="underwater", mos_range=(0, 1), lower_better=False, num_images=890,
+        folders=("UWIQA",), reader=readers.read_name_mos_table, resize=224,
+    )
+)  # fmt: skip
+register_dataset(
+    DatasetSpec(
+        name="aadb", title="AADB", scene="aesthetic", mos_range=(0, 1), lower_better=False, num_images=9958,
+        folders=("AADB",), reader=readers.read_aadb, split="official",
+    )
+)  # fmt: skip
+register_dataset(
+    DatasetSpec(
+        name="ava", title="AVA", scene="aesthetic", mos_range=(0, 10), lower_better=False, num_images=255530,
+        folders=("AVA_dataset", "AVA"), reader=readers.read_ava, split="official", resize=224,
+    )
+)  # fmt: skip
 # PIPAL is not in the paper; its Elo scores span about 917..1836 in the public training labels.
-_spec("pipal", "PIPAL", "natural", (900, 1900), False, 23200, ("PIPAL",), readers.read_pipal)
+register_dataset(
+    DatasetSpec(
+        name="pipal", title="PIPAL", scene="natural", mos_range=(900, 1900), lower_better=False, num_images=23200,
+        folders=("PIPAL",), reader=readers.read_pipal,
+    )
+)  # fmt: skip

@@ -48,6 +48,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class Labels(NamedTuple):
+    """What a reader returns: the labelled images of a release and, where it defines one, its official split."""
+
     items: list[tuple[str, float]]  # (image path relative to the dataset folder, raw MOS)
     official: list[str] | None = None  # per item "train" / "test", where the release defines a split
 
@@ -155,8 +157,21 @@ def _read_rows(path: Path, sheet: str | None = None) -> list[list[Any]]:
 
 
 def read_table(path: Path, columns: dict[str, Sequence[str]], sheet: str | None = None) -> list[dict[str, Any]]:
-    """Rows as {key: value} for each key of `columns`, taken from the first header (a row naming one candidate of
-    every key, case-insensitively) onwards; a missing column is a one-line error naming the candidates."""
+    """The rows of a CSV or XLSX table under its first header row, by column key.
+
+    Args:
+        path: a .csv, or an .xlsx/.xlsm file (that needs openpyxl).
+        columns: key -> candidate column names; the header is the first row naming one candidate of every key
+            (case-insensitively), and the first candidate found wins.
+        sheet: the XLSX sheet to read, if it exists (else the first).
+
+    Returns:
+        One {key: cell value} per row below the header that is long enough to hold every column.
+
+    Raises:
+        ValueError: when no row names every key; the message lists the candidates.
+        MissingDependencyError: for an XLSX file without openpyxl installed.
+    """
     rows = _read_rows(path, sheet)
     for i, row in enumerate(rows):
         header = [str(c).strip().lower() if c is not None else "" for c in row]
@@ -305,8 +320,14 @@ _MOS_COLUMNS = ("mos", "score", "mos_quality")
 
 
 def read_name_mos_table(root: Path) -> Labels:
-    """The first CSV/XLSX table in the dataset folder with an image and a MOS column (GFIQA-20k, UWIQA); images are
-    found by name. Our own split files (gamma-iqa-*.csv) are not label tables."""
+    """The first CSV/XLSX table in the dataset folder with an image and a MOS column (GFIQA-20k, UWIQA).
+
+    Images are found by name anywhere under `root`. Our own split files (gamma-iqa-*.csv) are not label tables.
+
+    Raises:
+        FileNotFoundError: when the folder holds no .csv or .xlsx file.
+        ValueError: when no table has an image and a MOS column.
+    """
     tables = sorted(
         p for p in root.iterdir() if p.suffix.lower() in (".csv", ".xlsx") and not p.name.startswith("gamma-iqa")
     )
@@ -380,8 +401,21 @@ def read_pipal(root: Path) -> Labels:
 
 
 def read_folder_csv(root: Path, csv_path: Path, image_column: str = "image", mos_column: str = "mos") -> Labels:
-    """A user's own data: a CSV with image paths (relative to `root`) and MOS; an optional `split` column of
-    train/test values is taken as the official split."""
+    """A user's own data: a CSV with image paths and MOS.
+
+    Args:
+        root: the folder the image paths are relative to.
+        csv_path: the label CSV; an optional `split` column of train/test values is taken as the official split.
+        image_column: the column with image paths.
+        mos_column: the column with raw MOS values.
+
+    Returns:
+        The labels in CSV order.
+
+    Raises:
+        FileNotFoundError: when `csv_path` is not a file.
+        ValueError: for a missing column, a MOS that is not a number or a split value other than train/test.
+    """
     path = Path(csv_path)
     if not path.is_file():
         raise FileNotFoundError(f"label CSV {path} not found")

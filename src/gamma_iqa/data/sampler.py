@@ -1,5 +1,7 @@
-"""Joint-training sampler: which sample each process trains on at each step, as a pure function of
-(seed, epoch, position). That makes runs resumable mid-epoch and identical for any number of processes.
+"""Joint-training sampler: which sample each process trains on at each step.
+
+The order is a pure function of (seed, epoch, position). That makes runs resumable mid-epoch and identical for any
+number of processes.
 
 `uniform` is the original's: the datasets' training splits concatenated and shuffled uniformly each epoch (drop_last),
 so large datasets dominate (AVA is about half of all samples). `balanced` draws each sample's dataset uniformly, then an
@@ -23,6 +25,17 @@ class JointSampler:
     """
 
     def __init__(self, sizes: Sequence[int], *, batch_size: int, mode: str = "uniform", seed: int = 123) -> None:
+        """Plan the epochs of a joint training run.
+
+        Args:
+            sizes: the number of training images of each dataset, in the order the datasets are concatenated.
+            batch_size: the effective (global) batch, in samples.
+            mode: "uniform" (shuffle all images together, as the original) or "balanced" (each dataset equally often).
+            seed: the run's seed; each epoch's order is drawn from (seed, epoch).
+
+        Raises:
+            ValueError: for an unknown mode, an empty dataset, or fewer images in all than one batch.
+        """
         if mode not in ("uniform", "balanced"):
             raise ValueError(f"sampler must be 'uniform' or 'balanced', got {mode!r}")
         if not sizes or min(sizes) < 1:
@@ -36,6 +49,7 @@ class JointSampler:
 
     @property
     def steps_per_epoch(self) -> int:
+        """Full batches per epoch; the remainder is dropped."""
         return self.total // self.batch_size  # drop_last, as the original
 
     def order(self, epoch: int) -> torch.Tensor:
@@ -55,7 +69,14 @@ class JointSampler:
         return torch.tensor(self.offsets)[which] + within
 
     def positions(self, step: int, *, rank: int = 0, world: int = 1, accum: int = 1) -> list[list[int]]:
-        """Positions in the epoch's order of the micro-batches that process `rank` trains on at `step`."""
+        """Positions in the epoch's order of the micro-batches that process `rank` trains on at `step`.
+
+        Returns:
+            `accum` lists of batch_size / (world x accum) positions each; index `order(epoch)` with them.
+
+        Raises:
+            ValueError: when the batch does not split evenly into `world` x `accum` micro-batches.
+        """
         per = self.batch_size // (world * accum)
         if per * world * accum != self.batch_size:
             raise ValueError(f"batch {self.batch_size} does not split into {world} processes x {accum} accumulations")

@@ -72,8 +72,8 @@ def describe_error(e: BaseException) -> str:
         return "cannot read (permission denied)"
     if isinstance(e, UnidentifiedImageError):
         return "not an image, or an unsupported format"
-    if isinstance(e, Image.DecompressionBombError):
-        return f"image too large ({str(e).splitlines()[0]})"
+    if isinstance(e, Image.DecompressionBombError):  # a decoder repeating PIL's check (our budget is a ValueError)
+        return f"image too large for PIL's Image.MAX_IMAGE_PIXELS ({str(e).splitlines()[0]})"
     text = (str(e).strip().splitlines() or [type(e).__name__])[0]
     if isinstance(e, (ValueError, TypeError)):  # our own checks on the input say what is wrong
         return text
