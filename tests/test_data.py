@@ -284,7 +284,7 @@ def test_official_splits(tmp_path):
     build_ava(tmp_path)
     _, records = load_records(get_dataset("ava"), tmp_path)
     assert sorted(r.image for r in select(records, 1, "test")) == ["images/953958.jpg", "images/954113.jpg"]
-    with pytest.raises(ValueError, match=r"ava has the official split; --split 2 is out of range"):
+    with pytest.raises(ValueError, match=r"ava has the official split; `split` 2 is out of range"):
         select(records, 2, name="ava")
 
 

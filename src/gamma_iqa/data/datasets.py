@@ -403,7 +403,7 @@ def select(records: Sequence[Record], split: int = 1, part: str = "test", *, nam
     count = len(records[0].splits) if records else 0
     if not 1 <= split <= count:
         kind = "the official split" if count == 1 else f"{count} random splits"
-        raise ValueError(f"{name} has {kind}; --split {split} is out of range (1..{count})")
+        raise ValueError(f"{name} has {kind}; `split` {split} is out of range (1..{count})")
     return [r for r in records if r.splits[split - 1] == part]
 
 
