@@ -9,7 +9,8 @@ Photos: Debian `mate-backgrounds` (nature), the `kphotoalbum` demo (consumer sna
 with `dpkg -x` into --cache (no root, no dependencies pulled in). Or --photos DIR: every JPEG/PNG under it.
 Each photo (long side scaled to --max-side, as the training corpus) is distorted by the 25 types of
 corpus.distortions at strengths unseen in training (default 0.1 0.3 0.5 0.7 0.9; the corpus uses 0.2 .. 1.0) and
-labelled with the pseudo-MOS of gamma_iqa.corpus.fidelity, exactly as scripts/build_corpus.py labels its images.
+labelled with the pseudo-MOS of gamma_iqa.corpus.fidelity by the one function scripts/build_corpus.py labels its
+images with (gamma_iqa.corpus.pipeline.distort_and_label).
 
 Figures per method, on the images as stored: SRCC of the scores against the pseudo-MOS over all distorted images, and
 the mean over (photo, distortion type) groups of the SRCC of the scores against severity (a group whose scores are all
@@ -39,14 +40,13 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from gamma_iqa.corpus.distortions import DISTORTIONS, distort
-from gamma_iqa.corpus.fidelity import fidelity, pseudo_mos
+from gamma_iqa.corpus.distortions import DISTORTIONS
+from gamma_iqa.corpus.pipeline import distort_and_label, load_photo, map_in_order, store
 from gamma_iqa.metrics import srcc
 
 STRENGTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -119,34 +119,17 @@ def folder_photos(folder: Path) -> list[tuple[str, Path]]:
 
 
 # ---- the distorted set -------------------------------------------------------------------------------------------
-def _stored(x: np.ndarray, path: Path) -> np.ndarray:
-    """Write as PNG; return what a reader gets back (labels and scores see the same pixels)."""
-    Image.fromarray(np.round(x * 255).astype(np.uint8)).save(path)
-    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
-
-
 def distort_photo(job: tuple) -> list[Item]:
-    """Every distorted version of one photo and its pseudo-MOS (one worker task)."""
+    """Every distorted version of one photo and its pseudo-MOS (one worker task), as the corpus labels its images."""
     index, pid, path, out, types, strengths, max_side, seed = job
-    img = ImageOps.exif_transpose(Image.open(path)).convert("RGB")  # kphotoalbum's demo has EXIF rotations
-    img.thumbnail((max_side, max_side), Image.LANCZOS)
     name = pid.replace("/", "__")
-    ref = _stored(np.asarray(img, dtype=np.float32) / 255, out / f"{name}.png")
-    items = []
-    for t, kind in enumerate(types):
-        for strength in strengths:
-            rng = np.random.default_rng([seed, index, t])  # as the corpus: only the strength changes in a group
-            file = out / f"{name}__{kind}__{strength:g}.png"
-            x = _stored(distort(ref, kind, strength, rng), file)
-            items.append(Item(pid, kind, strength, str(file), round(pseudo_mos(fidelity(ref, x)), 6)))
-    return items
+    ref = store(load_photo(path, max_side), out / f"{name}.png")  # kphotoalbum's demo has EXIF rotations
 
+    def image(kind: str, k: int, strength: float) -> Path:
+        return out / f"{name}__{kind}__{strength:g}.png"
 
-def _one_thread() -> None:
-    """One torch thread per worker process: W workers on W cores, not W x cores threads fighting over them."""
-    import torch
-
-    torch.set_num_threads(1)
+    versions = distort_and_label(ref, types, strengths, image, seed=seed, index=index)
+    return [Item(pid, v.distortion, v.strength, str(v.path), v.mos) for v in versions]
 
 
 def build_items(
@@ -159,14 +142,10 @@ def build_items(
     seed: int = 0,
     workers: int = 1,
 ) -> list[Item]:
+    """The distorted set of `photos` under `out`: every type at every strength, labelled (corpus.pipeline)."""
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(i, pid, p, out, list(types), list(strengths), max_side, seed) for i, (pid, p) in enumerate(photos)]
-    if workers > 1:
-        with Pool(workers, initializer=_one_thread) as pool:
-            groups = pool.map(distort_photo, jobs)
-    else:
-        groups = [distort_photo(j) for j in jobs]
-    return [item for g in groups for item in g]
+    return [item for group in map_in_order(distort_photo, jobs, workers) for item in group]
 
 
 # ---- figures -----------------------------------------------------------------------------------------------------
