@@ -68,6 +68,8 @@ BRISQUE_FILES = "usr/share/opencv4/quality/brisque_{}_live.yml"  # from Debian o
 
 @dataclass(frozen=True)
 class Item:
+    """One distorted image: its photo's id, distortion type and strength, file, and pseudo-MOS in [0, 1]."""
+
     photo: str
     distortion: str
     strength: float
@@ -114,6 +116,7 @@ def debian_photos(cache: Path) -> list[tuple[str, Path]]:
 
 
 def folder_photos(folder: Path) -> list[tuple[str, Path]]:
+    """(id, path) of every JPEG and PNG under `folder`, sorted; the id is the relative path without its suffix."""
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     return [(str(p.relative_to(folder).with_suffix("")), p) for p in paths]
 
@@ -150,8 +153,10 @@ def build_items(
 
 # ---- figures -----------------------------------------------------------------------------------------------------
 def figures(items: Sequence[Item], scores: Sequence[float], *, lower_better: bool) -> dict[str, float]:
-    """SRCC against the pseudo-MOS, and the mean within-(photo, type) SRCC against severity; non-finite scores (an
-    image a method failed on) are left out and counted."""
+    """SRCC against the pseudo-MOS, and the mean within-(photo, type) SRCC against severity.
+
+    Non-finite scores (an image a method failed on) are left out and counted.
+    """
     s = np.asarray(scores, dtype=np.float64) * (-1 if lower_better else 1)
     keep = np.isfinite(s)
     mos = np.array([it.mos for it in items])
@@ -192,6 +197,7 @@ def evaluate(items: Sequence[Item], methods: Sequence[Method], log: Callable[[st
 
 
 def markdown(rows: Sequence[dict]) -> str:
+    """The results table (`evaluate`'s rows) in Markdown, a skipped method as "not run" with its note."""
     lines = [
         "| method | SRCC vs pseudo-MOS | mean within-image SRCC vs severity | n images | note |",
         "|---|---|---|---|---|",
@@ -222,6 +228,7 @@ def _each(fn: Callable[[str], float]) -> Callable[[Sequence[str]], list[float]]:
 
 
 def gamma_lite(model: str, crops: str, batch_size: int) -> Method:
+    """The evaluated model (a registered name or a checkpoint), skipped when it has no trained weights."""
     from gamma_iqa.models import create_model, list_models, trained_weights
 
     if model in list_models() and trained_weights(model) is None:
@@ -239,6 +246,7 @@ def gamma_lite(model: str, crops: str, batch_size: int) -> Method:
 
 
 def brisque(model_dir: Path | None) -> Method:
+    """BRISQUE of OpenCV contrib with the LIVE model files in `model_dir`, skipped when either is missing."""
     note = "needs PyPI opencv-contrib-python-headless"
     if importlib.util.find_spec("cv2") is None:
         return Method("BRISQUE", True, None, note)
@@ -253,6 +261,7 @@ def brisque(model_dir: Path | None) -> Method:
 
 
 def piqe() -> Method:
+    """PIQE of PyPI `pypiqe`, skipped when it is missing or does not import."""
     if importlib.util.find_spec("pypiqe") is None:
         return Method("PIQE", True, None, "needs PyPI pypiqe (and opencv for its import)")
     try:
@@ -263,11 +272,13 @@ def piqe() -> Method:
 
 
 def niqe() -> Method:
+    """NIQE, listed and never run (the module docstring says why)."""
     return Method("NIQE", True, None, "not run: no validated NIQE runs offline here (see the script's docstring)")
 
 
 # ---- command line ------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> list[dict]:
+    """Parse the command line, build the distorted set, score it with every method and write the results."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--photos", help="a folder of photos instead of the Debian ones")
     p.add_argument("--out", default="build/eval-default", help="distorted images, items.csv, results.{json,md}")

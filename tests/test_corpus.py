@@ -1,5 +1,8 @@
-"""The corpus tooling: Qt .rcc reading, the photo and licence rules, the distortions, the FR metrics, the shared
-distort-and-label pipeline, a tiny build through scripts/build_corpus.py."""
+"""The corpus tooling: .rcc reading, photo and licence rules, distortions, FR metrics, the pipeline, a tiny build.
+
+The shared distort-and-label pipeline is checked directly and through both scripts; the tiny build runs
+scripts/build_corpus.py on a tiny .deb.
+"""
 
 import csv
 import shutil
