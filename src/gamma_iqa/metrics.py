@@ -169,16 +169,7 @@ def plcc(x: ArrayLike, y: ArrayLike) -> float:
 def srcc(x: ArrayLike, y: ArrayLike) -> float:
     """Spearman rank correlation, ties sharing their average rank.
 
-    Args:
-        x: Predictions, any shape (flattened).
-        y: Opinion scores, as many as `x`.
-
-    Returns:
-        The correlation in [-1, 1]; NaN (with a `ConstantInputWarning`) when an input is constant or has fewer than
-        2 values.
-
-    Raises:
-        ValueError: The inputs differ in length or hold NaN or inf.
+    Arguments, range, the NaN for degenerate input and the errors are those of `plcc`.
 
     >>> round(srcc([1, 2, 3], [1, 2, 4]), 12)  # the same order: not linear, yet a perfect rank correlation
     1.0
@@ -193,15 +184,7 @@ def srcc(x: ArrayLike, y: ArrayLike) -> float:
 def krcc(x: ArrayLike, y: ArrayLike) -> float:
     """Kendall rank correlation, tau-b (ties in either input corrected for).
 
-    Args:
-        x: Predictions, any shape (flattened).
-        y: Opinion scores, as many as `x`.
-
-    Returns:
-        Tau-b in [-1, 1]; NaN (with a `ConstantInputWarning`) when an input is constant or has fewer than 2 values.
-
-    Raises:
-        ValueError: The inputs differ in length or hold NaN or inf.
+    Arguments, range, the NaN for degenerate input and the errors are those of `plcc`.
 
     >>> round(krcc([1, 2, 3], [1, 2, 4]), 12)
     1.0
