@@ -56,7 +56,7 @@ def _panel(axes: Any, title: str, series: Mapping[str, Series], *, xlabel: str, 
         if lines:
             axes.plot(xs, ys, marker="o", markersize=3, linewidth=1.5, label=name)
         else:
-            axes.scatter(xs, ys, s=8, alpha=0.6, label=name)
+            axes.scatter(xs, ys, label=name)  # solid default markers: the colour is exact inside each dot
         drawn += 1
     if not drawn:
         axes.text(0.5, 0.5, "no data yet", ha="center", va="center", color="grey", transform=axes.transAxes)
