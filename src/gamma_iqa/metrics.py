@@ -270,7 +270,7 @@ def _fit(xs: np.ndarray, ys: np.ndarray, params: int, iterations: int) -> np.nda
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", _optimize.OptimizeWarning)  # an unestimable covariance; only b is used
         try:
-            return _optimize.curve_fit(f, xs, ys, p0=b0, jac=jac, method="lm", maxfev=iterations * (params + 1))[0]
+            return _optimize.curve_fit(f, xs, ys, p0=b0, jac=jac, method="lm", maxfev=100 * iterations)[0]
         except RuntimeError:  # no convergence within the evaluation budget
             return None
 
@@ -287,7 +287,9 @@ def logistic_fit(x: ArrayLike, y: ArrayLike, *, params: int = 4, iterations: int
         x: Predictions, any shape (flattened).
         y: Opinion scores, as many as `x`.
         params: 4 or 5, the logistic's number of parameters.
-        iterations: Budget of Levenberg-Marquardt iterations (scipy: `maxfev` of iterations x (params + 1)).
+        iterations: Budget of Levenberg-Marquardt iterations; scipy's MINPACK counts function evaluations instead
+            (`maxfev`), and gets 100 per iteration: a step-like relation (two clusters of predictions) can take
+            over 1,000 evaluations to converge.
 
     Returns:
         (N,) float64 fitted values; all NaN, with a `ConstantInputWarning`, for fewer than `params` pairs or a
