@@ -9,7 +9,8 @@ Photos: Debian `mate-backgrounds` (nature), the `kphotoalbum` demo (consumer sna
 with `dpkg -x` into --cache (no root, no dependencies pulled in). Or --photos DIR: every JPEG/PNG under it.
 Each photo (long side scaled to --max-side, as the training corpus) is distorted by the 25 types of
 corpus.distortions at strengths unseen in training (default 0.1 0.3 0.5 0.7 0.9; the corpus uses 0.2 .. 1.0) and
-labelled with the pseudo-MOS of gamma_iqa.corpus.fidelity, exactly as scripts/build_corpus.py labels its images.
+labelled with the pseudo-MOS of gamma_iqa.corpus.fidelity by the one function scripts/build_corpus.py labels its
+images with (gamma_iqa.corpus.pipeline.distort_and_label).
 
 Figures per method, on the images as stored: SRCC of the scores against the pseudo-MOS over all distorted images, and
 the mean over (photo, distortion type) groups of the SRCC of the scores against severity (a group whose scores are all
@@ -39,14 +40,13 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from gamma_iqa.corpus.distortions import DISTORTIONS, distort
-from gamma_iqa.corpus.fidelity import fidelity, pseudo_mos
+from gamma_iqa.corpus.distortions import DISTORTIONS
+from gamma_iqa.corpus.pipeline import distort_and_label, load_photo, map_in_order, store
 from gamma_iqa.metrics import srcc
 
 STRENGTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -68,6 +68,8 @@ BRISQUE_FILES = "usr/share/opencv4/quality/brisque_{}_live.yml"  # from Debian o
 
 @dataclass(frozen=True)
 class Item:
+    """One distorted image: its photo's id, distortion type and strength, file, and pseudo-MOS in [0, 1]."""
+
     photo: str
     distortion: str
     strength: float
@@ -114,39 +116,23 @@ def debian_photos(cache: Path) -> list[tuple[str, Path]]:
 
 
 def folder_photos(folder: Path) -> list[tuple[str, Path]]:
+    """(id, path) of every JPEG and PNG under `folder`, sorted; the id is the relative path without its suffix."""
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     return [(str(p.relative_to(folder).with_suffix("")), p) for p in paths]
 
 
 # ---- the distorted set -------------------------------------------------------------------------------------------
-def _stored(x: np.ndarray, path: Path) -> np.ndarray:
-    """Write as PNG; return what a reader gets back (labels and scores see the same pixels)."""
-    Image.fromarray(np.round(x * 255).astype(np.uint8)).save(path)
-    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
-
-
 def distort_photo(job: tuple) -> list[Item]:
-    """Every distorted version of one photo and its pseudo-MOS (one worker task)."""
+    """Every distorted version of one photo and its pseudo-MOS (one worker task), as the corpus labels its images."""
     index, pid, path, out, types, strengths, max_side, seed = job
-    img = ImageOps.exif_transpose(Image.open(path)).convert("RGB")  # kphotoalbum's demo has EXIF rotations
-    img.thumbnail((max_side, max_side), Image.LANCZOS)
     name = pid.replace("/", "__")
-    ref = _stored(np.asarray(img, dtype=np.float32) / 255, out / f"{name}.png")
-    items = []
-    for t, kind in enumerate(types):
-        for strength in strengths:
-            rng = np.random.default_rng([seed, index, t])  # as the corpus: only the strength changes in a group
-            file = out / f"{name}__{kind}__{strength:g}.png"
-            x = _stored(distort(ref, kind, strength, rng), file)
-            items.append(Item(pid, kind, strength, str(file), round(pseudo_mos(fidelity(ref, x)), 6)))
-    return items
+    ref = store(load_photo(path, max_side), out / f"{name}.png")  # kphotoalbum's demo has EXIF rotations
 
+    def image(kind: str, k: int, strength: float) -> Path:
+        return out / f"{name}__{kind}__{strength:g}.png"
 
-def _one_thread() -> None:
-    """One torch thread per worker process: W workers on W cores, not W x cores threads fighting over them."""
-    import torch
-
-    torch.set_num_threads(1)
+    versions = distort_and_label(ref, types, strengths, image, seed=seed, index=index)
+    return [Item(pid, v.distortion, v.strength, str(v.path), v.mos) for v in versions]
 
 
 def build_items(
@@ -159,20 +145,18 @@ def build_items(
     seed: int = 0,
     workers: int = 1,
 ) -> list[Item]:
+    """The distorted set of `photos` under `out`: every type at every strength, labelled (corpus.pipeline)."""
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(i, pid, p, out, list(types), list(strengths), max_side, seed) for i, (pid, p) in enumerate(photos)]
-    if workers > 1:
-        with Pool(workers, initializer=_one_thread) as pool:
-            groups = pool.map(distort_photo, jobs)
-    else:
-        groups = [distort_photo(j) for j in jobs]
-    return [item for g in groups for item in g]
+    return [item for group in map_in_order(distort_photo, jobs, workers) for item in group]
 
 
 # ---- figures -----------------------------------------------------------------------------------------------------
 def figures(items: Sequence[Item], scores: Sequence[float], *, lower_better: bool) -> dict[str, float]:
-    """SRCC against the pseudo-MOS, and the mean within-(photo, type) SRCC against severity; non-finite scores (an
-    image a method failed on) are left out and counted."""
+    """SRCC against the pseudo-MOS, and the mean within-(photo, type) SRCC against severity.
+
+    Non-finite scores (an image a method failed on) are left out and counted.
+    """
     s = np.asarray(scores, dtype=np.float64) * (-1 if lower_better else 1)
     keep = np.isfinite(s)
     mos = np.array([it.mos for it in items])
@@ -213,6 +197,7 @@ def evaluate(items: Sequence[Item], methods: Sequence[Method], log: Callable[[st
 
 
 def markdown(rows: Sequence[dict]) -> str:
+    """The results table (`evaluate`'s rows) in Markdown, a skipped method as "not run" with its note."""
     lines = [
         "| method | SRCC vs pseudo-MOS | mean within-image SRCC vs severity | n images | note |",
         "|---|---|---|---|---|",
@@ -243,6 +228,7 @@ def _each(fn: Callable[[str], float]) -> Callable[[Sequence[str]], list[float]]:
 
 
 def gamma_lite(model: str | None, crops: str, batch_size: int) -> Method:
+    """The evaluated model (a registered name or a checkpoint; None: the default), skipped without trained weights."""
     from gamma_iqa.models import (
         DEFAULT_MODEL,
         CheckpointError,
@@ -271,6 +257,7 @@ def gamma_lite(model: str | None, crops: str, batch_size: int) -> Method:
 
 
 def brisque(model_dir: Path | None) -> Method:
+    """BRISQUE of OpenCV contrib with the LIVE model files in `model_dir`, skipped when either is missing."""
     note = "needs PyPI opencv-contrib-python-headless"
     if importlib.util.find_spec("cv2") is None:
         return Method("BRISQUE", True, None, note)
@@ -285,6 +272,7 @@ def brisque(model_dir: Path | None) -> Method:
 
 
 def piqe() -> Method:
+    """PIQE of PyPI `pypiqe`, skipped when it is missing or does not import."""
     if importlib.util.find_spec("pypiqe") is None:
         return Method("PIQE", True, None, "needs PyPI pypiqe (and opencv for its import)")
     try:
@@ -295,11 +283,13 @@ def piqe() -> Method:
 
 
 def niqe() -> Method:
+    """NIQE, listed and never run (the module docstring says why)."""
     return Method("NIQE", True, None, "not run: no validated NIQE runs offline here (see the script's docstring)")
 
 
 # ---- command line ------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> list[dict]:
+    """Parse the command line, build the distorted set, score it with every method and write the results."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--photos", help="a folder of photos instead of the Debian ones")
     p.add_argument("--out", default="build/eval-default", help="distorted images, items.csv, results.{json,md}")

@@ -1,23 +1,28 @@
-"""The corpus builder: Qt .rcc parsing, the photo and licence rules, the distortions, the FR metrics, a tiny build."""
+"""The corpus tooling: .rcc reading, photo and licence rules, distortions, FR metrics, the pipeline, a tiny build.
+
+The shared distort-and-label pipeline is checked directly and through both scripts; the tiny build runs
+scripts/build_corpus.py on a tiny .deb.
+"""
 
 import csv
 import shutil
 import struct
 import subprocess
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from gamma_iqa.corpus import gcompris
 from gamma_iqa.corpus.distortions import DISTORTIONS, FAMILIES, distort, level_strength
 from gamma_iqa.corpus.fidelity import delta_e, fidelity, gmsd, ms_ssim, pseudo_mos, psnr, vif
+from gamma_iqa.corpus.pipeline import distort_and_label, store
+from gamma_iqa.corpus.rcc import parse_rcc
 from gamma_iqa.data.datasets import folder_csv_dataset, load_records
 
 from .conftest import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_corpus.py"
 build_corpus = load_script("build_corpus")
 
 
@@ -72,17 +77,17 @@ def make_rcc(files: dict[str, bytes], *, version: int = 3, compress: tuple[str, 
 def test_rcc_parser_reads_files_folders_names_and_zlib(version):
     files = {"gcompris/a/readme.txt": b"hello", "gcompris/a/b/é.bin": bytes(range(256)) * 40, "top.txt": b""}
     data = make_rcc(files, version=version, compress=("gcompris/a/b/é.bin",))
-    assert build_corpus.parse_rcc(data) == files
+    assert parse_rcc(data) == files
 
 
 def test_rcc_parser_refuses_what_it_cannot_read():
     with pytest.raises(ValueError, match="qres"):
-        build_corpus.parse_rcc(b"RIFF" + bytes(40))
+        parse_rcc(b"RIFF" + bytes(40))
     data = bytearray(make_rcc({"x.txt": b"abc"}, compress=("x.txt",)))
     flags_at = len(data) - 22 + 4  # the file node is the last one; its flags follow the name offset
     data[flags_at : flags_at + 2] = struct.pack(">H", 4)
     with pytest.raises(ValueError, match="zstd"):
-        build_corpus.parse_rcc(bytes(data))
+        parse_rcc(bytes(data))
 
 
 # ---- photo rule and licences -----------------------------------------------------------------------------------
@@ -104,19 +109,19 @@ License: GPL-3+
 
 
 def test_photo_rule_ids_and_licences():
-    root = build_corpus.ROOT
-    assert build_corpus.is_photo(root + "erase/resource/cat1.webp", (320, 240), 224)
-    assert build_corpus.is_photo(root + "explore_monuments/resource/france/eiffel.webp", (800, 600), 224)
-    assert not build_corpus.is_photo(root + "erase/resource/cat1.webp", (300, 200), 224)  # too small
-    assert not build_corpus.is_photo(root + "lang/resource/words_sample/apple.webp", (800, 600), 224)  # cartoons
-    assert not build_corpus.is_photo(root + "paintings/resource/image/monet.webp", (800, 600), 224)
-    assert not build_corpus.is_photo(root + "erase/resource/cat1.svg", (800, 600), 224)
-    assert build_corpus.photo_id(root + "explore_monuments/resource/france/eiffel.webp") == (
+    root = gcompris.ROOT
+    assert gcompris.is_photo(root + "erase/resource/cat1.webp", (320, 240), 224)
+    assert gcompris.is_photo(root + "explore_monuments/resource/france/eiffel.webp", (800, 600), 224)
+    assert not gcompris.is_photo(root + "erase/resource/cat1.webp", (300, 200), 224)  # too small
+    assert not gcompris.is_photo(root + "lang/resource/words_sample/apple.webp", (800, 600), 224)  # cartoons
+    assert not gcompris.is_photo(root + "paintings/resource/image/monet.webp", (800, 600), 224)
+    assert not gcompris.is_photo(root + "erase/resource/cat1.svg", (800, 600), 224)
+    assert gcompris.photo_id(root + "explore_monuments/resource/france/eiffel.webp") == (
         "explore_monuments-france-eiffel"
     )
-    stanzas = build_corpus.parse_copyright(COPYRIGHT)
+    stanzas = gcompris.parse_copyright(COPYRIGHT)
     assert len(stanzas) == 2
-    licence = build_corpus.licence_of
+    licence = gcompris.licence_of
     assert licence("gcompris/src/activities/erase/resource/cat2.webp", stanzas) == ("CC-BY-SA-3.0", "Some Photographer")
     assert licence("gcompris/src/activities/erase/resource/bear001.webp", stanzas)[0] == "CC-BY-SA-3.0"
     assert licence("gcompris/src/activities/erase/resource/dog.webp", stanzas) == ("GPL-3+", "2014 The GCompris team")
@@ -185,6 +190,44 @@ def test_more_distortion_scores_worse_on_every_metric():
         psnr(x, x[:64])
 
 
+# ---- the shared distort-and-label pipeline ----------------------------------------------------------------------
+def test_distort_and_label_stores_and_labels_the_stored_pixels(tmp_path):
+    ref = store(sample(96, 128), tmp_path / "ref.png")
+    versions = distort_and_label(
+        ref, ["jpeg", "motion_blur"], [0.3, 0.9], lambda kind, k, s: tmp_path / f"{kind}-{k}-{s}.png", seed=7, index=2
+    )
+    assert [(v.distortion, v.strength) for v in versions] == [
+        ("jpeg", 0.3), ("jpeg", 0.9), ("motion_blur", 0.3), ("motion_blur", 0.9)
+    ]  # fmt: skip
+    for v in versions:
+        stored = np.asarray(Image.open(v.path).convert("RGB"), dtype=np.float32) / 255
+        assert v.values == fidelity(ref, stored) and v.mos == round(pseudo_mos(v.values), 6)
+    assert versions[1].mos < versions[0].mos and versions[3].mos < versions[2].mos
+    # The same photo, seed and index give the same labels whatever the files are called (both scripts rely on it);
+    # another index draws other random choices (here, motion blur's angle).
+    again = distort_and_label(ref, ["jpeg", "motion_blur"], [0.3, 0.9], lambda k, i, s: tmp_path / f"b{k}{i}.png",
+                              seed=7, index=2)  # fmt: skip
+    assert [v.mos for v in again] == [v.mos for v in versions]
+    other = distort_and_label(ref, ["motion_blur"], [0.9], lambda k, i, s: tmp_path / "c.png", seed=7, index=3)
+    assert other[0].values != versions[3].values
+
+
+def test_build_corpus_and_evaluate_default_label_one_photo_alike(tmp_path):
+    evaluate_default = load_script("evaluate_default")
+    photo = tmp_path / "p.png"
+    Image.fromarray((sample(240, 256, seed=4) * 255).astype(np.uint8)).save(photo)
+    items = evaluate_default.build_items([("p", photo)], tmp_path / "eval", types=("white_noise", "jpeg"),
+                                         strengths=(0.5, 1.0))  # fmt: skip
+    corpus = tmp_path / "corpus"
+    for sub in ("rows", "images", "reference"):
+        (corpus / sub).mkdir(parents=True)
+    # levels 1 and 2 of 2 are strengths 0.5 and 1.0; seed 0 and index 0, as the evaluation's first photo
+    rows = gcompris.build_photo(("p", photo.read_bytes(), corpus, ["white_noise", "jpeg"], 2, 384, "png", 0, 0))
+    assert [(r["distortion"], r["strength"], r["mos"]) for r in rows] == [
+        (it.distortion, it.strength, it.mos) for it in items
+    ]
+
+
 # ---- a tiny build from a tiny .deb -----------------------------------------------------------------------------
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb not installed (Debian tools)")
 def test_tiny_build_from_a_tiny_package(tmp_path):
@@ -194,11 +237,11 @@ def test_tiny_build_from_a_tiny_package(tmp_path):
         buf = tmp_path / f"{i}.webp"
         Image.fromarray((sample(240, 256, seed=i) * 255).astype(np.uint8)).save(buf, lossless=True)
         files["gcompris/src/activities/" + name] = buf.read_bytes()
-    rcc = pkg / build_corpus.RCC_DIR / "test.rcc"
+    rcc = pkg / gcompris.RCC_DIR / "test.rcc"
     rcc.parent.mkdir(parents=True)
     rcc.write_bytes(make_rcc(files))
-    (pkg / build_corpus.COPYRIGHT).parent.mkdir(parents=True)
-    (pkg / build_corpus.COPYRIGHT).write_text(COPYRIGHT)
+    (pkg / gcompris.COPYRIGHT).parent.mkdir(parents=True)
+    (pkg / gcompris.COPYRIGHT).write_text(COPYRIGHT)
     (pkg / "DEBIAN").mkdir()
     (pkg / "DEBIAN" / "control").write_text(
         "Package: gcompris-qt-data\nVersion: 0.1\nArchitecture: all\nMaintainer: test <t@example.org>\n"

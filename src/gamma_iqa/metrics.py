@@ -1,19 +1,28 @@
-"""Correlation and error metrics between predictions and opinion scores: pure numpy functions.
+"""Correlation and error metrics between predictions and opinion scores.
 
-They agree with scipy (`spearmanr`, `pearsonr`, `kendalltau` tau-b) to ~1e-15 and need nothing but numpy.
+The correlations are `scipy.stats` (`spearmanr`, `pearsonr`, `kendalltau` tau-b) and the logistic fit is
+`scipy.optimize.curve_fit` with Levenberg-Marquardt (`method="lm"`), the references the field's evaluations use.
+scipy is an optional extra (`pip install 'gamma-iqa[data]'`), so when it cannot be imported the same quantities come
+from the numpy implementations below: they agree with scipy to ~1e-15 on the correlations (the test suite checks
+both paths on data with ties) and to ~1e-7 on the fitted logistic.
+
 Degenerate input (a constant array, fewer than 2 pairs) gives NaN and a `ConstantInputWarning`, not an exception,
 so that one bad dataset does not end a long evaluation; a length mismatch or a non-finite value is a `ValueError`.
-
-`plcc_logistic` fits the 4-parameter logistic of VQEG practice with our own Levenberg-Marquardt loop (no scipy),
-so its result does not depend on which optional packages are installed. The paper reports raw PLCC (`plcc`).
+The paper reports raw PLCC (`plcc`); `plcc_logistic` is PLCC after the 4- (or 5-) parameter logistic of VQEG practice.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+
+try:
+    from scipy import optimize as _optimize
+    from scipy import stats as _stats
+except ImportError:  # the core runs without scipy: the numpy fallbacks below take over
+    _optimize = _stats = None
 
 __all__ = ["ConstantInputWarning", "krcc", "logistic_fit", "plcc", "plcc_logistic", "rmse", "srcc"]
 
@@ -25,6 +34,7 @@ class ConstantInputWarning(RuntimeWarning):
 
 
 def _pair(x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Both inputs as flat float64 arrays of one length, all finite; `ValueError` otherwise."""
     x = np.asarray(x, dtype=np.float64).ravel()
     y = np.asarray(y, dtype=np.float64).ravel()
     if x.shape != y.shape:
@@ -35,23 +45,19 @@ def _pair(x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _degenerate(x: np.ndarray, y: np.ndarray, what: str) -> bool:
+    """True (after a `ConstantInputWarning` naming `what`) when a correlation of x and y is undefined."""
     if x.size < 2 or (x == x[0]).all() or (y == y[0]).all():
-        warnings.warn(f"{what} is undefined for a constant input or fewer than 2 pairs; NaN", ConstantInputWarning, 2)
+        warnings.warn(f"{what} is undefined for a constant input or fewer than 2 pairs; NaN", ConstantInputWarning, 3)
         return True
     return False
 
 
+# ---- numpy fallbacks (used only when scipy cannot be imported) -------------------------------------------------
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     xm = x - x.mean()
     ym = y - y.mean()
     r = float(np.dot(xm / np.linalg.norm(xm), ym / np.linalg.norm(ym)))
     return max(-1.0, min(1.0, r))
-
-
-def plcc(x: ArrayLike, y: ArrayLike) -> float:
-    """Pearson linear correlation of the raw values (no fitting), as the paper reports it."""
-    x, y = _pair(x, y)
-    return float("nan") if _degenerate(x, y, "PLCC") else _pearson(x, y)
 
 
 def _rank(a: np.ndarray) -> np.ndarray:
@@ -67,10 +73,9 @@ def _rank(a: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def srcc(x: ArrayLike, y: ArrayLike) -> float:
-    """Spearman rank correlation (Pearson of average ranks, so ties are handled as scipy does)."""
-    x, y = _pair(x, y)
-    return float("nan") if _degenerate(x, y, "SRCC") else _pearson(_rank(x), _rank(y))
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson of average ranks, so ties are handled as scipy does."""
+    return _pearson(_rank(x), _rank(y))
 
 
 def _dense(a: np.ndarray) -> np.ndarray:
@@ -110,11 +115,8 @@ def _tied_pairs(sorted_ranks: np.ndarray) -> int:
     return int((counts * (counts - 1) // 2).sum())
 
 
-def krcc(x: ArrayLike, y: ArrayLike) -> float:
-    """Kendall rank correlation, tau-b (ties in either input corrected for), in O(n log^2 n)."""
-    x, y = _pair(x, y)
-    if _degenerate(x, y, "KRCC"):
-        return float("nan")
+def _kendall(x: np.ndarray, y: np.ndarray) -> float:
+    """Kendall's tau-b in O(n log^2 n): concordant minus discordant pairs over the tie-corrected pair counts."""
     xr, yr = _dense(x), _dense(y)
     order = np.lexsort((yr, xr))  # by x, then y: pairs tied in x are never counted as inversions
     xr, yr = xr[order], yr[order]
@@ -129,63 +131,200 @@ def krcc(x: ArrayLike, y: ArrayLike) -> float:
     return float(max(-1.0, min(1.0, tau)))
 
 
+# ---- the public correlations -------------------------------------------------------------------------------------
+def _correlation(
+    x: ArrayLike, y: ArrayLike, what: str, scipy_name: str, fallback: Callable[[np.ndarray, np.ndarray], float]
+) -> float:
+    """`scipy.stats.<scipy_name>`'s statistic (the numpy `fallback` without scipy), NaN for degenerate input."""
+    x, y = _pair(x, y)
+    if _degenerate(x, y, what):
+        return float("nan")
+    if _stats is None:
+        return fallback(x, y)
+    return float(getattr(_stats, scipy_name)(x, y)[0])
+
+
+def plcc(x: ArrayLike, y: ArrayLike) -> float:
+    """Pearson linear correlation of the raw values (no fitting), as the paper reports it.
+
+    Args:
+        x: Predictions, any shape (flattened).
+        y: Opinion scores, as many as `x`.
+
+    Returns:
+        The correlation in [-1, 1]; NaN (with a `ConstantInputWarning`) when an input is constant or has fewer than
+        2 values.
+
+    Raises:
+        ValueError: The inputs differ in length or hold NaN or inf.
+
+    >>> round(plcc([1, 2, 3], [2, 4, 6]), 12)  # exactly linear, up to rounding in the last bit
+    1.0
+    >>> round(plcc([1, 2, 3, 4], [1, 3, 2, 4]), 6)
+    0.8
+    """
+    return _correlation(x, y, "PLCC", "pearsonr", _pearson)
+
+
+def srcc(x: ArrayLike, y: ArrayLike) -> float:
+    """Spearman rank correlation, ties sharing their average rank.
+
+    Arguments, range, the NaN for degenerate input and the errors are those of `plcc`.
+
+    >>> round(srcc([1, 2, 3], [1, 2, 4]), 12)  # the same order: not linear, yet a perfect rank correlation
+    1.0
+    >>> round(srcc([1, 2, 3], [3, 2, 1]), 12)
+    -1.0
+    >>> round(srcc([1, 2, 3, 4], [1, 3, 2, 4]), 6)
+    0.8
+    """
+    return _correlation(x, y, "SRCC", "spearmanr", _spearman)
+
+
+def krcc(x: ArrayLike, y: ArrayLike) -> float:
+    """Kendall rank correlation, tau-b (ties in either input corrected for).
+
+    Arguments, range, the NaN for degenerate input and the errors are those of `plcc`.
+
+    >>> round(krcc([1, 2, 3], [1, 2, 4]), 12)
+    1.0
+    >>> round(krcc([1, 2, 3, 4], [1, 3, 2, 4]), 6)  # 5 concordant pairs, 1 discordant, of 6
+    0.666667
+    """
+    return _correlation(x, y, "KRCC", "kendalltau", _kendall)
+
+
 def rmse(x: ArrayLike, y: ArrayLike) -> float:
-    """Root mean squared error (meaningful when both are on one scale, e.g. the normalised MOS)."""
+    """Root mean squared error (meaningful when both are on one scale, e.g. the normalised MOS).
+
+    Raises:
+        ValueError: The inputs are empty, differ in length or hold NaN or inf.
+    """
     x, y = _pair(x, y)
     if x.size == 0:
         raise ValueError("RMSE of no values")
     return float(np.sqrt(np.mean((x - y) ** 2)))
 
 
-def _logistic(x: np.ndarray, b: np.ndarray) -> np.ndarray:
+# ---- the logistic mapping ----------------------------------------------------------------------------------------
+def _logistic4(x: np.ndarray, *b: float) -> np.ndarray:
+    """b2 + (b1 - b2) / (1 + exp(-(x - b3) / |b4|)), the 4-parameter logistic of VQEG practice."""
     return b[1] + (b[0] - b[1]) / (1.0 + np.exp(np.clip(-(x - b[2]) / abs(b[3]), -50, 50)))
 
 
-def _logistic_jacobian(x: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _logistic4_jacobian(x: np.ndarray, *b: float) -> np.ndarray:
+    """(N, 4) derivatives of `_logistic4` with respect to b1..b4."""
     s = 1.0 / (1.0 + np.exp(np.clip(-(x - b[2]) / abs(b[3]), -50, 50)))
     ds = s * (1 - s) * (b[0] - b[1])  # d f / d((x - b3) / |b4|)
     return np.stack([s, 1 - s, -ds / abs(b[3]), -ds * (x - b[2]) / (b[3] * abs(b[3]))], axis=1)
 
 
-def logistic_fit(x: ArrayLike, y: ArrayLike, *, iterations: int = 200) -> np.ndarray:
-    """Least-squares fit of y ~ b2 + (b1 - b2) / (1 + exp(-(x - b3) / |b4|)); returns y's fitted values.
+def _logistic5(x: np.ndarray, *b: float) -> np.ndarray:
+    """b1 (1/2 - 1 / (1 + exp(b2 (x - b3)))) + b4 x + b5, the 5-parameter logistic of Sheikh et al. (2006)."""
+    return b[0] * (0.5 - 1.0 / (1.0 + np.exp(np.clip(b[1] * (x - b[2]), -50, 50)))) + b[3] * x + b[4]
 
-    Levenberg-Marquardt on standardised x and y (the logistic family is closed under affine maps of x, and the
-    fitted values map back affinely), started from the usual (max y, min y, mean x, std x).
-    """
-    x, y = _pair(x, y)
-    if x.size < 4:
-        warnings.warn("a 4-parameter logistic fit needs at least 4 pairs; NaN", ConstantInputWarning, 2)
-        return np.full(x.shape, np.nan)
-    if _degenerate(x, y, "a logistic fit"):
-        return np.full(x.shape, np.nan)
-    xs, ys = (x - x.mean()) / x.std(), (y - y.mean()) / y.std()
-    b = np.array([ys.max(), ys.min(), 0.0, 1.0])
+
+def _logistic5_jacobian(x: np.ndarray, *b: float) -> np.ndarray:
+    """(N, 5) derivatives of `_logistic5` with respect to b1..b5."""
+    s = 1.0 / (1.0 + np.exp(np.clip(b[1] * (x - b[2]), -50, 50)))
+    ds = b[0] * s * (1 - s)  # d f / d(b2 (x - b3))
+    return np.stack([0.5 - s, ds * (x - b[2]), -ds * b[1], x, np.ones_like(x)], axis=1)
+
+
+# parameters -> (model, Jacobian, start from standardised x and y)
+_LOGISTICS: dict[int, tuple[Callable, Callable, Callable[[np.ndarray, np.ndarray], list[float]]]] = {
+    4: (_logistic4, _logistic4_jacobian, lambda xs, ys: [ys.max(), ys.min(), 0.0, 1.0]),
+    5: (_logistic5, _logistic5_jacobian, lambda xs, ys: [np.ptp(ys) * np.sign(_pearson(xs, ys)), 1.0, 0.0, 0.0, 0.0]),
+}
+
+
+def _levenberg_marquardt(
+    f: Callable, jac: Callable, x: np.ndarray, y: np.ndarray, b: np.ndarray, iterations: int
+) -> np.ndarray:
+    """Least-squares parameters of y ~ f(x, *b) from the start `b`, by damped Gauss-Newton steps (scipy's fallback)."""
     damping = 1e-3
-    cost = float(np.sum((_logistic(xs, b) - ys) ** 2))
+    cost = float(np.sum((f(x, *b) - y) ** 2))
     for _ in range(iterations):
-        j = _logistic_jacobian(xs, b)
-        r = ys - _logistic(xs, b)
+        j = jac(x, *b)
         jtj = j.T @ j
-        step = np.linalg.lstsq(jtj + damping * np.diag(np.diag(jtj) + 1e-12), j.T @ r, rcond=None)[0]
-        trial = b + step
-        trial_cost = float(np.sum((_logistic(xs, trial) - ys) ** 2))
+        step = np.linalg.lstsq(jtj + damping * np.diag(np.diag(jtj) + 1e-12), j.T @ (y - f(x, *b)), rcond=None)[0]
+        trial_cost = float(np.sum((f(x, *(b + step)) - y) ** 2))
         if trial_cost < cost:
             converged = cost - trial_cost <= 1e-15 * max(cost, 1e-300)
-            b, cost, damping = trial, trial_cost, max(damping / 10, 1e-12)
+            b, cost, damping = b + step, trial_cost, max(damping / 10, 1e-12)
             if converged:
                 break
         else:
             damping *= 10
             if damping > 1e12:
                 break
-    return _logistic(xs, b) * y.std() + y.mean()
+    return b
 
 
-def plcc_logistic(x: ArrayLike, y: ArrayLike) -> float:
-    """PLCC after mapping the predictions through the fitted 4-parameter logistic (VQEG practice)."""
+def _fit(xs: np.ndarray, ys: np.ndarray, params: int, iterations: int) -> np.ndarray | None:
+    """Fitted parameters on standardised data, by curve_fit (or the numpy fallback); None if the fit failed."""
+    f, jac, start = _LOGISTICS[params]
+    b0 = np.asarray(start(xs, ys), dtype=np.float64)
+    if _optimize is None:
+        return _levenberg_marquardt(f, jac, xs, ys, b0, iterations)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", _optimize.OptimizeWarning)  # an unestimable covariance; only b is used
+        try:
+            return _optimize.curve_fit(f, xs, ys, p0=b0, jac=jac, method="lm", maxfev=100 * iterations)[0]
+        except RuntimeError:  # no convergence within the evaluation budget
+            return None
+
+
+def logistic_fit(x: ArrayLike, y: ArrayLike, *, params: int = 4, iterations: int = 200) -> np.ndarray:
+    """Least-squares fit of a logistic mapping from the predictions `x` to the scores `y`; returns y's fitted values.
+
+    With `params=4`: y ~ b2 + (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) (VQEG); with `params=5`:
+    y ~ b1 (1/2 - 1 / (1 + exp(b2 (x - b3)))) + b4 x + b5 (Sheikh et al. 2006). Fitted by Levenberg-Marquardt
+    (`scipy.optimize.curve_fit`, or a numpy loop without scipy) on standardised x and y: both families are closed
+    under affine maps of x and y, so the fitted values map back exactly and the fit is better conditioned.
+
+    Args:
+        x: Predictions, any shape (flattened).
+        y: Opinion scores, as many as `x`.
+        params: 4 or 5, the logistic's number of parameters.
+        iterations: Budget of Levenberg-Marquardt iterations; scipy's MINPACK counts function evaluations instead
+            (`maxfev`), and gets 100 per iteration: a step-like relation (two clusters of predictions) can take
+            over 1,000 evaluations to converge.
+
+    Returns:
+        (N,) float64 fitted values; all NaN, with a `ConstantInputWarning`, for fewer than `params` pairs or a
+        constant input, and with a `RuntimeWarning` when curve_fit does not converge.
+
+    Raises:
+        ValueError: `params` is not 4 or 5, or the inputs differ in length or hold NaN or inf.
+    """
+    if params not in _LOGISTICS:
+        raise ValueError(f"`params` must be 4 or 5, got {params}")
     x, y = _pair(x, y)
-    fitted = logistic_fit(x, y)
-    if np.isnan(fitted).any() or _degenerate(fitted, y, "PLCC after the logistic fit"):
+    if x.size < params:
+        warnings.warn(f"a {params}-parameter logistic fit needs at least {params} pairs; NaN", ConstantInputWarning, 2)
+        return np.full(x.shape, np.nan)
+    if _degenerate(x, y, "a logistic fit"):
+        return np.full(x.shape, np.nan)
+    xs, ys = (x - x.mean()) / x.std(), (y - y.mean()) / y.std()
+    b = _fit(xs, ys, params, iterations)
+    if b is None:
+        warnings.warn(f"the {params}-parameter logistic fit did not converge; NaN", RuntimeWarning, 2)
+        return np.full(x.shape, np.nan)
+    return _LOGISTICS[params][0](xs, *b) * y.std() + y.mean()
+
+
+def plcc_logistic(x: ArrayLike, y: ArrayLike, *, params: int = 4) -> float:
+    """PLCC after mapping the predictions through the fitted logistic of `logistic_fit` (VQEG practice).
+
+    Returns:
+        The correlation in [-1, 1]; NaN (with a warning) when the fit is undefined or fails.
+
+    Raises:
+        ValueError: `params` is not 4 or 5, or the inputs differ in length or hold NaN or inf.
+    """
+    x, y = _pair(x, y)
+    fitted = logistic_fit(x, y, params=params)
+    if np.isnan(fitted).any():
         return float("nan")
-    return _pearson(fitted, y)
+    return _correlation(fitted, y, "PLCC after the logistic fit", "pearsonr", _pearson)

@@ -1,82 +1,111 @@
-"""PNG charts drawn with PIL alone, so that runs and evaluations get their plots without a plotting library."""
+"""PNG charts of training progress and of predictions against opinion scores, drawn with matplotlib.
+
+matplotlib is an optional extra (`pip install 'gamma-iqa[plot]'`). It is imported when a chart is drawn, not when
+this module is, and only its object-oriented API with the Agg canvas is used: no pyplot, so no global backend switch
+and no window, whatever the caller's own matplotlib setup. Without matplotlib a chart is skipped with one warning per
+process and no file is written: a training run or an evaluation goes on without its plots.
+"""
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-from PIL import Image, ImageDraw
+from typing import Any
 
 __all__ = ["plot_curves", "plot_scatter"]
 
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
 Series = Sequence[tuple[float, float]]
+_INSTALL = "pip install 'gamma-iqa[plot]'"
+_warned = False
 
 
-def _panel(
-    draw: ImageDraw.ImageDraw,
-    box: tuple[int, int, int, int],
-    title: str,
-    series: Mapping[str, Series],
-    *,
-    xlabel: str = "step",
-    lines: bool = True,
-) -> None:
-    """One chart in `box` (left, top, right, bottom) with axes, ticks and a legend: lines or a scatter."""
-    left, top, right, bottom = box
-    draw.text((left, top - 18), title, fill="black")
-    draw.rectangle(box, outline="#888")
-    points = [p for s in series.values() for p in s if math.isfinite(p[0]) and math.isfinite(p[1])]
-    if not points:
-        draw.text((left + 10, top + 10), "no data yet", fill="#888")
-        return
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    y0, y1 = min(ys), max(ys)
-    pad = (y1 - y0) * 0.05 or 0.05
-    y0, y1 = y0 - pad, y1 + pad
-
-    def to_px(x: float, y: float) -> tuple[float, float]:
-        return left + (x - x0) / (x1 - x0) * (right - left), bottom - (y - y0) / (y1 - y0) * (bottom - top)
-
-    for k in range(5):
-        y = y0 + (y1 - y0) * k / 4
-        _, py = to_px(x0, y)
-        draw.line([(left, py), (right, py)], fill="#eee")
-        draw.text((left - 48, py - 6), f"{y:.3g}", fill="#444")
-    draw.text((left, bottom + 4), f"{xlabel} {x0:g}", fill="#444")
-    draw.text((right - 90, bottom + 4), f"{xlabel} {x1:g}", fill="#444")
-    for i, (name, pts) in enumerate(series.items()):
-        colour = PALETTE[i % len(PALETTE)]
-        px = [to_px(x, y) for x, y in pts if math.isfinite(x) and math.isfinite(y)]
-        if lines and len(px) > 1:
-            draw.line(px, fill=colour, width=2)
-        for x, y in px:
-            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-        draw.text((right + 10, top + 14 * i), name, fill=colour)
+def _figure(width: float, height: float) -> Any | None:
+    """A matplotlib Figure of `width` x `height` inches on an Agg canvas, or None (warned once) without matplotlib."""
+    global _warned
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        if not _warned:
+            _warned = True
+            warnings.warn(f"matplotlib is not installed, so no plots are drawn: {_INSTALL}", RuntimeWarning, 3)
+        return None
+    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)  # attaches itself to the figure: savefig renders with Agg
+    return figure
 
 
-def plot_curves(rows: Sequence[Mapping[str, str]], path: Path) -> Path:
-    """PNG with the training loss over steps (top) and each dataset's test SRCC over steps (bottom), from the rows of
-    a run's metrics.csv."""
+def _finite(points: Series) -> tuple[list[float], list[float]]:
+    """The xs and ys of the points whose coordinates are both finite."""
+    kept = [(x, y) for x, y in points if math.isfinite(x) and math.isfinite(y)]
+    return [x for x, _ in kept], [y for _, y in kept]
+
+
+def _panel(axes: Any, title: str, series: Mapping[str, Series], *, xlabel: str, lines: bool = True) -> None:
+    """One chart on `axes`: each series as a line with markers (or a scatter), a legend when there are several."""
+    axes.set_title(title, loc="left", fontsize="medium")
+    axes.set_xlabel(xlabel)
+    axes.grid(True, alpha=0.3)
+    drawn = 0
+    for name, points in series.items():
+        xs, ys = _finite(points)
+        if not xs:
+            continue
+        if lines:
+            axes.plot(xs, ys, marker="o", markersize=3, linewidth=1.5, label=name)
+        else:
+            axes.scatter(xs, ys, label=name)  # solid default markers: the colour is exact inside each dot
+        drawn += 1
+    if not drawn:
+        axes.text(0.5, 0.5, "no data yet", ha="center", va="center", color="grey", transform=axes.transAxes)
+    elif len(series) > 1 or not lines:
+        axes.legend(loc="best", fontsize="small")
+
+
+def plot_curves(rows: Sequence[Mapping[str, str]], path: Path) -> Path | None:
+    """Draw a run's progress: training loss over steps (top), each dataset's test SRCC over steps (bottom).
+
+    Args:
+        rows: The rows of a run's metrics.csv, with keys kind ("train" or "eval"), name, step and value.
+        path: The PNG to write (900 x 640 pixels).
+
+    Returns:
+        `path`, or None when matplotlib is not installed (one warning, no file).
+    """
     loss = [(float(r["step"]), float(r["value"])) for r in rows if r["kind"] == "train" and r["name"] == "loss"]
     srcc: dict[str, list[tuple[float, float]]] = {}
     for r in rows:
         if r["kind"] == "eval" and r["name"].endswith("/srcc"):
             srcc.setdefault(r["name"].removesuffix("/srcc"), []).append((float(r["step"]), float(r["value"])))
-    image = Image.new("RGB", (900, 640), "white")
-    draw = ImageDraw.Draw(image)
-    _panel(draw, (70, 40, 740, 290), "training loss (MSE)", {"loss": loss})
-    _panel(draw, (70, 360, 740, 600), "test SRCC per dataset", srcc)
-    image.save(path)
-    return path
+    figure = _figure(9.0, 6.4)
+    if figure is None:
+        return None
+    top, bottom = figure.subplots(2, 1, sharex=True)
+    _panel(top, "training loss (MSE)", {"loss": loss}, xlabel="")
+    _panel(bottom, "test SRCC per dataset", srcc, xlabel="step")
+    figure.savefig(path)
+    return Path(path)
 
 
-def plot_scatter(points: Series, title: str, path: str | Path, *, xlabel: str, name: str) -> Path:
-    """PNG scatter of (x, y) points, e.g. predicted score against normalised MOS."""
-    image = Image.new("RGB", (640, 560), "white")
-    draw = ImageDraw.Draw(image)
-    _panel(draw, (70, 40, 540, 500), title, {name: points}, xlabel=xlabel, lines=False)
-    image.save(path)
+def plot_scatter(points: Series, title: str, path: str | Path, *, xlabel: str, name: str) -> Path | None:
+    """Draw a scatter of (x, y) points, e.g. predicted score against normalised MOS.
+
+    Args:
+        points: (x, y) pairs; pairs with a non-finite coordinate are left out.
+        title: The chart's title.
+        path: The PNG to write (640 x 560 pixels).
+        xlabel: The x axis' label.
+        name: The points' legend entry.
+
+    Returns:
+        `path`, or None when matplotlib is not installed (one warning, no file).
+    """
+    figure = _figure(6.4, 5.6)
+    if figure is None:
+        return None
+    axes = figure.subplots()
+    _panel(axes, title, {name: points}, xlabel=xlabel, lines=False)
+    figure.savefig(path)
     return Path(path)

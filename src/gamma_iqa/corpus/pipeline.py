@@ -1,0 +1,131 @@
+"""Distort-and-label: every distorted version of a photo, stored, and labelled with its pseudo-MOS.
+
+scripts/build_corpus.py (the training corpus) and scripts/evaluate_default.py (the unseen-photo evaluation) both call
+`distort_and_label`, so the two label exactly alike by construction: the same random streams, the same storage round
+trip (labels are computed on the pixels a reader of the file gets back) and the same rounding of the pseudo-MOS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing import Pool
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from .distortions import distort
+from .fidelity import fidelity, pseudo_mos
+
+__all__ = ["Version", "distort_and_label", "load_photo", "map_in_order", "store"]
+
+Job = TypeVar("Job")
+Result = TypeVar("Result")
+
+
+@dataclass(frozen=True)
+class Version:
+    """One distorted version of a photo.
+
+    Attributes:
+        path: Where the image was written.
+        distortion: The distortion type (a name of `corpus.distortions.DISTORTIONS`).
+        strength: The distortion's strength in (0, 1].
+        mos: The pseudo-MOS in [0, 1], higher is better, rounded to 6 decimals.
+        values: Each fidelity metric's raw value ({name: value}, `corpus.fidelity.RESCALE`'s order).
+    """
+
+    path: Path
+    distortion: str
+    strength: float
+    mos: float
+    values: dict[str, float]
+
+
+def load_photo(source: bytes | str | Path, max_side: int) -> np.ndarray:
+    """A photo upright (EXIF orientation applied), scaled down so its long side is at most `max_side` (Lanczos).
+
+    Args:
+        source: The encoded file's bytes, or its path.
+        max_side: The longest side kept, in pixels; smaller photos are not enlarged.
+
+    Returns:
+        (H, W, 3) float32 RGB in [0, 1].
+    """
+    image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    image = ImageOps.exif_transpose(image).convert("RGB")
+    image.thumbnail((max_side, max_side), Image.LANCZOS)
+    return np.asarray(image, dtype=np.float32) / 255
+
+
+def store(x: np.ndarray, path: Path) -> np.ndarray:
+    """Write (H, W, 3) float32 in [0, 1] as 8-bit PNG (or JPEG of quality 95 for a `.jpg` path).
+
+    Returns:
+        What a reader of the file gets back, (H, W, 3) float32 in [0, 1]: labels and scores see the same pixels.
+    """
+    image = Image.fromarray(np.round(x * 255).astype(np.uint8))
+    if path.suffix == ".jpg":
+        image.save(path, quality=95)
+    else:
+        image.save(path)
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
+
+
+def distort_and_label(
+    reference: np.ndarray,
+    kinds: Sequence[str],
+    strengths: Sequence[float],
+    path: Callable[[str, int, float], Path],
+    *,
+    seed: int,
+    index: int,
+) -> list[Version]:
+    """Distort a stored reference photo by every type at every strength, store each version and label it.
+
+    One random generator per (photo, type), seeded with (`seed`, `index`, type's position in `kinds`) and restarted
+    at every strength: random choices (a shifted channel, a blur angle, a noise field) stay the same across
+    strengths, so only the strength changes within a (photo, type) group.
+
+    Args:
+        reference: The pristine photo as stored (`store`'s return value), (H, W, 3) float32 in [0, 1].
+        kinds: Distortion type names.
+        strengths: Strengths in (0, 1], mildest first by convention.
+        path: Where a version goes, from (type, strength's position in `strengths`, strength).
+        seed: The run's seed.
+        index: The photo's position in the run: photos get independent random streams.
+
+    Returns:
+        The versions, type by type, each type's strengths in order.
+
+    Raises:
+        ValueError: An unknown type or a strength outside (0, 1].
+    """
+    versions = []
+    for t, kind in enumerate(kinds):
+        for k, strength in enumerate(strengths):
+            rng = np.random.default_rng([seed, index, t])
+            file = path(kind, k, strength)
+            image = store(distort(reference, kind, strength, rng), file)
+            values = fidelity(reference, image)
+            versions.append(Version(file, kind, strength, round(pseudo_mos(values), 6), values))
+    return versions
+
+
+def _one_thread() -> None:
+    """One torch thread per worker process: W workers on W cores, not W x cores threads fighting over them."""
+    torch.set_num_threads(1)
+
+
+def map_in_order(fn: Callable[[Job], Result], jobs: Iterable[Job], workers: int) -> Iterator[Result]:
+    """`fn` over `jobs`, results in the jobs' order as they finish, in `workers` processes (1: in this process).
+
+    `fn` and the jobs must be picklable when `workers` > 1 (a module-level function and plain data).
+    """
+    with Pool(workers, initializer=_one_thread) if workers > 1 else contextlib.nullcontext() as pool:
+        yield from (pool.imap(fn, jobs) if pool else map(fn, jobs))
