@@ -34,7 +34,6 @@ def test_examples_give_what_they_show(module_name, tmp_path, monkeypatch):
     assert results.failed == 0, report.getvalue()
 
 
-@pytest.mark.xfail(strict=False, reason="examples arrive with the models and metrics branches")
 @pytest.mark.parametrize("name", [f"{m}.{f}" for m, fs in sorted(MODULES.items()) for f in fs])
 def test_each_entry_point_has_an_example(name):
     module_name = next(m for m in MODULES if name.startswith(f"{m}."))
