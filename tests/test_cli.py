@@ -3,8 +3,11 @@
 import subprocess
 import sys
 
+import pytest
+import torch
 from PIL import Image
 
+import gamma_iqa
 from gamma_iqa.cli import as_flags, main
 
 
@@ -27,6 +30,8 @@ def test_library_parameters_become_flags():
     assert as_flags("`resume` works with `fmt` csv") == "--resume works with --format csv"  # renamed flags
     assert as_flags("`overrides` 'lr': expected key=value") == "--set 'lr': expected key=value"
     assert as_flags("build them with `python scripts/x.py`") == "build them with `python scripts/x.py`"
+    # a backticked word that is no option of ours (torch's messages have them) stays as it is
+    assert as_flags("the `weights_only` argument in `torch.load`") == "the `weights_only` argument in `torch.load`"
 
 
 def test_convert_errors_exit_2(capsys, tmp_path):
@@ -51,3 +56,40 @@ def test_console_entry_point(tmp_path):
     lines = proc.stdout.splitlines()
     assert lines[0] == "path,score,scene,crops,error" and lines[1].endswith(",natural,center,")
     assert proc.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--device", "foo"], "--device 'foo' is not a device"),
+        (["--device", "cuda:x"], "--device 'cuda:x' is not a device"),
+        (["--bpe", "nope.txt.gz"], "--bpe nope.txt.gz: no such file"),
+        (["--workers", "-1"], "--workers must be >= 0"),
+        (["--scene", "martian"], "unknown scene 'martian' for model gamma-test"),
+        (["--html", "no/such/folder/r.html"], "--html no/such/folder/r.html: folder"),
+    ],
+)
+def test_score_usage_errors_are_one_line_before_any_work(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (64, 64), (90, 120, 30)).save("a.png")
+    code, out, err = run(capsys, "score", "a.png", "--model", "gamma-test", "--crops", "center", *argv)
+    assert code == 2 and out == "" and message in err and err.count("\n") == 1
+
+
+def test_mps_on_a_machine_without_it_is_a_usage_error(capsys, monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    code, _, err = run(capsys, "score", "x.png", "--device", "mps")
+    assert code == 2 and "--device mps: no MPS device is available" in err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"gamma-iqa {gamma_iqa.__version__}"
+
+
+@pytest.mark.parametrize("crops", [0, "abc", -2])
+def test_python_crops_errors_name_the_parameter(crops):
+    model = gamma_iqa.create_model("gamma-test")
+    with pytest.raises(ValueError, match=r"^`crops` must be a positive number"):
+        model.score(torch.rand(1, 3, 64, 64), crops=crops)

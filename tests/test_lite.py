@@ -260,3 +260,11 @@ def test_command_line_scores_natural_and_refuses_other_scenes(tmp_path, capsys):
     assert main(["score", str(tmp_path / "a.png"), "--model", "gamma-lite", "--scene", "aigc"]) == 2
     _, err = capsys.readouterr()
     assert err.count("\n") == 1 and "valid scenes: natural" in err
+
+
+def test_an_unregistered_scene_is_named_as_such():
+    model = GammaLite(GammaLiteConfig())
+    with pytest.raises(ValueError, match=r"scene 'martian' is not supported by model gamma-lite \(not a registered"):
+        model.prompt_key("martian")
+    with pytest.raises(ValueError, match=r"scene 'aigc' is not supported by model gamma-lite \(no training data"):
+        model.prompt_key("aigc")

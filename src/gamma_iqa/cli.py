@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import re
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
+from ._version import __version__
 from .data.datasets import FOLDER_CSV, DatasetSpec, get_dataset, list_datasets, user_dataset
 from .data.inputs import expand_paths, read_manifest
 from .data.transforms import parse_crops
@@ -44,9 +47,13 @@ def as_flags(message: str) -> str:
 
     Example: "`resume` needs `output`" becomes "--resume needs --output".
     """
-    return re.sub(
-        r"`([a-z][a-z0-9_]*)`", lambda m: "--" + _FLAG_NAMES.get(m.group(1), m.group(1)).replace("_", "-"), message
-    )
+
+    def flag(m: re.Match[str]) -> str:
+        name = _FLAG_NAMES.get(m.group(1), m.group(1)).replace("_", "-")
+        # Only the command line's own options: other backticked words (e.g. in torch's messages) stay as they are.
+        return f"--{name}" if name in _options() else m.group(0)
+
+    return re.sub(r"`([a-z][a-z0-9_]*)`", flag, message)
 
 
 def _warn_lines(caught: Sequence[warnings.WarningMessage]) -> None:
@@ -72,7 +79,10 @@ def _list_datasets() -> None:
     """The registered datasets, one line each with scene, size, MOS scale and split, then `folder+csv`."""
     for name in list_datasets():
         if name == FOLDER_CSV:
-            print(f"{name}\tyour own images and CSV: --csv FILE --mos-range LO HI --scene S [--lower-better]")
+            print(
+                f"{name}\tyour own images and CSV: --csv FILE --mos-range LO HI --scene S [--lower-better] "
+                "[--image-column C] [--mos-column C] [--resize S]"
+            )
             continue
         d = get_dataset(name)
         order = "lower is better" if d.lower_better else "higher is better"
@@ -117,6 +127,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
     with process_group(args.device) as group:
         model = create_model(name).to(group.device)
         if args.bpe:
+            if not Path(args.bpe).is_file():
+                raise UsageError(f"--bpe {args.bpe}: no such file")
             model.vocab_path = args.bpe
         model.prompt_key(args.scene)  # an unknown scene is a usage error before any work
         entries = expand_paths(args.paths, args.scene)
@@ -221,6 +233,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand; each sets `func`, its handler."""
     p = argparse.ArgumentParser(prog="gamma-iqa", description="Gamma image quality and aesthetics assessment")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("score", help="score images (files, folders, globs, or a manifest)")
@@ -283,6 +296,18 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("what", choices=("models", "scenes", "datasets"))
     ls.set_defaults(func=_cmd_list)
     return p
+
+
+@functools.cache
+def _options() -> frozenset[str]:
+    """Every subcommand's long option names, without "--"."""
+    root = build_parser()
+    parsers = [root] + [
+        sp for a in root._actions if isinstance(a, argparse._SubParsersAction) for sp in a.choices.values()
+    ]
+    return frozenset(
+        o[2:] for parser in parsers for a in parser._actions for o in a.option_strings if o.startswith("--")
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,16 +26,25 @@ def resolve_device(name: str) -> torch.device:
     """The device named `auto` (CUDA, else MPS, else CPU), `cpu`, `cuda`, `cuda:N` or `mps`.
 
     Raises:
-        ValueError: A CUDA device was asked for and none is available (a one-line message naming `device`).
+        ValueError: Not a device name, a device type gamma-iqa does not run on, or a CUDA or MPS device that is not
+            available (a one-line message naming `device`).
     """
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         mps = getattr(torch.backends, "mps", None)
         return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # torch's message lists every device type it knows; ours names the ones we run on
+        raise ValueError(f"`device` {name!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"`device` {name}: no CUDA device is available (use cpu or auto)")
+    mps = getattr(torch.backends, "mps", None)
+    if device.type == "mps" and not (mps is not None and mps.is_available()):
+        raise ValueError(f"`device` {name}: no MPS device is available (use cpu or auto)")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"`device` {name}: gamma-iqa runs on cpu, cuda or mps")
     return device
 
 

@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.inputs import Entry, expand_paths
-from ..data.transforms import Crops, load_image, make_crops, resize_short_side, to_rgb
+from ..data.transforms import Crops, load_image, make_crops, parse_crops, resize_short_side, to_rgb
 from ..models.base import QualityModel, set_scorer
 from .runtime import DTYPES, autocast
 
@@ -184,14 +184,17 @@ class Scorer:
             distributed: inside a torchrun group, split the entries across its ranks (rank 0 gets every row).
 
         Raises:
-            ValueError: `batch_size` below 1, an unknown `dtype`, or fp16 on the CPU (names the parameters).
+            ValueError: `batch_size` below 1, `workers` below 0, bad `crops`, an unknown `dtype`, or fp16 on the CPU
+                (names the parameters).
         """
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
+        if workers < 0:
+            raise ValueError(f"`workers` must be >= 0, got {workers}")
         if dtype not in DTYPES:
             raise ValueError(f"`dtype` must be one of {', '.join(DTYPES)}, got {dtype!r}")
-        self.model, self.crops, self.seed = model, crops, seed
-        self.batch_size, self.workers = batch_size, max(0, workers)
+        self.model, self.crops, self.seed = model, parse_crops(crops), seed
+        self.batch_size, self.workers = batch_size, workers
         self.thumbnails, self.progress = thumbnails, progress
         self.distributed = distributed  # True: split the entries across the torchrun ranks (the CLI opts in)
         self.device = next(model.parameters()).device

@@ -24,6 +24,7 @@ from .base import Adapter, QualityModel, check_keys, level_head
 from .effnet import LITE0_BLOCKS, EfficientNetLite, efficientnet_lite_path, load_efficientnet_lite
 from .moe import install_conv_moae
 from .registry import Family, ModelSpec, register_family, register_model
+from .scenes import list_scenes
 
 __all__ = ["GammaLite", "GammaLiteConfig"]
 
@@ -165,8 +166,9 @@ class GammaLite(QualityModel):
             return self.config.default_scene
         if scene in self.config.scenes:
             return scene
+        why = "no training data for it" if scene in list_scenes() else "not a registered scene"
         raise ValueError(
-            f"scene {scene!r} is not supported by model {self.config.name} (no training data for it); "
+            f"scene {scene!r} is not supported by model {self.config.name} ({why}); "
             f"valid scenes: {', '.join(self.scenes)}"
         )
 
@@ -213,7 +215,7 @@ register_model(
     ModelSpec(
         GammaLiteConfig(name="gamma-lite"),
         "gamma-lite: Gamma's MoAE and head on a frozen ImageNet EfficientNet-Lite0, natural scene only; the default "
-        "model once scripts/build_default_model.py has shipped its weights (fresh builds have a random head)",
+        "model, its trained weights shipped in the package (scripts/build_default_model.py rebuilds them)",
         needs_weights=False,
     )
 )

@@ -75,7 +75,10 @@ def run_score(
 
     Raises:
         ValueError: a bad Scorer option (names the parameter).
+        FileNotFoundError: the folder of `html` does not exist (before any scoring).
     """
+    if html and not Path(html).resolve().parent.is_dir():  # found before the work, not after it
+        raise FileNotFoundError(f"`html` {html}: folder {Path(html).resolve().parent} does not exist")
     scorer = Scorer(model, thumbnails=bool(html), distributed=distributed, **options)
     rank, world = scorer.shard
     todo = rows.remaining(entries)
