@@ -184,6 +184,7 @@ def folder_csv_dataset(
 # The keys of a user's own dataset, the same for `gamma-iqa eval --dataset folder+csv` and a training config.
 USER_DATASET_KEYS = (
     "name", "csv", "root", "mos_range", "scene", "lower_better", "image_column", "mos_column", "resize",
+    "group_column",
 )  # fmt: skip
 _REQUIRED_KEYS = ("csv", "mos_range", "scene")
 
@@ -205,8 +206,8 @@ def _check_user_values(values: Mapping[str, Any], name: str) -> None:
             f"resize must be a positive number of pixels or empty, got {values.get('resize')!r}",
         ),
         (
-            all(isinstance(values.get(k, ""), str) for k in ("image_column", "mos_column")),
-            "image_column and mos_column must be column names",
+            all(isinstance(values.get(k, ""), str) for k in ("image_column", "mos_column", "group_column")),
+            "image_column, mos_column and group_column must be column names",
         ),
     ]
     for ok, problem in checks:
@@ -226,7 +227,8 @@ def user_dataset(
     column, optionally a `split` column), `mos_range` ([low, high], the MOS scale), `scene` (see `list_scenes`),
     and optionally `root` (the images' folder; default `data_root`), `lower_better` (true for DMOS; default false),
     `image_column` and `mos_column` (default "image" and "mos"), `resize` (short side in pixels before cropping;
-    default none) and `name` (what results are reported under).
+    default none), `name` (what results are reported under) and `group_column` (a column naming each image's group,
+    such as its source photo: training's ranking loss and grouped batches use it; evaluation ignores it).
 
     Args:
         values: the mapping (a YAML entry of `datasets`, or the command line's flags).

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["Labels", "MissingDependencyError", "read_folder_csv"]
+__all__ = ["Labels", "MissingDependencyError", "read_folder_csv", "read_groups"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -435,3 +435,30 @@ def read_folder_csv(root: Path, csv_path: Path, image_column: str = "image", mos
                 raise ValueError(f"{path}: split must be train or test, got {row[k]!r}")
             official.append(part)
     return Labels(items, official if k is not None else None)
+
+
+def read_groups(csv_path: Path, group_column: str, image_column: str = "image") -> dict[str, str]:
+    """Each image's group (such as its source photo) from a label CSV's `group_column`.
+
+    Args:
+        csv_path: the label CSV (as `read_folder_csv` reads it).
+        group_column: the column with group names; an empty cell makes the image a group of its own.
+        image_column: the column with image paths, the keys.
+
+    Returns:
+        {image path as in the CSV: group name}, images with an empty group cell left out.
+
+    Raises:
+        FileNotFoundError: when `csv_path` is not a file.
+        ValueError: for a missing column.
+    """
+    path = Path(csv_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"label CSV {path} not found")
+    rows = _read_rows(path)
+    header = [c.strip() for c in rows[0]] if rows else []
+    for col in (image_column, group_column):
+        if col not in header:
+            raise ValueError(f"{path}: no column {col!r} (header: {', '.join(header) or 'empty'})")
+    i, g = header.index(image_column), header.index(group_column)
+    return {row[i].strip(): str(row[g]).strip() for row in rows[1:] if str(row[g] or "").strip()}

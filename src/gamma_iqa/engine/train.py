@@ -4,6 +4,11 @@ A run folder holds `config.yaml` (the effective config), `metrics.csv` (plus Ten
 `last/` checkpoints in our format (`last/` also has `train_state.pt`, to resume from) and `progress.png`.
 Every sample's crop and flip are seeded by (seed, epoch, position in the epoch), and the sampler is a pure function of
 (seed, epoch), so a resumed run and a run on any number of processes follow the uninterrupted single-process run.
+
+Options beyond the published recipe, all off by default (issue 12, gamma-lite 2): a ranking loss over versions of one
+photo (`rank_weight`, `rank_loss`), batches that hold several versions of a photo (`sampler: grouped`), a random rescale
+before the crop (`scale_range`) and fine-tuning gamma-lite's later backbone stages (`backbone_lr`, `backbone_stages`).
+Groups (source photos) come from a user dataset's `group_column`; an image without one is a group of its own.
 """
 
 from __future__ import annotations
@@ -18,15 +23,19 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.datasets import DatasetSpec, get_dataset, load_records, select, user_dataset
+from ..data.readers import read_groups
 from ..data.sampler import JointSampler
 from ..data.transforms import load_image, make_crops, resize_short_side
 from ..models.base import QualityModel
 from ..models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..models.effnet import LITE0_STAGES
 from ..models.factory import create_model
+from ..models.lite import GammaLite
 from ..models.moe import PositionwiseMoAE
 from ..plots import plot_curves
 from .evaluate import evaluate
@@ -34,7 +43,7 @@ from .runlog import MetricsLog
 from .runtime import autocast, process_group
 from .trainconfig import TrainConfig, save_config
 
-__all__ = ["TrainingError", "train"]
+__all__ = ["TrainingError", "rank_loss", "train"]
 
 STATE_FILE = "train_state.pt"
 
@@ -49,37 +58,104 @@ class Sample:
     target: float  # normalised MOS, higher is better
     scene: str
     resize: int | None
+    group: int = -1  # the sample's group (source photo) id, unique across datasets; each ungrouped sample its own
+
+
+Item = tuple[torch.Tensor, float, str, int]  # crop (3, S, S), target, scene, group
+Batch = tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor]  # crops (B, 3, S, S), targets (B,), scenes, groups
 
 
 class TrainImages(Dataset):
-    """Training views: optional short-side resize, a random `size` crop and a random horizontal flip.
+    """Training views: optional short-side resize, optional random rescale, a random `size` crop and a random flip.
 
     Items are keyed by (epoch, position, index): the augmentation depends on nothing else, so any worker count,
     process count or resume point gives the same tensors.
     """
 
-    def __init__(self, samples: list[Sample], *, size: int, hflip: bool, seed: int) -> None:
+    def __init__(
+        self, samples: list[Sample], *, size: int, hflip: bool, seed: int, scale_range: tuple[float, ...] = ()
+    ) -> None:
         self.samples, self.size, self.hflip, self.seed = samples, size, hflip, seed
+        self.scale_range = scale_range
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, float, str]:
+    def __getitem__(self, key: tuple[int, int, int]) -> Item:
         epoch, position, index = key
         s = self.samples[index]
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 100_000_007 + position)
         image = load_image(s.path)
         if s.resize:
             image = resize_short_side(image, s.resize)
+        if self.scale_range:
+            image = self.rescale(image, g)
         crop = make_crops(image, 1, self.size, generator=g).crops[0]  # (3, size, size)
         if self.hflip and torch.rand((), generator=g) < 0.5:
             crop = crop.flip(-1)
-        return crop, s.target, s.scene
+        return crop, s.target, s.scene, s.group
+
+    def rescale(self, image: Image.Image, g: torch.Generator) -> Image.Image:
+        """Resize `image` by a factor drawn from `g`, log-uniform in `scale_range`, but never below the crop size.
+
+        Each octave of the range is equally likely (as many crops at 1/4 to 1/2 of full size as at 1/2 to 1). The
+        factor is raised as far as needed for the short side to keep `size` pixels; an image already under the crop
+        size is left to `make_crops`, which enlarges it as without a rescale. Lanczos (antialiased) keeps a
+        downscaled photo as sharp as a camera's or viewer's downscale would.
+
+        Args:
+            image: the (possibly resized) training image.
+            g: the sample's generator; one float64 is drawn from it, before the crop's offsets.
+
+        Returns:
+            The rescaled image, or `image` itself when the factor is 1 or it is under the crop size.
+        """
+        lo, hi = self.scale_range
+        u = float(torch.rand((), generator=g, dtype=torch.float64))
+        w, h = image.size
+        factor = max(math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))), self.size / min(w, h))
+        new = (max(self.size, round(w * factor)), max(self.size, round(h * factor)))
+        if min(w, h) < self.size or new == (w, h):
+            return image
+        return image.resize(new, Image.Resampling.LANCZOS)
 
 
-def _collate(items: list[tuple[torch.Tensor, float, str]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    crops, targets, scenes = zip(*items, strict=True)
-    return torch.stack(crops), torch.tensor(targets, dtype=torch.float32), list(scenes)
+def _collate(items: list[Item]) -> Batch:
+    crops, targets, scenes, groups = zip(*items, strict=True)
+    return (
+        torch.stack(crops),
+        torch.tensor(targets, dtype=torch.float32),
+        list(scenes),
+        torch.tensor(groups, dtype=torch.long),
+    )
+
+
+def rank_loss(pred: torch.Tensor, target: torch.Tensor, groups: torch.Tensor, margin: float) -> torch.Tensor:
+    """Pairwise margin ranking loss over the pairs of a batch that share a group, ordered by their targets.
+
+    With predictions p, targets t and groups g (all (B,)), the pairs P = {(i, j): g_i = g_j, t_i > t_j} (ties give
+    no pair) and each pair's margin m_ij = min(margin, t_i - t_j):
+
+        L = 1 / |P| * sum over (i, j) in P of max(0, m_ij - (p_i - p_j)),   L = 0 when P is empty.
+
+    A pair costs nothing once the better version scores at least m_ij above the worse one, and m_ij - (p_i - p_j)
+    when it does not (a wrong order costs more than a too narrow gap). Capping the margin at the target gap means a
+    model that predicts the targets exactly has zero ranking loss, so the loss never pulls against the regression.
+
+    Args:
+        pred: predicted scores (B,), higher is better.
+        target: normalised MOS (B,), higher is better.
+        groups: group (source photo) ids (B,); pairs are only formed within a group.
+        margin: the largest margin asked for, on the normalised scale (>= 0).
+
+    Returns:
+        The loss, a scalar (float32), differentiable in `pred`.
+    """
+    pred, target = pred.float(), target.float()
+    gap = target[:, None] - target[None, :]  # (B, B): t_i - t_j
+    pairs = (groups[:, None] == groups[None, :]) & (gap > 0)  # (B, B); never i == j, as the gap is then 0
+    hinge = (gap.clamp(max=margin) - (pred[:, None] - pred[None, :])).clamp(min=0)  # (B, B)
+    return (hinge * pairs).sum() / pairs.sum().clamp(min=1)  # no host sync on an empty P
 
 
 class _MicroBatches:
@@ -124,27 +200,75 @@ def _datasets(cfg: TrainConfig) -> list[tuple[DatasetSpec, str | os.PathLike[str
     ]
 
 
+def _group_names(cfg: TrainConfig) -> list[dict[str, str]]:
+    """Per configured dataset, {image as in its CSV: group name} from its `group_column`; {} for none."""
+    return [
+        read_groups(entry["csv"], entry["group_column"], entry.get("image_column", "image"))
+        if isinstance(entry, dict) and entry.get("group_column")
+        else {}
+        for entry in cfg.datasets
+    ]
+
+
 def _samples(
-    datasets: list[tuple[DatasetSpec, str | os.PathLike[str]]], split: int
+    datasets: list[tuple[DatasetSpec, str | os.PathLike[str]]], split: int, groups: list[dict[str, str]]
 ) -> tuple[list[list[Sample]], list[int]]:
-    """Training samples of each dataset, and the number of test images of each."""
-    train_sets, test_sizes = [], []
-    for spec, root in datasets:
+    """Training samples of each dataset (with group ids, unique across datasets), and the number of test images."""
+    train_sets, test_sizes, ids = [], [], {}
+    for k, ((spec, root), names) in enumerate(zip(datasets, groups, strict=True)):
         _, records = load_records(spec, root)
         chosen = select(records, split, "train", name=spec.name)
         if not chosen:
             raise TrainingError(f"{spec.name}: split {split} has no training images")
-        train_sets.append([Sample(r.path, r.mos_norm, spec.scene, spec.resize) for r in chosen])
+        train_sets.append([])
+        for r in chosen:  # an image without a group gets a key of its own, so it pairs with nothing
+            key = (k, names[r.image]) if r.image in names else (k, None, r.image)
+            group = ids.setdefault(key, len(ids))
+            train_sets[-1].append(Sample(r.path, r.mos_norm, spec.scene, spec.resize, group))
         test_sizes.append(len(select(records, split, "test", name=spec.name)))
     return train_sets, test_sizes
 
 
-def _optimizer(model: QualityModel, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam with two groups as the original: the MoAE blocks' parameters and the rest (adapter, levels, ...)."""
+def _unfreeze_backbone(model: QualityModel, cfg: TrainConfig) -> None:
+    """Make gamma-lite's last `backbone_stages` stages trainable (with the head; 7: the stem too) when `backbone_lr`.
+
+    Parameters inside MoAE units keep their state: the experts train already (at `moe_lr`), the shared expert stays
+    the frozen ImageNet copy. BatchNorm keeps running in eval mode (`GammaLite.train`): its running statistics stay
+    ImageNet's and only its affine weights train, because a batch here is a few photos in several versions each, far
+    too few and too alike for batch statistics, and because scores must not depend on what else is in a batch.
+
+    Raises:
+        TrainingError: `backbone_lr` with a model that is not gamma-lite.
+    """
+    if cfg.backbone_lr is None:
+        return
+    if not isinstance(model, GammaLite):
+        raise TrainingError(f"backbone_lr fine-tunes gamma-lite's backbone; {cfg.model} is a {model.kind} model")
+    net = model.backbone
+    first = len(net.blocks) - sum(stage[-1] for stage in LITE0_STAGES[len(LITE0_STAGES) - cfg.backbone_stages :])
+    parts = [*net.blocks[first:], net.head, *([net.stem] if cfg.backbone_stages == len(LITE0_STAGES) else [])]
     in_moe = {id(p) for m in model.modules() if isinstance(m, PositionwiseMoAE) for p in m.parameters()}
-    moe = [p for p in model.parameters() if p.requires_grad and id(p) in in_moe]
-    head = [p for p in model.parameters() if p.requires_grad and id(p) not in in_moe]
+    for part in parts:
+        for p in part.parameters():
+            if id(p) not in in_moe:
+                p.requires_grad_(True)
+
+
+def _optimizer(model: QualityModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam with two groups as the original: the MoAE blocks' parameters and the rest (adapter, levels, ...).
+
+    With `backbone_lr`, a third group: the backbone's trainable parameters outside MoAE (`_unfreeze_backbone`).
+    """
+    in_moe = {id(p) for m in model.modules() if isinstance(m, PositionwiseMoAE) for p in m.parameters()}
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    moe = [p for _, p in trainable if id(p) in in_moe]
+    tuned = cfg.backbone_lr is not None
+    backbone = [p for n, p in trainable if tuned and id(p) not in in_moe and n.startswith("backbone.")]
+    elsewhere = in_moe | {id(p) for p in backbone}
+    head = [p for _, p in trainable if id(p) not in elsewhere]
     groups = [{"params": moe, "lr": cfg.moe_lr or cfg.lr}, {"params": head, "lr": cfg.lr}]
+    if backbone:
+        groups.append({"params": backbone, "lr": cfg.backbone_lr})
     return torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
 
 
@@ -162,23 +286,20 @@ class _Run:
             )
         torch.manual_seed(cfg.seed)
         self.model = _build_model(cfg).to(self.device)
+        _unfreeze_backbone(self.model, cfg)
         self.model.train()
         if cfg.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
         self.datasets = _datasets(cfg)
-        self.train_sets, test_sizes = _samples(self.datasets, cfg.split)
+        self.train_sets, test_sizes = _samples(self.datasets, cfg.split, _group_names(cfg))
         for (spec, _), n in zip(self.datasets, test_sizes, strict=True):
             if n == 0 and self.rank == 0:
                 print(f"warning: {spec.name}: split {cfg.split} has no test images to evaluate", file=sys.stderr)
         self.eval_sets = [d for d, n in zip(self.datasets, test_sizes, strict=True) if n > 0]
-        self.sampler = JointSampler(
-            [len(s) for s in self.train_sets], batch_size=cfg.batch_size, mode=cfg.sampler, seed=cfg.seed
-        )
+        samples = [s for group in self.train_sets for s in group]
+        self.sampler = self._sampler(samples)
         self.images = TrainImages(
-            [s for group in self.train_sets for s in group],
-            size=self.model.image_size,
-            hflip=cfg.hflip,
-            seed=cfg.seed,
+            samples, size=self.model.image_size, hflip=cfg.hflip, seed=cfg.seed, scale_range=cfg.scale_range
         )
         self.optimizer = _optimizer(self.model, cfg)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs, eta_min=0.0)
@@ -202,6 +323,23 @@ class _Run:
             self.log.truncate_after(self.global_step)
         if self.rank == 0:
             save_config(cfg, self.out / "config.yaml")
+
+    def _sampler(self, samples: list[Sample]) -> JointSampler:
+        """The run's sampler; a grouped one checks that no micro-batch splits a group."""
+        cfg = self.cfg
+        if cfg.sampler == "grouped" and (cfg.batch_size // (self.world * cfg.accum)) % cfg.group_size:
+            raise TrainingError(
+                f"sampler grouped: a micro-batch of batch_size {cfg.batch_size} / ({self.world} processes x accum "
+                f"{cfg.accum}) would split groups of group_size {cfg.group_size}: make it a multiple of group_size"
+            )
+        return JointSampler(
+            [len(s) for s in self.train_sets],
+            batch_size=cfg.batch_size,
+            mode=cfg.sampler,
+            seed=cfg.seed,
+            groups=[s.group for s in samples] if cfg.sampler == "grouped" else None,
+            group_size=cfg.group_size,
+        )
 
     # ---- checkpoints -------------------------------------------------------------------------------------------
     def _check_finite(self, loss: float) -> None:
@@ -297,25 +435,45 @@ class _Run:
             plot_curves(self.log.read(), self.out / "progress.png")
 
     # ---- the loop ----------------------------------------------------------------------------------------------
-    def _train_step(self, micro: list[tuple[torch.Tensor, torch.Tensor, list[str]]]) -> torch.Tensor:
-        total = torch.zeros((), device=self.device)
-        for k, (crops, targets, scenes) in enumerate(micro):
+    def _train_step(self, micro: list[Batch]) -> torch.Tensor:
+        """One optimiser step over `accum` micro-batches; returns (2,): the mean loss and the mean ranking loss."""
+        total = torch.zeros(2, device=self.device)
+        for k, (crops, targets, scenes, groups) in enumerate(micro):
             last = k == len(micro) - 1
             sync = contextlib.nullcontext() if last or self.world == 1 else self.net.no_sync()
             with sync:
                 with autocast(self.device, self.cfg.dtype):
                     pred = self.net(crops.to(self.device, non_blocking=True), scenes)
-                loss = torch.nn.functional.mse_loss(pred.float(), targets.to(self.device, non_blocking=True))
+                targets = targets.to(self.device, non_blocking=True)
+                loss = torch.nn.functional.mse_loss(pred.float(), targets)
+                rank = torch.zeros((), device=self.device)
+                if self.cfg.rank_weight:  # pairs within this micro-batch (grouped batches keep a group in one)
+                    rank = rank_loss(pred, targets, groups.to(self.device), self.cfg.rank_margin)
+                    loss = loss + self.cfg.rank_weight * rank
                 self.scaler.scale(loss / len(micro)).backward()
-            total += loss.detach() / len(micro)
+            total += torch.stack([loss.detach(), rank.detach()]) / len(micro)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return total
 
+    def _log_train(self, running: torch.Tensor, count: int) -> float:
+        """Log the mean loss (and ranking loss, when on) of the last `count` steps; returns the loss.
+
+        Raises:
+            TrainingError: a loss or weight that is not finite (`_check_finite`).
+        """
+        loss, rank = (v / count for v in running.tolist())
+        self._check_finite(loss)
+        values = {"loss": loss, "lr": self.optimizer.param_groups[0]["lr"]}
+        if self.cfg.rank_weight:
+            values["rank"] = rank
+        self.log.log(self.global_step, self.epoch + 1, "train", values)
+        return loss
+
     def run(self) -> None:
         cfg = self.cfg
-        running, count, loss = torch.zeros((), device=self.device), 0, 0.0
+        running, count, loss = torch.zeros(2, device=self.device), 0, 0.0
         while self.epoch < cfg.epochs:
             batches = _MicroBatches(self.sampler, self.epoch, self.step, self.rank, self.world, cfg.accum)
             loader = iter(
@@ -336,13 +494,10 @@ class _Run:
                 self.step += 1
                 self.global_step += 1
                 if self.global_step % cfg.log_every_steps == 0 or self.step == self.sampler.steps_per_epoch:
-                    loss = float(running) / count
-                    self._check_finite(loss)
-                    lr = self.optimizer.param_groups[0]["lr"]
-                    self.log.log(self.global_step, self.epoch + 1, "train", {"loss": loss, "lr": lr})
-                    running, count = torch.zeros((), device=self.device), 0
+                    loss = self._log_train(running, count)
+                    running, count = torch.zeros(2, device=self.device), 0
                 if cfg.save_every_steps and self.global_step % cfg.save_every_steps == 0:
-                    self._check_finite(float(running) / count if count else loss)
+                    self._check_finite(float(running[0]) / count if count else loss)
                     self.save()
                 if cfg.eval_every_steps and self.global_step % cfg.eval_every_steps == 0:
                     self.evaluate()

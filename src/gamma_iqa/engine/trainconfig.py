@@ -32,8 +32,20 @@ class TrainConfig:
     lr: float = 2e-5  # head (adapter, level values)
     moe_lr: float | None = None  # MoAE experts, routers and scales; None: the same as lr
     epochs: int = 10  # cosine schedule over the epochs, stepped once per epoch, eta_min 0
-    sampler: str = "uniform"  # "uniform" (the original: concatenated and shuffled) or "balanced"
+    sampler: str = "uniform"  # "uniform" (the original: concatenated and shuffled), "balanced" or "grouped"
+    group_size: int = 4  # sampler grouped: versions k of each group (source photo) in a batch; batch/k groups a batch
     hflip: bool = True
+    # Training views rescaled by a random factor in [low, high] (log-uniform) before the crop, never below the crop
+    # size: 224 crops of large photos at the scales users score them at. Empty: no rescale (the original).
+    scale_range: tuple[float, ...] = ()
+    # Ranking loss over pairs of one group (datasets' group_column) ordered by target, added to the MSE with this
+    # weight (engine.train.rank_loss); 0: plain MSE (the original).
+    rank_weight: float = 0.0
+    rank_margin: float = 0.05  # the pairs' margin on the normalised scale, capped at their target gap
+    # Fine-tune the backbone's last `backbone_stages` stages (of EfficientNet-Lite0's 7, with the head convolution;
+    # 7 also the stem) of gamma-lite, at this learning rate, BatchNorm statistics frozen. None: frozen (the original).
+    backbone_lr: float | None = None
+    backbone_stages: int = 2
     eval_epochs: tuple[int, ...] = (5, 10)  # evaluate after these epochs (1-based), and always at the end
     eval_every_epochs: int = 0
     eval_every_steps: int = 0
@@ -58,8 +70,21 @@ class TrainConfig:
         checks = [
             (self.batch_size >= 1 and self.accum >= 1, "batch_size and accum must be >= 1"),
             (self.epochs >= 1, "epochs must be >= 1"),
-            (self.lr > 0 and (self.moe_lr is None or self.moe_lr > 0), "learning rates must be > 0"),
-            (self.sampler in ("uniform", "balanced"), f"sampler must be uniform or balanced, not {self.sampler!r}"),
+            (
+                self.lr > 0 and all(v is None or v > 0 for v in (self.moe_lr, self.backbone_lr)),
+                "learning rates must be > 0",
+            ),
+            (
+                self.sampler in ("uniform", "balanced", "grouped"),
+                f"sampler must be uniform, balanced or grouped, not {self.sampler!r}",
+            ),
+            (self.group_size >= 1, "group_size must be >= 1"),
+            (
+                not self.scale_range or (len(self.scale_range) == 2 and 0 < self.scale_range[0] <= self.scale_range[1]),
+                f"scale_range must be empty or [low, high] with 0 < low <= high, got {list(self.scale_range)}",
+            ),
+            (self.rank_weight >= 0 and self.rank_margin >= 0, "rank_weight and rank_margin must be >= 0"),
+            (1 <= self.backbone_stages <= 7, "backbone_stages must be in [1, 7]"),
             (self.dtype in ("fp32", "bf16", "fp16"), f"dtype must be fp32, bf16 or fp16, not {self.dtype!r}"),
             (self.log_every_steps >= 1, "log_every_steps must be >= 1"),
             (bool(self.datasets), "datasets: name at least one training dataset (gamma-iqa list datasets)"),
