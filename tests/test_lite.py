@@ -1,5 +1,6 @@
 """gamma-lite: EfficientNet-Lite0 and its key map, per-pixel MoAE, the head, scenes, checkpoints, training."""
 
+import dataclasses
 import importlib.util
 import json
 import warnings
@@ -12,7 +13,7 @@ from PIL import Image
 
 import gamma_iqa
 from gamma_iqa.cli import main
-from gamma_iqa.engine.train import _optimizer, train
+from gamma_iqa.engine.train import _optimizer, _unfreeze_backbone, train
 from gamma_iqa.models import effnet as effnet_module
 from gamma_iqa.models.effnet import (
     EfficientNetLite,
@@ -268,3 +269,61 @@ def test_an_unregistered_scene_is_named_as_such():
         model.prompt_key("martian")
     with pytest.raises(ValueError, match=r"scene 'aigc' is not supported by model gamma-lite \(no training data"):
         model.prompt_key("aigc")
+
+
+# ---- fine-tuning the backbone (issue 12) ---------------------------------------------------------------------------
+def test_backbone_lr_unfreezes_the_later_stages_outside_moae_in_their_own_group(tmp_path):
+    model = fresh()
+    before = {n for n, p in model.named_parameters() if p.requires_grad}
+    _unfreeze_backbone(model, toy_config(tmp_path))  # backbone_lr None: frozen as before
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == before
+    assert len(_optimizer(model, toy_config(tmp_path)).param_groups) == 2
+    cfg = toy_config(tmp_path, model="gamma-lite", backbone_lr=1e-5, backbone_stages=2)
+    _unfreeze_backbone(model, cfg)
+    new = {n for n, p in model.named_parameters() if p.requires_grad} - before
+    blocks = {int(n.split(".")[2]) for n in new if n.startswith("backbone.blocks.")}
+    assert blocks == set(range(11, 16))  # the last two stages: 4 + 1 blocks
+    assert any(n.startswith("backbone.head.") for n in new) and not any(".stem." in n for n in new)
+    assert not any(".shared." in n or ".experts." in n or "router" in n for n in new)  # MoAE units as they were
+    assert any(n.endswith("dw.bn.weight") for n in new)  # BatchNorm's affine weights train, its statistics do not
+    _, head, backbone = _optimizer(model, cfg).param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert backbone["lr"] == 1e-5 and {names[id(p)] for p in backbone["params"]} == new
+    assert {names[id(p)].split(".")[0] for p in head["params"]} == {"proj", "adapter", "anchors", "score_level"}
+    assert not model.train().backbone.training  # running statistics stay frozen under train()
+
+
+@pytest.mark.filterwarnings("ignore::gamma_iqa.metrics.ConstantInputWarning")  # a 3-image test split
+def test_all_options_smoke_run_tunes_the_backbone_and_resumes(tmp_path):
+    from tests.test_train import grouped_dataset
+
+    torch.manual_seed(5)
+    start = GammaLite(GammaLiteConfig(image_size=64))  # 64 px crops: a CPU-cheap stand-in for 224
+    model = gamma_iqa.save_checkpoint(start, tmp_path / "start")
+    options = dict(
+        model=str(model),
+        datasets=(grouped_dataset(tmp_path / "g", photos=4, versions=3, size=(72, 80)),),
+        sampler="grouped",
+        group_size=2,
+        batch_size=4,
+        rank_weight=1.0,
+        rank_margin=0.1,
+        scale_range=(0.5, 1.0),
+        backbone_lr=1e-4,
+        backbone_stages=1,
+        eval_crops=1,
+        epochs=2,
+    )
+    full = train(toy_config(tmp_path / "a", **options))
+    after, initial = weights(full / "last"), start.state_dict()
+    assert after.keys() == initial.keys()  # the checkpoint format and keys are unchanged
+    moved = {k for k in after if not torch.equal(after[k], initial[k])}
+    assert "backbone.blocks.15.dw.conv.weight" in moved and "backbone.head.conv.weight" in moved
+    assert not any(k.startswith(("backbone.stem.", "backbone.blocks.0.")) for k in moved)
+    assert not any("running_" in k for k in moved)  # BatchNorm statistics stay as they were
+    reloaded = gamma_iqa.load_checkpoint(full / "last").state_dict()
+    assert all(torch.equal(reloaded[k], after[k]) for k in after)
+    cfg = toy_config(tmp_path / "b", max_steps=3, **options)
+    train(cfg)
+    resumed = weights(train(dataclasses.replace(cfg, max_steps=0), resume=True) / "last")
+    assert all(torch.equal(after[k], resumed[k]) for k in after)

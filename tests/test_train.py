@@ -276,3 +276,123 @@ def test_cli_errors(tmp_path, capsys, monkeypatch):
     argv = ["train", "--set", f"datasets=[{data}]".replace("'", '"'), "--out", str(tmp_path / "run")]
     assert main(argv) == 1  # gamma-vit-b16 without backbone weights
     assert "set backbone=PATH" in capsys.readouterr().err
+
+
+# ---- issue 12 options: ranking, grouped batches, rescale, backbone fine-tuning -------------------------------------
+def grouped_dataset(root: Path, photos: int = 6, versions: int = 4, size: tuple[int, int] = (240, 256)) -> dict:
+    """`photos` textures in `versions` each, darker versions worse (MOS 1..5 = brightness), a `photo` group column."""
+    rng = np.random.default_rng(0)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    rows = ["image,mos,photo"]
+    for p in range(photos):
+        texture = rng.standard_normal((size[1], size[0], 3))
+        base = rng.uniform(0.6, 0.9)
+        for v in range(versions):
+            b = base * (1 - 0.2 * v)
+            pixels = np.clip(b + 0.08 * texture, 0, 1)
+            Image.fromarray((pixels * 255).astype(np.uint8)).save(root / "img" / f"{p}-{v}.png")
+            rows.append(f"img/{p}-{v}.png,{1 + 4 * b:.5f},photo{p}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return {
+        "name": "grouped",
+        "csv": str(root / "labels.csv"),
+        "mos_range": [1, 5],
+        "scene": "natural",
+        "root": str(root),
+        "group_column": "photo",
+    }
+
+
+def test_rank_loss_is_zero_beyond_the_margin_and_exact_otherwise():
+    target = torch.tensor([0.8, 0.6, 0.1, 0.3, 0.79])
+    groups = torch.tensor([0, 0, 0, 1, 0])
+    # Group 0 holds pairs (0,1) (0,2) (1,2) (0,4) (4,1) (4,2); sample 3 is alone in group 1: it pairs with nothing.
+    good = torch.tensor([0.9, 0.5, 0.2, -5.0, 0.85])  # every pair ordered, by at least min(0.1, target gap)
+    assert train_module.rank_loss(good, target, groups, 0.1) == 0
+    # (0,1) reversed by 0.05: 0.1 + 0.05; (0,4) gap 0.01 caps the margin: 0.01 - (0.5 - 0.52) = 0.03; (4,1) reversed
+    # by 0.03: 0.13; (0,2), (1,2), (4,2) ordered beyond 0.1: 0.
+    bad = torch.tensor([0.5, 0.55, 0.2, 9.0, 0.52], requires_grad=True)
+    loss = train_module.rank_loss(bad, target, groups, 0.1)
+    torch.testing.assert_close(loss, torch.tensor((0.15 + 0.03 + 0.13) / 6))
+    loss.backward()
+    assert bad.grad[3] == 0 and bad.grad[2] == 0  # the lone sample and the pairs beyond the margin give no gradient
+    assert train_module.rank_loss(bad, target, torch.arange(5), 0.1) == 0  # no shared group: no pair
+    assert train_module.rank_loss(bad, torch.full((5,), 0.5), groups, 0.1) == 0  # ties: no pair
+
+
+def test_grouped_sampler_puts_k_versions_of_distinct_groups_in_each_batch():
+    groups = [g for g, n in enumerate([5, 1, 3, 6, 2, 4, 2, 3]) for _ in range(n)]  # 26 images in 8 groups
+    s = JointSampler([20, 6], batch_size=6, mode="grouped", seed=3, groups=groups, group_size=2)
+    order = s.order(0)
+    assert s.steps_per_epoch == 4 and len(order) == 24
+    for step in range(4):
+        batch = [groups[i] for i in order[6 * step : 6 * step + 6].tolist()]
+        assert batch[0::2] == batch[1::2] and len(set(batch)) == 3  # 3 distinct groups, 2 consecutive versions each
+        members = order[6 * step : 6 * step + 6].view(3, 2)
+        assert all(row[0] != row[1] for row, g in zip(members, batch[0::2], strict=True) if g != 1)  # 1: one image
+    again = JointSampler([20, 6], batch_size=6, mode="grouped", seed=3, groups=groups, group_size=2)
+    assert torch.equal(again.order(0), order) and not torch.equal(s.order(1), order)  # a function of (seed, epoch)
+    for world, accum in [(1, 3), (3, 1)]:  # micro-batches of 2 positions hold one whole group each
+        micro = [ps for r in range(world) for ps in s.positions(2, rank=r, world=world, accum=accum)]
+        assert [p for ps in micro for p in ps] == list(range(12, 18))
+    with pytest.raises(ValueError, match="must be a multiple of `group_size` 4"):
+        JointSampler([26], batch_size=6, mode="grouped", groups=groups, group_size=4)
+    with pytest.raises(ValueError, match="8 groups are fewer than the 12"):
+        JointSampler([26], batch_size=24, mode="grouped", groups=groups, group_size=2)
+    with pytest.raises(ValueError, match="one group id per training image"):
+        JointSampler([26], batch_size=6, mode="grouped", group_size=2)
+
+
+def test_rescale_is_seeded_and_bounded(tmp_path):
+    Image.new("RGB", (1200, 900), (90, 140, 200)).save(tmp_path / "big.png")
+    Image.new("RGB", (200, 300), (90, 140, 200)).save(tmp_path / "small.png")
+    samples = [train_module.Sample(tmp_path / "big.png", 0.5, "natural", None)]
+    images = train_module.TrainImages(samples, size=224, hflip=False, seed=1, scale_range=(0.25, 1.0))
+    big = Image.open(tmp_path / "big.png")
+    shorts = []
+    for position in range(40):
+        g = torch.Generator().manual_seed(position)
+        out = images.rescale(big, g)
+        assert out.size == images.rescale(big, torch.Generator().manual_seed(position)).size  # seeded
+        w, h = out.size
+        assert 225 <= h <= 900 and abs(w / h - 4 / 3) < 0.01  # 900 x [0.25, 1], aspect kept
+        shorts.append(h)
+    assert min(shorts) < 450 < max(shorts)  # both octaves drawn
+    floor = train_module.TrainImages(samples, size=224, hflip=False, seed=1, scale_range=(0.01, 0.02))
+    assert floor.rescale(big, torch.Generator().manual_seed(0)).size == (299, 224)  # never below the crop
+    small = Image.open(tmp_path / "small.png")
+    assert floor.rescale(small, torch.Generator().manual_seed(0)) is small  # under the crop: left to make_crops
+    a, b = images[(0, 5, 0)][0], images[(0, 5, 0)][0]
+    plain = train_module.TrainImages(samples, size=224, hflip=False, seed=1)
+    assert torch.equal(a, b) and a.shape == plain[(0, 5, 0)][0].shape == (3, 224, 224)
+
+
+def test_grouped_options_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="scale_range must be empty or"):
+        toy_config(tmp_path, scale_range=(1.0, 0.5))
+    with pytest.raises(ValueError, match="backbone_stages must be in"):
+        toy_config(tmp_path, backbone_stages=9)
+    with pytest.raises(ValueError, match="group_column must be column names"):
+        load_config(None, ["datasets=[{name: x, csv: x.csv, mos_range: [1, 5], scene: natural, group_column: 3}]"])
+    cfg = toy_config(tmp_path, datasets=(grouped_dataset(tmp_path / "g"),), sampler="grouped", group_size=2)
+    with pytest.raises(TrainingError, match="would split groups of group_size 2"):
+        train(dataclasses.replace(cfg, batch_size=6, accum=2))
+    with pytest.raises(TrainingError, match="backbone_lr fine-tunes gamma-lite's backbone"):
+        train(dataclasses.replace(cfg, backbone_lr=1e-5, out=str(tmp_path / "r2")))
+
+
+def test_grouped_ranking_rescaled_run_learns_and_resumes(tmp_path):
+    data = grouped_dataset(tmp_path / "g", size=(72, 80))
+    kw = dict(datasets=(data,), sampler="grouped", group_size=2, batch_size=4, rank_weight=1.0, rank_margin=0.1)
+    kw.update(scale_range=(0.5, 1.0), epochs=6, lr=3e-3)
+    full = train(toy_config(tmp_path / "a", **kw))
+    rows = [line.split(",") for line in (full / "metrics.csv").read_text().splitlines()[1:]]
+    ranks = [float(r[4]) for r in rows if r[2:4] == ["train", "rank"]]
+    assert ranks and all(v >= 0 for v in ranks) and max(ranks) > 0  # versions of a photo met in a batch
+    losses = [float(r[4]) for r in rows if r[2:4] == ["train", "loss"]]
+    assert np.mean(losses[-8:]) < 0.5 * np.mean(losses[:8])  # the last two epochs against the first two
+    cfg = toy_config(tmp_path / "b", max_steps=13, **kw)
+    train(cfg)
+    resumed = train(dataclasses.replace(cfg, max_steps=0), resume=True)
+    a, b = weights(full / "last"), weights(resumed / "last")
+    assert all(torch.equal(a[k], b[k]) for k in a)
