@@ -10,19 +10,20 @@ Steps (gamma_iqa.corpus.gcompris.build_corpus): unpack the .deb (`dpkg -x`) into
 resource bundles (`.rcc`) under usr/share/gcompris-qt/rcc/ with our own reader (corpus.rcc); keep the real photographs
 (`is_photo`); scale each so that its long side is at most --max-side (1600 by default, so most photos keep their own
 size: users score photos of 1-24 megapixels, and the training step rescales each source at random before cropping, so
-its 224 crops see the photo at many scales); enter each untouched, labelled at the top of the scale; distort each with every chosen type at every
-level and label each distorted image with the pseudo-MOS of its full-reference fidelity to the pristine photo,
-computed on the image as stored (corpus.pipeline.distort_and_label, as scripts/evaluate_default.py). Written under
---out:
+its 224 crops see the photo at many scales); enter each untouched, labelled at the top of the scale; distort each with
+every chosen type at every level and label each distorted image with the pseudo-MOS of its full-reference fidelity to
+the pristine photo, computed on the image as stored (corpus.pipeline.distort_and_label, as scripts/evaluate_default.py).
+Written under --out:
 
 - `reference/<photo>.png`: the pristine photos as used;
 - `images/<photo>__<type>__<level>.png` (or .jpg with --format jpg);
-- `labels.csv`: image,mos,split,reference,distortion,level,strength,photo,fr_mos and each metric's raw value; `mos`
-  in [0, 1], higher is better, non-increasing in level within a (photo, distortion) group; `photo` is the source
-  photo's id, so that training can tell versions of one photo apart; the untouched photo is the row with distortion
-  `none`, level 0, strength 0, image its reference file and `mos` exactly 1.0, the most the label function gives
-  (gamma_iqa.corpus.fidelity); `fr_mos` is the pseudo-MOS before the monotone fit; `split` is train or test by photo (all of a photo's images on one side), --val-fraction of the
-  photos in test. It is a `folder+csv` dataset: root --out, csv labels.csv, mos_range [0, 1], scene natural;
+- `labels.csv`: image,mos,split,reference,distortion,level,strength,photo,fr_mos and each metric's raw value; `mos` in
+  [0, 1], higher is better, non-increasing in level within a (photo, distortion) group; `photo` is the source photo's
+  id, so that training can tell versions of one photo apart; the untouched photo is the row with distortion `none`,
+  level 0, strength 0, image its reference file and `mos` exactly 1.0, the most the label function gives
+  (gamma_iqa.corpus.fidelity); `fr_mos` is the pseudo-MOS before the monotone fit; `split` is train or test by photo
+  (all of a photo's images on one side), --val-fraction of the photos in test. It is a `folder+csv` dataset: root --out,
+  csv labels.csv, mos_range [0, 1], scene natural;
 - `rows/<photo>.json`: each finished photo's label rows; a rerun with the same arguments reuses them, so an
   interrupted build goes on where it stopped;
 - `licences.csv`: per photo, its path in the package, SHA-256 of the source file, licence and copyright holder, from

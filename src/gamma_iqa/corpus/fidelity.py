@@ -20,26 +20,27 @@
   from scikit-image's rounder matrix and CIE constants. Lower is better, 0 = identical; the one metric here that sees
   hue and saturation changes, to which the luma metrics are blind.
 
-`pseudo_mos` maps each to [0, 1] with a fixed curve (`RESCALE`; fixed, so a label never depends on which other
-photos are in the corpus) and averages them.
+`pseudo_mos` maps each to [0, 1] with a fixed curve (`RESCALE`; fixed, so a label never depends on which other photos
+are in the corpus) and averages them. Moving PSNR, CIE76 and VIF to the libraries moved the pseudo-MOS, as the scripts
+round it to 6 decimals, by at most 4e-6 (on 300 distorted versions of the sample photo, 133 changed in the sixth
+decimal): corpora built before and after differ by that much.
 
 The top of the scale and the order within a photo. Every curve of `RESCALE` gives 1 for identical images, so
 `pseudo_mos` is at most `TOP` = 1.0 and the untouched photo gets exactly that (`corpus.pipeline.untouched`): it is the
-best any version of it can be, and its label is the one value no distorted version reaches (a version with pixels
-equal to the photo's, e.g. `desaturate` of a grey photo, is the one exception: `label_violations` reports it).
+best any version of it can be, and its label is the one value no distorted version reaches (a version with pixels equal
+to the photo's, e.g. `desaturate` of a grey photo, is the one exception: `label_violations` reports it).
 `label_violations` checks, for every (photo, type) group, that the label is non-increasing in strength and below the
-untouched photo's. On the sample photo and three photo-like images (256 px long side, 25 types x strengths 0.2 ..
-1.0, tests/test_labels.py) the raw pseudo-MOS broke the order once in 300 steps: `pixelate` at strength 1.0 on a
+untouched photo's. On the sample photo and two photo-like images (256 px long side, 25 types x strengths 0 (untouched),
+0.2 .. 1.0; tests/test_labels.py runs the same check at 96 px) the raw pseudo-MOS broke the order once in 375 steps, and
+no distorted version came near the untouched photo (the mildest scored 0.97 at most): `pixelate` at strength 1.0 on a
 synthetic image of 256 x 192 pixels, 0.037 above strength 0.8, as 16-pixel blocks then line up with the image's own
-edges so the FR metrics see less change, though the blocks are visibly coarser. The distortion is stronger there;
-the metrics' combination is what misorders it. So labels are fitted, per (photo, type) group, by isotonic regression
-over strength (`monotone`, pool adjacent violators, least squares): it leaves every ordered group untouched, moves a
-misordered run the least (to its mean: a tie, which says only that the metrics cannot tell those levels apart) and
-needs no new constants; a re-weighting of the metrics would move every label in the corpus to repair a rare
-alignment artefact, and a change of the distortion would change what the corpus shows. The raw value is kept as
-`fr_mos`. Labels depend on the other strengths of their group only where the raw order breaks. Moving PSNR, CIE76 and VIF to the libraries moved the pseudo-MOS, as
-the scripts round it to 6 decimals, by at most 4e-6 (on 300 distorted versions of the sample photo, 133 changed in the
-sixth decimal): corpora built before and after differ by that much.
+edges so the FR metrics see less change, though the blocks are visibly coarser. The distortion is stronger there; the
+metrics' combination is what misorders it. So labels are fitted, per (photo, type) group, by isotonic regression over
+strength (`monotone`, pool adjacent violators, least squares): it leaves every ordered group untouched, moves a
+misordered run the least (to its mean: a tie, which says only that the metrics cannot tell those levels apart) and needs
+no new constants; a re-weighting of the metrics would move every label in the corpus to repair a rare alignment
+artefact, and a change of the distortion would change what the corpus shows. The raw value is kept as `fr_mos`. Labels
+depend on the other strengths of their group only where the raw order breaks.
 
 Images are (H, W, 3) float arrays in [0, 1]. scikit-image and torchmetrics are the optional extra `corpus`
 (`pip install 'gamma-iqa[corpus]'`).

@@ -1,10 +1,10 @@
 """gamma-lite's training corpus from the real photographs in Debian's `gcompris-qt-data`, reproducibly.
 
 `build_corpus` unpacks the .deb (`dpkg -x`) into a temporary folder; reads the Qt resource bundles (`.rcc`) under
-usr/share/gcompris-qt/rcc/ (`corpus.rcc`); keeps the real photographs (`is_photo`); scales each so that its long side
-is at most `max_side` (1600 by default: most are kept at their own size); enters each untouched, labelled at the
-top of the scale (`corpus.pipeline.untouched`); and distorts and labels each with every chosen type at every level (`corpus.pipeline`). The
-layout it writes is described in scripts/build_corpus.py, its command line.
+usr/share/gcompris-qt/rcc/ (`corpus.rcc`); keeps the real photographs (`is_photo`); scales each so that its long side is
+at most `max_side` (1600 by default: most are kept at their own size); enters each untouched, labelled at the top of the
+scale (`corpus.pipeline.untouched`); and distorts and labels each with every chosen type at every level
+(`corpus.pipeline`). The layout it writes is described in scripts/build_corpus.py, its command line.
 
 Photo rule (`is_photo`): a raster image (WebP, JPEG, PNG) in one of `PHOTO_FOLDERS`, the activity folders whose
 images are photographs (checked by eye on gcompris-qt-data 3.1: animals, monuments, fishes, the sea bed, tools,
