@@ -31,8 +31,8 @@ best any version of it can be, and its label is the one value no distorted versi
 to the photo's, e.g. `desaturate` of a grey photo, is the one exception: `label_violations` reports it).
 `label_violations` checks, for every (photo, type) group, that the label is non-increasing in strength and below the
 untouched photo's. On the sample photo and two photo-like images (256 px long side, 25 types x strengths 0 (untouched),
-0.2 .. 1.0; tests/test_labels.py runs the same check at 96 px) the raw pseudo-MOS broke the order once in 375 steps, and
-no distorted version came near the untouched photo (the mildest scored 0.97 at most): `pixelate` at strength 1.0 on a
+0.2 .. 1.0; tests/test_labels.py runs the same check at 96 px) the raw pseudo-MOS broke the order once in 375 steps
+(none against the untouched photo: the mildest version scored 0.97 at most), with `pixelate` at strength 1.0 on a
 synthetic image of 256 x 192 pixels, 0.037 above strength 0.8, as 16-pixel blocks then line up with the image's own
 edges so the FR metrics see less change, though the blocks are visibly coarser. The distortion is stronger there; the
 metrics' combination is what misorders it. So labels are fitted, per (photo, type) group, by isotonic regression over
