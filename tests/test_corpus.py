@@ -116,6 +116,9 @@ def test_photo_rule_ids_and_licences():
     assert not gcompris.is_photo(root + "lang/resource/words_sample/apple.webp", (800, 600), 224)  # cartoons
     assert not gcompris.is_photo(root + "paintings/resource/image/monet.webp", (800, 600), 224)
     assert not gcompris.is_photo(root + "erase/resource/cat1.svg", (800, 600), 224)
+    # a mixed folder: its photographs by name, its drawings out
+    assert gcompris.is_photo(root + "louis-braille/resource/teach.webp", (251, 255), 160)
+    assert not gcompris.is_photo(root + "louis-braille/resource/chart.webp", (254, 255), 160)
     assert gcompris.photo_id(root + "explore_monuments/resource/france/eiffel.webp") == (
         "explore_monuments-france-eiffel"
     )
@@ -223,7 +226,8 @@ def test_build_corpus_and_evaluate_default_label_one_photo_alike(tmp_path):
         (corpus / sub).mkdir(parents=True)
     # levels 1 and 2 of 2 are strengths 0.5 and 1.0; seed 0 and index 0, as the evaluation's first photo
     rows = gcompris.build_photo(("p", photo.read_bytes(), corpus, ["white_noise", "jpeg"], 2, 384, "png", 0, 0))
-    assert [(r["distortion"], r["strength"], r["mos"]) for r in rows] == [
+    assert rows[0]["level"] == 0 and rows[0]["mos"] == 1.0 and rows[0]["image"] == "reference/p.png"  # untouched
+    assert [(r["distortion"], r["strength"], r["mos"]) for r in rows[1:]] == [
         (it.distortion, it.strength, it.mos) for it in items
     ]
 
@@ -253,18 +257,24 @@ def test_tiny_build_from_a_tiny_package(tmp_path):
     build_corpus.main(["--out", str(out), "--deb", str(deb), "--types", "jpeg,white_noise", "--levels", "2",
                        "--val-fraction", "0.5"])  # fmt: skip
     rows = list(csv.DictReader((out / "labels.csv").open()))
-    assert len(rows) == 2 * 2 * 2  # the cartoon folder is not a photo folder
+    assert len(rows) == 2 * (1 + 2 * 2)  # the cartoon folder is not a photo folder; each photo untouched + 2 x 2
     assert {r["reference"] for r in rows} == {"reference/erase-bird.png", "reference/erase-cat1.png"}
     assert sorted({r["split"] for r in rows}) == ["test", "train"]
     for photo in ("erase-bird", "erase-cat1"):
+        mine = [r for r in rows if r["photo"] == photo]
+        top = [r for r in mine if r["level"] == "0"]  # the untouched photo: the reference file, top of the scale
+        assert [(r["image"], r["distortion"], float(r["mos"]), float(r["strength"])) for r in top] == [
+            (f"reference/{photo}.png", "none", 1.0, 0.0)
+        ]
         for kind in ("jpeg", "white_noise"):
-            mos = [float(r["mos"]) for r in rows if photo in r["image"] and r["distortion"] == kind]
-            assert 0 <= mos[1] < mos[0] <= 1
+            mos = [float(r["mos"]) for r in mine if r["distortion"] == kind]
+            assert [r["level"] for r in mine if r["distortion"] == kind] == ["1", "2"]
+            assert 0 <= mos[1] < mos[0] < 1
     licences = list(csv.DictReader((out / "licences.csv").open()))
     assert {r["license"] for r in licences} == {"CC-BY-SA-3.0", "GPL-3+"}
     spec = folder_csv_dataset(out / "labels.csv", mos_range=(0, 1), scene="natural", name="gcompris")
     _, records = load_records(spec, out, meta_dir=tmp_path / "meta")
-    assert len(records) == 8 and all(r.path.is_file() for r in records)
+    assert len(records) == 10 and all(r.path.is_file() for r in records)
     assert all((r.splits[0] == "test") == (r.image in {x["image"] for x in rows if x["split"] == "test"})
                for r in records)  # fmt: skip
     # A rerun (here with 2 worker processes) reuses finished photos: same labels, their images not rewritten; a photo
@@ -278,4 +288,4 @@ def test_tiny_build_from_a_tiny_package(tmp_path):
     assert (out / "labels.csv").read_text() == labels
     assert kept.stat().st_mtime_ns == stamp and (out / "rows" / "erase-bird.json").is_file()
     build_corpus.main(["--out", str(out), "--deb", str(deb), "--types", "jpeg", "--levels", "2"])
-    assert len(list(csv.DictReader((out / "labels.csv").open()))) == 2 * 2 and kept.stat().st_mtime_ns != stamp
+    assert len(list(csv.DictReader((out / "labels.csv").open()))) == 2 * (1 + 2) and kept.stat().st_mtime_ns != stamp

@@ -1,15 +1,20 @@
 """gamma-lite's training corpus from the real photographs in Debian's `gcompris-qt-data`, reproducibly.
 
 `build_corpus` unpacks the .deb (`dpkg -x`) into a temporary folder; reads the Qt resource bundles (`.rcc`) under
-usr/share/gcompris-qt/rcc/ (`corpus.rcc`); keeps the real photographs (`is_photo`); scales each so that its long side
-is at most `max_side`; and distorts and labels each with every chosen type at every level (`corpus.pipeline`). The
-layout it writes is described in scripts/build_corpus.py, its command line.
+usr/share/gcompris-qt/rcc/ (`corpus.rcc`); keeps the real photographs (`is_photo`); scales each so that its long side is
+at most `max_side` (1600 by default: most are kept at their own size); enters each untouched, labelled at the top of the
+scale (`corpus.pipeline.untouched`); and distorts and labels each with every chosen type at every level
+(`corpus.pipeline`). The layout it writes is described in scripts/build_corpus.py, its command line.
 
 Photo rule (`is_photo`): a raster image (WebP, JPEG, PNG) in one of `PHOTO_FOLDERS`, the activity folders whose
 images are photographs (checked by eye on gcompris-qt-data 3.1: animals, monuments, fishes, the sea bed, tools,
-household objects, renewable energy, music), with a short side of at least `min_side` pixels; cartoons (e.g. lang/),
-paintings (paintings/, details/), cut-outs (babyshapes/), renders (solar_system/) and mixed folders (louis-braille/)
-are out. Byte-identical files found in two folders are kept once.
+household objects, renewable energy, music), or one of `PHOTO_FILES`, the photographs of a mixed folder, with a
+short side of at least `min_side` pixels; cartoons (e.g. lang/), paintings (paintings/, details/), cut-outs
+(babyshapes/, leftright/), renders (solar_system/), textures (digital_electricity/) and the drawings, diagrams and
+portrait painting of louis-braille/ are out. Byte-identical files found in two folders are kept once. The default
+`min_side` of 160 (224 until gamma-lite 2) keeps the categorization activity's photographs, most of them 320 x 213:
+198 photos in 3.1 at 224, 260 at 160 (56 from categorization, 6 from louis-braille); training rescales sources at
+random before cropping, so a source need not hold a 224 crop at its own scale.
 
 Licences (`licences.csv`) come from usr/share/doc/gcompris-qt-data/copyright, Debian's machine-readable format; the
 last matching stanza wins.
@@ -34,7 +39,7 @@ from PIL import Image
 
 from .distortions import level_strength
 from .fidelity import RESCALE
-from .pipeline import distort_and_label, load_photo, map_in_order, store
+from .pipeline import distort_and_label, load_photo, map_in_order, store, untouched
 from .rcc import parse_rcc
 
 __all__ = ["build_corpus", "collect_photos", "is_photo", "licence_of", "parse_copyright", "photo_id"]
@@ -56,6 +61,9 @@ PHOTO_FOLDERS = (
     "explore_world_animals/resource/animals",
     "explore_world_music/resource/music",
 )
+PHOTO_FILES = tuple(
+    f"louis-braille/resource/{name}.webp" for name in ("braille", "fireplace", "rnib", "statue", "teach", "workshop")
+)  # photographs of a mixed folder (its others are drawings, diagrams, a render and a portrait painting)
 RASTER = (".webp", ".jpg", ".jpeg", ".png")
 Stanza = tuple[list[str], str, str]
 
@@ -65,8 +73,10 @@ def is_photo(path: str, size: tuple[int, int], min_side: int) -> bool:
     """The photo rule of the module docstring, on a path inside the bundles and the image's (width, height)."""
     if not path.startswith(ROOT) or not path.lower().endswith(RASTER):
         return False
-    folder = path[len(ROOT) :].rsplit("/", 1)[0]
-    return any(fnmatch.fnmatchcase(folder, f) for f in PHOTO_FOLDERS) and min(size) >= min_side
+    inside = path[len(ROOT) :]
+    folder = inside.rsplit("/", 1)[0]
+    listed = inside in PHOTO_FILES or any(fnmatch.fnmatchcase(folder, f) for f in PHOTO_FOLDERS)
+    return listed and min(size) >= min_side
 
 
 def _fields(block: str) -> dict[str, list[str]]:
@@ -142,18 +152,20 @@ def build_photo(job: tuple) -> list[dict]:
         saved = json.loads(done.read_text())
         if saved["key"] == key:
             return saved["rows"]
-    ref = store(load_photo(blob, max_side), out / "reference" / f"{pid}.png")
+    reference = out / "reference" / f"{pid}.png"
+    ref = store(load_photo(blob, max_side), reference)
     strengths = [level_strength(level, levels) for level in range(1, levels + 1)]
 
     def image(kind: str, k: int, strength: float) -> Path:
         return out / "images" / f"{pid}__{kind}__{k + 1}.{fmt}"  # level k + 1
 
     versions = distort_and_label(ref, types, strengths, image, seed=seed, index=index)
+    levels_of = [0] + [i % levels + 1 for i in range(len(versions))]  # type by type, each type's levels in order
     rows = [
         {"image": v.path.relative_to(out).as_posix(), "mos": v.mos, "reference": f"reference/{pid}.png",
-         "distortion": v.distortion, "level": i % levels + 1, "strength": v.strength,
+         "distortion": v.distortion, "level": level, "strength": v.strength, "photo": pid, "fr_mos": v.fr_mos,
          **{k: round(x, 6) for k, x in v.values.items()}}
-        for i, v in enumerate(versions)  # type by type, each type's levels in order
+        for level, v in zip(levels_of, [untouched(ref, reference), *versions], strict=True)
     ]  # fmt: skip
     tmp = done.with_suffix(".tmp")
     tmp.write_text(json.dumps({"key": key, "rows": rows}))
@@ -181,7 +193,7 @@ def _unpack(deb: Path | None, min_side: int) -> tuple[list[tuple[str, bytes]], l
 
 def _write_csvs(out: Path, ids: list[str], photos: list, per_photo: list, test: set[str], stanzas: list) -> None:
     """labels.csv (with each row's split) and licences.csv under `out`."""
-    header = ["image", "mos", "split", "reference", "distortion", "level", "strength", *RESCALE]
+    header = ["image", "mos", "split", "reference", "distortion", "level", "strength", "photo", "fr_mos", *RESCALE]
     with open(out / "labels.csv", "w", newline="") as f:
         w = csv.DictWriter(f, header, lineterminator="\n")
         w.writeheader()
@@ -202,8 +214,8 @@ def build_corpus(
     deb: Path | None = None,
     photos: int = 0,
     levels: int = 5,
-    max_side: int = 384,
-    min_side: int = 224,
+    max_side: int = 1600,
+    min_side: int = 160,
     fmt: str = "png",
     val_fraction: float = 0.2,
     seed: int = 0,
@@ -217,7 +229,7 @@ def build_corpus(
         deb: A downloaded gcompris-qt-data .deb; None: `apt-get download` it.
         photos: Use this many photos, evenly spread over them sorted by path (0: all).
         levels: Levels per type (strengths 1/levels .. 1).
-        max_side: Photos are scaled down to this long side.
+        max_side: Photos are scaled down to this long side (smaller ones are kept as they are).
         min_side: Photos with a shorter short side are skipped.
         fmt: "png" or "jpg" (quality 95), the distorted images' format.
         val_fraction: Fraction of the photos in the test split.

@@ -3,6 +3,10 @@
 scripts/build_corpus.py (the training corpus) and scripts/evaluate_default.py (the unseen-photo evaluation) both call
 `distort_and_label`, so the two label exactly alike by construction: the same random streams, the same storage round
 trip (labels are computed on the pixels a reader of the file gets back) and the same rounding of the pseudo-MOS.
+
+The label of a version is its pseudo-MOS (`corpus.fidelity.pseudo_mos`) made non-increasing in strength within its
+(photo, type) group (`corpus.fidelity.monotone`): a stronger distortion of one photo never gets a better label than a
+milder one. The untouched photo is labelled `corpus.fidelity.TOP` (`untouched`), the top of the scale.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ import torch
 from PIL import Image, ImageOps
 
 from .distortions import distort
-from .fidelity import fidelity, pseudo_mos
+from .fidelity import TOP, fidelity, monotone, pseudo_mos
 
-__all__ = ["Version", "distort_and_label", "load_photo", "map_in_order", "store"]
+__all__ = ["Version", "distort_and_label", "load_photo", "map_in_order", "store", "untouched"]
 
 Job = TypeVar("Job")
 Result = TypeVar("Result")
@@ -35,9 +39,12 @@ class Version:
     Attributes:
         path: Where the image was written.
         distortion: The distortion type (a name of `corpus.distortions.DISTORTIONS`).
-        strength: The distortion's strength in (0, 1].
-        mos: The pseudo-MOS in [0, 1], higher is better, rounded to 6 decimals.
+        strength: The distortion's strength in (0, 1]; 0 for the untouched photo.
+        mos: The label in [0, 1], higher is better, rounded to 6 decimals: the pseudo-MOS made non-increasing in
+            strength within the (photo, type) group (`corpus.fidelity.monotone`); `TOP` for the untouched photo.
         values: Each fidelity metric's raw value ({name: value}, `corpus.fidelity.RESCALE`'s order).
+        fr_mos: The pseudo-MOS of `values` itself (`corpus.fidelity.pseudo_mos`), rounded to 6 decimals, before the
+            monotone fit; it differs from `mos` only where the metrics rank a stronger version above a milder one.
     """
 
     path: Path
@@ -45,6 +52,7 @@ class Version:
     strength: float
     mos: float
     values: dict[str, float]
+    fr_mos: float = TOP
 
 
 def load_photo(source: bytes | str | Path, max_side: int) -> np.ndarray:
@@ -108,13 +116,30 @@ def distort_and_label(
     """
     versions = []
     for t, kind in enumerate(kinds):
+        group = []
         for k, strength in enumerate(strengths):
             rng = np.random.default_rng([seed, index, t])
             file = path(kind, k, strength)
             image = store(distort(reference, kind, strength, rng), file)
             values = fidelity(reference, image)
-            versions.append(Version(file, kind, strength, round(pseudo_mos(values), 6), values))
+            group.append((file, strength, values, pseudo_mos(values)))
+        labels = monotone([s for _, s, _, _ in group], [m for *_, m in group])
+        versions += [Version(file, kind, s, round(label, 6), values, round(m, 6))
+                     for (file, s, values, m), label in zip(group, labels, strict=True)]  # fmt: skip
     return versions
+
+
+def untouched(reference: np.ndarray, path: Path) -> Version:
+    """The untouched photo as a version of itself: strength 0, distortion "none", labelled `TOP`.
+
+    Args:
+        reference: The pristine photo as stored (`store`'s return value), (H, W, 3) float32 in [0, 1].
+        path: Where the stored photo is (it is not written again).
+
+    Returns:
+        Its version: the metrics' values of identical images (PSNR infinite), `mos` and `fr_mos` exactly `TOP`.
+    """
+    return Version(path, "none", 0.0, TOP, fidelity(reference, reference), TOP)
 
 
 def _one_thread() -> None:
