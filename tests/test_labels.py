@@ -13,18 +13,10 @@ from gamma_iqa.corpus.distortions import DISTORTIONS
 from gamma_iqa.corpus.fidelity import TOP, Violation, fidelity, label_violations, monotone, pseudo_mos
 from gamma_iqa.corpus.pipeline import distort_and_label, load_photo, store, untouched
 
+from .test_corpus import sample
+
 STRENGTHS = (0.2, 0.4, 0.6, 0.8, 1.0)
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "grace_hopper.jpg"
-
-
-def gradients(h: int, w: int, seed: int) -> np.ndarray:
-    """Smooth colour gradients, a flat red block and a noisy quadrant, (H, W, 3) float32 in [0, 1]."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w] / np.array([h, w])[:, None, None]
-    img = np.stack([0.2 + 0.6 * xx, 0.3 + 0.5 * yy, 0.6 - 0.4 * xx * yy], axis=-1)
-    img[h // 4 : h // 2, w // 5 : w // 2] = (0.85, 0.2, 0.15)
-    img[h // 2 :, w // 2 :] += 0.15 * rng.standard_normal((h - h // 2, w - w // 2, 1))
-    return np.clip(img, 0, 1).astype(np.float32)
 
 
 def pink(h: int, w: int, seed: int) -> np.ndarray:
@@ -43,7 +35,7 @@ def labelled(tmp_path_factory):
     folder = tmp_path_factory.mktemp("labels")
     photos = {
         "grace_hopper": load_photo(SAMPLE, 96),
-        "gradients": gradients(72, 96, 1),
+        "gradients": sample(72, 96, 1),
         "pink": pink(72, 96, 2),
     }
     rows = []
@@ -77,7 +69,7 @@ def test_labels_are_monotone_in_strength_for_every_type_and_below_the_untouched_
 
 
 def test_the_untouched_photo_is_the_top_of_the_scale():
-    x = gradients(48, 64, 0)
+    x = sample(48, 64, 0)
     assert pseudo_mos(fidelity(x, x)) == pytest.approx(TOP, abs=1e-9) and TOP == 1.0  # VIF of identical: 1 - 1e-11
     worst = {name: 0.0 for name in ("ms_ssim", "vif")} | {"gmsd": 1.0, "psnr": 0.0, "delta_e": 100.0}
     best = {"ms_ssim": 1.0, "vif": 1.3, "gmsd": 0.0, "psnr": 99.0, "delta_e": 0.0}  # VIF above 1: contrast gain

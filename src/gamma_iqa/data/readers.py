@@ -400,6 +400,24 @@ def read_pipal(root: Path) -> Labels:
     return Labels([(p, s) for p, (_, s) in zip(paths, pairs, strict=True)])
 
 
+def _label_csv(csv_path: Path, *columns: str) -> tuple[Path, list[list[Any]], list[int], list[str]]:
+    """A user's label CSV: (path, rows with the header first, the index of each of `columns`, the header).
+
+    Raises:
+        FileNotFoundError: when `csv_path` is not a file.
+        ValueError: for a missing column (names the file and its header).
+    """
+    path = Path(csv_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"label CSV {path} not found")
+    rows = _read_rows(path)
+    header = [c.strip() for c in rows[0]] if rows else []
+    for col in columns:
+        if col not in header:
+            raise ValueError(f"{path}: no column {col!r} (header: {', '.join(header) or 'empty'})")
+    return path, rows, [header.index(c) for c in columns], header
+
+
 def read_folder_csv(root: Path, csv_path: Path, image_column: str = "image", mos_column: str = "mos") -> Labels:
     """A user's own data: a CSV with image paths and MOS.
 
@@ -416,15 +434,7 @@ def read_folder_csv(root: Path, csv_path: Path, image_column: str = "image", mos
         FileNotFoundError: when `csv_path` is not a file.
         ValueError: for a missing column, a MOS that is not a number or a split value other than train/test.
     """
-    path = Path(csv_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"label CSV {path} not found")
-    rows = _read_rows(path)
-    header = [c.strip() for c in rows[0]] if rows else []
-    for col in (image_column, mos_column):
-        if col not in header:
-            raise ValueError(f"{path}: no column {col!r} (header: {', '.join(header) or 'empty'})")
-    i, j = header.index(image_column), header.index(mos_column)
+    path, rows, (i, j), header = _label_csv(csv_path, image_column, mos_column)
     k = header.index("split") if "split" in header else None
     items, official = [], []
     for row in rows[1:]:
@@ -452,13 +462,5 @@ def read_groups(csv_path: Path, group_column: str, image_column: str = "image") 
         FileNotFoundError: when `csv_path` is not a file.
         ValueError: for a missing column.
     """
-    path = Path(csv_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"label CSV {path} not found")
-    rows = _read_rows(path)
-    header = [c.strip() for c in rows[0]] if rows else []
-    for col in (image_column, group_column):
-        if col not in header:
-            raise ValueError(f"{path}: no column {col!r} (header: {', '.join(header) or 'empty'})")
-    i, g = header.index(image_column), header.index(group_column)
+    _, rows, (i, g), _ = _label_csv(csv_path, image_column, group_column)
     return {row[i].strip(): str(row[g]).strip() for row in rows[1:] if str(row[g] or "").strip()}
