@@ -73,12 +73,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--val-fraction", type=float, default=0.2, help="fraction of photos in the test split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument(
+        "--types-per-photo",
+        type=int,
+        default=0,
+        help="distort each photo by this many of the types, drawn per photo (default 0: all)",
+    )
+    p.add_argument(
+        "--label-side", type=int, default=None, help="label versions as seen at this long side (default: as stored)"
+    )
     args = p.parse_args(argv)
     try:
         build_corpus(
             Path(args.out), types=_types(args.types), deb=Path(args.deb) if args.deb else None, photos=args.photos,
             levels=args.levels, max_side=args.max_side, min_side=args.min_side, fmt=args.format,
             val_fraction=args.val_fraction, seed=args.seed, workers=args.workers,
+            types_per_photo=args.types_per_photo, label_side=args.label_side,
         )  # fmt: skip
     except ValueError as e:  # no photo in the package
         raise SystemExit(str(e)) from e

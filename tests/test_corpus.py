@@ -225,7 +225,7 @@ def test_build_corpus_and_evaluate_default_label_one_photo_alike(tmp_path):
     for sub in ("rows", "images", "reference"):
         (corpus / sub).mkdir(parents=True)
     # levels 1 and 2 of 2 are strengths 0.5 and 1.0; seed 0 and index 0, as the evaluation's first photo
-    rows = gcompris.build_photo(("p", photo.read_bytes(), corpus, ["white_noise", "jpeg"], 2, 384, "png", 0, 0))
+    rows = gcompris.build_photo(("p", photo.read_bytes(), corpus, ["white_noise", "jpeg"], 2, 384, "png", 0, 0, None))
     assert rows[0]["level"] == 0 and rows[0]["mos"] == 1.0 and rows[0]["image"] == "reference/p.png"  # untouched
     assert [(r["distortion"], r["strength"], r["mos"]) for r in rows[1:]] == [
         (it.distortion, it.strength, it.mos) for it in items

@@ -149,8 +149,12 @@ def gmsd(ref: np.ndarray, img: np.ndarray) -> float:
 
 
 def vif(ref: np.ndarray, img: np.ndarray) -> float:
-    """Pixel-domain VIF of `img` against `ref` on luma (torchmetrics), 1 = identical."""
-    a, b = (_luma(t) for t in _check(ref, img))
+    """Pixel-domain VIF of `img` against `ref` on luma (torchmetrics), 1 = identical.
+
+    Computed in float32: torchmetrics' dense 17 x 17 windows take 14 times longer in float64 on CPU (2.7 s against
+    0.19 s for a 606 x 517 photo), which made VIF nine tenths of a corpus build.
+    """
+    a, b = (_luma(t).float() for t in _check(ref, img))
     return float(visual_information_fidelity(b, a))
 
 

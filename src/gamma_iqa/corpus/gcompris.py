@@ -139,15 +139,28 @@ def collect_photos(root: Path, min_side: int) -> list[tuple[str, bytes]]:
 
 
 # ---- the corpus --------------------------------------------------------------------------------------------------
+def photo_types(types: Sequence[str], k: int, seed: int, index: int) -> list[str]:
+    """The distortion types of the photo at `index`: `k` of `types` drawn without replacement (all for k = 0).
+
+    Drawn from a generator of its own, seeded with (`seed`, `index`, 1), so that the choice depends on nothing else;
+    returned in `types`' order.
+    """
+    if k == 0 or k >= len(types):
+        return list(types)
+    chosen = np.random.default_rng([seed, index, 1]).choice(len(types), size=k, replace=False)
+    return [types[i] for i in sorted(chosen)]
+
+
 def build_photo(job: tuple) -> list[dict]:
     """Every distorted version of one photo and its label rows (one worker task).
 
     The rows are kept in rows/<photo>.json once all its images are written, so a rerun after an interruption
     (same arguments) reuses finished photos and redoes only the rest.
     """
-    pid, blob, out, types, levels, max_side, fmt, seed, index = job
+    pid, blob, out, types, levels, max_side, fmt, seed, index, label_side = job
     done = out / "rows" / f"{pid}.json"
-    key = {"types": types, "levels": levels, "max_side": max_side, "format": fmt, "seed": seed, "index": index}
+    key = {"types": types, "levels": levels, "max_side": max_side, "format": fmt, "seed": seed, "index": index,
+           "label_side": label_side}  # fmt: skip
     if done.is_file():
         saved = json.loads(done.read_text())
         if saved["key"] == key:
@@ -159,7 +172,7 @@ def build_photo(job: tuple) -> list[dict]:
     def image(kind: str, k: int, strength: float) -> Path:
         return out / "images" / f"{pid}__{kind}__{k + 1}.{fmt}"  # level k + 1
 
-    versions = distort_and_label(ref, types, strengths, image, seed=seed, index=index)
+    versions = distort_and_label(ref, types, strengths, image, seed=seed, index=index, label_side=label_side)
     levels_of = [0] + [i % levels + 1 for i in range(len(versions))]  # type by type, each type's levels in order
     rows = [
         {"image": v.path.relative_to(out).as_posix(), "mos": v.mos, "reference": f"reference/{pid}.png",
@@ -220,6 +233,8 @@ def build_corpus(
     val_fraction: float = 0.2,
     seed: int = 0,
     workers: int = 1,
+    types_per_photo: int = 0,
+    label_side: int | None = None,
 ) -> Path:
     """Build the corpus under `out` (layout: scripts/build_corpus.py's docstring); returns `out`.
 
@@ -235,6 +250,9 @@ def build_corpus(
         val_fraction: Fraction of the photos in the test split.
         seed: Seed of the split and of the distortions.
         workers: Processes distorting and labelling photos.
+        types_per_photo: Distort each photo by this many of `types`, drawn at random per photo (seeded by `seed` and
+            the photo's position; kept in `types`' order); 0 (default): by all of them.
+        label_side: Label versions as seen at this long side (`corpus.pipeline.distort_and_label`); None: as stored.
 
     Raises:
         ValueError: The package holds no photo.
@@ -246,12 +264,15 @@ def build_corpus(
         found = [found[i * len(found) // photos] for i in range(photos)]
     ids = [photo_id(p) for p, _ in found]
     test = {ids[i] for i in np.random.default_rng(seed).permutation(len(ids))[: round(val_fraction * len(ids))]}
-    jobs = [(pid, blob, out, list(types), levels, max_side, fmt, seed, i)
+    if not 0 <= types_per_photo <= len(types):
+        raise ValueError(f"types_per_photo must be 0 (all) to {len(types)}, got {types_per_photo}")
+    jobs = [(pid, blob, out, photo_types(types, types_per_photo, seed, i), levels, max_side, fmt, seed, i, label_side)
             for i, (pid, (_, blob)) in enumerate(zip(ids, found, strict=True))]  # fmt: skip
     per_photo = []
     for i, rows in enumerate(map_in_order(build_photo, jobs, workers), 1):  # in order: a small loss if stopped
         per_photo.append(rows)
         print(f"photo {i}/{len(jobs)} done", file=sys.stderr, flush=True)
     _write_csvs(out, ids, found, per_photo, test, stanzas)
-    print(f"{len(ids)} photos x {len(types)} types x {levels} levels -> {out / 'labels.csv'}", file=sys.stderr)
+    per = types_per_photo or len(types)
+    print(f"{len(ids)} photos x {per} of {len(types)} types x {levels} levels -> {out / 'labels.csv'}", file=sys.stderr)
     return out

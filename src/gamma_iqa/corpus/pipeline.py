@@ -26,7 +26,7 @@ from PIL import Image, ImageOps
 from .distortions import distort
 from .fidelity import TOP, fidelity, monotone, pseudo_mos
 
-__all__ = ["Version", "distort_and_label", "load_photo", "map_in_order", "store", "untouched"]
+__all__ = ["Version", "distort_and_label", "label_view", "load_photo", "map_in_order", "store", "untouched"]
 
 Job = TypeVar("Job")
 Result = TypeVar("Result")
@@ -77,12 +77,13 @@ def store(x: np.ndarray, path: Path) -> np.ndarray:
     Returns:
         What a reader of the file gets back, (H, W, 3) float32 in [0, 1]: labels and scores see the same pixels.
     """
-    image = Image.fromarray(np.round(x * 255).astype(np.uint8))
+    pixels = np.round(x * 255).astype(np.uint8)
+    image = Image.fromarray(pixels)
     if path.suffix == ".jpg":
         image.save(path, quality=95)
-    else:
-        image.save(path)
-    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
+        return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
+    image.save(path, compress_level=1)  # lossless at any level; 1 writes several times faster than the default 6
+    return pixels.astype(np.float32) / 255
 
 
 def distort_and_label(
@@ -93,6 +94,7 @@ def distort_and_label(
     *,
     seed: int,
     index: int,
+    label_side: int | None = None,
 ) -> list[Version]:
     """Distort a stored reference photo by every type at every strength, store each version and label it.
 
@@ -107,6 +109,10 @@ def distort_and_label(
         path: Where a version goes, from (type, strength's position in `strengths`, strength).
         seed: The run's seed.
         index: The photo's position in the run: photos get independent random streams.
+        label_side: Label each version as seen at this long side: the fidelity metrics compare the stored reference
+            and version both scaled down to it (`label_view`); None (default), or a photo already within it, compares
+            them as stored. The fidelity metrics cost time in proportion to pixels, and a large photo is judged whole
+            on a screen, not pixel by pixel.
 
     Returns:
         The versions, type by type, each type's strengths in order.
@@ -115,18 +121,33 @@ def distort_and_label(
         ValueError: An unknown type or a strength outside (0, 1].
     """
     versions = []
+    seen = label_view(reference, label_side)
     for t, kind in enumerate(kinds):
         group = []
         for k, strength in enumerate(strengths):
             rng = np.random.default_rng([seed, index, t])
             file = path(kind, k, strength)
             image = store(distort(reference, kind, strength, rng), file)
-            values = fidelity(reference, image)
+            values = fidelity(seen, label_view(image, label_side))
             group.append((file, strength, values, pseudo_mos(values)))
         labels = monotone([s for _, s, _, _ in group], [m for *_, m in group])
         versions += [Version(file, kind, s, round(label, 6), values, round(m, 6))
                      for (file, s, values, m), label in zip(group, labels, strict=True)]  # fmt: skip
     return versions
+
+
+def label_view(image: np.ndarray, side: int | None) -> np.ndarray:
+    """`image` (H, W, 3) float32 in [0, 1] as labelled: scaled down (Lanczos, 8-bit) to long side `side`.
+
+    Returns `image` itself when `side` is None or the image is already within it.
+    """
+    h, w = image.shape[:2]
+    if side is None or max(h, w) <= side:
+        return image
+    scale = side / max(h, w)
+    pil = Image.fromarray(np.round(image * 255).astype(np.uint8))
+    small = pil.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+    return np.asarray(small, dtype=np.float32) / 255
 
 
 def untouched(reference: np.ndarray, path: Path) -> Version:

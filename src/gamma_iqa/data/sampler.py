@@ -10,7 +10,9 @@ image of that dataset, so every dataset is seen equally often; the epoch keeps t
 each: the groups of a batch are distinct and drawn uniformly, each group's k samples distinct where it has k (else
 every sample of it, some twice); the batch holds the groups one after another, k consecutive positions each, so that a
 micro-batch of a multiple of k positions splits no group. Each photo is thus seen equally often whatever its number of
-versions, and the epoch keeps the same number of samples.
+versions, and the epoch keeps the same number of samples. With `anchors` (one score per image), each group's draw
+starts with its best-scored image (the untouched photo of a distorted corpus) and holds k - 1 others drawn as above, so
+that every group in a batch can be compared with its top.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class JointSampler:
         seed: int = 123,
         groups: Sequence[int] | None = None,
         group_size: int = 1,
+        anchors: Sequence[float] | None = None,
     ) -> None:
         """Plan the epochs of a joint training run.
 
@@ -49,11 +52,13 @@ class JointSampler:
             seed: the run's seed; each epoch's order is drawn from (seed, epoch).
             groups: for "grouped", the group id of every image of the concatenated datasets (sum(sizes) ints).
             group_size: for "grouped", the samples k of each group in a batch; batch_size must be a multiple.
+            anchors: for "grouped", a score per image (sum(sizes) floats, such as its target): each group's draw then
+                holds its best-scored image first (the first of equals). None: the k are drawn alike.
 
         Raises:
             ValueError: for an unknown mode, an empty dataset, fewer images in all than one batch, or for "grouped":
-                no or the wrong number of `groups`, a `batch_size` that is not a multiple of `group_size`, or fewer
-                groups than a batch needs.
+                no or the wrong number of `groups` or `anchors`, a `batch_size` that is not a multiple of
+                `group_size`, or fewer groups than a batch needs.
         """
         if mode not in ("uniform", "balanced", "grouped"):
             raise ValueError(f"sampler must be 'uniform', 'balanced' or 'grouped', got {mode!r}")
@@ -69,6 +74,13 @@ class JointSampler:
         self.members: list[torch.Tensor] = []
         if mode == "grouped":
             self.members = self._group_members(groups)
+            if anchors is not None:
+                if len(anchors) != self.total:
+                    raise ValueError(f"`anchors` needs one score per training image ({self.total}), got {len(anchors)}")
+                scores = torch.tensor(anchors, dtype=torch.float64)
+                # each group's members with its best-scored image moved first: (anchor, the rest...)
+                self.members = [m[torch.argsort(-scores[m], stable=True)] for m in self.members]
+        self.anchored = mode == "grouped" and anchors is not None
 
     def _group_members(self, groups: Sequence[int] | None) -> list[torch.Tensor]:
         """The indices of each group's images, groups in order of their first image.
@@ -121,7 +133,11 @@ class JointSampler:
         for _ in range(self.steps_per_epoch):
             for group in torch.randperm(len(self.members), generator=g)[:per_batch].tolist():
                 members = self.members[group]
-                chosen = torch.randperm(len(members), generator=g)
+                if self.anchored and len(members) > 1:  # the anchor (first), then k - 1 of the others
+                    others = 1 + torch.randperm(len(members) - 1, generator=g)
+                    chosen = torch.cat([torch.zeros(1, dtype=torch.long), others])
+                else:
+                    chosen = torch.randperm(len(members), generator=g)
                 picks.append(members[chosen.repeat(-(-k // len(members)))[:k]])  # a group under k repeats its images
         return torch.cat(picks)
 

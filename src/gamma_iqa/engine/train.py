@@ -6,8 +6,9 @@ Every sample's crop and flip are seeded by (seed, epoch, position in the epoch),
 (seed, epoch), so a resumed run and a run on any number of processes follow the uninterrupted single-process run.
 
 Options beyond the published recipe, all off by default (issue 12, gamma-lite 2): a ranking loss over versions of one
-photo (`rank_weight`, `rank_loss`), batches that hold several versions of a photo (`sampler: grouped`), a random rescale
-before the crop (`scale_range`) and fine-tuning gamma-lite's later backbone stages (`backbone_lr`, `backbone_stages`).
+photo (`rank_weight`, `rank_loss`), batches that hold several versions of a photo (`sampler: grouped`), with its best
+(`group_anchor`) and in one shared view (`aligned_views`), a random rescale before the crop (`scale_range`) and
+fine-tuning gamma-lite's later backbone stages (`backbone_lr`, `backbone_stages`).
 Groups (source photos) come from a user dataset's `group_column`; an image without one is a group of its own.
 """
 
@@ -30,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.datasets import DatasetSpec, get_dataset, load_records, select, user_dataset
 from ..data.readers import read_groups
 from ..data.sampler import JointSampler
-from ..data.transforms import load_image, make_crops, resize_short_side
+from ..data.transforms import crop_offsets, image_to_tensor, load_image, make_crops, resize_short_side
 from ..models.base import QualityModel
 from ..models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..models.effnet import LITE0_STAGES
@@ -73,10 +74,18 @@ class TrainImages(Dataset):
     """
 
     def __init__(
-        self, samples: list[Sample], *, size: int, hflip: bool, seed: int, scale_range: tuple[float, ...] = ()
+        self,
+        samples: list[Sample],
+        *,
+        size: int,
+        hflip: bool,
+        seed: int,
+        scale_range: tuple[float, ...] = (),
+        shared_views: int = 1,
     ) -> None:
+        """Views of `samples`; `shared_views` consecutive positions of an epoch draw one view (1: each its own)."""
         self.samples, self.size, self.hflip, self.seed = samples, size, hflip, seed
-        self.scale_range = scale_range
+        self.scale_range, self.shared_views = scale_range, shared_views
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -84,40 +93,42 @@ class TrainImages(Dataset):
     def __getitem__(self, key: tuple[int, int, int]) -> Item:
         epoch, position, index = key
         s = self.samples[index]
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 100_000_007 + position)
+        view = position // self.shared_views  # a grouped batch's k versions of a photo: one rescale, crop and flip
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 100_000_007 + view)
         image = load_image(s.path)
         if s.resize:
             image = resize_short_side(image, s.resize)
-        if self.scale_range:
-            image = self.rescale(image, g)
-        crop = make_crops(image, 1, self.size, generator=g).crops[0]  # (3, size, size)
+        crop = self.rescaled_crop(image, g) if self.scale_range else make_crops(image, 1, self.size, generator=g).crops[0]
         if self.hflip and torch.rand((), generator=g) < 0.5:
             crop = crop.flip(-1)
         return crop, s.target, s.scene, s.group
 
-    def rescale(self, image: Image.Image, g: torch.Generator) -> Image.Image:
-        """Resize `image` by a factor drawn from `g`, log-uniform in `scale_range`, but never below the crop size.
+    def rescaled_crop(self, image: Image.Image, g: torch.Generator) -> torch.Tensor:
+        """A `size` crop of `image` resized by a factor drawn from `g`, log-uniform in `scale_range`: (3, size, size).
 
         Each octave of the range is equally likely (as many crops at 1/4 to 1/2 of full size as at 1/2 to 1). The
         factor is raised as far as needed for the short side to keep `size` pixels; an image already under the crop
-        size is left to `make_crops`, which enlarges it as without a rescale. Lanczos (antialiased) keeps a
-        downscaled photo as sharp as a camera's or viewer's downscale would.
+        size is left to `make_crops`, which enlarges it as without a rescale. Only the crop's window is resampled
+        (Lanczos, antialiased, with the pixels around the window as the filter's support), which gives the crop of the
+        rescaled image at a fraction of the cost of rescaling a large photo whole.
 
         Args:
             image: the (possibly resized) training image.
-            g: the sample's generator; one float64 is drawn from it, before the crop's offsets.
-
-        Returns:
-            The rescaled image, or `image` itself when the factor is 1 or it is under the crop size.
+            g: the sample's generator; one float64 is drawn from it, then the crop's offsets.
         """
         lo, hi = self.scale_range
         u = float(torch.rand((), generator=g, dtype=torch.float64))
         w, h = image.size
+        if min(w, h) < self.size:
+            return make_crops(image, 1, self.size, generator=g).crops[0]
         factor = max(math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))), self.size / min(w, h))
-        new = (max(self.size, round(w * factor)), max(self.size, round(h * factor)))
-        if min(w, h) < self.size or new == (w, h):
-            return image
-        return image.resize(new, Image.Resampling.LANCZOS)
+        new_w, new_h = max(self.size, round(w * factor)), max(self.size, round(h * factor))
+        ((top, left),) = crop_offsets(new_h, new_w, self.size, 1, g)
+        if (new_w, new_h) == (w, h):
+            return image_to_tensor(image.crop((left, top, left + self.size, top + self.size)))
+        sx, sy = w / new_w, h / new_h  # the rescaled image's pixel in source pixels, per axis
+        box = (left * sx, top * sy, (left + self.size) * sx, (top + self.size) * sy)
+        return image_to_tensor(image.resize((self.size, self.size), Image.Resampling.LANCZOS, box=box))
 
 
 def _collate(items: list[Item]) -> Batch:
@@ -299,8 +310,9 @@ class _Run:
         samples = [s for group in self.train_sets for s in group]
         self.sampler = self._sampler(samples)
         self.images = TrainImages(
-            samples, size=self.model.image_size, hflip=cfg.hflip, seed=cfg.seed, scale_range=cfg.scale_range
-        )
+            samples, size=self.model.image_size, hflip=cfg.hflip, seed=cfg.seed, scale_range=cfg.scale_range,
+            shared_views=cfg.group_size if cfg.aligned_views else 1,
+        )  # fmt: skip
         self.optimizer = _optimizer(self.model, cfg)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs, eta_min=0.0)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.dtype == "fp16")
@@ -339,6 +351,7 @@ class _Run:
             seed=cfg.seed,
             groups=[s.group for s in samples] if cfg.sampler == "grouped" else None,
             group_size=cfg.group_size,
+            anchors=[s.target for s in samples] if cfg.group_anchor else None,
         )
 
     # ---- checkpoints -------------------------------------------------------------------------------------------

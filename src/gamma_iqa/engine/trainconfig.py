@@ -34,6 +34,11 @@ class TrainConfig:
     epochs: int = 10  # cosine schedule over the epochs, stepped once per epoch, eta_min 0
     sampler: str = "uniform"  # "uniform" (the original: concatenated and shuffled), "balanced" or "grouped"
     group_size: int = 4  # sampler grouped: versions k of each group (source photo) in a batch; batch/k groups a batch
+    # sampler grouped: each group in a batch holds its best-labelled image (a distorted corpus' untouched photo).
+    group_anchor: bool = False
+    # sampler grouped: a group's versions in a batch share one view (rescale, crop, flip), pixel-aligned where they
+    # have one size, so that the ranking loss compares quality, not content. False: a view of its own each.
+    aligned_views: bool = False
     hflip: bool = True
     # Training views rescaled by a random factor in [low, high] (log-uniform) before the crop, never below the crop
     # size: 224 crops of large photos at the scales users score them at. Empty: no rescale (the original).
@@ -79,6 +84,10 @@ class TrainConfig:
                 f"sampler must be uniform, balanced or grouped, not {self.sampler!r}",
             ),
             (self.group_size >= 1, "group_size must be >= 1"),
+            (
+                self.sampler == "grouped" or not (self.group_anchor or self.aligned_views),
+                "group_anchor and aligned_views need sampler: grouped",
+            ),
             (
                 not self.scale_range or (len(self.scale_range) == 2 and 0 < self.scale_range[0] <= self.scale_range[1]),
                 f"scale_range must be empty or [low, high] with 0 < low <= high, got {list(self.scale_range)}",

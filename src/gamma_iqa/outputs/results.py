@@ -29,7 +29,6 @@ PAPER_TABLE1: dict[str, dict[str, tuple[float, float]]] = {
 }
 
 
-
 def save_predictions(results: Sequence[DatasetResult], path: str | os.PathLike[str]) -> None:
     """One row per scored image: dataset, image, mos, mos_norm, prediction."""
     with open(path, "w", newline="") as f:
