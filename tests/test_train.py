@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 import gamma_iqa
 from gamma_iqa.cli import main
 from gamma_iqa.data.sampler import JointSampler
+from gamma_iqa.data.transforms import crop_offsets, image_to_tensor, make_crops
 from gamma_iqa.engine import train as train_module
 from gamma_iqa.engine.train import TrainingError, train
 from gamma_iqa.engine.trainconfig import TrainConfig, load_config
@@ -343,28 +344,91 @@ def test_grouped_sampler_puts_k_versions_of_distinct_groups_in_each_batch():
         JointSampler([26], batch_size=6, mode="grouped", group_size=2)
 
 
-def test_rescale_is_seeded_and_bounded(tmp_path):
-    Image.new("RGB", (1200, 900), (90, 140, 200)).save(tmp_path / "big.png")
-    Image.new("RGB", (200, 300), (90, 140, 200)).save(tmp_path / "small.png")
+def full_resize_crop(image: Image.Image, size: int, scale_range: tuple[float, float], seed: int):
+    """What `rescaled_crop` should give, the slow way: the crop of the whole image resized; and the factor drawn."""
+    g = torch.Generator().manual_seed(seed)
+    lo, hi = scale_range
+    u = float(torch.rand((), generator=g, dtype=torch.float64))
+    w, h = image.size
+    factor = max(lo * (hi / lo) ** u, size / min(w, h))
+    new_w, new_h = max(size, round(w * factor)), max(size, round(h * factor))
+    ((top, left),) = crop_offsets(new_h, new_w, size, 1, g)
+    whole = image.resize((new_w, new_h), Image.Resampling.LANCZOS)
+    return image_to_tensor(whole.crop((left, top, left + size, top + size))), factor, (new_w, new_h)
+
+
+def test_rescaled_crop_is_the_crop_of_the_rescaled_image(tmp_path):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:120, 0:160]
+    pixels = np.stack([xx * 1.5, yy * 2.0, 128 + 60 * np.sin(xx / 3 + yy / 5)], -1) + rng.normal(0, 25, (120, 160, 3))
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(tmp_path / "big.png")  # texture: windows differ
+    Image.fromarray(rng.integers(0, 256, (30, 20, 3), dtype=np.uint8)).save(tmp_path / "small.png")
     samples = [train_module.Sample(tmp_path / "big.png", 0.5, "natural", None)]
-    images = train_module.TrainImages(samples, size=224, hflip=False, seed=1, scale_range=(0.25, 1.0))
-    big = Image.open(tmp_path / "big.png")
-    shorts = []
-    for position in range(40):
-        g = torch.Generator().manual_seed(position)
-        out = images.rescale(big, g)
-        assert out.size == images.rescale(big, torch.Generator().manual_seed(position)).size  # seeded
-        w, h = out.size
-        assert 225 <= h <= 900 and abs(w / h - 4 / 3) < 0.01  # 900 x [0.25, 1], aspect kept
-        shorts.append(h)
-    assert min(shorts) < 450 < max(shorts)  # both octaves drawn
-    floor = train_module.TrainImages(samples, size=224, hflip=False, seed=1, scale_range=(0.01, 0.02))
-    assert floor.rescale(big, torch.Generator().manual_seed(0)).size == (299, 224)  # never below the crop
-    small = Image.open(tmp_path / "small.png")
-    assert floor.rescale(small, torch.Generator().manual_seed(0)) is small  # under the crop: left to make_crops
+    big, small = Image.open(tmp_path / "big.png").convert("RGB"), Image.open(tmp_path / "small.png").convert("RGB")
+    images = train_module.TrainImages(samples, size=32, hflip=False, seed=1, scale_range=(0.25, 1.0))
+    factors = []
+    for seed in range(24):
+        out = images.rescaled_crop(big, torch.Generator().manual_seed(seed))
+        assert torch.equal(out, images.rescaled_crop(big, torch.Generator().manual_seed(seed)))  # seeded
+        ref, factor, new = full_resize_crop(big, 32, (0.25, 1.0), seed)
+        assert out.shape == (3, 32, 32) and min(new) >= 32 and abs(new[0] / new[1] - 4 / 3) < 0.05  # aspect kept
+        assert (out - ref).abs().max() <= 1 / 255 + 1e-6, (seed, factor)
+        factors.append(factor)
+    assert min(factors) < 0.5 < max(factors) and min(factors) >= 32 / 120  # both octaves; the floor raised
+    assert len({round(f, 6) for f in factors}) == len(factors)  # a factor of its own per draw
+    # a range under the crop size: raised to keep the short side at `size`
+    floor = train_module.TrainImages(samples, size=32, hflip=False, seed=1, scale_range=(0.01, 0.02))
+    ref, factor, new = full_resize_crop(big, 32, (0.01, 0.02), 5)
+    assert new == (43, 32) and (floor.rescaled_crop(big, torch.Generator().manual_seed(5)) - ref).abs().max() <= 1 / 255
+    # factor 1: a plain crop, the offsets drawn after the factor
+    same = train_module.TrainImages(samples, size=32, hflip=False, seed=1, scale_range=(1.0, 1.0))
+    g = torch.Generator().manual_seed(3)
+    torch.rand((), generator=g, dtype=torch.float64)
+    assert torch.equal(
+        same.rescaled_crop(big, torch.Generator().manual_seed(3)), make_crops(big, 1, 32, generator=g).crops[0]
+    )
+    # under the crop size: left to make_crops (which enlarges it), after the factor's draw
+    g = torch.Generator().manual_seed(3)
+    torch.rand((), generator=g, dtype=torch.float64)
+    expected = make_crops(small, 1, 32, generator=g).crops[0]
+    assert torch.equal(images.rescaled_crop(small, torch.Generator().manual_seed(3)), expected)
     a, b = images[(0, 5, 0)][0], images[(0, 5, 0)][0]
-    plain = train_module.TrainImages(samples, size=224, hflip=False, seed=1)
-    assert torch.equal(a, b) and a.shape == plain[(0, 5, 0)][0].shape == (3, 224, 224)
+    plain = train_module.TrainImages(samples, size=32, hflip=False, seed=1)
+    assert torch.equal(a, b) and a.shape == plain[(0, 5, 0)][0].shape == (3, 32, 32)
+    assert not torch.equal(a, images[(0, 6, 0)][0]) and not torch.equal(a, images[(1, 5, 0)][0])
+
+
+def coordinate_images(folder: Path) -> list[train_module.Sample]:
+    """Two 200 x 150 images whose pixels give their coordinates: A (x, y, 0) and B (255 - x, 255 - y, 200)."""
+    yy, xx = np.mgrid[0:150, 0:200]
+    a = np.stack([xx, yy, np.zeros_like(xx)], -1)
+    b = np.stack([255 - xx, 255 - yy, np.full_like(xx, 200)], -1)
+    for name, pixels in (("a", a), ("b", b)):
+        Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{name}.png")
+    return [train_module.Sample(folder / f"{n}.png", 0.5, "natural", None) for n in "ab"]
+
+
+def window(crop: torch.Tensor, image: int) -> torch.Tensor:
+    """The source (x, y) of each pixel of a crop of `coordinate_images`' image 0 (A) or 1 (B): (2, S, S)."""
+    xy = crop[:2] * 255
+    return 255 - xy if image == 1 else xy
+
+
+@pytest.mark.parametrize("scale_range", [(), (0.5, 1.0)])
+def test_shared_views_give_a_group_one_view(tmp_path, scale_range):
+    samples = coordinate_images(tmp_path)
+    images = train_module.TrainImages(samples, size=48, hflip=True, seed=4, scale_range=scale_range, shared_views=2)
+    alone = train_module.TrainImages(samples, size=48, hflip=True, seed=4, scale_range=scale_range)
+    tol = 0 if not scale_range else 1.5  # Lanczos of a ramp: the ramp, up to 8-bit rounding and edge ringing
+    flips = set()
+    for epoch in range(4):
+        a8, b9, b10 = images[(epoch, 8, 0)][0], images[(epoch, 9, 1)][0], images[(epoch, 10, 1)][0]
+        assert a8[2].max() == 0 and b9[2].min() > 0.7  # the two images' own content
+        assert (window(a8, 0) - window(b9, 1)).abs().max() <= tol  # one window, scale and flip for positions 8, 9
+        assert (window(b9, 1) - window(b10, 1)).abs().max() > 5  # position 10 starts the next view
+        assert torch.equal(images[(epoch, 8, 1)][0], b9) and torch.equal(alone[(epoch, 4, 1)][0], b9)  # view 9 // 2
+        flips.add(bool(window(a8, 0)[0, 0, 0] > window(a8, 0)[0, 0, -1]))
+    assert flips == {True, False}  # the flip is part of the shared view
 
 
 def test_grouped_options_are_checked(tmp_path):
