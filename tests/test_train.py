@@ -344,6 +344,33 @@ def test_grouped_sampler_puts_k_versions_of_distinct_groups_in_each_batch():
         JointSampler([26], batch_size=6, mode="grouped", group_size=2)
 
 
+def test_grouped_sampler_anchors_each_group_on_its_best_image():
+    sizes = [5, 1, 3, 6, 2, 4, 2, 3]  # 26 images in 8 groups
+    groups = [g for g, n in enumerate(sizes) for _ in range(n)]
+    scores = np.random.default_rng(0).uniform(size=26).round(1)  # ties within groups: the first of equals wins
+    scores[[18, 20]] = 2.0  # group 5 (images 17..20): two best, 18 before 20
+    first = {g: groups.index(g) for g in range(8)}
+    best = {g: max(range(first[g], first[g] + n), key=lambda i: (scores[i], -i)) for g, n in enumerate(sizes)}
+    assert best[5] == 18
+    for k in (2, 3):
+        s = JointSampler([20, 6], batch_size=6, mode="grouped", seed=3, groups=groups, group_size=k, anchors=scores)
+        others = {g: set() for g in range(8)}
+        for epoch in range(20):
+            for picks in s.order(epoch).view(-1, k).tolist():
+                g = groups[picks[0]]
+                assert {groups[i] for i in picks} == {g} and picks[0] == best[g]  # the group's best first
+                rest = picks[1:]
+                if sizes[g] >= k:  # k - 1 distinct others
+                    assert len(set(rest)) == k - 1 and best[g] not in rest
+                others[g].update(rest)
+        assert all(others[g] == set(range(first[g], first[g] + n)) - {best[g]} for g, n in enumerate(sizes) if n > 2)
+    plain = JointSampler([20, 6], batch_size=6, mode="grouped", seed=3, groups=groups, group_size=2)
+    anchored = JointSampler([20, 6], batch_size=6, mode="grouped", seed=3, groups=groups, group_size=2, anchors=scores)
+    assert not torch.equal(plain.order(0), anchored.order(0))
+    with pytest.raises(ValueError, match="`anchors` needs one score per training image"):
+        JointSampler([20, 6], batch_size=6, mode="grouped", groups=groups, group_size=2, anchors=scores[:-1])
+
+
 def full_resize_crop(image: Image.Image, size: int, scale_range: tuple[float, float], seed: int):
     """What `rescaled_crop` should give, the slow way: the crop of the whole image resized; and the factor drawn."""
     g = torch.Generator().manual_seed(seed)
