@@ -12,18 +12,22 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torchmetrics.functional.image import visual_information_fidelity
 
+from gamma_iqa.corpus import fidelity as fidelity_module
 from gamma_iqa.corpus import gcompris
 from gamma_iqa.corpus.distortions import DISTORTIONS, FAMILIES, distort, level_strength
 from gamma_iqa.corpus.fidelity import delta_e, fidelity, gmsd, ms_ssim, pseudo_mos, psnr, vif
-from gamma_iqa.corpus.pipeline import distort_and_label, store
+from gamma_iqa.corpus.pipeline import distort_and_label, label_view, store
 from gamma_iqa.corpus.rcc import parse_rcc
 from gamma_iqa.data.datasets import folder_csv_dataset, load_records
 
 from .conftest import load_script
 
 build_corpus = load_script("build_corpus")
+VIF_F32_TOL = 2e-3  # float32 VIF against float64: 5.5e-4 apart at most where measured (see the test)
 
 
 # ---- a tiny .rcc, written from the format description ----------------------------------------------------------
@@ -130,6 +134,20 @@ def test_photo_rule_ids_and_licences():
     assert licence("gcompris/src/activities/erase/resource/dog.webp", stanzas) == ("GPL-3+", "2014 The GCompris team")
 
 
+def test_photo_types_draws_k_types_per_photo():
+    types = list(DISTORTIONS)
+    assert gcompris.photo_types(types, 0, 0, 3) == types and gcompris.photo_types(types, 25, 0, 3) == types
+    assert gcompris.photo_types(types[:4], 9, 0, 3) == types[:4]  # k beyond the types: all of them
+    drawn = [gcompris.photo_types(types, 3, 7, i) for i in range(20)]
+    for chosen in drawn:
+        positions = [types.index(t) for t in chosen]
+        assert len(chosen) == 3 and positions == sorted(set(positions))  # distinct, in `types`' order
+    assert drawn == [gcompris.photo_types(types, 3, 7, i) for i in range(20)]  # a function of (seed, index)
+    assert len({tuple(c) for c in drawn}) >= 15  # photos draw other types
+    assert len({t for c in drawn for t in c}) >= 20
+    assert [gcompris.photo_types(types, 3, 8, i) for i in range(20)] != drawn  # and other seeds too
+
+
 # ---- distortions -----------------------------------------------------------------------------------------------
 def sample(h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:
     """A photo-like (H, W, 3) float32 image: smooth colour gradients, edges, a textured patch."""
@@ -193,6 +211,18 @@ def test_more_distortion_scores_worse_on_every_metric():
         psnr(x, x[:64])
 
 
+def test_vif_in_float32_agrees_with_float64():
+    # vif computes in float32; before, torchmetrics ran on float64 luma. Measured over the 25 types at 0.2 / 0.6 / 1.0:
+    # at most 5.5e-4 apart on this image, 4.7e-4 on the sample photo at 256 px (with or without a flat grey patch).
+    x = sample(96, 128, seed=5)
+    worst = (("contrast_change", 0.2), ("brighten", 0.6), ("oversaturate", 1.0), ("quantization", 1.0))
+    for kind, strength in (*worst, ("gaussian_blur", 0.6), ("white_noise", 1.0)):
+        y = np.round(distort(x, kind, strength, np.random.default_rng(0)) * 255).astype(np.float32) / 255
+        a, b = (fidelity_module._luma(t) for t in fidelity_module._check(x, y))
+        assert a.dtype == torch.float64
+        assert vif(x, y) == pytest.approx(float(visual_information_fidelity(b, a)), abs=VIF_F32_TOL), kind
+
+
 # ---- the shared distort-and-label pipeline ----------------------------------------------------------------------
 def test_distort_and_label_stores_and_labels_the_stored_pixels(tmp_path):
     ref = store(sample(96, 128), tmp_path / "ref.png")
@@ -213,6 +243,50 @@ def test_distort_and_label_stores_and_labels_the_stored_pixels(tmp_path):
     assert [v.mos for v in again] == [v.mos for v in versions]
     other = distort_and_label(ref, ["motion_blur"], [0.9], lambda k, i, s: tmp_path / "c.png", seed=7, index=3)
     assert other[0].values != versions[3].values
+
+
+def test_store_returns_what_a_reader_gets(tmp_path):
+    x = sample(50, 70, seed=2) * 0.999 + 0.0003  # values between the 8-bit levels
+    for suffix in (".png", ".jpg"):
+        back = store(x, tmp_path / f"x{suffix}")
+        read = np.asarray(Image.open(tmp_path / f"x{suffix}").convert("RGB"), dtype=np.float32) / 255
+        assert back.dtype == np.float32 and np.array_equal(back, read), suffix
+    assert np.abs(store(x, tmp_path / "y.png") - x).max() <= 0.5 / 255 + 1e-6  # PNG: rounded, nothing else
+
+
+def test_label_view_scales_down_only_what_exceeds_its_side():
+    x = sample(96, 128)
+    assert label_view(x, None) is x and label_view(x, 128) is x and label_view(x, 500) is x
+    small = label_view(x, 64)
+    assert small.shape == (48, 64, 3) and small.dtype == np.float32 and small.min() >= 0 and small.max() <= 1
+    tall = label_view(sample(128, 40), 50)
+    assert tall.shape == (50, 16, 3)  # long side `side`, aspect kept (40 * 50 / 128 = 15.6)
+    assert abs(float(small.mean()) - float(x.mean())) < 0.01  # a scaled-down view, not a crop
+    pil = Image.fromarray(np.round(x * 255).astype(np.uint8)).resize((64, 48), Image.Resampling.LANCZOS)
+    assert np.array_equal(small * 255, np.asarray(pil, dtype=np.float32))  # Lanczos on the 8-bit image
+
+
+def test_distort_and_label_at_a_viewing_size(tmp_path):
+    ref = store(sample(96, 128), tmp_path / "ref.png")
+    kinds, strengths = ["gaussian_blur", "white_noise"], [0.2, 0.6, 1.0]
+
+    def label(side):
+        return distort_and_label(ref, kinds, strengths, lambda k, i, s: tmp_path / f"{side}-{k}-{i}.png", seed=1,
+                                 index=0, label_side=side)  # fmt: skip
+
+    stored = label(None)
+    assert [(v.values, v.mos) for v in label(128)] == [(v.values, v.mos) for v in stored]  # within the side: as stored
+    seen = label(64)
+    assert [v.mos for v in seen] != [v.mos for v in stored]
+    for v in seen:
+        image = np.asarray(Image.open(v.path).convert("RGB"), dtype=np.float32) / 255
+        assert image.shape == (96, 128, 3)  # stored at full size, labelled on the 64 x 48 view
+        assert v.values == fidelity(label_view(ref, 64), label_view(image, 64))
+    for kind in kinds:
+        mos = [v.mos for v in seen if v.distortion == kind]
+        assert mos == sorted(mos, reverse=True) and max(mos) < 1.0
+    # a blur seen smaller is a milder blur
+    assert seen[0].fr_mos > stored[0].fr_mos
 
 
 def test_build_corpus_and_evaluate_default_label_one_photo_alike(tmp_path):
@@ -289,3 +363,21 @@ def test_tiny_build_from_a_tiny_package(tmp_path):
     assert kept.stat().st_mtime_ns == stamp and (out / "rows" / "erase-bird.json").is_file()
     build_corpus.main(["--out", str(out), "--deb", str(deb), "--types", "jpeg", "--levels", "2"])
     assert len(list(csv.DictReader((out / "labels.csv").open()))) == 2 * (1 + 2) and kept.stat().st_mtime_ns != stamp
+    # Types per photo: each photo distorted by its own draw of them; labels at a viewing size, part of a photo's key.
+    for k in (-1, 3):
+        with pytest.raises(ValueError, match=f"types_per_photo must be 0 \\(all\\) to 2, got {k}"):
+            gcompris.build_corpus(tmp_path / "bad", types=["jpeg", "white_noise"], deb=deb, types_per_photo=k)
+    three, few = ["jpeg", "white_noise", "gaussian_blur"], tmp_path / "few"
+    args = ["--out", str(few), "--deb", str(deb), "--types", ",".join(three), "--levels", "2", "--types-per-photo", "1"]
+    build_corpus.main([*args, "--label-side", "96"])
+    rows = list(csv.DictReader((few / "labels.csv").open()))
+    per_photo = {p: [r["distortion"] for r in rows if r["photo"] == p] for p in ("erase-bird", "erase-cat1")}
+    assert sorted(per_photo) == ["erase-bird", "erase-cat1"] and all(len(d) == 3 for d in per_photo.values())
+    kinds = {p: {d for d in ds if d != "none"} for p, ds in per_photo.items()}
+    assert all(len(k) == 1 for k in kinds.values())  # untouched + 2 levels of one type
+    assert sorted(k for ks in kinds.values() for k in ks) == sorted(
+        t for i in range(2) for t in gcompris.photo_types(three, 1, 0, i)
+    )
+    labels = (few / "labels.csv").read_text()
+    build_corpus.main(args)  # labelled as stored: rebuilt, other labels
+    assert (few / "labels.csv").read_text() != labels
