@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--photos", type=int, default=0, help="use N photos evenly spread over them by path (default: all)")
     p.add_argument("--types", default="all", help="'all', a count, or comma-separated distortion names")
     p.add_argument("--levels", type=int, default=5, help="levels per type (strengths 1/L .. 1)")
-    p.add_argument("--max-side", type=int, default=1600, help="photos are scaled down to this long side")
+    p.add_argument("--max-side", type=int, default=1024, help="photos are scaled down to this long side")
     p.add_argument("--min-side", type=int, default=160, help="photos with a shorter short side are skipped")
     p.add_argument("--format", choices=("png", "jpg"), default="png", help="distorted image files (jpg: quality 95)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="fraction of photos in the test split")
@@ -76,11 +76,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--types-per-photo",
         type=int,
-        default=0,
-        help="distort each photo by this many of the types, drawn per photo (default 0: all)",
+        default=8,
+        help="distort each photo by this many of the types, drawn per photo (default 8; 0: all)",
     )
     p.add_argument(
-        "--label-side", type=int, default=None, help="label versions as seen at this long side (default: as stored)"
+        "--label-side",
+        type=int,
+        default=512,
+        help="label versions as seen at this long side (default 512; 0: as stored)",
     )
     args = p.parse_args(argv)
     try:
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
             Path(args.out), types=_types(args.types), deb=Path(args.deb) if args.deb else None, photos=args.photos,
             levels=args.levels, max_side=args.max_side, min_side=args.min_side, fmt=args.format,
             val_fraction=args.val_fraction, seed=args.seed, workers=args.workers,
-            types_per_photo=args.types_per_photo, label_side=args.label_side,
+            types_per_photo=args.types_per_photo, label_side=args.label_side or None,
         )  # fmt: skip
     except ValueError as e:  # no photo in the package
         raise SystemExit(str(e)) from e

@@ -492,7 +492,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", help="the model evaluated (name or checkpoint); default: the default model, gamma-lite")
     p.add_argument("--crops", default="10", help="gamma-lite's crops: N, center or none (default 10)")
     p.add_argument("--strengths", default=",".join(f"{s:g}" for s in STRENGTHS), help="comma-separated, in (0, 1]")
-    p.add_argument("--types", default="all", help="'all' or comma-separated distortion names")
+    p.add_argument("--types", default="all", help="'all', 'families' (FAMILY_TYPES) or comma-separated names")
+    p.add_argument("--no-peers", action="store_true", help="score with the evaluated model only (no BRISQUE, PIQE)")
+    p.add_argument("--items", help="reuse the distorted set of an earlier run (its items.csv) instead of building one")
     p.add_argument("--max-side", type=int, default=384, help="photos are scaled down to this long side")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2, help="processes distorting and labelling photos")
@@ -501,6 +503,22 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--scales", action="store_true", help="also score each photo and the sample photo at full and half size"
     )
     return p.parse_args(argv)
+
+
+def _types(spec: str) -> list[str]:
+    """--types: 'all' (the 25), 'families' (the types of FAMILY_TYPES, issue 12's scope) or a comma-separated list."""
+    if spec == "all":
+        return list(DISTORTIONS)
+    if spec == "families":
+        return [t for family in FAMILY_TYPES.values() for t in family]
+    return spec.split(",")
+
+
+def read_items(path: Path) -> list[Item]:
+    """The distorted set written by `write_items` (items.csv), in its order; paths as written there."""
+    with open(path, newline="") as f:
+        return [Item(r["photo"], r["distortion"], float(r["strength"]), r["path"], float(r["mos"]))
+                for r in csv.DictReader(f)]  # fmt: skip
 
 
 def write_items(items: Sequence[Item], path: Path) -> None:
@@ -517,7 +535,8 @@ def methods_of(args: argparse.Namespace, cache: Path) -> list[Method]:
         brisque_dir: Path | None = debian_file(BRISQUE_FILES.format("model"), "opencv-data", cache).parent
     except (OSError, subprocess.CalledProcessError, StopIteration):  # no apt-get or no network: BRISQUE is skipped
         brisque_dir = None
-    return [gamma_lite(args.model, args.crops, args.batch_size), brisque(brisque_dir), piqe(), niqe()]
+    model = gamma_lite(args.model, args.crops, args.batch_size)
+    return [model] if args.no_peers else [model, brisque(brisque_dir), piqe(), niqe()]
 
 
 def run_scales(photos: Sequence[tuple[str, Path]], methods: Sequence[Method], out: Path) -> tuple[list[dict], str]:
@@ -535,14 +554,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
     """Parse the command line, build the distorted set, score it with every method and write the results."""
     args = parse(argv)
     out, cache = Path(args.out), Path(args.cache)
-    photos = folder_photos(Path(args.photos)) if args.photos else debian_photos(cache)
-    types = list(DISTORTIONS) if args.types == "all" else args.types.split(",")
+    photos = (
+        []
+        if args.items and not args.scales
+        else folder_photos(Path(args.photos))
+        if args.photos
+        else debian_photos(cache)
+    )
+    types = _types(args.types)
     strengths = [float(s) for s in args.strengths.split(",")]
-    print(f"{len(photos)} photos x {len(types)} types x {len(strengths)} strengths + untouched", file=sys.stderr)
-    items = build_items(
-        photos, out / "images", types=types, strengths=strengths, max_side=args.max_side, seed=args.seed,
-        workers=args.workers,
-    )  # fmt: skip
+    if args.items:
+        items = read_items(Path(args.items))
+        strengths = sorted({it.strength for it in items if it.strength > 0})
+        print(f"{len(items)} images from {args.items}", file=sys.stderr)
+    else:
+        print(f"{len(photos)} photos x {len(types)} types x {len(strengths)} strengths + untouched", file=sys.stderr)
+        items = build_items(
+            photos, out / "images", types=types, strengths=strengths, max_side=args.max_side, seed=args.seed,
+            workers=args.workers,
+        )  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
     write_items(items, out / "items.csv")
     methods = methods_of(args, cache)
     rows = evaluate(items, methods, log=lambda m: print(m, file=sys.stderr))

@@ -139,6 +139,9 @@ def collect_photos(root: Path, min_side: int) -> list[tuple[str, bytes]]:
 
 
 # ---- the corpus --------------------------------------------------------------------------------------------------
+MIN_LABEL_SIDE = 128  # VIF's coarsest window needs 41 x 41 pixels: 128 keeps it for photos up to 3:1 wide
+
+
 def photo_types(types: Sequence[str], k: int, seed: int, index: int) -> list[str]:
     """The distortion types of the photo at `index`: `k` of `types` drawn without replacement (all for k = 0).
 
@@ -251,12 +254,17 @@ def build_corpus(
         seed: Seed of the split and of the distortions.
         workers: Processes distorting and labelling photos.
         types_per_photo: Distort each photo by this many of `types`, drawn at random per photo (seeded by `seed` and
-            the photo's position; kept in `types`' order); 0 (default): by all of them.
+            the photo's position; kept in `types`' order); 0 (default) or len(types) and more: by all of them.
         label_side: Label versions as seen at this long side (`corpus.pipeline.distort_and_label`); None: as stored.
 
     Raises:
-        ValueError: The package holds no photo.
+        ValueError: The package holds no photo, `types_per_photo` is negative, or `label_side` is under
+            `MIN_LABEL_SIDE` (checked before anything is fetched or written).
     """
+    if types_per_photo < 0:
+        raise ValueError(f"types_per_photo must be >= 0 (0: all), got {types_per_photo}")
+    if label_side is not None and label_side < MIN_LABEL_SIDE:
+        raise ValueError(f"label_side must be at least {MIN_LABEL_SIDE} pixels (the metrics need it), got {label_side}")
     for sub in ("reference", "images", "rows"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     found, stanzas = _unpack(deb, min_side)
@@ -264,8 +272,6 @@ def build_corpus(
         found = [found[i * len(found) // photos] for i in range(photos)]
     ids = [photo_id(p) for p, _ in found]
     test = {ids[i] for i in np.random.default_rng(seed).permutation(len(ids))[: round(val_fraction * len(ids))]}
-    if not 0 <= types_per_photo <= len(types):
-        raise ValueError(f"types_per_photo must be 0 (all) to {len(types)}, got {types_per_photo}")
     jobs = [(pid, blob, out, photo_types(types, types_per_photo, seed, i), levels, max_side, fmt, seed, i, label_side)
             for i, (pid, (_, blob)) in enumerate(zip(ids, found, strict=True))]  # fmt: skip
     per_photo = []

@@ -98,7 +98,10 @@ class TrainImages(Dataset):
         image = load_image(s.path)
         if s.resize:
             image = resize_short_side(image, s.resize)
-        crop = self.rescaled_crop(image, g) if self.scale_range else make_crops(image, 1, self.size, generator=g).crops[0]
+        if self.scale_range:
+            crop = self.rescaled_crop(image, g)
+        else:
+            crop = make_crops(image, 1, self.size, generator=g).crops[0]  # (3, size, size)
         if self.hflip and torch.rand((), generator=g) < 0.5:
             crop = crop.flip(-1)
         return crop, s.target, s.scene, s.group
