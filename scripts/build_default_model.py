@@ -9,15 +9,16 @@ Run it from the repository root where gamma-iqa is installed (editable, or with 
         --export /tmp/smoke/gamma-lite                             # a smoke run: a few photos and steps, a minute
 
 Steps:
-1. the corpus: `scripts/build_corpus.py --out CORPUS` (all photos, 25 types x 5 levels), unless --corpus names one;
+1. the corpus: `scripts/build_corpus.py --out CORPUS` (all photos at up to 1024 px, the untouched photo and 8 of the 25
+   types x 5 levels each, labels at a 512 px view), unless --corpus names one;
 2. the run's config: configs/gamma-lite.yaml with the corpus, the installed EfficientNet-Lite0 file as backbone (a
    fresh start, never the previously shipped weights) and --set overrides, written to OUT/gamma-lite.yaml;
-3. training: `gamma-iqa train --config OUT/gamma-lite.yaml` (the command line itself), run folder OUT/run;
+3. training: `gamma-iqa train --config OUT/gamma-lite.yaml` (the command line itself), run folder OUT/run; an
+   interrupted build goes on from its last checkpoint when run again with the same arguments (`train --resume`);
 4. export: the best checkpoint (the last when no evaluation ran) in fp16 storage to the package data folder
    (src/gamma_iqa/weights/gamma-lite/ by default; --export elsewhere), refused above 20 MB; its size is printed.
 
-Time on 2 CPU cores, measured in the build of the shipped weights (2026-11-26): corpus 35 min (24,750 images, 2
-workers), training 32 min (1,234 steps of 32 at 1.5 s) plus 3.5 min of validation on the 5,000 held-out images.
+Time on 2 CPU cores: see docs/gamma-lite.md (the shipped build's corpus and training times).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ RECIPE = HERE.parent / "configs" / "gamma-lite.yaml"
 MAX_BYTES = 20_000_000  # the issue's budget for the shipped file
 # A smoke run: enough to pass through every step, nothing worth shipping.
 SMOKE_CORPUS = ["--photos", "3", "--types", "jpeg,white_noise,gaussian_blur", "--levels", "2", "--val-fraction", "0.34"]
-SMOKE_TRAIN = ["max_steps=2", "batch_size=4", "epochs=1", "eval_epochs=[]", "eval_crops=1", "workers=0"]
+SMOKE_TRAIN = ["max_steps=2", "batch_size=4", "group_size=2", "epochs=1", "eval_epochs=[]", "eval_crops=1", "workers=0"]
 
 
 def _build_corpus_module():
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     overrides = (SMOKE_TRAIN if args.smoke else []) + args.set
     config = write_config(Path(args.recipe), corpus(args), out, overrides)
-    rc = gamma_iqa(["train", "--config", str(config)])
+    resume = ["--resume"] if (out / "run" / "last" / "train_state.pt").is_file() else []  # an interrupted build
+    rc = gamma_iqa(["train", "--config", str(config), *resume])
     if rc:
         raise SystemExit(rc)
     source, size = export(out / "run", Path(args.export))

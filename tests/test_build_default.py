@@ -28,16 +28,16 @@ def lite(seed: int):
 
 
 def toy_corpus(folder: Path, photos: int = 3, levels: int = 2) -> Path:
-    """A corpus as build_corpus.py lays it out: images/, labels.csv with a split column (the last photo in test)."""
+    """A corpus as build_corpus.py lays it out: images/, labels.csv with split (the last photo in test) and photo."""
     rng = np.random.default_rng(0)
     (folder / "images").mkdir(parents=True)
-    rows = ["image,mos,split"]
+    rows = ["image,mos,split,photo"]
     for p in range(photos):
         for level in range(1, levels + 1):
             name = f"images/p{p}__white_noise__{level}.png"
             pixels = np.clip(0.5 + 0.1 * level * rng.standard_normal((240, 250, 3)), 0, 1)
             Image.fromarray((pixels * 255).astype(np.uint8)).save(folder / name)
-            rows.append(f"{name},{1 - 0.3 * level:.3f},{'test' if p == photos - 1 else 'train'}")
+            rows.append(f"{name},{1 - 0.3 * level:.3f},{'test' if p == photos - 1 else 'train'},p{p}")
     (folder / "labels.csv").write_text("\n".join(rows) + "\n")
     return folder
 

@@ -279,6 +279,6 @@ def build_corpus(
         per_photo.append(rows)
         print(f"photo {i}/{len(jobs)} done", file=sys.stderr, flush=True)
     _write_csvs(out, ids, found, per_photo, test, stanzas)
-    per = types_per_photo or len(types)
+    per = min(types_per_photo or len(types), len(types))
     print(f"{len(ids)} photos x {per} of {len(types)} types x {levels} levels -> {out / 'labels.csv'}", file=sys.stderr)
     return out
