@@ -8,11 +8,13 @@ Run it where gamma-iqa is installed (it uses gamma_iqa.corpus) and dpkg is at ha
 
 Steps (gamma_iqa.corpus.gcompris.build_corpus): unpack the .deb (`dpkg -x`) into a temporary folder; read the Qt
 resource bundles (`.rcc`) under usr/share/gcompris-qt/rcc/ with our own reader (corpus.rcc); keep the real photographs
-(`is_photo`); scale each so that its long side is at most --max-side (1600 by default, so most photos keep their own
-size: users score photos of 1-24 megapixels, and the training step rescales each source at random before cropping, so
-its 224 crops see the photo at many scales); enter each untouched, labelled at the top of the scale; distort each with
-every chosen type at every level and label each distorted image with the pseudo-MOS of its full-reference fidelity to
-the pristine photo, computed on the image as stored (corpus.pipeline.distort_and_label, as scripts/evaluate_default.py).
+(`is_photo`), and add scikit-image's four photographs (--extra, gamma_iqa.corpus.extra); scale each so that its long
+side is at most --max-side (1024 by default: the training step rescales each source at random before cropping, so its
+224 crops see the photo at many scales); enter each untouched, labelled at the top of the scale; distort each with
+--types-per-photo of the types (8 of the 25 by default, drawn per photo) at every level, and label each distorted image
+with the pseudo-MOS of its full-reference fidelity to the pristine photo, both seen at a long side of --label-side
+(512 by default: a photo is judged whole on a screen, and the metrics' cost grows with pixels) from the images as
+stored (corpus.pipeline.distort_and_label, as scripts/evaluate_default.py, which labels at its own size).
 Written under --out:
 
 - `reference/<photo>.png`: the pristine photos as used;
@@ -27,14 +29,12 @@ Written under --out:
 - `rows/<photo>.json`: each finished photo's label rows; a rerun with the same arguments reuses them, so an
   interrupted build goes on where it stopped;
 - `licences.csv`: per photo, its path in the package, SHA-256 of the source file, licence and copyright holder, from
-  usr/share/doc/gcompris-qt-data/copyright (Debian's machine-readable format; the last matching stanza wins).
+  usr/share/doc/gcompris-qt-data/copyright (Debian's machine-readable format; the last matching stanza wins), or for
+  scikit-image's photos from its `skimage.data` docstrings.
 
 The photo rule (`is_photo`) and the licence lookup are described in gamma_iqa.corpus.gcompris.
 
-Build time (measured on the 2-core CPU machine, shared, 3 types x 2 levels): --max-side 1600 multiplies the pixels of
-the 260 photos of gcompris-qt-data 3.1 by 5.8 against the former 384 (126 against 22 megapixels) and the build time
-about as much: a 1920 x 1080 photo took 229 s against 22 s, a 1024 x 768 one 122 s against 18 s; photos of 320 px are
-unchanged. Use --workers and the restartable rows/ for the full build.
+Build time: see docs/gamma-lite.md (the shipped build's). Use --workers and the restartable rows/.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import argparse
 from pathlib import Path
 
 from gamma_iqa.corpus.distortions import DISTORTIONS
+from gamma_iqa.corpus.extra import scikit_image_photos
 from gamma_iqa.corpus.gcompris import PACKAGE, build_corpus
 
 
@@ -85,6 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         default=512,
         help="label versions as seen at this long side (default 512; 0: as stored)",
     )
+    p.add_argument("--extra", choices=("skimage", "none"), default="skimage",
+                   help="photos from other sources too: scikit-image's four (default), or none")  # fmt: skip
     args = p.parse_args(argv)
     try:
         build_corpus(
@@ -92,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
             levels=args.levels, max_side=args.max_side, min_side=args.min_side, fmt=args.format,
             val_fraction=args.val_fraction, seed=args.seed, workers=args.workers,
             types_per_photo=args.types_per_photo, label_side=args.label_side or None,
+            extra=scikit_image_photos() if args.extra == "skimage" else (),
         )  # fmt: skip
     except ValueError as e:  # no photo in the package
         raise SystemExit(str(e)) from e

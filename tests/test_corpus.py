@@ -5,6 +5,8 @@ scripts/build_corpus.py on a tiny .deb.
 """
 
 import csv
+import hashlib
+import io
 import shutil
 import struct
 import subprocess
@@ -19,6 +21,7 @@ from torchmetrics.functional.image import visual_information_fidelity
 from gamma_iqa.corpus import fidelity as fidelity_module
 from gamma_iqa.corpus import gcompris
 from gamma_iqa.corpus.distortions import DISTORTIONS, FAMILIES, distort, level_strength
+from gamma_iqa.corpus.extra import ExtraPhoto, scikit_image_photos
 from gamma_iqa.corpus.fidelity import delta_e, fidelity, gmsd, ms_ssim, pseudo_mos, psnr, vif
 from gamma_iqa.corpus.pipeline import distort_and_label, label_view, store
 from gamma_iqa.corpus.rcc import parse_rcc
@@ -329,7 +332,7 @@ def test_tiny_build_from_a_tiny_package(tmp_path):
     subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(pkg), str(deb)], check=True, capture_output=True)
     out = tmp_path / "corpus"
     build_corpus.main(["--out", str(out), "--deb", str(deb), "--types", "jpeg,white_noise", "--levels", "2",
-                       "--val-fraction", "0.5"])  # fmt: skip
+                       "--val-fraction", "0.5", "--extra", "none"])  # fmt: skip
     rows = list(csv.DictReader((out / "labels.csv").open()))
     assert len(rows) == 2 * (1 + 2 * 2)  # the cartoon folder is not a photo folder; each photo untouched + 2 x 2
     assert {r["reference"] for r in rows} == {"reference/erase-bird.png", "reference/erase-cat1.png"}
@@ -358,10 +361,10 @@ def test_tiny_build_from_a_tiny_package(tmp_path):
     stamp = kept.stat().st_mtime_ns
     (out / "rows" / "erase-bird.json").unlink()
     build_corpus.main(["--out", str(out), "--deb", str(deb), "--types", "jpeg,white_noise", "--levels", "2",
-                       "--val-fraction", "0.5", "--workers", "2"])  # fmt: skip
+                       "--val-fraction", "0.5", "--workers", "2", "--extra", "none"])  # fmt: skip
     assert (out / "labels.csv").read_text() == labels
     assert kept.stat().st_mtime_ns == stamp and (out / "rows" / "erase-bird.json").is_file()
-    build_corpus.main(["--out", str(out), "--deb", str(deb), "--types", "jpeg", "--levels", "2"])
+    build_corpus.main(["--out", str(out), "--deb", str(deb), "--types", "jpeg", "--levels", "2", "--extra", "none"])
     assert len(list(csv.DictReader((out / "labels.csv").open()))) == 2 * (1 + 2) and kept.stat().st_mtime_ns != stamp
     # Types per photo: each photo distorted by its own draw of them; labels at a viewing size, part of a photo's key.
     with pytest.raises(ValueError, match="types_per_photo must be >= 0 \\(0: all\\), got -1"):
@@ -370,7 +373,8 @@ def test_tiny_build_from_a_tiny_package(tmp_path):
         gcompris.build_corpus(tmp_path / "bad", types=["jpeg", "white_noise"], deb=deb, label_side=64)
     assert not (tmp_path / "bad").exists()  # refused before anything is written
     three, few = ["jpeg", "white_noise", "gaussian_blur"], tmp_path / "few"
-    args = ["--out", str(few), "--deb", str(deb), "--types", ",".join(three), "--levels", "2", "--types-per-photo", "1"]
+    args = ["--out", str(few), "--deb", str(deb), "--types", ",".join(three), "--levels", "2", "--types-per-photo", "1",
+            "--extra", "none"]  # fmt: skip
     build_corpus.main([*args, "--label-side", "128"])
     rows = list(csv.DictReader((few / "labels.csv").open()))
     per_photo = {p: [r["distortion"] for r in rows if r["photo"] == p] for p in ("erase-bird", "erase-cat1")}
@@ -383,3 +387,24 @@ def test_tiny_build_from_a_tiny_package(tmp_path):
     labels = (few / "labels.csv").read_text()
     build_corpus.main(args)  # labelled as stored: rebuilt, other labels
     assert (few / "labels.csv").read_text() != labels
+
+    # Photos from other sources come after the package's, with the licence they carry, split with the rest.
+    grey = io.BytesIO()
+    Image.fromarray((sample(200, 240, seed=9) * 255).astype(np.uint8)).save(grey, format="PNG")
+    extra = ExtraPhoto("skimage_toy", "a test source: toy.png", grey.getvalue(), "CC0", "Somebody")
+    gcompris.build_corpus(tmp_path / "x", types=["jpeg"], deb=deb, levels=1, extra=[extra])
+    rows = list(csv.DictReader((tmp_path / "x" / "labels.csv").open()))
+    assert [r["photo"] for r in rows][-2:] == ["skimage_toy"] * 2 and len(rows) == 3 * 2
+    licences = list(csv.DictReader((tmp_path / "x" / "licences.csv").open()))
+    assert licences[-1] == {"reference": "reference/skimage_toy.png", "source": "a test source: toy.png",
+                            "sha256": hashlib.sha256(grey.getvalue()).hexdigest(), "license": "CC0",
+                            "copyright": "Somebody"}  # fmt: skip
+
+
+def test_scikit_image_photos_are_real_colour_photos_with_licences():
+    pytest.importorskip("skimage")
+    photos = scikit_image_photos()
+    assert [p.id for p in photos] == ["skimage_astronaut", "skimage_chelsea", "skimage_coffee", "skimage_rocket"]
+    for p in photos:
+        image = Image.open(io.BytesIO(p.data))
+        assert image.mode == "RGB" and min(image.size) >= 300 and p.licence in ("CC0", "public-domain") and p.holder

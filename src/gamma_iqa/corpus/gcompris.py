@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from .distortions import level_strength
+from .extra import ExtraPhoto
 from .fidelity import RESCALE
 from .pipeline import distort_and_label, load_photo, map_in_order, store, untouched
 from .rcc import parse_rcc
@@ -207,8 +208,10 @@ def _unpack(deb: Path | None, min_side: int) -> tuple[list[tuple[str, bytes]], l
     return photos, stanzas
 
 
-def _write_csvs(out: Path, ids: list[str], photos: list, per_photo: list, test: set[str], stanzas: list) -> None:
-    """labels.csv (with each row's split) and licences.csv under `out`."""
+def _write_csvs(
+    out: Path, ids: list[str], photos: list, per_photo: list, test: set[str], stanzas: list, known: dict
+) -> None:
+    """labels.csv (with each row's split) and licences.csv under `out`; `known`: {source: (licence, holder)}."""
     header = ["image", "mos", "split", "reference", "distortion", "level", "strength", "photo", "fr_mos", *RESCALE]
     with open(out / "labels.csv", "w", newline="") as f:
         w = csv.DictWriter(f, header, lineterminator="\n")
@@ -220,7 +223,8 @@ def _write_csvs(out: Path, ids: list[str], photos: list, per_photo: list, test: 
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["reference", "source", "sha256", "license", "copyright"])
         for pid, (path, blob) in zip(ids, photos, strict=True):
-            w.writerow([f"reference/{pid}.png", path, hashlib.sha256(blob).hexdigest(), *licence_of(path, stanzas)])
+            licence = known.get(path) or licence_of(path, stanzas)
+            w.writerow([f"reference/{pid}.png", path, hashlib.sha256(blob).hexdigest(), *licence])
 
 
 def build_corpus(
@@ -238,6 +242,7 @@ def build_corpus(
     workers: int = 1,
     types_per_photo: int = 0,
     label_side: int | None = None,
+    extra: Sequence[ExtraPhoto] = (),
 ) -> Path:
     """Build the corpus under `out` (layout: scripts/build_corpus.py's docstring); returns `out`.
 
@@ -256,6 +261,8 @@ def build_corpus(
         types_per_photo: Distort each photo by this many of `types`, drawn at random per photo (seeded by `seed` and
             the photo's position; kept in `types`' order); 0 (default) or len(types) and more: by all of them.
         label_side: Label versions as seen at this long side (`corpus.pipeline.distort_and_label`); None: as stored.
+        extra: Photos from other sources (`corpus.extra`), after the package's (so that adding some leaves the
+            package photos' draws as they were), with the licences they carry; split with the rest.
 
     Raises:
         ValueError: The package holds no photo, `types_per_photo` is negative, or `label_side` is under
@@ -270,7 +277,8 @@ def build_corpus(
     found, stanzas = _unpack(deb, min_side)
     if 0 < photos < len(found):  # evenly spread over the sorted list, so that every activity folder has its share
         found = [found[i * len(found) // photos] for i in range(photos)]
-    ids = [photo_id(p) for p, _ in found]
+    ids = [photo_id(p) for p, _ in found] + [e.id for e in extra]
+    found += [(e.source, e.data) for e in extra]
     test = {ids[i] for i in np.random.default_rng(seed).permutation(len(ids))[: round(val_fraction * len(ids))]}
     jobs = [(pid, blob, out, photo_types(types, types_per_photo, seed, i), levels, max_side, fmt, seed, i, label_side)
             for i, (pid, (_, blob)) in enumerate(zip(ids, found, strict=True))]  # fmt: skip
@@ -278,7 +286,7 @@ def build_corpus(
     for i, rows in enumerate(map_in_order(build_photo, jobs, workers), 1):  # in order: a small loss if stopped
         per_photo.append(rows)
         print(f"photo {i}/{len(jobs)} done", file=sys.stderr, flush=True)
-    _write_csvs(out, ids, found, per_photo, test, stanzas)
+    _write_csvs(out, ids, found, per_photo, test, stanzas, {e.source: (e.licence, e.holder) for e in extra})
     per = min(types_per_photo or len(types), len(types))
     print(f"{len(ids)} photos x {per} of {len(types)} types x {levels} levels -> {out / 'labels.csv'}", file=sys.stderr)
     return out
