@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> None:
         default=512,
         help="label versions as seen at this long side (default 512; 0: as stored)",
     )
+    p.add_argument("--always-types", default="jpeg,pixelate",
+                   help="types every photo gets beside its drawn ones: comma-separated, or 'none' "
+                        "(default jpeg,pixelate: the commonest damage, one type each in its family)")  # fmt: skip
     p.add_argument("--extra", choices=("skimage", "none"), default="skimage",
                    help="photos from other sources too: scikit-image's four (default), or none")  # fmt: skip
     args = p.parse_args(argv)
@@ -96,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             val_fraction=args.val_fraction, seed=args.seed, workers=args.workers,
             types_per_photo=args.types_per_photo, label_side=args.label_side or None,
             extra=scikit_image_photos() if args.extra == "skimage" else (),
+            always_types=[] if args.always_types == "none" else _types(args.always_types),
         )  # fmt: skip
     except ValueError as e:  # no photo in the package
         raise SystemExit(str(e)) from e

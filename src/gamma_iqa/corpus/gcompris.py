@@ -143,47 +143,62 @@ def collect_photos(root: Path, min_side: int) -> list[tuple[str, bytes]]:
 MIN_LABEL_SIDE = 128  # VIF's coarsest window needs 41 x 41 pixels: 128 keeps it for photos up to 3:1 wide
 
 
-def photo_types(types: Sequence[str], k: int, seed: int, index: int) -> list[str]:
-    """The distortion types of the photo at `index`: `k` of `types` drawn without replacement (all for k = 0).
+def photo_types(types: Sequence[str], k: int, seed: int, index: int, always: Sequence[str] = ()) -> list[str]:
+    """The distortion types of the photo at `index`: `k` of `types` drawn (all for k = 0), then `always`' others.
 
-    Drawn from a generator of its own, seeded with (`seed`, `index`, 1), so that the choice depends on nothing else;
-    returned in `types`' order.
+    Drawn without replacement from a generator of its own, seeded with (`seed`, `index`, 1), so that the choice
+    depends on nothing else; the drawn types in `types`' order, then the added ones in `always`' order (last, so that
+    adding them leaves the drawn types' positions, and so their random streams, as they were).
     """
-    if k == 0 or k >= len(types):
-        return list(types)
-    chosen = np.random.default_rng([seed, index, 1]).choice(len(types), size=k, replace=False)
-    return [types[i] for i in sorted(chosen)]
+    drawn = list(types)
+    if 0 < k < len(types):
+        chosen = np.random.default_rng([seed, index, 1]).choice(len(types), size=k, replace=False)
+        drawn = [types[i] for i in sorted(chosen)]
+    return drawn + [t for t in always if t not in drawn]
+
+
+def _row(out: Path, pid: str, level: int, v) -> dict:
+    """The labels.csv row (less its split) of version `v` at `level` of photo `pid`."""
+    return {"image": v.path.relative_to(out).as_posix(), "mos": v.mos, "reference": f"reference/{pid}.png",
+            "distortion": v.distortion, "level": level, "strength": v.strength, "photo": pid, "fr_mos": v.fr_mos,
+            **{k: round(x, 6) for k, x in v.values.items()}}  # fmt: skip
 
 
 def build_photo(job: tuple) -> list[dict]:
     """Every distorted version of one photo and its label rows (one worker task).
 
     The rows are kept in rows/<photo>.json once all its images are written, so a rerun after an interruption
-    (same arguments) reuses finished photos and redoes only the rest.
+    (same arguments) reuses finished photos and redoes only the rest; a rerun that only appends types to a photo's
+    (`photo_types`' `always`) keeps its rows and builds the new types alone.
     """
     pid, blob, out, types, levels, max_side, fmt, seed, index, label_side = job
     done = out / "rows" / f"{pid}.json"
     key = {"types": types, "levels": levels, "max_side": max_side, "format": fmt, "seed": seed, "index": index,
            "label_side": label_side}  # fmt: skip
+    kept: list[dict] = []
     if done.is_file():
         saved = json.loads(done.read_text())
         if saved["key"] == key:
             return saved["rows"]
+        old = saved["key"]
+        if {**old, "types": types} == key and types[: len(old["types"])] == old["types"]:
+            kept = saved["rows"]  # the same photo with types appended: its images so far stand
     reference = out / "reference" / f"{pid}.png"
-    ref = store(load_photo(blob, max_side), reference)
+    if kept:
+        ref = np.asarray(Image.open(reference).convert("RGB"), dtype=np.float32) / 255  # as `store` returned it
+    else:
+        ref = store(load_photo(blob, max_side), reference)
     strengths = [level_strength(level, levels) for level in range(1, levels + 1)]
 
     def image(kind: str, k: int, strength: float) -> Path:
         return out / "images" / f"{pid}__{kind}__{k + 1}.{fmt}"  # level k + 1
 
-    versions = distort_and_label(ref, types, strengths, image, seed=seed, index=index, label_side=label_side)
-    levels_of = [0] + [i % levels + 1 for i in range(len(versions))]  # type by type, each type's levels in order
-    rows = [
-        {"image": v.path.relative_to(out).as_posix(), "mos": v.mos, "reference": f"reference/{pid}.png",
-         "distortion": v.distortion, "level": level, "strength": v.strength, "photo": pid, "fr_mos": v.fr_mos,
-         **{k: round(x, 6) for k, x in v.values.items()}}
-        for level, v in zip(levels_of, [untouched(ref, reference), *versions], strict=True)
-    ]  # fmt: skip
+    first = (len(kept) - 1) // levels if kept else 0  # types already built: kept holds the untouched row + levels each
+    versions = distort_and_label(
+        ref, types[first:], strengths, image, seed=seed, index=index, label_side=label_side, first=first
+    )
+    rows = kept or [_row(out, pid, 0, untouched(ref, reference))]
+    rows += [_row(out, pid, i % levels + 1, v) for i, v in enumerate(versions)]  # type by type, levels in order
     tmp = done.with_suffix(".tmp")
     tmp.write_text(json.dumps({"key": key, "rows": rows}))
     os.replace(tmp, done)  # atomic: a photo is either done or redone
@@ -243,6 +258,7 @@ def build_corpus(
     types_per_photo: int = 0,
     label_side: int | None = None,
     extra: Sequence[ExtraPhoto] = (),
+    always_types: Sequence[str] = (),
 ) -> Path:
     """Build the corpus under `out` (layout: scripts/build_corpus.py's docstring); returns `out`.
 
@@ -261,6 +277,7 @@ def build_corpus(
         types_per_photo: Distort each photo by this many of `types`, drawn at random per photo (seeded by `seed` and
             the photo's position; kept in `types`' order); 0 (default) or len(types) and more: by all of them.
         label_side: Label versions as seen at this long side (`corpus.pipeline.distort_and_label`); None: as stored.
+        always_types: Types every photo is distorted by beside its drawn `types_per_photo` (`photo_types`).
         extra: Photos from other sources (`corpus.extra`), after the package's (so that adding some leaves the
             package photos' draws as they were), with the licences they carry; split with the rest.
 
@@ -280,13 +297,16 @@ def build_corpus(
     ids = [photo_id(p) for p, _ in found] + [e.id for e in extra]
     found += [(e.source, e.data) for e in extra]
     test = {ids[i] for i in np.random.default_rng(seed).permutation(len(ids))[: round(val_fraction * len(ids))]}
-    jobs = [(pid, blob, out, photo_types(types, types_per_photo, seed, i), levels, max_side, fmt, seed, i, label_side)
+    kinds = [photo_types(types, types_per_photo, seed, i, always_types) for i in range(len(ids))]
+    jobs = [(pid, blob, out, kinds[i], levels, max_side, fmt, seed, i, label_side)
             for i, (pid, (_, blob)) in enumerate(zip(ids, found, strict=True))]  # fmt: skip
     per_photo = []
     for i, rows in enumerate(map_in_order(build_photo, jobs, workers), 1):  # in order: a small loss if stopped
         per_photo.append(rows)
         print(f"photo {i}/{len(jobs)} done", file=sys.stderr, flush=True)
     _write_csvs(out, ids, found, per_photo, test, stanzas, {e.source: (e.licence, e.holder) for e in extra})
-    per = min(types_per_photo or len(types), len(types))
-    print(f"{len(ids)} photos x {per} of {len(types)} types x {levels} levels -> {out / 'labels.csv'}", file=sys.stderr)
+    per = f"{min(types_per_photo or len(types), len(types))} of {len(types)} types" + "".join(
+        f" + {', '.join(always_types)} where not drawn" for _ in always_types[:1]
+    )
+    print(f"{len(ids)} photos x {per} x {levels} levels -> {out / 'labels.csv'}", file=sys.stderr)
     return out

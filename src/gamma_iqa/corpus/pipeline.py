@@ -95,11 +95,12 @@ def distort_and_label(
     seed: int,
     index: int,
     label_side: int | None = None,
+    first: int = 0,
 ) -> list[Version]:
     """Distort a stored reference photo by every type at every strength, store each version and label it.
 
-    One random generator per (photo, type), seeded with (`seed`, `index`, type's position in `kinds`) and restarted
-    at every strength: random choices (a shifted channel, a blur angle, a noise field) stay the same across
+    One random generator per (photo, type), seeded with (`seed`, `index`, `first` + type's position in `kinds`),
+    restarted at every strength: random choices (a shifted channel, a blur angle, a noise field) stay the same across
     strengths, so only the strength changes within a (photo, type) group.
 
     Args:
@@ -113,6 +114,8 @@ def distort_and_label(
             and version both scaled down to it (`label_view`); None (default), or a photo already within it, compares
             them as stored. The fidelity metrics cost time in proportion to pixels, and a large photo is judged whole
             on a screen, not pixel by pixel.
+        first: The position of `kinds[0]` among the photo's types: the random stream of `kinds[t]` is that of
+            position `first + t`, so that types added to a photo later get the streams they would have had at once.
 
     Returns:
         The versions, type by type, each type's strengths in order.
@@ -125,7 +128,7 @@ def distort_and_label(
     for t, kind in enumerate(kinds):
         group = []
         for k, strength in enumerate(strengths):
-            rng = np.random.default_rng([seed, index, t])
+            rng = np.random.default_rng([seed, index, first + t])
             file = path(kind, k, strength)
             image = store(distort(reference, kind, strength, rng), file)
             values = fidelity(seen, label_view(image, label_side))
