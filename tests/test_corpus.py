@@ -151,6 +151,20 @@ def test_photo_types_draws_k_types_per_photo():
     assert [gcompris.photo_types(types, 3, 8, i) for i in range(20)] != drawn  # and other seeds too
 
 
+def test_photo_types_appends_the_always_types_not_drawn():
+    types, always = list(DISTORTIONS), ["pixelate", "jpeg", "white_noise"]
+    for i in range(20):
+        drawn = gcompris.photo_types(types, 3, 7, i)
+        both = gcompris.photo_types(types, 3, 7, i, always)
+        assert both[:3] == drawn  # the draw, its order and so its random streams, as without `always`
+        assert both[3:] == [t for t in always if t not in drawn]  # the others after it, in `always`' order
+        assert len(set(both)) == len(both) and set(always) <= set(both)
+    assert any(len(gcompris.photo_types(types, 3, 7, i, always)) < 6 for i in range(20))  # drawn ones not repeated
+    assert gcompris.photo_types(types, 0, 7, 3, always) == types  # all types already: each once, in `types`' order
+    small = ["gaussian_blur", "jpeg"]  # k = 0: all of `types`, then those of `always` not among them
+    assert gcompris.photo_types(small, 0, 7, 3, always) == ["gaussian_blur", "jpeg", "pixelate", "white_noise"]
+
+
 # ---- distortions -----------------------------------------------------------------------------------------------
 def sample(h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:
     """A photo-like (H, W, 3) float32 image: smooth colour gradients, edges, a textured patch."""
@@ -248,6 +262,24 @@ def test_distort_and_label_stores_and_labels_the_stored_pixels(tmp_path):
     assert other[0].values != versions[3].values
 
 
+def test_distort_and_label_from_a_later_type_draws_its_streams(tmp_path):
+    ref = store(sample(96, 128), tmp_path / "ref.png")
+    kinds, strengths = ["jpeg", "white_noise", "motion_blur"], [0.5, 1.0]
+
+    def run(name, kinds, first=0):
+        return distort_and_label(ref, kinds, strengths, lambda k, i, s: tmp_path / f"{name}-{k}-{i}.png", seed=4,
+                                 index=1, first=first)  # fmt: skip
+
+    def seen(versions):  # all but the path, and the stored pixels
+        return [(v.distortion, v.strength, v.mos, v.fr_mos, v.values, np.asarray(Image.open(v.path)).tobytes())
+                for v in versions]  # fmt: skip
+
+    whole = seen(run("all", kinds))
+    assert seen(run("tail", kinds[1:], first=1)) == whole[2:]  # white noise's field, motion blur's angle as at once
+    assert seen(run("last", kinds[2:], first=2)) == whole[4:]
+    assert seen(run("zero", kinds[1:]))[:2] != whole[2:4]  # from stream 0 instead: another noise field
+
+
 def test_store_returns_what_a_reader_gets(tmp_path):
     x = sample(50, 70, seed=2) * 0.999 + 0.0003  # values between the 8-bit levels
     for suffix in (".png", ".jpg"):
@@ -310,8 +342,11 @@ def test_build_corpus_and_evaluate_default_label_one_photo_alike(tmp_path):
 
 
 # ---- a tiny build from a tiny .deb -----------------------------------------------------------------------------
-@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb not installed (Debian tools)")
-def test_tiny_build_from_a_tiny_package(tmp_path):
+needs_dpkg = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb not installed (Debian tools)")
+
+
+def tiny_deb(tmp_path):
+    """A tiny gcompris-qt-data .deb: two photos (erase-bird, erase-cat1, 240 x 256) and a cartoon, with licences."""
     pkg = tmp_path / "pkg"
     files = {}
     for i, name in enumerate(["erase/resource/cat1.webp", "erase/resource/bird.webp", "lang/resource/apple.webp"]):
@@ -330,9 +365,15 @@ def test_tiny_build_from_a_tiny_package(tmp_path):
     )
     deb = tmp_path / "gcompris-qt-data_0.1_all.deb"
     subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(pkg), str(deb)], check=True, capture_output=True)
+    return deb
+
+
+@needs_dpkg
+def test_tiny_build_from_a_tiny_package(tmp_path):
+    deb = tiny_deb(tmp_path)
     out = tmp_path / "corpus"
     build_corpus.main(["--out", str(out), "--deb", str(deb), "--types", "jpeg,white_noise", "--levels", "2",
-                       "--val-fraction", "0.5", "--extra", "none"])  # fmt: skip
+                       "--val-fraction", "0.5", "--extra", "none", "--always-types", "none"])  # fmt: skip
     rows = list(csv.DictReader((out / "labels.csv").open()))
     assert len(rows) == 2 * (1 + 2 * 2)  # the cartoon folder is not a photo folder; each photo untouched + 2 x 2
     assert {r["reference"] for r in rows} == {"reference/erase-bird.png", "reference/erase-cat1.png"}
@@ -361,10 +402,12 @@ def test_tiny_build_from_a_tiny_package(tmp_path):
     stamp = kept.stat().st_mtime_ns
     (out / "rows" / "erase-bird.json").unlink()
     build_corpus.main(["--out", str(out), "--deb", str(deb), "--types", "jpeg,white_noise", "--levels", "2",
-                       "--val-fraction", "0.5", "--workers", "2", "--extra", "none"])  # fmt: skip
+                       "--val-fraction", "0.5", "--workers", "2", "--extra", "none",
+                       "--always-types", "none"])  # fmt: skip
     assert (out / "labels.csv").read_text() == labels
     assert kept.stat().st_mtime_ns == stamp and (out / "rows" / "erase-bird.json").is_file()
-    build_corpus.main(["--out", str(out), "--deb", str(deb), "--types", "jpeg", "--levels", "2", "--extra", "none"])
+    build_corpus.main(["--out", str(out), "--deb", str(deb), "--types", "jpeg", "--levels", "2", "--extra", "none",
+                       "--always-types", "none"])  # fmt: skip
     assert len(list(csv.DictReader((out / "labels.csv").open()))) == 2 * (1 + 2) and kept.stat().st_mtime_ns != stamp
     # Types per photo: each photo distorted by its own draw of them; labels at a viewing size, part of a photo's key.
     with pytest.raises(ValueError, match="types_per_photo must be >= 0 \\(0: all\\), got -1"):
@@ -374,7 +417,7 @@ def test_tiny_build_from_a_tiny_package(tmp_path):
     assert not (tmp_path / "bad").exists()  # refused before anything is written
     three, few = ["jpeg", "white_noise", "gaussian_blur"], tmp_path / "few"
     args = ["--out", str(few), "--deb", str(deb), "--types", ",".join(three), "--levels", "2", "--types-per-photo", "1",
-            "--extra", "none"]  # fmt: skip
+            "--extra", "none", "--always-types", "none"]  # fmt: skip
     build_corpus.main([*args, "--label-side", "128"])
     rows = list(csv.DictReader((few / "labels.csv").open()))
     per_photo = {p: [r["distortion"] for r in rows if r["photo"] == p] for p in ("erase-bird", "erase-cat1")}
@@ -399,6 +442,38 @@ def test_tiny_build_from_a_tiny_package(tmp_path):
     assert licences[-1] == {"reference": "reference/skimage_toy.png", "source": "a test source: toy.png",
                             "sha256": hashlib.sha256(grey.getvalue()).hexdigest(), "license": "CC0",
                             "copyright": "Somebody"}  # fmt: skip
+
+
+@needs_dpkg
+def test_tiny_rebuild_adds_always_types_alone(tmp_path):
+    deb, three = tiny_deb(tmp_path), "jpeg,white_noise,gaussian_blur"
+    args = ["--deb", str(deb), "--types", three, "--levels", "2", "--types-per-photo", "1", "--seed", "1",
+            "--val-fraction", "0.5", "--extra", "none"]  # fmt: skip
+    out, fresh = tmp_path / "corpus", tmp_path / "fresh"
+    build_corpus.main(["--out", str(out), *args, "--always-types", "none"])
+    rows = list(csv.DictReader((out / "labels.csv").open()))
+    drawn = {r["photo"]: r["distortion"] for r in rows if r["level"] == "1"}
+    # seed 1 draws one photo a random type not among the added ones (so those come after it, at streams 1 and 2),
+    # the other one of them (so only the other is added)
+    assert sorted(drawn.values()) == ["gaussian_blur", "white_noise"]
+    before = {f: f.stat().st_mtime_ns for f in (out / "images").iterdir()}
+    assert len(before) == 2 * 2
+    build_corpus.main(["--out", str(out), *args, "--always-types", "white_noise,jpeg"])
+    assert {f: f.stat().st_mtime_ns for f in before} == before  # the drawn types' images kept, not rewritten
+    build_corpus.main(["--out", str(fresh), *args, "--always-types", "white_noise,jpeg"])
+    assert (out / "labels.csv").read_bytes() == (fresh / "labels.csv").read_bytes()
+    for sub in ("images", "reference"):
+        files = sorted(f.name for f in (fresh / sub).iterdir())
+        assert sorted(f.name for f in (out / sub).iterdir()) == files
+        assert all((out / sub / f).read_bytes() == (fresh / sub / f).read_bytes() for f in files), sub
+    rows = list(csv.DictReader((out / "labels.csv").open()))
+    for photo, kind in drawn.items():
+        mine = [(r["distortion"], r["level"]) for r in rows if r["photo"] == photo]
+        expected = [kind, *(t for t in ("white_noise", "jpeg") if t != kind)]
+        assert mine == [("none", "0")] + [(t, level) for t in expected for level in ("1", "2")]
+    with pytest.raises(SystemExit, match="unknown distortion types nope"):
+        build_corpus.main(["--out", str(tmp_path / "bad"), *args, "--always-types", "nope"])
+    assert not (tmp_path / "bad").exists()
 
 
 def test_scikit_image_photos_are_real_colour_photos_with_licences():
