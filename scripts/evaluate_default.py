@@ -3,14 +3,17 @@
 
     python scripts/evaluate_default.py                          # Debian photos (fetched if missing), all methods
     python scripts/evaluate_default.py --photos DIR --out build/eval --crops center
+    python scripts/evaluate_default.py --items build/eval-default/items.csv --model CKPT --no-peers --out build/e2
 
 Photos: Debian `mate-backgrounds` (nature), the `kphotoalbum` demo (consumer snapshots) and the classic photos of
 `opencv-doc`; when a folder is missing from this machine the package is fetched with `apt-get download` and unpacked
 with `dpkg -x` into --cache (no root, no dependencies pulled in). Or --photos DIR: every JPEG/PNG under it.
-Each photo (long side scaled to --max-side, as the training corpus) is distorted by the 25 types of
-corpus.distortions at strengths unseen in training (default 0.1 0.3 0.5 0.7 0.9; the corpus uses 0.2 .. 1.0) and
-labelled with the pseudo-MOS of gamma_iqa.corpus.fidelity by the one function scripts/build_corpus.py labels its
-images with (gamma_iqa.corpus.pipeline.distort_and_label).
+Each photo (long side scaled to --max-side, 512 by default) is distorted by the types of corpus.distortions that issue
+12 names (--types families: the 10 types of blur, JPEG, noise and pixelation; --types all: the 25) at strengths unseen
+in training (default 0.1 0.3 0.5 0.7 0.9; the corpus uses 0.2 .. 1.0) and labelled with the pseudo-MOS of
+gamma_iqa.corpus.fidelity by the one function scripts/build_corpus.py labels its images with
+(gamma_iqa.corpus.pipeline.distort_and_label), here at the stored size. --items reuses the distorted set of an earlier
+run (its items.csv), so that several models are scored on the same images; --no-peers scores the model alone.
 
 The untouched photo (as stored) enters every (photo, type) group as strength 0, with the pseudo-MOS of itself.
 
@@ -30,9 +33,10 @@ from-scratch NIQE of ours on the same parameters differed from it by up to 2x on
 validate against, no NIQE number is reported rather than a doubtful one. A method whose
 package is missing is skipped with a note. Output under --out: items.csv, results.json and results.md (also on stdout).
 
-Time on 2 CPU cores for the 51 Debian photos x 25 types x 5 strengths (6,375 images), from timed samples: distorting
-and labelling ~10 min (2 workers, ~0.18 s per image each), gamma-lite ~36 min with 10 crops (0.34 s per image) or
-~4 min with --crops center, BRISQUE under 1 min, PIQE ~3 min.
+Time on 2 CPU cores for the 51 Debian photos x 25 types x 5 strengths at 384 px (6,375 images), from timed samples:
+distorting and labelling ~10 min (2 workers, ~0.18 s per image each), gamma-lite ~36 min with 10 crops (0.34 s per
+image) or ~4 min with --crops center, BRISQUE under 1 min, PIQE ~3 min. The default set (10 types, 512 px) has 2,601
+images: see docs/gamma-lite.md for its times.
 """
 
 from __future__ import annotations
@@ -492,10 +496,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", help="the model evaluated (name or checkpoint); default: the default model, gamma-lite")
     p.add_argument("--crops", default="10", help="gamma-lite's crops: N, center or none (default 10)")
     p.add_argument("--strengths", default=",".join(f"{s:g}" for s in STRENGTHS), help="comma-separated, in (0, 1]")
-    p.add_argument("--types", default="all", help="'all', 'families' (FAMILY_TYPES) or comma-separated names")
+    p.add_argument(
+        "--types", default="families", help="'families' (FAMILY_TYPES, issue 12's scope; default), 'all' or names"
+    )
     p.add_argument("--no-peers", action="store_true", help="score with the evaluated model only (no BRISQUE, PIQE)")
     p.add_argument("--items", help="reuse the distorted set of an earlier run (its items.csv) instead of building one")
-    p.add_argument("--max-side", type=int, default=384, help="photos are scaled down to this long side")
+    p.add_argument("--max-side", type=int, default=512, help="photos are scaled down to this long side (512)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2, help="processes distorting and labelling photos")
     p.add_argument("--seed", type=int, default=0)

@@ -237,3 +237,30 @@ def test_brisque_needs_its_model_files(tmp_path):
 def test_gamma_lite_without_trained_weights_is_skipped(no_trained_weights):
     m = ev.gamma_lite("gamma-lite", "center", 4)
     assert m.score is None and "scripts/build_default_model.py" in m.note
+
+
+# ---- reusing a distorted set -------------------------------------------------------------------------------------
+def test_items_round_trip_and_type_sets(tmp_path):
+    items = items_of([("a", "none", 0.0, 1.0), ("a", "jpeg", 0.1, 0.83125), ("b/c", "white_noise", 0.9, 0.2)])
+    ev.write_items(items, tmp_path / "items.csv")
+    assert ev.read_items(tmp_path / "items.csv") == items  # a second model is scored on the very same set
+    families = ev._types("families")
+    assert families == [t for group in ev.FAMILY_TYPES.values() for t in group] and len(families) == 10
+    assert len(ev._types("all")) == 25 and ev._types("jpeg,pixelate") == ["jpeg", "pixelate"]
+
+
+def test_items_option_scores_the_given_set_only(tmp_path, monkeypatch):
+    items = items_of([("a", "jpeg", 0.0, 1.0), ("a", "jpeg", 0.5, 0.7), ("a", "jpeg", 0.9, 0.4)])  # untouched: 0
+    ev.write_items(items, tmp_path / "in.csv")
+    monkeypatch.setattr(ev, "debian_photos", lambda cache: pytest.fail("no photos are fetched with --items"))
+    seen = []
+
+    def fake(paths):
+        seen.extend(paths)
+        return [1.0 - 0.1 * i for i in range(len(paths))]
+
+    monkeypatch.setattr(ev, "gamma_lite", lambda *a: ev.Method("fake", False, fake))
+    rows = ev.main(["--items", str(tmp_path / "in.csv"), "--no-peers", "--out", str(tmp_path / "out")])
+    assert [r["method"] for r in rows] == ["fake"] and seen == [it.path for it in items]
+    assert rows[0]["severity_srcc"] == pytest.approx(1.0) and rows[0]["untouched_best"] == 1.0
+    assert ev.read_items(tmp_path / "out" / "items.csv") == items
