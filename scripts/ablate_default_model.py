@@ -73,6 +73,7 @@ def run_variant(name: str, args: argparse.Namespace, build) -> dict:
 
         values = yaml.safe_load(config.read_text())
         values["datasets"][0]["csv"] = str(without_untouched(Path(args.corpus), folder).resolve())
+        values["datasets"][0]["name"] = "gcompris-no-untouched"  # a split file of its own beside the corpus
         config.write_text(yaml.safe_dump(values, sort_keys=False))
     if not (folder / "run" / "last").is_dir():
         rc = gamma_iqa(["train", "--config", str(config)])

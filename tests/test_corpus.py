@@ -401,10 +401,12 @@ def test_tiny_build_from_a_tiny_package(tmp_path):
     kept = out / "images" / "erase-cat1__jpeg__1.png"
     stamp = kept.stat().st_mtime_ns
     (out / "rows" / "erase-bird.json").unlink()
+    (out / "gamma-iqa-gcompris.csv").write_text("image,mos,mos_norm,split_01\n")  # a split file of the old labels
     build_corpus.main(["--out", str(out), "--deb", str(deb), "--types", "jpeg,white_noise", "--levels", "2",
                        "--val-fraction", "0.5", "--workers", "2", "--extra", "none",
                        "--always-types", "none"])  # fmt: skip
     assert (out / "labels.csv").read_text() == labels
+    assert not (out / "gamma-iqa-gcompris.csv").exists()  # removed with the labels it was drawn from
     assert kept.stat().st_mtime_ns == stamp and (out / "rows" / "erase-bird.json").is_file()
     build_corpus.main(["--out", str(out), "--deb", str(deb), "--types", "jpeg", "--levels", "2", "--extra", "none",
                        "--always-types", "none"])  # fmt: skip

@@ -226,7 +226,13 @@ def _unpack(deb: Path | None, min_side: int) -> tuple[list[tuple[str, bytes]], l
 def _write_csvs(
     out: Path, ids: list[str], photos: list, per_photo: list, test: set[str], stanzas: list, known: dict
 ) -> None:
-    """labels.csv (with each row's split) and licences.csv under `out`; `known`: {source: (licence, holder)}."""
+    """labels.csv (with each row's split) and licences.csv under `out`; `known`: {source: (licence, holder)}.
+
+    Split files that training or evaluation saved beside an earlier labels.csv (`gamma-iqa-<dataset>.csv`, which
+    `data.datasets.load_records` prefers to the labels) are removed: they would hide the new images and labels.
+    """
+    for stale in out.glob("gamma-iqa-*.csv"):
+        stale.unlink()
     header = ["image", "mos", "split", "reference", "distortion", "level", "strength", "photo", "fr_mos", *RESCALE]
     with open(out / "labels.csv", "w", newline="") as f:
         w = csv.DictWriter(f, header, lineterminator="\n")

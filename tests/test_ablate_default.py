@@ -1,0 +1,40 @@
+"""scripts/ablate_default_model.py: the variants' settings, the corpus without its untouched photos, the table."""
+
+import csv
+
+import pytest
+
+from .conftest import load_script
+
+ab = load_script("ablate_default_model")
+
+
+def test_variants_change_one_ingredient_each():
+    assert ab.VARIANTS == {"full": [], "frozen": ["backbone_lr=null"], "no-rank": ["rank_weight=0"], "no-untouched": []}
+
+
+def test_corpus_without_untouched_photos_keeps_every_other_row(tmp_path):
+    rows = [
+        {"image": "reference/p.png", "mos": "1.0", "split": "train", "distortion": "none", "photo": "p"},
+        {"image": "images/p__jpeg__1.png", "mos": "0.8", "split": "train", "distortion": "jpeg", "photo": "p"},
+        {"image": "images/q__blur__1.png", "mos": "0.6", "split": "test", "distortion": "blur", "photo": "q"},
+    ]
+    with open(tmp_path / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    path = ab.without_untouched(tmp_path, tmp_path / "out")
+    assert list(csv.DictReader(path.open())) == rows[1:]
+
+
+def test_table_has_a_row_per_variant():
+    row = {"severity_srcc": 0.9512, "families": {"blur": 0.97, "JPEG": 0.9}, "untouched_best": 0.954, "srcc": 0.71}
+    table = ab.markdown([{"variant": "full", **row}, {"variant": "frozen", **row, "srcc": 0.5}], 130)
+    lines = table.splitlines()
+    assert lines[0].startswith("| variant (130 steps) | within-photo SRCC | blur | JPEG |") and len(lines) == 4
+    assert lines[2] == "| full | 0.951 | 0.970 | 0.900 | 95% | 0.710 |" and lines[3].endswith("| 0.500 |")
+
+
+def test_unknown_variants_are_refused(tmp_path):
+    with pytest.raises(SystemExit, match="unknown variants nope; known: full, frozen, no-rank, no-untouched"):
+        ab.main(["--corpus", str(tmp_path), "--items", "x.csv", "--only", "nope"])
