@@ -14,7 +14,9 @@ the fastest). The variants:
 - `frozen`: the backbone frozen (`backbone_lr: null`), as gamma-lite 1: only the MoAE experts and the head learn;
 - `no-rank`: no ranking loss (`rank_weight: 0`), regression on the pseudo-MOS alone, batches still grouped;
 - `no-untouched`: the corpus without its untouched photos (labels.csv less its `distortion` = none rows), so the top of
-  the scale is never seen; each group's anchor is then its best-labelled distorted version.
+  the scale is never seen; each group's anchor is then its best-labelled distorted version;
+- `large-sources`: the corpus without the photos whose untouched version is under 512 px on its long side (half of
+  gcompris-qt-data's photos are 320 px thumbnails, stored as lossy WebP: their "untouched" version is compressed).
 
 Output under --out: one folder per variant (its config, run and evaluation) and ablations.md, a table of the
 evaluation's figures per variant (also on stdout). Whole-schedule numbers come from the shipped build, not from here.
@@ -40,7 +42,10 @@ VARIANTS: dict[str, list[str]] = {
     "frozen": ["backbone_lr=null"],
     "no-rank": ["rank_weight=0"],
     "no-untouched": [],  # the corpus changes, not the settings
+    "large-sources": [],  # the corpus changes, not the settings
 }
+CORPUS_VARIANTS = {"no-untouched", "large-sources"}
+LARGE = 512  # px: the long side from which a source photo counts as large (gcompris' thumbnails are 320 px)
 
 
 def _script(name: str):
@@ -63,17 +68,38 @@ def without_untouched(corpus: Path, out: Path) -> Path:
     return path
 
 
+def large_sources(corpus: Path, out: Path, side: int = LARGE) -> Path:
+    """A copy of the corpus' labels.csv with only the photos whose untouched version is `side` px or more across."""
+    from PIL import Image
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "labels-large-sources.csv"
+    sizes: dict[str, int] = {}
+    with open(corpus / "labels.csv", newline="") as f, open(path, "w", newline="") as g:
+        reader = csv.DictReader(f)
+        writer = csv.DictWriter(g, reader.fieldnames, lineterminator="\n")
+        writer.writeheader()
+        for r in reader:
+            if r["reference"] not in sizes:
+                with Image.open(corpus / r["reference"]) as image:  # the header alone: no decoding
+                    sizes[r["reference"]] = max(image.size)
+            if sizes[r["reference"]] >= side:
+                writer.writerow(r)
+    return path
+
+
 def run_variant(name: str, args: argparse.Namespace, build) -> dict:
     """Train variant `name` for --steps steps and evaluate it; returns the evaluated model's result row."""
     folder = Path(args.out) / name
     config = build.write_config(Path(args.recipe), Path(args.corpus), folder, [f"max_steps={args.steps}",
                                 *VARIANTS[name], *args.set])  # fmt: skip
-    if name == "no-untouched":
+    if name in CORPUS_VARIANTS:
         import yaml
 
         values = yaml.safe_load(config.read_text())
-        values["datasets"][0]["csv"] = str(without_untouched(Path(args.corpus), folder).resolve())
-        values["datasets"][0]["name"] = "gcompris-no-untouched"  # a split file of its own beside the corpus
+        labels = (without_untouched if name == "no-untouched" else large_sources)(Path(args.corpus), folder)
+        values["datasets"][0]["csv"] = str(labels.resolve())
+        values["datasets"][0]["name"] = f"gcompris-{name}"  # a split file of its own beside the corpus
         config.write_text(yaml.safe_dump(values, sort_keys=False))
     if not (folder / "run" / "last").is_dir():
         rc = gamma_iqa(["train", "--config", str(config)])

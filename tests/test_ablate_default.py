@@ -10,7 +10,13 @@ ab = load_script("ablate_default_model")
 
 
 def test_variants_change_one_ingredient_each():
-    assert ab.VARIANTS == {"full": [], "frozen": ["backbone_lr=null"], "no-rank": ["rank_weight=0"], "no-untouched": []}
+    assert ab.VARIANTS == {
+        "full": [],
+        "frozen": ["backbone_lr=null"],
+        "no-rank": ["rank_weight=0"],
+        "no-untouched": [],
+        "large-sources": [],
+    }
 
 
 def test_corpus_without_untouched_photos_keeps_every_other_row(tmp_path):
@@ -36,5 +42,24 @@ def test_table_has_a_row_per_variant():
 
 
 def test_unknown_variants_are_refused(tmp_path):
-    with pytest.raises(SystemExit, match="unknown variants nope; known: full, frozen, no-rank, no-untouched"):
+    with pytest.raises(SystemExit, match="unknown variants nope; known: full, frozen, no-rank, no-untouched, large-"):
         ab.main(["--corpus", str(tmp_path), "--items", "x.csv", "--only", "nope"])
+
+
+def test_large_sources_keep_the_photos_of_512_px_and_more(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "reference").mkdir()
+    Image.new("RGB", (320, 213)).save(tmp_path / "reference" / "small.png")
+    Image.new("RGB", (400, 512)).save(tmp_path / "reference" / "big.png")
+    rows = [
+        {"image": f"images/{p}__jpeg__{k}.png", "reference": f"reference/{p}.png", "distortion": "jpeg", "photo": p}
+        for p in ("small", "big")
+        for k in (1, 2)
+    ]
+    with open(tmp_path / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    path = ab.large_sources(tmp_path, tmp_path / "out")
+    assert list(csv.DictReader(path.open())) == rows[2:]
