@@ -125,15 +125,19 @@ def markdown(rows: list[dict], steps: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line, run the variants in turn, write ablations.md."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--corpus", required=True, help="the corpus folder (scripts/build_corpus.py)")
     p.add_argument("--items", required=True, help="items.csv of a scripts/evaluate_default.py run: the test images")
     p.add_argument("--out", default="build/ablations", help="one folder per variant, and ablations.md")
-    p.add_argument("--recipe", default=str(HERE.parent / "configs" / "gamma-lite.yaml"))
+    p.add_argument("--recipe", default=str(HERE.parent / "configs" / "gamma-lite.yaml"), help="the recipe varied")
     p.add_argument("--steps", type=int, default=130, help="training steps of every variant")
     p.add_argument("--crops", default="center", help="evaluation crops: N, center or none")
-    p.add_argument("--only", help="comma-separated variants (default: all of " + ", ".join(VARIANTS) + ")")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting for every variant")
+    p.add_argument("--only", help="comma-separated variants (default: all of " + ", ".join(VARIANTS) + "; the script's "
+                   "docstring says what each changes)")  # fmt: skip
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a training setting (gamma-iqa train's config keys) for every variant")  # fmt: skip
     args = p.parse_args(argv)
     names = args.only.split(",") if args.only else list(VARIANTS)
     unknown = [n for n in names if n not in VARIANTS]

@@ -42,9 +42,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gamma_iqa.corpus.distortions import DISTORTIONS
-from gamma_iqa.corpus.extra import scikit_image_photos
-from gamma_iqa.corpus.gcompris import PACKAGE, build_corpus
+try:  # the `corpus` extra; without it, one line that says what to install (also for --help)
+    from gamma_iqa.corpus.distortions import DISTORTIONS
+    from gamma_iqa.corpus.extra import scikit_image_photos
+    from gamma_iqa.corpus.gcompris import PACKAGE, build_corpus
+except ImportError as e:
+    raise SystemExit(f"{Path(__file__).name}: {e}") from None
 
 
 def _types(spec: str) -> list[str]:
@@ -62,7 +65,9 @@ def _types(spec: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and build the corpus (gamma_iqa.corpus.gcompris.build_corpus)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--deb", help=f"a downloaded {PACKAGE} .deb (default: apt-get download it)")
     p.add_argument("--photos", type=int, default=0, help="use N photos evenly spread over them by path (default: all)")

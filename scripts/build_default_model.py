@@ -120,7 +120,9 @@ def _check_close(full, half, tol: float = 0.01) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--corpus", help="an existing corpus folder (labels.csv from scripts/build_corpus.py)")
     p.add_argument("--deb", help="a downloaded gcompris-qt-data .deb for the corpus (default: apt-get download)")
     p.add_argument("--out", default="build/gamma-lite", help="work folder: corpus/, gamma-lite.yaml, run/")

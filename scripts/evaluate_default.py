@@ -57,9 +57,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from gamma_iqa.corpus.distortions import DISTORTIONS
-from gamma_iqa.corpus.fidelity import fidelity, pseudo_mos
-from gamma_iqa.corpus.pipeline import distort_and_label, load_photo, map_in_order, store
+try:  # the `corpus` extra; without it, one line that says what to install (also for --help)
+    from gamma_iqa.corpus.distortions import DISTORTIONS
+    from gamma_iqa.corpus.fidelity import fidelity, pseudo_mos
+    from gamma_iqa.corpus.pipeline import distort_and_label, load_photo, map_in_order, store
+except ImportError as e:
+    raise SystemExit(f"{Path(__file__).name}: {e}") from None
 from gamma_iqa.metrics import plcc, srcc
 
 STRENGTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -489,7 +492,9 @@ def niqe() -> Method:
 # ---- command line ------------------------------------------------------------------------------------------------
 def parse(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--photos", help="a folder of photos instead of the Debian ones")
     p.add_argument("--out", default="build/eval-default", help="distorted images, items.csv, results.{json,md}")
     p.add_argument("--cache", default="build/debs", help="where missing Debian packages are unpacked")
