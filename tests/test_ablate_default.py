@@ -19,16 +19,21 @@ def test_variants_change_one_ingredient_each():
     }
 
 
+def write_labels(folder, rows: list[dict]) -> None:
+    """`rows` as the corpus' labels.csv in `folder`."""
+    with open(folder / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+
+
 def test_corpus_without_untouched_photos_keeps_every_other_row(tmp_path):
     rows = [
         {"image": "reference/p.png", "mos": "1.0", "split": "train", "distortion": "none", "photo": "p"},
         {"image": "images/p__jpeg__1.png", "mos": "0.8", "split": "train", "distortion": "jpeg", "photo": "p"},
         {"image": "images/q__blur__1.png", "mos": "0.6", "split": "test", "distortion": "blur", "photo": "q"},
     ]
-    with open(tmp_path / "labels.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
+    write_labels(tmp_path, rows)
     path = ab.without_untouched(tmp_path, tmp_path / "out")
     assert list(csv.DictReader(path.open())) == rows[1:]
 
@@ -57,9 +62,6 @@ def test_large_sources_keep_the_photos_of_512_px_and_more(tmp_path):
         for p in ("small", "big")
         for k in (1, 2)
     ]
-    with open(tmp_path / "labels.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
+    write_labels(tmp_path, rows)
     path = ab.large_sources(tmp_path, tmp_path / "out")
     assert list(csv.DictReader(path.open())) == rows[2:]
