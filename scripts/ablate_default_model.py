@@ -34,6 +34,8 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
 from gamma_iqa.cli import main as gamma_iqa
 
 HERE = Path(__file__).resolve().parent
@@ -94,8 +96,6 @@ def run_variant(name: str, args: argparse.Namespace, build) -> dict:
     config = build.write_config(Path(args.recipe), Path(args.corpus), folder, [f"max_steps={args.steps}",
                                 *VARIANTS[name], *args.set])  # fmt: skip
     if name in CORPUS_VARIANTS:
-        import yaml
-
         values = yaml.safe_load(config.read_text())
         labels = (without_untouched if name == "no-untouched" else large_sources)(Path(args.corpus), folder)
         values["datasets"][0]["csv"] = str(labels.resolve())

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..data.datasets import SPLIT_FILE_PREFIX
 from .distortions import level_strength
 from .extra import ExtraPhoto
 from .fidelity import RESCALE
@@ -176,13 +177,14 @@ def build_photo(job: tuple) -> list[dict]:
     key = {"types": types, "levels": levels, "max_side": max_side, "format": fmt, "seed": seed, "index": index,
            "label_side": label_side}  # fmt: skip
     kept: list[dict] = []
+    first = 0  # the position of the first type to build
     if done.is_file():
         saved = json.loads(done.read_text())
         if saved["key"] == key:
             return saved["rows"]
         old = saved["key"]
         if {**old, "types": types} == key and types[: len(old["types"])] == old["types"]:
-            kept = saved["rows"]  # the same photo with types appended: its images so far stand
+            kept, first = saved["rows"], len(old["types"])  # the same photo with types appended: its images stand
     reference = out / "reference" / f"{pid}.png"
     if kept:
         ref = np.asarray(Image.open(reference).convert("RGB"), dtype=np.float32) / 255  # as `store` returned it
@@ -193,7 +195,6 @@ def build_photo(job: tuple) -> list[dict]:
     def image(kind: str, k: int, strength: float) -> Path:
         return out / "images" / f"{pid}__{kind}__{k + 1}.{fmt}"  # level k + 1
 
-    first = (len(kept) - 1) // levels if kept else 0  # types already built: kept holds the untouched row + levels each
     versions = distort_and_label(
         ref, types[first:], strengths, image, seed=seed, index=index, label_side=label_side, first=first
     )
@@ -231,7 +232,7 @@ def _write_csvs(
     Split files that training or evaluation saved beside an earlier labels.csv (`gamma-iqa-<dataset>.csv`, which
     `data.datasets.load_records` prefers to the labels) are removed: they would hide the new images and labels.
     """
-    for stale in out.glob("gamma-iqa-*.csv"):
+    for stale in out.glob(f"{SPLIT_FILE_PREFIX}*.csv"):
         stale.unlink()
     header = ["image", "mos", "split", "reference", "distortion", "level", "strength", "photo", "fr_mos", *RESCALE]
     with open(out / "labels.csv", "w", newline="") as f:
@@ -311,8 +312,8 @@ def build_corpus(
         per_photo.append(rows)
         print(f"photo {i}/{len(jobs)} done", file=sys.stderr, flush=True)
     _write_csvs(out, ids, found, per_photo, test, stanzas, {e.source: (e.licence, e.holder) for e in extra})
-    per = f"{min(types_per_photo or len(types), len(types))} of {len(types)} types" + "".join(
-        f" + {', '.join(always_types)} where not drawn" for _ in always_types[:1]
-    )
+    per = f"{min(types_per_photo or len(types), len(types))} of {len(types)} types"
+    if always_types:
+        per += f" + {', '.join(always_types)} where not drawn"
     print(f"{len(ids)} photos x {per} x {levels} levels -> {out / 'labels.csv'}", file=sys.stderr)
     return out

@@ -35,6 +35,7 @@ from .readers import Labels
 
 __all__ = [
     "FOLDER_CSV",
+    "SPLIT_FILE_PREFIX",
     "USER_DATASET_KEYS",
     "DatasetSpec",
     "Record",
@@ -312,8 +313,11 @@ def make_splits(images: Sequence[str], official: Sequence[str] | None = None) ->
     return [tuple(row) for row in np.where(test, "test", "train").tolist()]
 
 
+SPLIT_FILE_PREFIX = "gamma-iqa-"  # a dataset's split file is SPLIT_FILE_PREFIX + its name + ".csv"
+
+
 def _meta_name(spec: DatasetSpec) -> str:
-    return "gamma-iqa-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in spec.name.lower()) + ".csv"
+    return SPLIT_FILE_PREFIX + "".join(c if c.isalnum() or c in "-_" else "-" for c in spec.name.lower()) + ".csv"
 
 
 def _write_meta(path: Path, records: Sequence[Record]) -> None:
