@@ -8,7 +8,7 @@
 Photos: Debian `mate-backgrounds` (nature), the `kphotoalbum` demo (consumer snapshots) and the classic photos of
 `opencv-doc`; when a folder is missing from this machine the package is fetched with `apt-get download` and unpacked
 with `dpkg -x` into --cache (no root, no dependencies pulled in). Or --photos DIR: every JPEG/PNG under it.
-Each photo (long side scaled to --max-side, 512 by default) is distorted by the types of corpus.distortions that issue
+Each photo (long side scaled to --max-side, 512 by default) is distorted by the types of data.distortions that issue
 12 names (--types families: the 10 types of blur, JPEG, noise and pixelation; --types all: the 25) at strengths unseen
 in training (default 0.1 0.3 0.5 0.7 0.9; the corpus uses 0.2 .. 1.0) and labelled with the pseudo-MOS of
 gamma_iqa.corpus.fidelity by the one function scripts/build_corpus.py labels its images with
@@ -58,7 +58,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 try:  # the `corpus` extra; without it, one line that says what to install (also for --help)
-    from gamma_iqa.corpus.distortions import DISTORTIONS
+    from gamma_iqa.data.distortions import DISTORTIONS
     from gamma_iqa.corpus.fidelity import fidelity, pseudo_mos
     from gamma_iqa.corpus.pipeline import distort_and_label, load_photo, map_in_order, store
 except ImportError as e:
@@ -66,7 +66,7 @@ except ImportError as e:
 from gamma_iqa.metrics import plcc, srcc
 
 STRENGTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
-# Issue 12's four families -> the types of corpus.distortions that count for each. denoise (in the corpus's noise
+# Issue 12's four families -> the types of data.distortions that count for each. denoise (in the corpus's noise
 # family) smooths rather than adds noise, so it counts only overall; jpeg2000 is the other block/wavelet codec.
 FAMILY_TYPES: dict[str, tuple[str, ...]] = {
     "blur": ("gaussian_blur", "lens_blur", "motion_blur"),

@@ -89,7 +89,7 @@ SAMPLE = ROOT / "examples" / "grace_hopper.jpg"
 def test_the_shipped_weights_are_fp16_small_and_order_distortions_of_the_sample_photo():
     from safetensors import safe_open
 
-    from gamma_iqa.corpus.distortions import distort
+    from gamma_iqa.data.distortions import distort
 
     assert (SHIPPED / "model.safetensors").stat().st_size <= 20_000_000
     with safe_open(str(SHIPPED / "model.safetensors"), "pt") as f:

@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.datasets import SPLIT_FILE_PREFIX
-from .distortions import level_strength
+from ..data.distortions import level_strength
 from .extra import ExtraPhoto
 from .fidelity import RESCALE
 from .pipeline import distort_and_label, load_photo, map_in_order, store, untouched

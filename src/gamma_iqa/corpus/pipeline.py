@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .distortions import distort
+from ..data.distortions import distort
 from .fidelity import TOP, fidelity, monotone, pseudo_mos
 
 __all__ = ["Version", "distort_and_label", "label_view", "load_photo", "map_in_order", "store", "untouched"]
@@ -38,7 +38,7 @@ class Version:
 
     Attributes:
         path: Where the image was written.
-        distortion: The distortion type (a name of `corpus.distortions.DISTORTIONS`).
+        distortion: The distortion type (a name of `data.distortions.DISTORTIONS`).
         strength: The distortion's strength in (0, 1]; 0 for the untouched photo.
         mos: The label in [0, 1], higher is better, rounded to 6 decimals: the pseudo-MOS made non-increasing in
             strength within the (photo, type) group (`corpus.fidelity.monotone`); `TOP` for the untouched photo.

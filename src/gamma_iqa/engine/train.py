@@ -8,7 +8,8 @@ Every sample's crop and flip are seeded by (seed, epoch, position in the epoch),
 Options beyond the published recipe, all off by default (issue 12, gamma-lite 2): a ranking loss over versions of one
 photo (`rank_weight`, `rank_loss`), batches that hold several versions of a photo (`sampler: grouped`), with its best
 (`group_anchor`) and in one shared view (`aligned_views`), a random rescale before the crop (`scale_range`) and
-fine-tuning gamma-lite's later backbone stages (`backbone_lr`, `backbone_stages`).
+fine-tuning gamma-lite's later backbone stages (`backbone_lr`, `backbone_stages`), and versions of each anchor's view
+distorted on the fly (`online_versions`), ranked below it by their strength alone, without labels.
 Groups (source photos) come from a user dataset's `group_column`; an image without one is a group of its own.
 """
 
@@ -22,6 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from PIL import Image
@@ -29,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.datasets import DatasetSpec, get_dataset, load_records, select, user_dataset
+from ..data.distortions import DISTORTIONS, distort
 from ..data.readers import read_groups
 from ..data.sampler import JointSampler
 from ..data.transforms import crop_offsets, image_to_tensor, load_image, make_crops, resize_short_side
@@ -62,8 +65,15 @@ class Sample:
     group: int = -1  # the sample's group (source photo) id, unique across datasets; each ungrouped sample its own
 
 
-Item = tuple[torch.Tensor, float, str, int]  # crop (3, S, S), target, scene, group
-Batch = tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor]  # crops (B, 3, S, S), targets (B,), scenes, groups
+# crop (3, S, S), target, scene, group, and an anchor's on-the-fly versions: (crops (k, 3, S, S), strengths (k,))
+Item = tuple[torch.Tensor, float, str, int, tuple[torch.Tensor, torch.Tensor] | None]
+# crops (B, 3, S, S), targets (B,), scenes, groups (B,), online order (B,): B counts the on-the-fly versions too, whose
+# target is NaN; the order is 0 for an anchor with versions, minus the strength for its versions, NaN for the rest.
+Batch = tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor, torch.Tensor]
+ONLINE_STRENGTHS = (0.05, 1.0)  # on-the-fly versions' strengths, log-uniform: as many in [0.05, 0.22] as in [0.22, 1]
+ONLINE_GAP = 0.5  # on-the-fly pairs ask for rank_margin once their strengths differ by rank_margin / ONLINE_GAP
+_PAD = 16  # on-the-fly distortions see the crop reflect-padded by 16 px in all, at a random offset: block grids
+# (JPEG's 8 px, pixelation's) fall at any phase, as in a crop of a damaged photo, and filters see no hard border
 
 
 class TrainImages(Dataset):
@@ -82,10 +92,20 @@ class TrainImages(Dataset):
         seed: int,
         scale_range: tuple[float, ...] = (),
         shared_views: int = 1,
+        online_versions: int = 0,
+        online_types: tuple[str, ...] = (),
+        anchor_every: int = 1,
     ) -> None:
-        """Views of `samples`; `shared_views` consecutive positions of an epoch draw one view (1: each its own)."""
+        """Views of `samples`; `shared_views` consecutive positions of an epoch draw one view (1: each its own).
+
+        Positions that are multiples of `anchor_every` (a grouped sampler's anchors) also bring `online_versions`
+        versions of their view, made by one type of `online_types` (empty: all of `DISTORTIONS`) at as many random
+        strengths (`online_view`).
+        """
         self.samples, self.size, self.hflip, self.seed = samples, size, hflip, seed
         self.scale_range, self.shared_views = scale_range, shared_views
+        self.online_versions, self.anchor_every = online_versions, anchor_every
+        self.online_types = tuple(online_types) or tuple(DISTORTIONS)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -104,7 +124,34 @@ class TrainImages(Dataset):
             crop = make_crops(image, 1, self.size, generator=g).crops[0]  # (3, size, size)
         if self.hflip and torch.rand((), generator=g) < 0.5:
             crop = crop.flip(-1)
-        return crop, s.target, s.scene, s.group
+        online = None
+        if self.online_versions and position % self.anchor_every == 0:
+            online = self.online_view(crop, torch.Generator().manual_seed(g.initial_seed() + 1))
+        return crop, s.target, s.scene, s.group, online
+
+    def online_view(self, crop: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """`online_versions` versions of `crop` (3, S, S) in [0, 1], one type at sorted random strengths.
+
+        The type is drawn from `online_types`; strengths are log-uniform in `ONLINE_STRENGTHS`, ascending (mildest
+        first). Each version distorts the crop reflect-padded by `_PAD` pixels at a random offset, is cut back to the
+        crop's window and rounded to 8 bits, as a stored image would be.
+
+        Returns:
+            The versions (k, 3, S, S) float32 in [0, 1] and their strengths (k,) in (0, 1].
+        """
+        kind = self.online_types[int(torch.randint(len(self.online_types), (), generator=g))]
+        lo, hi = ONLINE_STRENGTHS
+        u = torch.rand(self.online_versions, generator=g, dtype=torch.float64).sort().values
+        strengths = torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+        ty, tx = (int(v) for v in torch.randint(_PAD + 1, (2,), generator=g))
+        rng = np.random.default_rng(int(torch.randint(2**62, (), generator=g)))
+        x = crop.permute(1, 2, 0).numpy()  # (S, S, 3)
+        padded = np.pad(x, ((ty, _PAD - ty), (tx, _PAD - tx), (0, 0)), mode="reflect")
+        versions = []
+        for strength in strengths.tolist():
+            y = distort(padded, kind, strength, rng)[ty : ty + self.size, tx : tx + self.size]
+            versions.append(torch.from_numpy(np.round(y * 255) / 255).permute(2, 0, 1))
+        return torch.stack(versions).float(), strengths.float()
 
     def rescaled_crop(self, image: Image.Image, g: torch.Generator) -> torch.Tensor:
         """A `size` crop of `image` resized by a factor drawn from `g`, log-uniform in `scale_range`: (3, size, size).
@@ -135,12 +182,21 @@ class TrainImages(Dataset):
 
 
 def _collate(items: list[Item]) -> Batch:
-    crops, targets, scenes, groups = zip(*items, strict=True)
+    """Stack `items`, each anchor's on-the-fly versions right after it (`Batch`)."""
+    crops, targets, scenes, groups, order = [], [], [], [], []
+    for crop, target, scene, group, online in items:
+        k = 0 if online is None else len(online[1])
+        crops += [crop[None]] + ([online[0]] if k else [])
+        targets += [target] + [math.nan] * k
+        scenes += [scene] * (1 + k)
+        groups += [group] * (1 + k)
+        order += [0.0] + [-v for v in online[1].tolist()] if k else [math.nan]
     return (
-        torch.stack(crops),
+        torch.cat(crops),
         torch.tensor(targets, dtype=torch.float32),
-        list(scenes),
+        scenes,
         torch.tensor(groups, dtype=torch.long),
+        torch.tensor(order, dtype=torch.float32),
     )
 
 
@@ -166,9 +222,9 @@ def rank_loss(pred: torch.Tensor, target: torch.Tensor, groups: torch.Tensor, ma
         The loss, a scalar (float32), differentiable in `pred`.
     """
     pred, target = pred.float(), target.float()
-    gap = target[:, None] - target[None, :]  # (B, B): t_i - t_j
-    pairs = (groups[:, None] == groups[None, :]) & (gap > 0)  # (B, B); never i == j, as the gap is then 0
-    hinge = (gap.clamp(max=margin) - (pred[:, None] - pred[None, :])).clamp(min=0)  # (B, B)
+    gap = target[:, None] - target[None, :]  # (B, B): t_i - t_j, NaN where either target is
+    pairs = (groups[:, None] == groups[None, :]) & (gap > 0)  # (B, B); never i == j (gap 0), nor a NaN target
+    hinge = (gap.nan_to_num().clamp(max=margin) - (pred[:, None] - pred[None, :])).clamp(min=0)  # (B, B)
     return (hinge * pairs).sum() / pairs.sum().clamp(min=1)  # no host sync on an empty P
 
 
@@ -314,7 +370,8 @@ class _Run:
         self.sampler = self._sampler(samples)
         self.images = TrainImages(
             samples, size=self.model.image_size, hflip=cfg.hflip, seed=cfg.seed, scale_range=cfg.scale_range,
-            shared_views=cfg.group_size if cfg.aligned_views else 1,
+            shared_views=cfg.group_size if cfg.aligned_views else 1, online_versions=cfg.online_versions,
+            online_types=cfg.online_types, anchor_every=cfg.group_size,
         )  # fmt: skip
         self.optimizer = _optimizer(self.model, cfg)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs, eta_min=0.0)
@@ -454,17 +511,22 @@ class _Run:
     def _train_step(self, micro: list[Batch]) -> torch.Tensor:
         """One optimiser step over `accum` micro-batches; returns (2,): the mean loss and the mean ranking loss."""
         total = torch.zeros(2, device=self.device)
-        for k, (crops, targets, scenes, groups) in enumerate(micro):
+        for k, (crops, targets, scenes, groups, order) in enumerate(micro):
             last = k == len(micro) - 1
             sync = contextlib.nullcontext() if last or self.world == 1 else self.net.no_sync()
             with sync:
                 with autocast(self.device, self.cfg.dtype):
                     pred = self.net(crops.to(self.device, non_blocking=True), scenes)
                 targets = targets.to(self.device, non_blocking=True)
-                loss = torch.nn.functional.mse_loss(pred.float(), targets)
+                labelled = ~targets.isnan()  # (B,): on-the-fly versions have no label
+                loss = torch.nn.functional.mse_loss(pred.float()[labelled], targets[labelled])
                 rank = torch.zeros((), device=self.device)
                 if self.cfg.rank_weight:  # pairs within this micro-batch (grouped batches keep a group in one)
-                    rank = rank_loss(pred, targets, groups.to(self.device), self.cfg.rank_margin)
+                    groups = groups.to(self.device)
+                    rank = rank_loss(pred, targets, groups, self.cfg.rank_margin)
+                    if self.cfg.online_versions:  # the anchor above its versions, the weaker above the stronger
+                        online = order.to(self.device) * ONLINE_GAP
+                        rank = rank + rank_loss(pred, online, groups, self.cfg.rank_margin)
                     loss = loss + self.cfg.rank_weight * rank
                 self.scaler.scale(loss / len(micro)).backward()
             total += torch.stack([loss.detach(), rank.detach()]) / len(micro)

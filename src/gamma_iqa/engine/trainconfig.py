@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from ..data.datasets import user_dataset
+from ..data.distortions import DISTORTIONS
 
 __all__ = ["TrainConfig", "load_config", "save_config"]
 
@@ -47,6 +48,11 @@ class TrainConfig:
     # weight (engine.train.rank_loss); 0: plain MSE (the original).
     rank_weight: float = 0.0
     rank_margin: float = 0.05  # the pairs' margin on the normalised scale, capped at their target gap
+    # group_anchor: this many more versions of each group's anchor, made on the fly from its training view by one
+    # type of `online_types` (data.distortions) at as many random strengths (log-uniform in [0.05, 1]); they join the
+    # ranking loss only (the anchor above each, the weaker above the stronger), never the MSE. 0: none.
+    online_versions: int = 0
+    online_types: tuple[str, ...] = ()  # empty: all 25 types of data.distortions
     # Fine-tune the backbone's last `backbone_stages` stages (of EfficientNet-Lite0's 7, with the head convolution;
     # 7 also the stem) of gamma-lite, at this learning rate, BatchNorm statistics frozen. None: frozen (the original).
     backbone_lr: float | None = None
@@ -93,6 +99,14 @@ class TrainConfig:
                 f"scale_range must be empty or [low, high] with 0 < low <= high, got {list(self.scale_range)}",
             ),
             (self.rank_weight >= 0 and self.rank_margin >= 0, "rank_weight and rank_margin must be >= 0"),
+            (
+                self.online_versions >= 0 and (not self.online_versions or (self.group_anchor and self.rank_weight)),
+                "online_versions must be >= 0 and needs group_anchor and a rank_weight above 0",
+            ),
+            (
+                not (unknown := sorted(set(self.online_types) - set(DISTORTIONS))),
+                f"online_types: unknown distortion types {unknown}; known: {', '.join(DISTORTIONS)}",
+            ),
             (1 <= self.backbone_stages <= 7, "backbone_stages must be in [1, 7]"),
             (self.dtype in ("fp32", "bf16", "fp16"), f"dtype must be fp32, bf16 or fp16, not {self.dtype!r}"),
             (self.log_every_steps >= 1, "log_every_steps must be >= 1"),
