@@ -12,6 +12,12 @@ the images in them are ours). They are written once to `gamma-iqa-<name>.csv` in
 read-only, under `$GAMMA_IQA_HOME/meta/`, named after the folder too) with columns `image, mos, mos_norm,
 split_01..`, values train/test, and read back from there on later runs: edit or replace that file to evaluate on
 other splits, delete it to rebuild it.
+
+Own data (`folder_csv_dataset`, `user_dataset`) has one split file per label file, named after it
+(`gamma-iqa-<name>-<label stem>-<hash of its path>.csv`); its first line records the label file, its SHA-256 and
+the columns read, and the split file is drawn again when they change, so it never serves labels that are gone.
+`load_splits` says which split file it used and how (read, written, rebuilt). A malformed label or split file raises
+`LabelFileError` (a ValueError) with one line naming the file, the line and what was expected.
 """
 
 from __future__ import annotations
