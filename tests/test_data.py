@@ -323,10 +323,10 @@ def test_read_only_dataset_folder_writes_the_split_file_to_the_cache(tmp_path, m
     folder = tmp_path / "kadid10k"
     write_meta = data._write_meta
 
-    def read_only_dataset_folder(path, records):
+    def read_only_dataset_folder(path, records, source=None):
         if path.parent == folder:  # (chmod cannot make a folder read-only for root, who runs CI)
             raise PermissionError(f"read-only: {path}")
-        write_meta(path, records)
+        write_meta(path, records, source)
 
     monkeypatch.setattr(data, "_write_meta", read_only_dataset_folder)
     _, records = load_records(get_dataset("kadid10k"), tmp_path)
@@ -346,7 +346,7 @@ def test_folder_csv(tmp_path):
     assert folder == tmp_path and [(r.image, r.mos_norm) for r in records] == [("a.png", 0.75), ("sub/b.png", 0.125)]
     assert [r.image for r in select(records)] == ["a.png"]
     write(tmp_path / "bad.csv", "file,score\na.png,2\n")
-    with pytest.raises(ValueError, match=r"bad.csv: no column 'image' \(header: file, score\)"):
+    with pytest.raises(data.LabelFileError, match=r"bad.csv, line 1: no column 'image' in the header \(file, score\)"):
         load_records(folder_csv_dataset(tmp_path / "bad.csv", mos_range=(1, 5), scene="face"), tmp_path / "sub")
 
 
@@ -413,6 +413,7 @@ def test_registry_fields_are_pinned():
         fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
         fields["reader"] = fields["reader"].__name__.removeprefix("read_")
         assert fields.pop("name") == name
+        assert (fields.pop("label_file"), fields.pop("label_columns")) == (None, ())  # own data's fields
         assert tuple(fields.values()) == expected, name
 
 

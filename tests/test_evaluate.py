@@ -82,8 +82,8 @@ def test_predictions_are_the_models_crop_means_with_resize_and_scene(tmp_path):
     (tmp_path / "labels.csv").write_text("image,mos\n" + "".join(f"{n},{m}\n" for n, m in rows))
     spec = folder_csv_dataset(tmp_path / "labels.csv", mos_range=(1, 5), scene="underwater", resize=90)
     model = create_model("gamma-test")
-    (a,) = evaluate(model, [spec], tmp_path, crops=2, seed=5, batch_size=3)
-    (b,) = evaluate(model, [spec], tmp_path, crops=2, seed=5, batch_size=1, workers=1)
+    (a,) = evaluate(model, [spec], tmp_path, crops=2, seed=5, batch_size=3, split=1)
+    (b,) = evaluate(model, [spec], tmp_path, crops=2, seed=5, batch_size=1, workers=1, split=1)
     assert a.n == 4
     for (image, _, _, score), (_, _, _, score_one_by_one) in zip(a.predictions, b.predictions, strict=True):
         prepared = make_crops(resize_short_side(load_image(tmp_path / image), 90), 2, 64, seed=5)
@@ -91,7 +91,7 @@ def test_predictions_are_the_models_crop_means_with_resize_and_scene(tmp_path):
             want = float(model(prepared.crops, "underwater").mean())
         assert score == pytest.approx(want, abs=1e-6)
         assert score_one_by_one == pytest.approx(score, abs=1e-6)  # batching never changes a score
-    (c,) = evaluate(model, [spec], tmp_path, crops=2, seed=6, batch_size=3)
+    (c,) = evaluate(model, [spec], tmp_path, crops=2, seed=6, batch_size=3, split=1)
     assert [row[3] for row in c.predictions] != [row[3] for row in a.predictions]
 
 

@@ -5,7 +5,7 @@ The package root re-exports the public API; docs/architecture.md describes the l
 
 from . import metrics
 from ._version import __version__
-from .data.datasets import list_datasets
+from .data.datasets import LabelFileError, list_datasets
 from .engine import scoring as _scoring  # noqa: F401  (installs QualityModel.score)
 from .models import (
     CheckpointError,
@@ -31,6 +31,7 @@ __all__ = [
     "GammaConfig",
     "GammaLite",
     "GammaLiteConfig",
+    "LabelFileError",
     "__version__",
     "convert",
     "convert_original",

@@ -175,6 +175,8 @@ def _own_dataset(args: argparse.Namespace) -> DatasetSpec:
     """`--dataset folder+csv`: the user's own dataset from its flags (the keys of a training config's entry)."""
     if args.csv is None or args.mos_range is None or args.scene is None:
         raise UsageError("--dataset folder+csv needs --csv FILE, --mos-range LO HI and --scene S")
+    if not Path(args.csv).is_file():
+        raise UsageError(f"--csv {args.csv}: no such file")
     flags = {
         "csv": args.csv,
         "mos_range": args.mos_range,
@@ -219,7 +221,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 batch_size=args.batch_size,
                 workers=args.workers,
-                progress=lambda m: print(m, file=sys.stderr),
+                progress=lambda m: print(as_flags(m), file=sys.stderr),
             )
         except ImportError as e:  # an optional reader dependency (scipy, openpyxl): the message names it
             raise UsageError(str(e)) from None
@@ -267,7 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", required=True, help="registered model name or checkpoint path")
     e.add_argument("--dataset", required=True, help="comma-separated dataset names (see `list datasets`)")
     e.add_argument("--data-root", required=True, help="folder holding one folder per dataset (see README)")
-    e.add_argument("--split", type=int, default=1, help="which split's test part (default 1, as the paper)")
+    e.add_argument(
+        "--split",
+        type=int,
+        help="which split's test part (default 1, as the paper; folder+csv without a split column: every image)",
+    )
     e.add_argument("--crops", default="10", help="N random crops per image (default 10), 'center' or 'none'")
     e.add_argument("--seed", type=int, default=0, help="seed of the random crops (mixed with each image's pixels)")
     e.add_argument("--batch-size", type=int, default=8, help="images per forward pass (their crops together)")
@@ -276,7 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--format", choices=("json", "md"), default="json", help="md: a table beside the paper's numbers")
     e.add_argument("--save-predictions", metavar="FILE.csv", help="write dataset,image,mos,mos_norm,prediction")
     e.add_argument("--plot", metavar="DIR", help="write a predicted-vs-MOS scatter PNG per dataset")
-    e.add_argument("--csv", help="folder+csv: the label CSV (columns image, mos; optional split)")
+    e.add_argument(
+        "--csv",
+        help="folder+csv: the label CSV (UTF-8; columns image, mos, optional split of train/test: without it every "
+        "image is scored unless --split K picks the test part of random split K)",
+    )
     e.add_argument("--mos-range", type=float, nargs=2, metavar=("LO", "HI"), help="folder+csv: the MOS scale")
     e.add_argument("--scene", help="folder+csv: the images' scene (see `list scenes`)")
     e.add_argument("--lower-better", action="store_true", help="folder+csv: lower MOS is better (DMOS)")

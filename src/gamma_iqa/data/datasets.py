@@ -12,6 +12,12 @@ the images in them are ours). They are written once to `gamma-iqa-<name>.csv` in
 read-only, under `$GAMMA_IQA_HOME/meta/`, named after the folder too) with columns `image, mos, mos_norm,
 split_01..`, values train/test, and read back from there on later runs: edit or replace that file to evaluate on
 other splits, delete it to rebuild it.
+
+Own data (`folder_csv_dataset`, `user_dataset`) has one split file per label file, named after it
+(`gamma-iqa-<name>-<label stem>-<hash of its path>.csv`); its first line records the label file, its SHA-256 and
+the columns read, and the split file is drawn again when they change, so it never serves labels that are gone.
+`load_splits` says which split file it used and how (read, written, rebuilt). A malformed label or split file raises
+`LabelFileError` (a ValueError) with one line naming the file, the line and what was expected.
 """
 
 from __future__ import annotations
@@ -19,31 +25,35 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
+import json
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..models.scenes import list_scenes
 from ..paths import gamma_home
 from . import readers
-from .readers import Labels
+from .readers import LabelFileError, Labels
 
 __all__ = [
     "FOLDER_CSV",
     "SPLIT_FILE_PREFIX",
     "USER_DATASET_KEYS",
     "DatasetSpec",
+    "LabelFileError",
     "Record",
+    "SplitFile",
     "dataset_dir",
     "folder_csv_dataset",
     "get_dataset",
     "list_datasets",
     "load_records",
+    "load_splits",
     "make_splits",
     "register_dataset",
     "select",
@@ -75,6 +85,9 @@ class DatasetSpec:
     reader: Callable[[Path], Labels] = field(repr=False)
     split: str = "random"  # "official" where the release defines a train/test split, else "random"
     resize: int | None = None  # the short side is resized to this many pixels before test crops; None: full size
+    # Own data: the label file its split file is drawn from and must follow, and its (image, MOS) columns.
+    label_file: Path | None = None
+    label_columns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Check the scene and the MOS range (see the class's `Raises`)."""
@@ -174,12 +187,16 @@ def folder_csv_dataset(
         name: the name results are reported under.
 
     Returns:
-        A spec that is not registered; pass it where a registered one goes.
+        A spec that is not registered; pass it where a registered one goes. Its split file (see `load_splits`)
+        follows `csv_path`: named after it, and rebuilt when its content or the columns change.
     """
     reader = functools.partial(
         readers.read_folder_csv, csv_path=Path(csv_path), image_column=image_column, mos_column=mos_column
     )
-    return DatasetSpec(name, name, scene, tuple(mos_range), lower_better, 0, (), reader, "from the CSV", resize)
+    return DatasetSpec(
+        name, name, scene, tuple(mos_range), lower_better, 0, (), reader, "from the CSV", resize,
+        label_file=Path(csv_path), label_columns=(image_column, mos_column),
+    )  # fmt: skip
 
 
 # The keys of a user's own dataset, the same for `gamma-iqa eval --dataset folder+csv` and a training config.
@@ -313,16 +330,78 @@ def make_splits(images: Sequence[str], official: Sequence[str] | None = None) ->
     return [tuple(row) for row in np.where(test, "test", "train").tolist()]
 
 
-SPLIT_FILE_PREFIX = "gamma-iqa-"  # a dataset's split file is SPLIT_FILE_PREFIX + its name + ".csv"
+SPLIT_FILE_PREFIX = "gamma-iqa-"  # a dataset's split file is SPLIT_FILE_PREFIX + its name (+ its label file) + ".csv"
+_SOURCE_TAG = "# gamma-iqa split file "  # own data: the first line, then the label file it follows as JSON
+
+
+class SplitFile(NamedTuple):
+    """A dataset's records with their splits, and the split file they were read from or written to."""
+
+    folder: Path  # the dataset folder
+    records: list[Record]  # in label-file order
+    path: Path | None  # the split file; None when none could be written
+    state: str  # "read", "written", or "rebuilt: <why>"
+    drawn: bool  # True: random splits drawn here; False: the release's or the label file's own split
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text.lower())
 
 
 def _meta_name(spec: DatasetSpec) -> str:
-    return SPLIT_FILE_PREFIX + "".join(c if c.isalnum() or c in "-_" else "-" for c in spec.name.lower()) + ".csv"
+    """The split file's name; own data's also names its label file (stem and a hash of its resolved path)."""
+    name = SPLIT_FILE_PREFIX + _slug(spec.name)
+    if spec.label_file is not None:
+        key = hashlib.sha256(str(spec.label_file.resolve()).encode()).hexdigest()[:8]
+        name += f"-{_slug(spec.label_file.stem)}-{key}"
+    return name + ".csv"
 
 
-def _write_meta(path: Path, records: Sequence[Record]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+def _source(spec: DatasetSpec) -> dict[str, Any] | None:
+    """Own data: what its split file must have been drawn from (the label file, its SHA-256, the columns read).
+
+    Raises:
+        FileNotFoundError: when the label file is missing.
+    """
+    if spec.label_file is None:
+        return None
+    path = spec.label_file
+    if not path.is_file():
+        raise FileNotFoundError(f"label CSV {path} not found")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return {"labels": str(path.resolve()), "sha256": digest, "columns": list(spec.label_columns)}
+
+
+def _read_source(path: Path) -> dict[str, Any]:
+    """The source recorded on a split file's first line ({} when it has none or it is not readable)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = f.readline()
+    try:
+        source = json.loads(first[len(_SOURCE_TAG) :]) if first.startswith(_SOURCE_TAG) else {}
+    except ValueError:
+        return {}
+    return source if isinstance(source, dict) else {}
+
+
+def _stale(recorded: dict[str, Any], source: dict[str, Any] | None) -> str | None:
+    """Why a split file recorded as drawn from `recorded` does not follow `source` (None: it does)."""
+    if source is None:
+        return None  # a registered release: its split file is read as it is
+    name = Path(source["labels"]).name
+    if not recorded:
+        return f"it does not say which label file it was drawn from; {name} is used"
+    if recorded.get("sha256") != source["sha256"]:
+        return f"{name} changed since it was written"
+    if recorded.get("columns") != source["columns"]:
+        return f"the columns read from {name} changed ({', '.join(source['columns'])})"
+    return None
+
+
+def _write_meta(path: Path, records: Sequence[Record], source: dict[str, Any] | None = None) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one per process: torchrun ranks may write at once
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        if source is not None:
+            f.write(_SOURCE_TAG + json.dumps(source, ensure_ascii=False) + "\n")
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["image", "mos", "mos_norm", *[f"split_{k + 1:02d}" for k in range(len(records[0].splits))]])
         for r in records:
@@ -330,56 +409,54 @@ def _write_meta(path: Path, records: Sequence[Record]) -> None:
     tmp.replace(path)  # a run killed mid-write never leaves half a split file to be read back
 
 
+def _meta_record(
+    spec: DatasetSpec, folder: Path, path: Path, line: int, row: list[str], split_cols: list[int]
+) -> Record:
+    """One row of the split file `path` of the dataset in `folder`."""
+    where = f"split file {path}, line {line}"
+    if len(row) <= max(split_cols):
+        raise LabelFileError(
+            f"{where}: {len(row)} cells; expected {max(split_cols) + 1} (image, mos, mos_norm, split_01..)"
+        )
+    splits = tuple(row[i].strip().lower() for i in split_cols)
+    if any(s not in ("train", "test") for s in splits):
+        raise LabelFileError(f"{where}: split values must be train or test")
+    try:
+        mos = float(row[1])  # mos_norm is recomputed: the spec, not the file, defines the normalisation
+    except ValueError:
+        raise LabelFileError(f"{where}: mos {row[1]!r} is not a number") from None
+    return Record(folder, row[0], mos, spec.normalise(mos), splits)
+
+
 def _read_meta(path: Path, spec: DatasetSpec, folder: Path) -> list[Record]:
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    header = rows[0] if rows else []
+    rows = readers.numbered_rows(path)
+    if rows and rows[0][1][0].startswith(_SOURCE_TAG.strip()):
+        rows = rows[1:]  # the source line (its JSON is split at commas, which does not matter here)
+    header = [c.strip() for c in rows[0][1]] if rows else []
     split_cols = [i for i, h in enumerate(header) if h.startswith("split_")]
     if header[:2] != ["image", "mos"] or not split_cols or len(rows) < 2:
-        raise ValueError(f"split file {path} needs columns image, mos, split_01.. and rows: delete it to rebuild it")
-    records = []
-    for line, row in enumerate(rows[1:], 2):
-        splits = tuple(row[i].strip().lower() for i in split_cols)
-        if any(s not in ("train", "test") for s in splits):
-            raise ValueError(f"split file {path}, line {line}: split values must be train or test")
-        mos = float(row[1])  # mos_norm is recomputed: the spec, not the file, defines the normalisation
-        records.append(Record(folder, row[0], mos, spec.normalise(mos), splits))
-    return records
+        raise LabelFileError(
+            f"split file {path} needs columns image, mos, split_01.. and rows: delete it to rebuild it"
+        )
+    return [_meta_record(spec, folder, path, line, row, split_cols) for line, row in rows[1:]]
 
 
-def load_records(
-    spec: DatasetSpec, data_root: str | os.PathLike[str], *, meta_dir: str | os.PathLike[str] | None = None
-) -> tuple[Path, list[Record]]:
-    """The dataset's folder and all its labelled images with their splits.
-
-    They come from the split file if there is one (in `meta_dir`, else the dataset folder, else
-    $GAMMA_IQA_HOME/meta), else from the release's labels (then saved to the first of those places that is writable;
-    a warning says when none is).
-
-    Args:
-        spec: the dataset.
-        data_root: the folder holding the dataset's folder (see `dataset_dir`).
-        meta_dir: where the split file is read and written instead of the default places.
-
-    Returns:
-        (dataset folder, records in label-file order).
-
-    Raises:
-        FileNotFoundError: when the dataset folder or its label files are missing.
-        ValueError: when the label files list no images or the split file is malformed.
-        MissingDependencyError: when reading the label format needs scipy or openpyxl and it is not installed.
-    """
-    folder = dataset_dir(spec, data_root)
+def _meta_places(spec: DatasetSpec, folder: Path, meta_dir: str | os.PathLike[str] | None) -> list[Path]:
+    """Where the split file is looked for and written, in order."""
     name = _meta_name(spec)
     if meta_dir is not None:
-        places = [Path(meta_dir) / name]
-    else:
-        # The cache copy is named after the folder too, so that two copies of a dataset never share a split file.
-        tag = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:10]
-        places = [folder / name, gamma_home() / "meta" / f"{name[:-4]}-{tag}.csv"]
-    for path in places:
-        if path.is_file():
-            return folder, _read_meta(path, spec, folder)
+        return [Path(meta_dir) / name]
+    # The cache copy is named after the folder too, so that two copies of a dataset never share a split file.
+    tag = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:10]
+    return [folder / name, gamma_home() / "meta" / f"{name[:-4]}-{tag}.csv"]
+
+
+def _draw(spec: DatasetSpec, folder: Path) -> tuple[list[Record], bool]:
+    """The records from the release's labels, with their official or random splits; True when drawn at random.
+
+    Raises:
+        ValueError: when the label files list no images.
+    """
     labels = spec.reader(folder)
     if not labels.items:
         raise ValueError(f"{spec.name}: the label files in {folder} list no images")
@@ -388,16 +465,82 @@ def load_records(
     records = [
         Record(folder, image, mos, spec.normalise(mos), s) for (image, mos), s in zip(labels.items, splits, strict=True)
     ]
+    return records, labels.official is None
+
+
+def _save(
+    spec: DatasetSpec, places: Sequence[Path], records: list[Record], source: dict[str, Any] | None
+) -> Path | None:
+    """Write the split file to the first writable place; None (and a warning) when none is."""
     for path in places:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write_meta(path, records)
-            break
+            _write_meta(path, records, source)
+            return path
         except OSError:
             continue  # a read-only dataset folder: fall back to the cache
-    else:
-        warnings.warn(f"{spec.name}: could not save its split file in {' or '.join(map(str, places))}", stacklevel=2)
-    return folder, records
+    warnings.warn(f"{spec.name}: could not save its split file in {' or '.join(map(str, places))}", stacklevel=3)
+    return None
+
+
+def load_splits(
+    spec: DatasetSpec, data_root: str | os.PathLike[str], *, meta_dir: str | os.PathLike[str] | None = None
+) -> SplitFile:
+    """The dataset's folder, all its labelled images with their splits, and the split file that holds them.
+
+    They come from the split file if there is one (in `meta_dir`, else the dataset folder, else
+    $GAMMA_IQA_HOME/meta), else from the release's labels (then saved to the first of those places that is writable;
+    a warning says when none is). Own data (`folder_csv_dataset`) has a split file per label file, named after it,
+    whose first line records the label file's SHA-256 and the columns read: when either changed, the split file is
+    drawn again from the labels and rewritten (`state` says so).
+
+    Args:
+        spec: the dataset.
+        data_root: the folder holding the dataset's folder (see `dataset_dir`).
+        meta_dir: where the split file is read and written instead of the default places.
+
+    Returns:
+        The folder, the records in label-file order, the split file, and how it was used.
+
+    Raises:
+        FileNotFoundError: when the dataset folder or its label files are missing.
+        LabelFileError: a malformed own label file or split file (one line: the file, the line, what was expected).
+        ValueError: when the label files list no images.
+        MissingDependencyError: when reading the label format needs scipy or openpyxl and it is not installed.
+    """
+    folder = dataset_dir(spec, data_root)
+    source = _source(spec)
+    places = _meta_places(spec, folder, meta_dir)
+    state = "written"
+    for path in places:
+        if not path.is_file():
+            continue
+        recorded = _read_source(path) if source is not None else {}
+        why = _stale(recorded, source)
+        if why is None:
+            drawn = recorded.get("splits", spec.split) == "random"
+            return SplitFile(folder, _read_meta(path, spec, folder), path, "read", drawn)
+        state = f"rebuilt: {why}"
+        break
+    records, drawn = _draw(spec, folder)
+    if source is not None:
+        source["splits"] = "random" if drawn else "from the label file"
+    return SplitFile(folder, records, _save(spec, places, records, source), state, drawn)
+
+
+def load_records(
+    spec: DatasetSpec, data_root: str | os.PathLike[str], *, meta_dir: str | os.PathLike[str] | None = None
+) -> tuple[Path, list[Record]]:
+    """The dataset's folder and all its labelled images with their splits: `load_splits` without the split file.
+
+    Returns:
+        (dataset folder, records in label-file order).
+
+    Raises:
+        FileNotFoundError, LabelFileError, ValueError, MissingDependencyError: as `load_splits`.
+    """
+    loaded = load_splits(spec, data_root, meta_dir=meta_dir)
+    return loaded.folder, loaded.records
 
 
 def select(records: Sequence[Record], split: int = 1, part: str = "test", *, name: str = "dataset") -> list[Record]:

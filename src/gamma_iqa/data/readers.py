@@ -35,14 +35,17 @@ from __future__ import annotations
 import csv
 import fnmatch
 import importlib
+import io
+import math
 import os
+import posixpath
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["Labels", "MissingDependencyError", "read_folder_csv", "read_groups"]
+__all__ = ["LabelFileError", "Labels", "MissingDependencyError", "numbered_rows", "read_folder_csv", "read_groups"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -56,6 +59,13 @@ class Labels(NamedTuple):
 
 class MissingDependencyError(ImportError):
     """An optional package needed to read a label format is not installed."""
+
+
+class LabelFileError(ValueError):
+    """A label or split file that cannot be read as one.
+
+    The one-line message names the file, the line and what was expected there.
+    """
 
 
 def _require(module: str, package: str, what: Path) -> Any:
@@ -400,22 +410,127 @@ def read_pipal(root: Path) -> Labels:
     return Labels([(p, s) for p, (_, s) in zip(paths, pairs, strict=True)])
 
 
-def _label_csv(csv_path: Path, *columns: str) -> tuple[Path, list[list[Any]], list[int], list[str]]:
-    """A user's label CSV: (path, rows with the header first, the index of each of `columns`, the header).
+def _cell(value: Any) -> str:
+    """An XLSX cell as text: None -> '', 1600.0 -> '1600', 4.5 -> '4.5'."""
+    return "" if value is None else value if isinstance(value, str) else _name(value)
+
+
+def _decode(path: Path) -> str:
+    """A label file's text: UTF-8 (a BOM is dropped), or UTF-16 with its BOM (Excel's "Unicode text").
+
+    Raises:
+        LabelFileError: for bytes that are not UTF-8; the message gives the line of the first one.
+    """
+    data = path.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise LabelFileError(f"{path}: not UTF-16 text after its UTF-16 BOM; expected UTF-8 text") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise LabelFileError(
+            f"{path}, line {line}: byte 0x{data[e.start]:02x} is not UTF-8; expected UTF-8 text (save it as CSV UTF-8)"
+        ) from None
+
+
+def numbered_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """The rows of a label CSV (or XLSX sheet) that have a non-blank cell, each with its 1-based line number.
+
+    Args:
+        path: a UTF-8 (or BOM-marked UTF-16) CSV, or an .xlsx/.xlsm file (that needs openpyxl).
+
+    Returns:
+        (line number, cells as text) per row; a quoted cell spanning lines counts from the row's first line.
+
+    Raises:
+        LabelFileError: for text that is not UTF-8 or a CSV syntax error (such as a NUL byte); names the line.
+        MissingDependencyError: for an XLSX file without openpyxl installed.
+    """
+    if path.suffix.lower() in (".xlsx", ".xlsm"):
+        numbered = [(n, [_cell(c) for c in row]) for n, row in enumerate(_read_rows(path), 1)]
+        return [(n, row) for n, row in numbered if any(c.strip() for c in row)]
+    reader = csv.reader(io.StringIO(_decode(path), newline=""))
+    rows, start = [], 1
+    try:
+        for row in reader:
+            if any(c.strip() for c in row):
+                rows.append((start, row))
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise LabelFileError(f"{path}, line {reader.line_num}: {e}; expected comma-separated text") from None
+    return rows
+
+
+def _label_table(
+    csv_path: str | os.PathLike[str], columns: Sequence[str], optional: Sequence[str] = ()
+) -> tuple[Path, list[tuple[int, list[str]]], dict[str, int]]:
+    """A user's label CSV: (path, numbered rows with the header first, the index of each column found).
+
+    Every row must reach the last of `columns` and of the `optional` columns in the header.
 
     Raises:
         FileNotFoundError: when `csv_path` is not a file.
-        ValueError: for a missing column (names the file and its header).
+        LabelFileError: an empty file, a header without one of `columns`, or a row with too few cells (the message
+            names the file, the line and what was expected).
     """
     path = Path(csv_path)
     if not path.is_file():
         raise FileNotFoundError(f"label CSV {path} not found")
-    rows = _read_rows(path)
-    header = [c.strip() for c in rows[0]] if rows else []
+    rows = numbered_rows(path)
+    wanted = ", ".join(columns)
+    if not rows:
+        raise LabelFileError(f"{path}, line 1: empty file; expected a header row with the columns {wanted}")
+    line, cells = rows[0]
+    header = [c.strip() for c in cells]
     for col in columns:
         if col not in header:
-            raise ValueError(f"{path}: no column {col!r} (header: {', '.join(header) or 'empty'})")
-    return path, rows, [header.index(c) for c in columns], header
+            raise LabelFileError(
+                f"{path}, line {line}: no column {col!r} in the header ({', '.join(header)}); expected the columns "
+                f"{wanted}"
+            )
+    where = {c: header.index(c) for c in (*columns, *optional) if c in header}
+    need = max(where.values()) + 1
+    for n, row in rows[1:]:
+        if len(row) < need:
+            named = ", ".join(h for h in header[:need] if h)
+            raise LabelFileError(f"{path}, line {n}: {len(row)} cells; expected at least {need} ({named})")
+    return path, rows, where
+
+
+def _mos(cell: str, where: str, column: str) -> float:
+    """A MOS cell as a finite number; `where` is "file, line N" for the message."""
+    try:
+        value = float(cell)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise LabelFileError(f"{where}: {column} {cell.strip()!r} is not a number; expected a finite number")
+    return value
+
+
+def _part(cell: str, where: str) -> str:
+    """A split cell as train or test; `where` is "file, line N" for the message."""
+    part = cell.strip().lower()
+    if part not in ("train", "test"):
+        raise LabelFileError(f"{where}: split {cell.strip()!r}; expected train or test")
+    return part
+
+
+def _image(cell: str, path: Path, line: int, column: str, seen: dict[str, int]) -> str:
+    """An image cell, once per file: `seen` maps the images read so far (normalised) to their line."""
+    image = cell.strip()
+    if not image:
+        raise LabelFileError(f"{path}, line {line}: empty {column} cell; expected an image path")
+    key = posixpath.normpath(image)
+    if key in seen:
+        raise LabelFileError(
+            f"{path}, line {line}: image {image} again (first on line {seen[key]}); expected one row per image"
+        )
+    seen[key] = line
+    return image
 
 
 def read_folder_csv(root: Path, csv_path: Path, image_column: str = "image", mos_column: str = "mos") -> Labels:
@@ -423,7 +538,8 @@ def read_folder_csv(root: Path, csv_path: Path, image_column: str = "image", mos
 
     Args:
         root: the folder the image paths are relative to.
-        csv_path: the label CSV; an optional `split` column of train/test values is taken as the official split.
+        csv_path: the label CSV (UTF-8, or XLSX); an optional `split` column of train/test values is taken as the
+            official split.
         image_column: the column with image paths.
         mos_column: the column with raw MOS values.
 
@@ -432,18 +548,20 @@ def read_folder_csv(root: Path, csv_path: Path, image_column: str = "image", mos
 
     Raises:
         FileNotFoundError: when `csv_path` is not a file.
-        ValueError: for a missing column, a MOS that is not a number or a split value other than train/test.
+        LabelFileError: a file that is empty, not UTF-8 or not CSV, a missing column, a short row, an empty image
+            cell, an image listed twice, a MOS that is not a finite number, a split value other than train/test, or
+            no rows below the header; the one-line message names the file, the line and what was expected.
     """
-    path, rows, (i, j), header = _label_csv(csv_path, image_column, mos_column)
-    k = header.index("split") if "split" in header else None
-    items, official = [], []
-    for row in rows[1:]:
-        items.append((row[i].strip(), _float(row[j], path)))
+    path, rows, col = _label_table(csv_path, (image_column, mos_column), optional=("split",))
+    i, j, k = col[image_column], col[mos_column], col.get("split")
+    items, official, seen = [], [], {}
+    for line, row in rows[1:]:
+        where = f"{path}, line {line}"
+        items.append((_image(row[i], path, line, image_column, seen), _mos(row[j], where, mos_column)))
         if k is not None:
-            part = row[k].strip().lower()
-            if part not in ("train", "test"):
-                raise ValueError(f"{path}: split must be train or test, got {row[k]!r}")
-            official.append(part)
+            official.append(_part(row[k], where))
+    if not items:
+        raise LabelFileError(f"{path}, line {rows[0][0] + 1}: no rows below the header; expected one row per image")
     return Labels(items, official if k is not None else None)
 
 
@@ -460,7 +578,8 @@ def read_groups(csv_path: Path, group_column: str, image_column: str = "image") 
 
     Raises:
         FileNotFoundError: when `csv_path` is not a file.
-        ValueError: for a missing column.
+        LabelFileError: as `read_folder_csv`, for the file, the header and the length of the rows.
     """
-    _, rows, (i, g), _ = _label_csv(csv_path, image_column, group_column)
-    return {row[i].strip(): str(row[g]).strip() for row in rows[1:] if str(row[g] or "").strip()}
+    _, rows, col = _label_table(csv_path, (image_column, group_column))
+    i, g = col[image_column], col[group_column]
+    return {row[i].strip(): row[g].strip() for _, row in rows[1:] if row[g].strip()}

@@ -30,7 +30,7 @@ from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.datasets import DatasetSpec, get_dataset, load_records, select, user_dataset
+from ..data.datasets import DatasetSpec, get_dataset, load_splits, select, user_dataset
 from ..data.distortions import DISTORTIONS, distort
 from ..data.readers import read_groups
 from ..data.sampler import JointSampler
@@ -281,12 +281,18 @@ def _group_names(cfg: TrainConfig) -> list[dict[str, str]]:
 
 
 def _samples(
-    datasets: list[tuple[DatasetSpec, str | os.PathLike[str]]], split: int, groups: list[dict[str, str]]
+    datasets: list[tuple[DatasetSpec, str | os.PathLike[str]]], split: int, groups: list[dict[str, str]], say: bool
 ) -> tuple[list[list[Sample]], list[int]]:
-    """Training samples of each dataset (with group ids, unique across datasets), and the number of test images."""
+    """Training samples of each dataset (with group ids, unique across datasets), and the number of test images.
+
+    With `say`, one stderr line per dataset names the split file read, written or rebuilt.
+    """
     train_sets, test_sizes, ids = [], [], {}
     for k, ((spec, root), names) in enumerate(zip(datasets, groups, strict=True)):
-        _, records = load_records(spec, root)
+        loaded = load_splits(spec, root)
+        if say:
+            print(f"{spec.name}: split file {loaded.path} ({loaded.state})", file=sys.stderr)
+        records = loaded.records
         chosen = select(records, split, "train", name=spec.name)
         if not chosen:
             raise TrainingError(f"{spec.name}: split {split} has no training images")
@@ -361,7 +367,7 @@ class _Run:
         if cfg.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
         self.datasets = _datasets(cfg)
-        self.train_sets, test_sizes = _samples(self.datasets, cfg.split, _group_names(cfg))
+        self.train_sets, test_sizes = _samples(self.datasets, cfg.split, _group_names(cfg), self.rank == 0)
         for (spec, _), n in zip(self.datasets, test_sizes, strict=True):
             if n == 0 and self.rank == 0:
                 print(f"warning: {spec.name}: split {cfg.split} has no test images to evaluate", file=sys.stderr)
