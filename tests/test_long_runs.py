@@ -196,7 +196,7 @@ def test_ctrl_c_to_stdout_and_outside_the_scoring(capsys, tmp_path, monkeypatch)
     folder = make_folder(tmp_path / "imgs", ["a.png", "b.png"])
     interrupt_after(monkeypatch, 1)
     code, out, err = score(capsys, str(folder))
-    assert code == 130 and err == "gamma-iqa score: interrupted after 1 rows\n" and len(out.splitlines()) == 2
+    assert code == 130 and err == "gamma-iqa score: interrupted after 1 row\n" and len(out.splitlines()) == 2
 
     def refuse(*args, **kwargs):
         raise KeyboardInterrupt

@@ -121,7 +121,7 @@ def _print_error(row: ScoreRow) -> None:
 
 def _interrupted(rows: RowWriter) -> str:
     """The line for a Ctrl-C during `score`: what was written and how to go on."""
-    line = f"gamma-iqa score: interrupted after {rows.written} rows"
+    line = f"gamma-iqa score: interrupted after {rows.written} row{'' if rows.written == 1 else 's'}"
     if rows.output is not None and rows.fmt != "json":
         line += f" (complete in {shown_name(str(rows.output))}); rerun the same command with --resume to score the rest"
     return line
