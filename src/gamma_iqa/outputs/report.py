@@ -141,13 +141,13 @@ class Report:
 
     def _sections(self) -> list[tuple[str, list[_Shown]]]:
         """(heading, rows best first) of each grid: one of every image, or the best and the worst."""
-        order = {s.position: s for _, _, s in self._best + self._worst}
-        ranked = sorted(order.values(), key=lambda s: (-s.score, s.position))
-        if self.scored <= 2 * self.top:
-            return [("", ranked)]
-        best = sorted((s for _, _, s in self._best), key=lambda s: (-s.score, s.position))
-        worst = sorted((s for _, _, s in self._worst), key=lambda s: (-s.score, s.position))
-        return [(f"The {self.top} best", best), (f"The {self.top} worst", worst)]
+        def ranked(heap: list[tuple[float, int, _Shown]]) -> list[_Shown]:
+            unique = {s.position: s for _, _, s in heap}  # a row can be in both heaps
+            return sorted(unique.values(), key=lambda s: (-s.score, s.position))
+
+        if self.scored <= 2 * self.top:  # the two heaps hold every scored row
+            return [("", ranked(self._best + self._worst))]
+        return [(f"The {self.top} best", ranked(self._best)), (f"The {self.top} worst", ranked(self._worst))]
 
     def _summary(self) -> str:
         """The sentence saying what the page shows."""
