@@ -141,6 +141,7 @@ class Report:
 
     def _sections(self) -> list[tuple[str, list[_Shown]]]:
         """(heading, rows best first) of each grid: one of every image, or the best and the worst."""
+
         def ranked(heap: list[tuple[float, int, _Shown]]) -> list[_Shown]:
             unique = {s.position: s for _, _, s in heap}  # a row can be in both heaps
             return sorted(unique.values(), key=lambda s: (-s.score, s.position))
