@@ -195,7 +195,9 @@ def test_bad_inputs_get_rows_and_the_run_goes_on(capsys, folder, tmp_path, monke
     assert errors["missing.jpg"] == "no such file or folder"
     assert errors["locked"] == "cannot read folder (Permission denied)"
     assert all(r["score"] == "" for r in rows[1:-1])
-    assert err.count("\n") == len(names) and all(line.startswith("error: ") for line in err.splitlines())
+    *lines, summary = err.splitlines()
+    assert len(lines) == len(names) and all(line.startswith("error: ") for line in lines)
+    assert summary == f"gamma-iqa score: {len(names)} of {len(names) + 2} images failed"
 
 
 def test_usage_errors_exit_2(capsys, folder):

@@ -138,7 +138,7 @@ def test_run_score_from_python_resumes_like_the_command_line(tmp_path):
     report = tmp_path / "report.html"
     assert run_score(model, entries, open_rows(part, resume=True), html=report, **options)
     assert part.read_text() == whole
-    assert report.read_text().count('class="card"') == 2  # the report shows this run's rows: the two it scored
+    assert report.read_text().count('class="card"') == 4  # the report covers the whole file, not only this run's rows
     scores = [float(r["score"]) for r in csv.DictReader(io.StringIO(whole)) if r["score"]]
     assert scores == model.score(sorted(tmp_path.glob("*.png")), crops=2, seed=1)
     rows = list(Scorer(model, **options).run(open_rows(part, resume=True).remaining(entries)))

@@ -4,7 +4,8 @@ Each subcommand parses its arguments into one library call (`outputs.runs.run_sc
 `engine.train.train`, `models.convert`) and turns library errors, which name parameters (`batch_size`), into lines
 that name flags (--batch-size).
 
-Exit status: 0 all good, 1 some inputs failed, 2 usage errors (bad arguments, unusable model or checkpoint).
+Exit status: 0 all good, 1 some inputs failed, 2 usage errors (bad arguments, unusable model or checkpoint), 130
+interrupted (Ctrl-C; `score` says how many rows it wrote and how to go on).
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from .engine.train import TrainingError, train
 from .engine.trainconfig import load_config
 from .models import DEFAULT_MODEL, CheckpointError, convert, create_model, default_model, list_models, model_spec
 from .models.scenes import describe_scene, list_scenes
+from .outputs.report import DEFAULT_TOP
 from .outputs.runs import run_eval, run_score
-from .outputs.writers import open_rows
+from .outputs.writers import RowWriter, open_rows, shown_name
 
 __all__ = ["as_flags", "build_parser", "main"]
 
@@ -113,8 +115,16 @@ def _model_name(args: argparse.Namespace) -> str:
 
 
 def _print_error(row: ScoreRow) -> None:
-    """One stderr line for a row that failed."""
-    print(f"error: {row.path}: {row.error}", file=sys.stderr)
+    """One stderr line for a row that failed (a name with a newline or odd bytes stays on it, escaped)."""
+    print(f"error: {shown_name(row.path)}: {row.error}", file=sys.stderr)
+
+
+def _interrupted(rows: RowWriter) -> str:
+    """The line for a Ctrl-C during `score`: what was written and how to go on."""
+    line = f"gamma-iqa score: interrupted after {rows.written} row{'' if rows.written == 1 else 's'}"
+    if rows.output is not None and rows.fmt != "json":
+        line += f" (complete in {shown_name(str(rows.output))}); rerun the same command with --resume to score the rest"
+    return line
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
@@ -134,21 +144,28 @@ def _cmd_score(args: argparse.Namespace) -> int:
         entries = expand_paths(args.paths, args.scene)
         if args.manifest:
             entries += read_manifest(args.manifest, args.scene)
-        failed = run_score(
-            model,
-            entries,
-            rows,
-            html=args.html,
-            model_name=name,
-            distributed=True,
-            on_error=_print_error,
-            crops=crops,
-            seed=args.seed,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            dtype=args.dtype,
-            progress=True,
-        )
+        try:
+            failed = run_score(
+                model,
+                entries,
+                rows,
+                html=args.html,
+                html_top=args.html_top,
+                model_name=name,
+                distributed=True,
+                on_error=_print_error,
+                crops=crops,
+                seed=args.seed,
+                batch_size=args.batch_size,
+                workers=args.workers,
+                dtype=args.dtype,
+                progress=True,
+            )
+        except KeyboardInterrupt:  # the rows so far are complete on disk: one line, not a traceback
+            print(_interrupted(rows), file=sys.stderr)
+            return 130
+    if rows.failed:  # one summary line after the per-image ones (rank 0 writes, and counts, the rows)
+        print(f"gamma-iqa score: {rows.failed} of {rows.written} images failed", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -255,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", help="write to FILE instead of stdout")
     s.add_argument("--resume", action="store_true", help="skip the rows already in --output and append the rest")
     s.add_argument("--html", metavar="REPORT.html", help="also write a self-contained HTML page of the results")
+    s.add_argument(
+        "--html-top",
+        type=int,
+        default=DEFAULT_TOP,
+        metavar="N",
+        help=f"the page shows the N best and N worst images when there are more than 2N (default {DEFAULT_TOP})",
+    )
     s.add_argument("--bpe", help="CLIP BPE vocabulary file (bpe_simple_vocab_16e6.txt.gz)")
     s.set_defaults(func=_cmd_score)
 
@@ -328,6 +352,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, CheckpointError, ValueError, FileNotFoundError) as e:
         print(f"gamma-iqa {args.command}: error: {as_flags(str(e))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before or after the work (`score` reports one during it itself)
+        print(f"gamma-iqa {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
 import os
 from collections.abc import Iterable
@@ -92,14 +93,14 @@ def _records(path: Path, text: str) -> list[Any]:
     """The records of manifest `path` (its `text`): JSONL objects, or CSV rows as mappings of the header's columns."""
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         records = []
-        for n, line in enumerate(text.splitlines(), 1):
+        for n, line in enumerate(text.split("\n"), 1):  # only \n ends a line: JSON escapes it inside strings
             if line.strip():
                 try:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as e:
                     raise ValueError(f"`manifest` {path}: line {n} is not JSON ({e.msg})") from None
         return records
-    reader = csv.DictReader(text.splitlines())
+    reader = csv.DictReader(io.StringIO(text, newline=""))  # a quoted field may hold a newline (a file name)
     records = list(reader)
     if "path" not in (reader.fieldnames or []):
         raise ValueError(f"`manifest` {path}: the CSV needs a header with a 'path' column (and optionally 'scene')")
@@ -110,7 +111,8 @@ def read_manifest(path: str | Path, default_scene: str | None = None) -> list[En
     """Entries from a CSV (header with `path` and optionally `scene`) or JSONL file ({"path": ..., "scene": ...}).
 
     Relative paths are taken from the manifest's folder; a folder in it is expanded as `expand_paths` does. An empty
-    scene falls back to `default_scene`.
+    scene falls back to `default_scene`. The file is UTF-8; bytes that are not (a Linux file name in another encoding)
+    are kept as surrogate escapes, so a CSV written by `gamma-iqa score` serves as a manifest of the same files.
 
     Raises:
         ValueError: the manifest cannot be read, a JSONL line is not JSON, the CSV has no `path` column, or a record
@@ -118,7 +120,7 @@ def read_manifest(path: str | Path, default_scene: str | None = None) -> list[En
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = path.read_bytes().decode("utf-8-sig", "surrogateescape")  # no newline translation: names stay exact
     except OSError as e:
         raise ValueError(f"`manifest` {path}: cannot read ({e.strerror or e})") from None
     out = []

@@ -1,18 +1,40 @@
-"""A self-contained HTML page of scored images: thumbnails embedded, best first, with a bar per score and the errors."""
+"""A self-contained HTML page of scored images, in memory bounded whatever the run's size.
+
+The page shows every scored image of a small run, best first; of a large run (more than twice `top` scored images)
+the `top` best and the `top` worst, and it says so. It gives the counts of the whole run and lists the failures (the
+first `ERRORS_SHOWN`; the output file holds all of them). Thumbnails are embedded JPEGs of at most `THUMB_SIDE` pixels
+a side, made when the page is written, only for the images it shows. `Report` takes the rows one at a time and keeps
+only what the page shows (about 2 x `top` rows), so memory and page size do not grow with the number of images.
+"""
 
 from __future__ import annotations
 
+import base64
+import heapq
 import html
-from collections.abc import Sequence
+import io
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data.transforms import load_image, to_rgb
 from ..engine.scoring import ScoreRow
+from .writers import shown_name
 
-__all__ = ["write_html"]
+__all__ = ["DEFAULT_TOP", "ERRORS_SHOWN", "THUMB_SIDE", "Report", "thumbnail", "write_html"]
+
+DEFAULT_TOP = 100  # best and worst images shown by default: about 2 x 100 x 7.5 KB = 1.5 MB of page
+ERRORS_SHOWN = 1000  # failures listed (one table row each, no image)
+THUMB_SIDE = 160  # px, the longest side of a thumbnail
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;background:#fafafa}
-h1{font-size:20px;margin:0 0 4px} p.meta{color:#666;margin:0 0 16px}
+h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:20px 0 8px} p.meta{color:#666;margin:0 0 16px}
 .grid{display:flex;flex-wrap:wrap;gap:12px}
 .card{width:180px;background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px}
 .card img{display:block;width:160px;height:160px;object-fit:contain;margin:0 auto;background:#eee}
@@ -26,33 +48,195 @@ table.errors{border-collapse:collapse;margin-top:8px}
 """
 
 
-def _card(row: ScoreRow, lo: float, hi: float) -> str:
-    width = 100.0 * min(1.0, max(0.0, (row.score - lo) / (hi - lo))) if row.score is not None else 0.0
-    img = f'<img alt="" src="data:image/jpeg;base64,{row.thumbnail}">' if row.thumbnail else "<img alt=''>"
+@dataclass
+class _Shown:
+    """A row the page may show: its position among the rows fed (ties in score keep input order) and its columns."""
+
+    position: int
+    path: str
+    score: float
+    scene: str
+    crops: str
+    thumbnail: str | None = None
+
+
+def thumbnail(source: Any) -> str | None:
+    """A base64 JPEG of an image, shrunk to fit THUMB_SIDE x THUMB_SIDE pixels; None when it cannot be made.
+
+    Args:
+        source: a file path (decoded as for scoring: EXIF orientation, RGB), a PIL image, a uint8 (H, W, 3) array or a
+            float (3, H, W) tensor in [0, 1].
+    """
+    try:
+        if isinstance(source, (str, Path)):
+            image = load_image(source)
+        elif isinstance(source, Image.Image):
+            image = to_rgb(source)
+        elif isinstance(source, torch.Tensor):
+            pixels = (source.detach().cpu().float().clamp(0, 1) * 255).round().byte()  # (3, H, W)
+            image = Image.fromarray(pixels.permute(1, 2, 0).numpy())
+        else:
+            image = to_rgb(Image.fromarray(np.asarray(source)))
+        image.thumbnail((THUMB_SIDE, THUMB_SIDE))
+        buf = io.BytesIO()
+        image.save(buf, "JPEG", quality=80)
+    except Exception:  # the page still shows the row, with an empty frame: the file changed or went since scoring
+        return None
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _number(value: Any) -> float | None:
+    """A score column's value as a float; None for an empty one (a CSV's "" or JSON's null)."""
+    return None if value is None or value == "" else float(value)
+
+
+class Report:
+    """The HTML page of a run, fed row by row; memory stays about 2 x `top` rows plus `ERRORS_SHOWN` failures."""
+
+    def __init__(self, top: int = DEFAULT_TOP) -> None:
+        """An empty report showing at most the `top` best and `top` worst images.
+
+        Raises:
+            ValueError: `top` below 1 (names the `html_top` parameter of `run_score`).
+        """
+        if top < 1:
+            raise ValueError(f"`html_top` must be >= 1, got {top}")
+        self.top = top
+        self.scored = 0
+        self.failed = 0
+        # Min-heaps whose first item is the next to drop: _best keys (score, -position), _worst (-score, position).
+        self._best: list[tuple[float, int, _Shown]] = []
+        self._worst: list[tuple[float, int, _Shown]] = []
+        self._errors: list[tuple[str, str]] = []
+        self._fed = 0
+
+    def add(self, row: ScoreRow | Mapping[str, Any]) -> None:
+        """Count one row and keep it if the page may show it.
+
+        Args:
+            row: a ScoreRow, or a mapping of its columns (a row read back from a csv or jsonl output file).
+        """
+        values = row.as_dict() if isinstance(row, ScoreRow) else row
+        position, self._fed = self._fed, self._fed + 1
+        if values.get("error"):
+            self.failed += 1
+            if len(self._errors) < ERRORS_SHOWN:
+                self._errors.append((str(values["path"]), str(values["error"])))
+            return
+        score = _number(values.get("score"))
+        if score is None:
+            return
+        self.scored += 1
+        shown = _Shown(position, str(values["path"]), score, str(values.get("scene") or ""), str(values.get("crops")))
+        shown.thumbnail = getattr(row, "thumbnail", None)
+        for heap, key in ((self._best, (score, -position)), (self._worst, (-score, position))):
+            if len(heap) < self.top:
+                heapq.heappush(heap, (*key, shown))
+            elif key > heap[0][:2]:
+                heapq.heapreplace(heap, (*key, shown))
+
+    def names(self) -> set[str]:
+        """The paths of the images the page shows (their thumbnails are made from these)."""
+        return {s.path for _, _, s in self._best + self._worst}
+
+    def _sections(self) -> list[tuple[str, list[_Shown]]]:
+        """(heading, rows best first) of each grid: one of every image, or the best and the worst."""
+
+        def ranked(heap: list[tuple[float, int, _Shown]]) -> list[_Shown]:
+            unique = {s.position: s for _, _, s in heap}  # a row can be in both heaps
+            return sorted(unique.values(), key=lambda s: (-s.score, s.position))
+
+        if self.scored <= 2 * self.top:  # the two heaps hold every scored row
+            return [("", ranked(self._best + self._worst))]
+        return [(f"The {self.top} best", ranked(self._best)), (f"The {self.top} worst", ranked(self._worst))]
+
+    def _summary(self) -> str:
+        """The sentence saying what the page shows."""
+        if self.scored <= 2 * self.top:
+            return f"Every scored image, best first ({self.scored})."
+        return (
+            f"The {self.top} best and the {self.top} worst of {self.scored:,} scored images (set the number with "
+            "--html-top); the output file holds every row."
+        )
+
+    def _errors_html(self) -> str:
+        """The failures table, and how many more the output file holds."""
+        if not self.failed:
+            return ""
+        cells = "".join(
+            f"<tr><td>{html.escape(shown_name(p))}</td><td>{html.escape(shown_name(e))}</td></tr>"
+            for p, e in self._errors
+        )
+        more = self.failed - len(self._errors)
+        note = f"<p class='meta'>and {more:,} more: see the output file</p>" if more else ""
+        return f"<h2>Errors</h2><table class='errors' id='errors'>{cells}</table>{note}"
+
+    def write(
+        self,
+        path: str | Path,
+        *,
+        model: str,
+        score_range: tuple[float, float],
+        sources: Mapping[str, Any] | None = None,
+    ) -> Path:
+        """Write the page to `path`, UTF-8; returns the path.
+
+        Args:
+            path: the HTML file written.
+            model: the model's name, in the heading.
+            score_range: (low, high) of the model's scores: the ends of the bars.
+            sources: what each shown path is read from for its thumbnail (see `names`); a path missing from it is read
+                as a file of that name. Rows that came with a thumbnail keep theirs.
+        """
+        sources = {} if sources is None else sources
+        lo, hi = score_range
+        grids = []
+        for heading, shown in self._sections():
+            for s in shown:
+                if s.thumbnail is None:
+                    s.thumbnail = thumbnail(sources.get(s.path, s.path))
+            title = f"<h2>{heading}</h2>" if heading else ""
+            grids.append(f"{title}<div class='grid'>{''.join(_card(s, lo, hi) for s in shown)}</div>")
+        page = (
+            "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<title>gamma-iqa scores</title><style>{_STYLE}</style></head><body>"
+            f"<h1>gamma-iqa scores</h1><p class='meta'>model {html.escape(model)} · {self.scored:,} scored · "
+            f"{self.failed:,} failed · higher is better</p>"
+            f"<p class='meta' id='shown'>{html.escape(self._summary())}</p>"
+            f"<div id='scored'>{''.join(grids)}</div>{self._errors_html()}</body></html>\n"
+        )
+        path = Path(path)
+        path.write_text(page, encoding="utf-8")
+        return path
+
+
+def _card(s: _Shown, lo: float, hi: float) -> str:
+    """One image's card: thumbnail, path, score and its bar, scene and crops."""
+    width = 100.0 * min(1.0, max(0.0, (s.score - lo) / (hi - lo)))
+    img = f'<img alt="" src="data:image/jpeg;base64,{s.thumbnail}">' if s.thumbnail else "<img alt=''>"
     return (
-        f'<div class="card" data-score="{row.score:.6f}">{img}'
-        f'<div class="path">{html.escape(row.path)}</div>'
-        f'<div class="score">{row.score:.4f}</div><div class="bar"><div style="width:{width:.1f}%"></div></div>'
-        f'<div class="scene">{html.escape(str(row.scene))} · crops {html.escape(str(row.crops))}</div></div>'
+        f'<div class="card" data-score="{s.score:.6f}">{img}'
+        f'<div class="path">{html.escape(shown_name(s.path))}</div>'
+        f'<div class="score">{s.score:.4f}</div><div class="bar"><div style="width:{width:.1f}%"></div></div>'
+        f'<div class="scene">{html.escape(s.scene)} · crops {html.escape(s.crops)}</div></div>'
     )
 
 
-def write_html(rows: Sequence[ScoreRow], path: str | Path, *, model: str, score_range: tuple[float, float]) -> Path:
-    """Write the report to `path`: scored images sorted by score (best first), then a table of the failures."""
-    scored = sorted((r for r in rows if r.error is None), key=lambda r: (-r.score, r.index))
-    failed = [r for r in rows if r.error is not None]
-    lo, hi = score_range
-    cards = "\n".join(_card(r, lo, hi) for r in scored)
-    errors = "".join(f"<tr><td>{html.escape(r.path)}</td><td>{html.escape(r.error or '')}</td></tr>" for r in failed)
-    page = (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>gamma-iqa scores</title><style>{_STYLE}</style></head><body>"
-        f"<h1>gamma-iqa scores</h1><p class='meta'>model {html.escape(model)} · {len(scored)} scored · "
-        f"{len(failed)} failed · higher is better</p>"
-        f"<div class='grid' id='scored'>{cards}</div>"
-        + (f"<h2>Errors</h2><table class='errors' id='errors'>{errors}</table>" if failed else "")
-        + "</body></html>\n"
-    )
-    path = Path(path)
-    path.write_text(page, encoding="utf-8")
-    return path
+def write_html(
+    rows: Iterable[ScoreRow | Mapping[str, Any]],
+    path: str | Path,
+    *,
+    model: str,
+    score_range: tuple[float, float],
+    top: int = DEFAULT_TOP,
+    sources: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the report of `rows` to `path` (see `Report`); returns the path.
+
+    Raises:
+        ValueError: `top` below 1.
+    """
+    report = Report(top)
+    for row in rows:
+        report.add(row)
+    return report.write(path, model=model, score_range=score_range, sources=sources)

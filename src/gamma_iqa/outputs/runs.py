@@ -1,7 +1,7 @@
 """The runs behind `gamma-iqa score` and `gamma-iqa eval`, as library calls.
 
-`run_score` scores into a row writer (with resume) and an HTML report; `run_eval` evaluates into a JSON or Markdown
-table, a predictions CSV and scatter plots.
+`run_score` scores into a row writer (with resume) and an HTML report of bounded size; `run_eval` evaluates into a
+JSON or Markdown table, a predictions CSV and scatter plots.
 
 The command line only parses its arguments into these calls; a Python caller gets the same files.
 """
@@ -22,7 +22,7 @@ from ..data.inputs import Entry
 from ..engine.evaluate import DatasetResult, evaluate
 from ..engine.scoring import Scorer, ScoreRow
 from ..models.base import QualityModel
-from .report import write_html
+from .report import DEFAULT_TOP, Report
 from .results import format_markdown, plot_predictions, save_predictions
 from .writers import RowWriter
 
@@ -30,20 +30,31 @@ __all__ = ["run_eval", "run_score"]
 
 
 def _write_rows(
-    rows_in: Iterable[ScoreRow], rows: RowWriter, keep: bool, on_error: Callable[[ScoreRow], None] | None
-) -> tuple[list[ScoreRow], bool]:
-    """Write each row as it comes; returns the rows kept for the report (when `keep`) and whether any failed."""
-    kept, failed = [], False  # rows are kept only for the HTML page: a million-image run streams
+    rows_in: Iterable[ScoreRow],
+    rows: RowWriter,
+    report: Report | None,
+    on_error: Callable[[ScoreRow], None] | None,
+) -> bool:
+    """Write each row as it comes (and count it into `report`); returns whether any failed.
+
+    An exception or a Ctrl-C (KeyboardInterrupt) passes through once the rows written so far are closed on disk.
+    """
+    failed = False
     with rows:
         for row in rows_in:
             rows.write(row)
-            if keep:
-                kept.append(row)
+            if report is not None:
+                report.add(row)
             if row.error:
                 failed = True
                 if on_error is not None:
                     on_error(row)
-    return kept, failed
+    return failed
+
+
+def _sources(entries: Sequence[Entry], names: set[str]) -> dict[str, Any]:
+    """What each of `names` is read from (an entry's source), for the report's thumbnails."""
+    return {e.name: e.source for e in entries if e.name in names and e.source is not None}
 
 
 def run_score(
@@ -52,6 +63,7 @@ def run_score(
     rows: RowWriter,
     *,
     html: str | os.PathLike[str] | None = None,
+    html_top: int = DEFAULT_TOP,
     model_name: str | None = None,
     distributed: bool = False,
     on_error: Callable[[ScoreRow], None] | None = None,
@@ -62,8 +74,12 @@ def run_score(
     Args:
         model: the model scoring, on its device.
         entries: what to score, in output order.
-        rows: an unopened row writer (see `open_rows`); this call opens and closes it.
-        html: also write a self-contained HTML page of the rows here.
+        rows: an unopened row writer (see `open_rows`); this call opens and closes it, also when interrupted (its
+            `written` and `failed` then count this call's rows).
+        html: also write a self-contained HTML page here, once every entry has its row: it counts every row of the
+            output (on resume also the rows written before) and shows the images as `Report` does.
+        html_top: the page shows every image of a run with at most twice this many scored, else the `html_top` best
+            and the `html_top` worst (memory and page size do not grow with the run).
         model_name: the model as the report names it; default its config's name.
         distributed: inside a torchrun group, split the entries across its ranks; every rank calls this with the
             same arguments and rank 0 writes the rows and the report.
@@ -71,25 +87,32 @@ def run_score(
         **options: the Scorer's options (crops, seed, batch_size, workers, dtype, progress).
 
     Returns:
-        Whether any entry failed (on every rank).
+        Whether any entry of this call failed (on every rank).
 
     Raises:
-        ValueError: a bad Scorer option (names the parameter).
+        ValueError: a bad Scorer option or `html_top` (names the parameter); a resumed output that is not a file of
+            score rows.
         FileNotFoundError: the folder of `html` does not exist (before any scoring).
+        KeyboardInterrupt: passed on after the rows written so far are complete on disk (no report is written).
     """
+    report = Report(html_top) if html else None
     if html and not Path(html).resolve().parent.is_dir():  # found before the work, not after it
         raise FileNotFoundError(f"`html` {html}: folder {Path(html).resolve().parent} does not exist")
-    scorer = Scorer(model, thumbnails=bool(html), distributed=distributed, **options)
+    scorer = Scorer(model, distributed=distributed, **options)
     rank, world = scorer.shard
     todo = rows.remaining(entries)
+    failed = False
     if rank == 0:
-        kept, failed = _write_rows(scorer.run(todo), rows, bool(html), on_error)
-        if html:
-            write_html(kept, html, model=model_name or model.config.name, score_range=model.score_range)
+        if report is not None:
+            for done in rows.existing():  # the page covers the whole output file, not only this call's part
+                report.add(done)
+        failed = _write_rows(scorer.run(todo), rows, report, on_error)
+        if report is not None and html:
+            sources = _sources(entries, report.names())
+            report.write(html, model=model_name or model.config.name, score_range=model.score_range, sources=sources)
     else:
         for _ in scorer.run(todo):  # the other ranks score their share; the rows all arrive on rank 0
             pass
-        failed = False
     if world > 1:
         flag = [failed]
         dist.broadcast_object_list(flag, src=0)
