@@ -55,9 +55,10 @@ Crops = int | str  # a number of random crops, "center" or "none"
 # Largest image load_image decodes by default, in pixels (width x height): 2**30, 3 GiB as 8-bit RGB. Read at each
 # call, so an application may raise it; load_image(max_pixels=...) sets it for one call.
 MAX_PIXELS = 1 << 30
-# Largest view make_crops turns into one float tensor, in pixels: the whole image with crops "none" (which then goes
-# through the model whole: a few GB for 2**24 pixels), or a thin image enlarged to the crop size. 2**24 is a 16
-# megapixel photo, or an aspect ratio of about 330:1 at a 224-pixel crop. Read at each call, so it may be raised.
+# Largest view make_crops turns into one float tensor, in pixels: the whole image with crops "none", which then goes
+# through the model whole (gamma-lite on the CPU peaks at about 350 bytes a pixel: 6 GB at 2**24), or a thin image
+# enlarged to the crop size. 2**24 is a 16-megapixel photo, or an aspect ratio of about 330:1 at a 224-pixel crop.
+# Read at each call, so an application may raise it.
 MAX_VIEW_PIXELS = 1 << 24
 
 
