@@ -240,8 +240,10 @@ class QualityModel(nn.Module):
         (gamma_iqa.engine.scoring) provides the implementation; importing `gamma_iqa` installs it.
 
         Args:
-            inputs: image files, folders or globs, PIL images, numpy arrays (H, W, 3) (uint8, or float in [0, 1]),
-                or a tensor (B, 3, H, W) of RGB in [0, 1]; one of these or a list of them.
+            inputs: image files, folders or globs, PIL images (their EXIF orientation applied, as for files),
+                numpy arrays (H, W, 3) or tensors (3, H, W) / (B, 3, H, W): uint8 (divided by 255), uint16 (by
+                65535) or float in [0, 1]; one of these or a list of them. A folder or glob alone counts as its
+                images (sorted paths); in a list each item must be one image.
             scene: one scene name for all images, one per image, or None for the model's default scene.
             crops: the number of random `image_size` crops averaged per image (10 in gamma.md §9), "center" (one
                 centre crop) or "none" (the whole image). An image with a side under `image_size` is first enlarged.
@@ -254,7 +256,9 @@ class QualityModel(nn.Module):
             One score per image, in input order; higher is better for every family here (`lower_better`).
 
         Raises:
-            ValueError: a bad input (naming it) or a bad argument (naming the parameter in backticks).
+            ValueError: a bad input, naming it (its path or `<input N>`): unreadable, another integer type (int64...),
+                float values outside [0, 1] or not finite, a folder or glob in a list, a view over the pixel budget;
+                or a bad argument (naming the parameter in backticks).
             RuntimeError: the engine is not installed (only when gamma_iqa.models is used without gamma_iqa).
 
         Examples:
