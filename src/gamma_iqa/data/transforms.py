@@ -4,7 +4,16 @@ Decoding has a per-image pixel budget, `MAX_PIXELS`: `load_image` reads the size
 larger image before decoding it. PIL's own decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`, about 89 M pixels, a
 process-wide setting that belongs to the application) is neither changed nor applied when the header is read, so photos
 above it but within the budget open without PIL's warning or error. The plugins of a few formats (WebP, TIFF, MPO,
-GIF frames after the first) repeat PIL's check themselves; for those, the application's setting still applies.
+GIF frames after the first) repeat PIL's check themselves; for those, PIL's error (above twice the setting) still
+applies, but not its warning (the budget has already been checked).
+
+Test-time views have a budget too, `MAX_VIEW_PIXELS`: the whole image scored with crops "none", or a thin image
+enlarged until its short side reaches the crop size (an 8000 x 1 strip would become 224 x 1,792,000), must fit in it,
+so memory stays bounded; a larger one is refused with a message that names the budget and how to lift it.
+
+In-memory images are checked as files are decoded: `array_to_image` scales uint8 and uint16 arrays by their type's
+range and refuses other integer types, float values outside [0, 1] (beyond rounding) and NaN or infinity; float
+(mode "F") PIL images, e.g. float TIFFs, are refused the same way rather than guessed at.
 
 Crops are drawn from a generator seeded by the user's seed and the image's own pixels, so an image gets the same
 crops, hence the same score, alone or in any batch, at any position, on any run, and whether it comes as a file, a
@@ -15,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -24,10 +34,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from ..models.base import range_problem
+
 __all__ = [
     "MAX_PIXELS",
+    "MAX_VIEW_PIXELS",
     "Crops",
     "Prepared",
+    "array_to_image",
     "crop_offsets",
     "image_to_tensor",
     "load_image",
@@ -41,6 +55,11 @@ Crops = int | str  # a number of random crops, "center" or "none"
 # Largest image load_image decodes by default, in pixels (width x height): 2**30, 3 GiB as 8-bit RGB. Read at each
 # call, so an application may raise it; load_image(max_pixels=...) sets it for one call.
 MAX_PIXELS = 1 << 30
+# Largest view make_crops turns into one float tensor, in pixels: the whole image with crops "none", which then goes
+# through the model whole (gamma-lite on the CPU peaks at about 350 bytes a pixel: 6 GB at 2**24), or a thin image
+# enlarged to the crop size. 2**24 is a 16-megapixel photo, or an aspect ratio of about 330:1 at a 224-pixel crop.
+# Read at each call, so an application may raise it.
+MAX_VIEW_PIXELS = 1 << 24
 
 
 def parse_crops(value: str | int) -> Crops:
@@ -75,8 +94,10 @@ def load_image(path: str | Path, *, max_pixels: int | None = None) -> Image.Imag
         OSError: for a truncated or corrupt image.
     """
     budget = MAX_PIXELS if max_pixels is None else max_pixels
-    with open(path, "rb") as fp, _open_header(fp, str(path)) as im:
+    with warnings.catch_warnings(), open(path, "rb") as fp, _open_header(fp, str(path)) as im:
         _check_pixel_budget(im.size, budget)
+        # A plugin repeating PIL's check warns between its limit and twice it: our budget has been checked already.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         im.load()
         im = ImageOps.exif_transpose(im)
     return to_rgb(im)
@@ -126,7 +147,14 @@ def _open_header(fp: BinaryIO, filename: str) -> ImageFile.ImageFile:
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
-    """Any PIL mode to RGB: palette and alpha composited on white, 16/32-bit and float greyscale rescaled, CMYK."""
+    """Any PIL mode to RGB: palette and alpha composited on white, 16/32-bit and float greyscale rescaled, CMYK.
+
+    16-bit greyscale ("I;16" modes) spans its type's 0..65535; 32-bit integer greyscale ("I") is taken as 16-bit when
+    some value is over 255, else as 8-bit; float greyscale ("F", e.g. a float TIFF) must be in [0, 1].
+
+    Raises:
+        ValueError: a float image with NaN or infinite values, or values outside [0, 1] beyond rounding.
+    """
     if im.mode == "RGB":
         return im
     if im.mode == "P":
@@ -136,12 +164,74 @@ def to_rgb(im: Image.Image) -> Image.Image:
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     if im.mode.startswith("I") or im.mode == "F":
-        a = np.asarray(im, dtype=np.float64)
-        # 16-bit data spans 0..65535; float data is taken as [0, 1]; 8-bit-range integers stay as they are.
-        top = 1.0 if im.mode == "F" and a.max() <= 1.0 else 65535.0 if a.max() > 255 else 255.0
-        a = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(a, "L").convert("RGB")
+        return Image.fromarray(_grey_to_u8(im), "L").convert("RGB")
     return im.convert("RGB")
+
+
+def _grey_to_u8(im: Image.Image) -> np.ndarray:
+    """The (H, W) uint8 pixels of an integer ("I", "I;16"...) or float ("F") greyscale image; see `to_rgb`."""
+    a = np.array(im, dtype=np.float32 if im.mode == "F" else np.float64)  # a writable copy: torch shares it
+    if im.mode == "F":
+        problem = range_problem(torch.from_numpy(a))
+        if problem is not None:
+            raise ValueError(f"a float (mode F) image {problem}; save it as 8 or 16 bits, or scale it to [0, 1]")
+        top = 1.0
+    elif im.mode.startswith("I;16"):
+        top = 65535.0
+    else:
+        top = 65535.0 if a.max() > 255 else 255.0
+    return np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def array_to_image(source: np.ndarray | torch.Tensor) -> Image.Image | torch.Tensor:
+    """An in-memory image as `make_crops` takes it, checked and scaled: a PIL RGB image or (3, H, W) float in [0, 1].
+
+    Integer pixels are scaled by their type's range: uint8 by 255, uint16 by 65535. Other integer types (int64,
+    int32, uint32, bool...) have no image range and are refused, as are float values outside [0, 1] by more than
+    rounding (`models.base.UNIT_TOLERANCE`; within it they are clamped) and NaN or infinity.
+
+    Args:
+        source: a numpy array, uint8 in any layout PIL takes ((H, W), (H, W, 3), (H, W, 4)...) or uint16 / float
+            (H, W, 3) RGB; or a torch tensor (3, H, W), uint8, uint16 or float.
+
+    Returns:
+        A PIL RGB image for uint8 arrays, else a (3, H, W) float32 tensor in [0, 1] on the CPU.
+
+    Raises:
+        ValueError: the dtype, the shape or the values are not an image's; the message says which and what to pass.
+    """
+    kind = "numpy" if isinstance(source, np.ndarray) else "tensor"
+    if isinstance(source, np.ndarray):
+        if source.dtype == np.uint8:
+            return to_rgb(Image.fromarray(source))
+        if source.ndim != 3 or source.shape[2] != 3:
+            raise ValueError(
+                f"a numpy image must be uint8, or uint16 / float (H, W, 3); got {source.dtype} {source.shape}"
+            )
+        t = torch.from_numpy(np.ascontiguousarray(source)).permute(2, 0, 1)
+    else:
+        if source.dim() != 3 or source.shape[0] != 3:
+            raise ValueError(f"an image tensor must be (3, H, W) RGB, got shape {tuple(source.shape)}")
+        t = source.detach().cpu()
+    return _unit_float(t, kind)
+
+
+def _unit_float(t: torch.Tensor, kind: str) -> torch.Tensor:
+    """(3, H, W) pixels of any dtype -> float32 in [0, 1] (see `array_to_image`); `kind` names the input's type."""
+    if t.dtype in (torch.uint8, torch.uint16):
+        # float32 division, as image_to_tensor: uint16 a * 257 gives the very floats of uint8 a, as files do
+        return t.to(torch.float32).div(255.0 if t.dtype == torch.uint8 else 65535.0)
+    if not t.is_floating_point():
+        dtype = str(t.dtype).removeprefix("torch.")
+        raise ValueError(
+            f"a {kind} image of dtype {dtype} has no defined range: give uint8 (0..255), uint16 (0..65535) or float "
+            "in [0, 1] (integers holding 0..255: convert them to uint8)"
+        )
+    t = t.float()
+    problem = range_problem(t)
+    if problem is not None:
+        raise ValueError(f"a float image {problem}")
+    return t.clamp(0, 1)
 
 
 def resize_short_side(im: Image.Image, size: int) -> Image.Image:
@@ -187,6 +277,29 @@ def _as_tensor(image: Image.Image | torch.Tensor) -> torch.Tensor:
     return image_to_tensor(image) if isinstance(image, Image.Image) else image.float()
 
 
+def _check_view(size: tuple[int, int], enlarged: tuple[int, int] | None, crop: int) -> None:
+    """Refuse a view over `MAX_VIEW_PIXELS`: an image of `size` (h, w) `enlarged` to (h, w), or whole when None.
+
+    Raises:
+        ValueError: naming the sizes, the budget and how to lift it.
+    """
+    budget = MAX_VIEW_PIXELS
+    (h, w), (eh, ew) = size, enlarged or size
+    if eh * ew <= budget:
+        return
+    lift = "raise gamma_iqa.data.transforms.MAX_VIEW_PIXELS"
+    if enlarged is None:
+        raise ValueError(
+            f"image too large to score whole (crops 'none'): {w} x {h} = {w * h:,} pixels, over the budget of "
+            f"{budget:,} pixels per view (use random or 'center' crops, or {lift})"
+        )
+    raise ValueError(
+        f"image too thin: {w} x {h} pixels would be enlarged to {ew} x {eh} = {ew * eh:,} pixels to reach the "
+        f"{crop}-pixel crop side, over the budget of {budget:,} pixels per view (pad or crop it to a less extreme "
+        f"aspect ratio, or {lift})"
+    )
+
+
 @dataclass(frozen=True)
 class Prepared:
     """The test-time views of one image, ready to be scored."""
@@ -223,7 +336,8 @@ def make_crops(
     from `generator` when given (training), else from one seeded by `seed` and the image's pixels.
 
     Raises:
-        ValueError: for a tensor that is not (3, H, W).
+        ValueError: for a tensor that is not (3, H, W); for an image whose whole view ("none") or enlarged view (a
+            side under `size`) is over `MAX_VIEW_PIXELS` (naming the budget and how to lift it).
     """
     if isinstance(image, torch.Tensor) and (image.dim() != 3 or image.shape[0] != 3):
         raise ValueError(f"an image tensor must be (3, H, W) RGB in [0, 1], got shape {tuple(image.shape)}")
@@ -234,9 +348,12 @@ def make_crops(
     if upscaled:
         scale = size / min(h, w)
         new = (max(size, round(h * scale)), max(size, round(w * scale)))
+        _check_view((h, w), new, size)
         image = F.interpolate(_as_tensor(image)[None], size=new, mode="bicubic", align_corners=False)[0].clamp(0, 1)
         h, w = new
     if crops == "none":
+        if not upscaled:
+            _check_view((h, w), None, size)
         return Prepared(_as_tensor(image)[None], upscaled)
     if crops == "center":
         offsets = [((h - size) // 2, (w - size) // 2)]

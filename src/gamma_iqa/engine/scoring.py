@@ -8,6 +8,7 @@ under torchrun the entries are split across ranks and the rows come back merged,
 from __future__ import annotations
 
 import base64
+import glob
 import io
 import os
 import sys
@@ -19,11 +20,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.inputs import Entry, expand_paths
-from ..data.transforms import Crops, load_image, make_crops, parse_crops, resize_short_side, to_rgb
+from ..data.transforms import Crops, array_to_image, load_image, make_crops, parse_crops, resize_short_side, to_rgb
 from ..models.base import QualityModel, set_scorer
 from .runtime import DTYPES, autocast
 
@@ -31,6 +32,7 @@ __all__ = ["ScoreRow", "Scorer", "describe_error", "score_inputs"]
 
 IMAGES_PER_FORWARD = {"cpu": 1, "cuda": 32, "mps": 8}  # fixed per device: results never depend on --batch-size
 THUMB_SIDE = 160
+ORIENTATION = 0x0112  # the EXIF tag of the camera's orientation
 
 
 @dataclass
@@ -83,25 +85,21 @@ def describe_error(e: BaseException) -> str:
 
 
 def _decode(source: Any) -> Image.Image | torch.Tensor:
-    """A file path, PIL image, numpy array or (3, H, W) tensor -> PIL RGB image or float tensor in [0, 1]."""
+    """A file path, PIL image, numpy array or (3, H, W) tensor -> PIL RGB image or float tensor in [0, 1].
+
+    A PIL image gets what `load_image` does to a file (EXIF orientation, then RGB), so one file gives one score
+    whichever way it comes; arrays and tensors are checked and scaled by `array_to_image`.
+    """
     if isinstance(source, (str, Path)):
         if os.path.getsize(source) == 0:
             raise ValueError("empty file (0 bytes)")
         return load_image(source)
     if isinstance(source, Image.Image):
+        if source.getexif().get(ORIENTATION, 1) != 1:  # exif_transpose copies even an upright image: skip those
+            source = ImageOps.exif_transpose(source)
         return to_rgb(source)
-    if isinstance(source, np.ndarray):
-        if source.dtype == np.uint8:
-            return to_rgb(Image.fromarray(source))
-        if source.ndim == 3 and source.shape[2] == 3:
-            return torch.from_numpy(np.ascontiguousarray(source, dtype=np.float32)).permute(2, 0, 1)
-        raise ValueError(
-            f"a numpy image must be uint8, or float (H, W, 3) in [0, 1]; got {source.dtype} {source.shape}"
-        )
-    if isinstance(source, torch.Tensor):
-        if source.dim() != 3 or source.shape[0] != 3 or not source.is_floating_point():
-            raise ValueError(f"an image tensor must be float (3, H, W) in [0, 1], got {tuple(source.shape)}")
-        return source.detach().cpu().float()
+    if isinstance(source, (np.ndarray, torch.Tensor)):
+        return array_to_image(source)
     raise TypeError(f"cannot score a {type(source).__name__}: give paths, PIL images, numpy arrays or tensors")
 
 
@@ -333,9 +331,14 @@ def score_inputs(
 
     Always single-process (also under torchrun); the scores are those `gamma-iqa score` prints.
 
+    A folder or glob pattern given alone counts as its images, in the order `gamma-iqa score` lists them (sorted
+    paths). In a sequence every item is one image and gets one score, so a folder or pattern there is refused: the
+    scores could not be told apart.
+
     Args:
         model: the model scoring.
-        inputs: one input or a sequence of them (a folder or glob pattern counts as its images).
+        inputs: one input (a path, folder or glob pattern, PIL image, numpy array, (3, H, W) or (B, 3, H, W)
+            tensor) or a sequence of single images.
         scene: one scene for all inputs, one per input, or None (the model's default).
         crops: N random crops per image, "center" or "none".
         seed: seed of the random crops, mixed with each image's pixels.
@@ -346,7 +349,8 @@ def score_inputs(
         One score per image, in the model's `score_range`.
 
     Raises:
-        ValueError: a bad input (naming it), or as many scenes as inputs were not given.
+        ValueError: a bad input (naming it: its path, or `<input N>` for the N-th in-memory image), a folder or
+            pattern in a sequence, or as many scenes as inputs were not given.
     """
     if isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
         items: list[Any] = list(inputs)
@@ -354,6 +358,8 @@ def score_inputs(
         items = [inputs]
     else:
         items = list(inputs)
+        for item in items:
+            _check_one_image(item)
     scenes = [scene] * len(items) if scene is None or isinstance(scene, str) else list(scene)
     if len(scenes) != len(items):
         raise ValueError(f"got {len(scenes)} scenes for {len(items)} inputs")
@@ -370,6 +376,22 @@ def score_inputs(
             raise ValueError(f"{row.path}: {row.error}")
         out.append(row.score)
     return out
+
+
+def _check_one_image(item: Any) -> None:
+    """Refuse a folder or glob pattern as an item of a sequence of inputs, where each item gets one score.
+
+    Raises:
+        ValueError: naming the item and the two ways to score it.
+    """
+    if not isinstance(item, (str, Path)):
+        return
+    path = Path(item)
+    if path.is_dir() or (glob.has_magic(str(item)) and not path.exists()):
+        raise ValueError(
+            f"{item}: a folder or glob pattern in a list of inputs would give several scores for one item; pass it "
+            "alone (its images are scored in sorted path order, as `gamma-iqa score` lists them) or list its files"
+        )
 
 
 set_scorer(score_inputs)  # behind QualityModel.score (the models layer cannot import this one)

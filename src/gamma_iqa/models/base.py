@@ -9,6 +9,7 @@ Shapes: image features (B, E); level anchors (B, K, E); level values (K,); score
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,20 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["Adapter", "QualityModel", "check_keys", "level_head", "set_scorer"]
+__all__ = [
+    "UNIT_TOLERANCE",
+    "Adapter",
+    "QualityModel",
+    "check_images",
+    "check_keys",
+    "level_head",
+    "range_problem",
+    "set_scorer",
+]
+
+# How far float RGB may stray outside [0, 1] and still count as [0, 1] (rounding, resampling overshoot); beyond it
+# the values are on another scale (0..255, say) and the input is refused rather than scored wrongly.
+UNIT_TOLERANCE = 1e-3
 
 
 def check_keys(cls: type, d: Mapping[str, Any], what: str) -> None:
@@ -33,6 +47,48 @@ def check_keys(cls: type, d: Mapping[str, Any], what: str) -> None:
     unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
         raise ValueError(f"unknown {what} keys: {', '.join(sorted(unknown))}")
+
+
+def range_problem(values: torch.Tensor) -> str | None:
+    """What is wrong with float RGB meant to be in [0, 1], or None when nothing is.
+
+    One reduction and one host sync (NaN propagates into both the minimum and the maximum).
+
+    Args:
+        values: any shape, floating point.
+
+    Returns:
+        A phrase to follow the input's name ("holds NaN or infinite values", "holds values in [0, 255], ..."), or
+        None when every value is finite and within `UNIT_TOLERANCE` of [0, 1].
+    """
+    if values.numel() == 0:
+        return None
+    lo, hi = torch.stack(torch.aminmax(values.detach())).tolist()
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "holds NaN or infinite values"
+    if lo < -UNIT_TOLERANCE or hi > 1 + UNIT_TOLERANCE:
+        hint = "; 8-bit values? divide by 255" if 2 < hi <= 255.5 else ""
+        return f"holds values in [{lo:.4g}, {hi:.4g}], outside RGB's [0, 1]{hint}"
+    return None
+
+
+def check_images(images: torch.Tensor) -> None:
+    """Refuse a model input that is not (B, 3, H, W) float RGB in [0, 1].
+
+    Args:
+        images: what a model's `forward` was given.
+
+    Raises:
+        ValueError: the shape, the dtype (integers must be scaled to [0, 1] first) or the values (non-finite, or
+            outside [0, 1] by more than `UNIT_TOLERANCE`) are wrong; the message says which.
+    """
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (B, 3, H, W) RGB in [0, 1], got shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be float RGB in [0, 1], got {images.dtype} (uint8 images: divide by 255)")
+    problem = range_problem(images)
+    if problem is not None:
+        raise ValueError(f"images must be RGB in [0, 1]: the batch {problem}")
 
 
 class Adapter(nn.Module):
@@ -184,8 +240,10 @@ class QualityModel(nn.Module):
         (gamma_iqa.engine.scoring) provides the implementation; importing `gamma_iqa` installs it.
 
         Args:
-            inputs: image files, folders or globs, PIL images, numpy arrays (H, W, 3) (uint8, or float in [0, 1]),
-                or a tensor (B, 3, H, W) of RGB in [0, 1]; one of these or a list of them.
+            inputs: image files, folders or globs, PIL images (their EXIF orientation applied, as for files),
+                numpy arrays (H, W, 3) or tensors (3, H, W) / (B, 3, H, W): uint8 (divided by 255), uint16 (by
+                65535) or float in [0, 1]; one of these or a list of them. A folder or glob alone counts as its
+                images (sorted paths); in a list each item must be one image.
             scene: one scene name for all images, one per image, or None for the model's default scene.
             crops: the number of random `image_size` crops averaged per image (10 in gamma.md §9), "center" (one
                 centre crop) or "none" (the whole image). An image with a side under `image_size` is first enlarged.
@@ -198,7 +256,9 @@ class QualityModel(nn.Module):
             One score per image, in input order; higher is better for every family here (`lower_better`).
 
         Raises:
-            ValueError: a bad input (naming it) or a bad argument (naming the parameter in backticks).
+            ValueError: a bad input, naming it (its path or `<input N>`): unreadable, another integer type (int64...),
+                float values outside [0, 1] or not finite, a folder or glob in a list, a view over the pixel budget;
+                or a bad argument (naming the parameter in backticks).
             RuntimeError: the engine is not installed (only when gamma_iqa.models is used without gamma_iqa).
 
         Examples:

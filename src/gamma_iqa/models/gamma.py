@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import Adapter, QualityModel, check_keys, level_head
+from .base import Adapter, QualityModel, check_images, check_keys, level_head
 from .clip import CLIP, CLIPConfig, autocast_dtype, clip_config_from_state_dict, load_clip_state_dict, trim_tokens
 from .moe import install_moae
 from .registry import Family, ModelSpec, register_family, register_model
@@ -239,10 +239,10 @@ class Gamma(QualityModel):
         """RGB in [0, 1] (B, 3, H, W) -> image embedding before the adapter (B, E).
 
         Raises:
-            ValueError: `images` is not (B, 3, H, W).
+            ValueError: `images` is not (B, 3, H, W) float RGB in [0, 1] (non-finite values, or values
+                outside [0, 1] beyond rounding, e.g. 0..255).
         """
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be (B, 3, H, W) RGB in [0, 1], got shape {tuple(images.shape)}")
+        check_images(images)
         return self.clip.encode_image((images - self.mean) / self.std)
 
     def head(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
@@ -261,7 +261,8 @@ class Gamma(QualityModel):
             Scores (B,) in the parameters' dtype, between the lowest and the highest level value (about [0, 1]).
 
         Raises:
-            ValueError: a scene the model does not accept, a scene count that is not B, or images not (B, 3, H, W).
+            ValueError: a scene the model does not accept, a scene count that is not B, or images not
+                (B, 3, H, W) float RGB in [0, 1].
         """
         b = images.shape[0]
         keys = self.scene_keys(scene, b)

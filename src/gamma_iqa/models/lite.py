@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import Adapter, QualityModel, check_keys, level_head
+from .base import Adapter, QualityModel, check_images, check_keys, level_head
 from .effnet import LITE0_BLOCKS, EfficientNetLite, efficientnet_lite_path, load_efficientnet_lite
 from .moe import install_conv_moae
 from .registry import Family, ModelSpec, register_family, register_model
@@ -176,10 +176,10 @@ class GammaLite(QualityModel):
         """RGB in [0, 1] (B, 3, H, W) -> embedding before the adapter (B, E).
 
         Raises:
-            ValueError: `images` is not (B, 3, H, W).
+            ValueError: `images` is not (B, 3, H, W) float RGB in [0, 1] (non-finite values, or values
+                outside [0, 1] beyond rounding, e.g. 0..255).
         """
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be (B, 3, H, W) RGB in [0, 1], got shape {tuple(images.shape)}")
+        check_images(images)
         features = self.backbone.forward_features((images - self.mean) / self.std)  # (B, 1280, H/32, W/32)
         return self.proj(features.mean(dim=(2, 3)))
 
@@ -195,7 +195,7 @@ class GammaLite(QualityModel):
 
         Raises:
             ValueError: a scene the model has no anchors for, a scene count that is not B, or images not
-                (B, 3, H, W).
+                (B, 3, H, W) float RGB in [0, 1].
         """
         keys = self.scene_keys(scene, images.shape[0])
         anchors = torch.stack([self.anchors[k] for k in keys])  # (B, K, E)
