@@ -43,9 +43,9 @@ import argparse
 from pathlib import Path
 
 try:  # the `corpus` extra; without it, one line that says what to install (also for --help)
-    from gamma_iqa.data.distortions import DISTORTIONS
     from gamma_iqa.corpus.extra import scikit_image_photos
     from gamma_iqa.corpus.gcompris import PACKAGE, build_corpus
+    from gamma_iqa.data.distortions import DISTORTIONS
 except ImportError as e:
     raise SystemExit(f"{Path(__file__).name}: {e}") from None
 

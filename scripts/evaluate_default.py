@@ -58,9 +58,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 try:  # the `corpus` extra; without it, one line that says what to install (also for --help)
-    from gamma_iqa.data.distortions import DISTORTIONS
     from gamma_iqa.corpus.fidelity import fidelity, pseudo_mos
     from gamma_iqa.corpus.pipeline import distort_and_label, load_photo, map_in_order, store
+    from gamma_iqa.data.distortions import DISTORTIONS
 except ImportError as e:
     raise SystemExit(f"{Path(__file__).name}: {e}") from None
 from gamma_iqa.metrics import plcc, srcc

@@ -20,12 +20,12 @@ from torchmetrics.functional.image import visual_information_fidelity
 
 from gamma_iqa.corpus import fidelity as fidelity_module
 from gamma_iqa.corpus import gcompris
-from gamma_iqa.data.distortions import DISTORTIONS, FAMILIES, distort, level_strength
 from gamma_iqa.corpus.extra import ExtraPhoto, scikit_image_photos
 from gamma_iqa.corpus.fidelity import delta_e, fidelity, gmsd, ms_ssim, pseudo_mos, psnr, vif
 from gamma_iqa.corpus.pipeline import distort_and_label, label_view, store
 from gamma_iqa.corpus.rcc import parse_rcc
 from gamma_iqa.data.datasets import folder_csv_dataset, load_records
+from gamma_iqa.data.distortions import DISTORTIONS, FAMILIES, distort, level_strength
 
 from .conftest import load_script
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gamma_iqa.data.distortions import DISTORTIONS
 from gamma_iqa.corpus.fidelity import TOP, Violation, fidelity, label_violations, monotone, pseudo_mos
 from gamma_iqa.corpus.pipeline import distort_and_label, load_photo, store, untouched
+from gamma_iqa.data.distortions import DISTORTIONS
 
 from .test_corpus import sample
 
