@@ -12,7 +12,9 @@ the fastest). The variants:
 
 - `full`: the recipe as shipped;
 - `frozen`: the backbone frozen (`backbone_lr: null`), as gamma-lite 1: only the MoAE experts and the head learn;
-- `no-rank`: no ranking loss (`rank_weight: 0`), regression on the pseudo-MOS alone, batches still grouped;
+- `no-rank`: no ranking loss (`rank_weight: 0`, and so no on-the-fly versions), regression on the pseudo-MOS alone,
+  batches still grouped;
+- `no-online`: no versions distorted on the fly (`online_versions: 0`): the ranking loss sees the corpus' versions only;
 - `no-untouched`: the corpus without its untouched photos (labels.csv less its `distortion` = none rows), so the top of
   the scale is never seen; each group's anchor is then its best-labelled distorted version;
 - `large-sources`: the corpus without the photos whose untouched version is under 512 px on its long side (half of
@@ -42,7 +44,8 @@ HERE = Path(__file__).resolve().parent
 VARIANTS: dict[str, list[str]] = {
     "full": [],
     "frozen": ["backbone_lr=null"],
-    "no-rank": ["rank_weight=0"],
+    "no-rank": ["rank_weight=0", "online_versions=0"],
+    "no-online": ["online_versions=0"],
     "no-untouched": [],  # the corpus changes, not the settings
     "large-sources": [],  # the corpus changes, not the settings
 }

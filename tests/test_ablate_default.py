@@ -4,18 +4,27 @@ import csv
 
 import pytest
 
+from gamma_iqa.engine.trainconfig import load_config
+
 from .conftest import load_script
 
 ab = load_script("ablate_default_model")
 
 
-def test_variants_change_one_ingredient_each():
-    assert ab.VARIANTS == {
-        "full": [],
-        "frozen": ["backbone_lr=null"],
-        "no-rank": ["rank_weight=0"],
-        "no-untouched": [],
-        "large-sources": [],
+def test_variants_are_valid_recipes_that_change_their_ingredient():
+    full = load_config(ab.HERE.parent / "configs" / "gamma-lite.yaml", [])
+    assert full.online_versions and full.rank_weight and full.backbone_lr  # what the variants take away
+    changed = {}
+    for name, settings in ab.VARIANTS.items():
+        cfg = load_config(ab.HERE.parent / "configs" / "gamma-lite.yaml", settings)  # a valid config, or ValueError
+        changed[name] = {k for k in vars(full) if getattr(cfg, k) != getattr(full, k)}
+    assert changed == {
+        "full": set(),
+        "frozen": {"backbone_lr"},
+        "no-rank": {"rank_weight", "online_versions"},  # on-the-fly versions only serve the ranking loss
+        "no-online": {"online_versions"},
+        "no-untouched": set(),  # the corpus changes, not the settings
+        "large-sources": set(),
     }
 
 
@@ -47,7 +56,7 @@ def test_table_has_a_row_per_variant():
 
 
 def test_unknown_variants_are_refused(tmp_path):
-    with pytest.raises(SystemExit, match="unknown variants nope; known: full, frozen, no-rank, no-untouched, large-"):
+    with pytest.raises(SystemExit, match="unknown variants nope; known: full, frozen, no-rank, no-online, no-untouched, large-"):
         ab.main(["--corpus", str(tmp_path), "--items", "x.csv", "--only", "nope"])
 
 

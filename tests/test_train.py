@@ -1,6 +1,7 @@
 """Training: configs, sampler, what moves, learning, resume, DDP equivalence, failure handling, recipe dry runs."""
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -523,4 +524,83 @@ def test_anchored_aligned_grouped_run_trains_and_resumes(tmp_path, monkeypatch):
     train(cfg)
     resumed = train(dataclasses.replace(cfg, max_steps=0), resume=True)
     b = weights(resumed / "last")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_online_versions_are_the_anchor_view_distorted_at_sorted_strengths(tmp_path):
+    rng = np.random.default_rng(1)
+    for name in "ab":  # texture, which every type changes (a ramp is its own Gaussian blur)
+        Image.fromarray(rng.integers(0, 256, (150, 200, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    samples = [train_module.Sample(tmp_path / f"{n}.png", 0.5, "natural", None) for n in "ab"]
+    kw = dict(size=48, hflip=True, seed=4, scale_range=(0.5, 1.0), shared_views=2, anchor_every=2)
+    images = train_module.TrainImages(samples, online_versions=3, online_types=("jpeg", "gaussian_blur"), **kw)
+    plain = train_module.TrainImages(samples, **kw)
+    kinds = set()
+    for epoch in range(6):
+        crop, *_, online = images[(epoch, 8, 0)]
+        assert torch.equal(crop, plain[(epoch, 8, 0)][0]) and online is not None  # the anchor's own view, unchanged
+        versions, strengths = online
+        assert versions.shape == (3, 3, 48, 48) and versions.dtype == torch.float32 and strengths.shape == (3,)
+        assert torch.all(strengths[1:] >= strengths[:-1]) and strengths.min() >= 0.05 and strengths.max() <= 1
+        assert torch.equal(versions * 255, (versions * 255).round())  # 8-bit, as a stored image
+        errors = [(v - crop).abs().mean().item() for v in versions]
+        assert 0 < errors[0] <= errors[-1]  # distorted, the strongest furthest from the view
+        again = images[(epoch, 8, 0)][4]
+        assert torch.equal(again[0], versions) and torch.equal(again[1], strengths)  # seeded by the view
+        kinds.add(round(errors[0], 6))
+        assert images[(epoch, 9, 1)][4] is None  # only anchors (positions that are multiples of 2) bring versions
+    assert len(kinds) == 6  # a view and strengths of its own each epoch
+
+
+def test_collate_puts_online_versions_after_their_anchor_without_labels():
+    crop = torch.zeros(3, 8, 8)
+    items = [
+        (crop, 1.0, "natural", 7, (torch.ones(2, 3, 8, 8), torch.tensor([0.1, 0.4]))),
+        (crop + 0.5, 0.6, "natural", 7, None),
+        (crop, 0.9, "aigc", 3, None),
+    ]
+    crops, targets, scenes, groups, order = train_module._collate(items)
+    assert crops.shape == (5, 3, 8, 8) and torch.equal(crops[1:3], torch.ones(2, 3, 8, 8))
+    assert torch.equal(crops[3], crop + 0.5)
+    torch.testing.assert_close(targets, torch.tensor([1.0, math.nan, math.nan, 0.6, 0.9]), equal_nan=True)
+    assert scenes == ["natural"] * 4 + ["aigc"] and groups.tolist() == [7, 7, 7, 7, 3]
+    torch.testing.assert_close(order, torch.tensor([0.0, -0.1, -0.4, math.nan, math.nan]), equal_nan=True)
+
+
+def test_rank_loss_leaves_nan_targets_out_of_every_pair():
+    target = torch.tensor([0.8, math.nan, 0.1, math.nan])
+    groups = torch.zeros(4, dtype=torch.long)
+    pred = torch.tensor([0.1, 5.0, 0.5, -5.0], requires_grad=True)
+    loss = train_module.rank_loss(pred, target, groups, 0.1)
+    torch.testing.assert_close(loss, torch.tensor(0.1 + 0.4))  # the one pair (0, 2), reversed by 0.4
+    loss.backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad[1] == pred.grad[3] == 0
+    order = torch.tensor([0.0, -0.1, -0.4, math.nan]) * train_module.ONLINE_GAP  # an anchor and two versions
+    online = train_module.rank_loss(torch.tensor([0.5, 0.5, 0.2, 0.0]), order, groups, 0.1)
+    # pairs (0,1) gap 0.05: 0.05 - 0 = 0.05; (0,2) gap 0.2 capped at 0.1: 0.1 - 0.3 < 0; (1,2): 0.1 - 0.3 < 0
+    torch.testing.assert_close(online, torch.tensor(0.05 / 3))
+
+
+def test_online_options_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="online_versions must be >= 0 and needs group_anchor"):
+        toy_config(tmp_path, online_versions=2, sampler="grouped", rank_weight=1.0)
+    with pytest.raises(ValueError, match="online_versions must be >= 0 and needs group_anchor"):
+        toy_config(tmp_path, online_versions=2, sampler="grouped", group_anchor=True)
+    with pytest.raises(ValueError, match=r"online_types: unknown distortion types \['jpg'\]"):
+        toy_config(tmp_path, online_types=("jpeg", "jpg"))
+
+
+def test_a_run_with_online_versions_ranks_them_and_resumes(tmp_path):
+    data = grouped_dataset(tmp_path / "g", size=(72, 80))
+    kw = dict(datasets=(data,), sampler="grouped", group_size=2, batch_size=4, rank_weight=1.0, rank_margin=0.1)
+    kw.update(scale_range=(0.5, 1.0), epochs=2, lr=3e-3, group_anchor=True, aligned_views=True, online_versions=2)
+    kw.update(online_types=("jpeg", "white_noise", "pixelate"))
+    full = train(toy_config(tmp_path / "a", **kw))
+    rows = [line.split(",") for line in (full / "metrics.csv").read_text().splitlines()[1:]]
+    losses = [float(r[4]) for r in rows if r[2:4] == ["train", "loss"]]
+    assert losses and all(np.isfinite(v) for v in losses)  # the unlabelled versions never reach the MSE
+    cfg = toy_config(tmp_path / "b", max_steps=7, **kw)
+    train(cfg)
+    resumed = train(dataclasses.replace(cfg, max_steps=0), resume=True)
+    a, b = weights(full / "last"), weights(resumed / "last")
     assert all(torch.equal(a[k], b[k]) for k in a)
