@@ -179,7 +179,9 @@ def test_a_thin_image_gets_an_error_row_naming_the_view_budget(capsys, tmp_path,
         "raise gamma_iqa.data.transforms.MAX_VIEW_PIXELS)"
     )
     assert rows[1]["error"] == "" and rows[1]["score"] != ""
-    assert err.count("\n") <= 1  # no traceback, no warning
+    lines = err.splitlines()  # the image's one error line and the run's summary: no traceback, no warning
+    assert len(lines) == 2 and lines[0].startswith(f"error: {tmp_path / 'strip.png'}: image too thin: 8000 x 1")
+    assert lines[1] == "gamma-iqa score: 1 of 2 images failed"
     monkeypatch.setattr(transforms, "MAX_VIEW_PIXELS", 32_768_000)  # lifted: it is enlarged (then cut)
     assert make_crops(Image.fromarray(photo(1, 8000)), "center", 64).crops.shape == (1, 3, 64, 64)
 
