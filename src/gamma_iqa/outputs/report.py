@@ -46,8 +46,8 @@ h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:20px 0 8px} p.meta{co
 table.errors{border-collapse:collapse;margin-top:8px}
 .errors td{border-top:1px solid #ddd;padding:4px 8px;font-size:13px}
 .spread{font-weight:400;color:#666;font-size:12px}
-table.provenance{border-collapse:collapse;font-size:12px;margin-top:8px}
-.provenance td{border-top:1px solid #ddd;padding:2px 8px;vertical-align:top;word-break:break-all}
+dl.provenance{display:grid;grid-template-columns:max-content auto;gap:2px 16px;font-size:12px;margin:8px 0}
+.provenance dt{color:#666} .provenance dd{margin:0;word-break:break-all}
 """
 
 
@@ -193,7 +193,7 @@ class Report:
             score_range: (low, high) of the model's scores: the ends of the bars.
             sources: what each shown path is read from for its thumbnail (see `names`); a path missing from it is read
                 as a file of that name. Rows that came with a thumbnail keep theirs.
-            provenance: the run's provenance record (outputs/provenance.py), shown as a table at the end.
+            provenance: the run's provenance record (outputs/provenance.py), listed at the end.
         """
         sources = {} if sources is None else sources
         lo, hi = score_range
@@ -248,13 +248,11 @@ def _flatten(record: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str
 
 
 def _provenance_html(record: Mapping[str, Any] | None) -> str:
-    """The provenance section: one table row per (dotted) key; nothing without a record."""
+    """The provenance section: one term per (dotted) key, a list rather than a table; nothing without a record."""
     if not record:
         return ""
-    cells = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{html.escape(shown_name(v))}</td></tr>" for k, v in _flatten(record)
-    )
-    return f"<h2>Provenance</h2><table class='provenance' id='provenance'>{cells}</table>"
+    items = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(shown_name(v))}</dd>" for k, v in _flatten(record))
+    return f"<h2>Provenance</h2><dl class='provenance' id='provenance'>{items}</dl>"
 
 
 def write_html(
