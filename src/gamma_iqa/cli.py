@@ -4,8 +4,9 @@ Each subcommand parses its arguments into one library call (`outputs.runs.run_sc
 `engine.train.train`, `models.convert`) and turns library errors, which name parameters (`batch_size`), into lines
 that name flags (--batch-size).
 
-Exit status: 0 all good, 1 some inputs failed, 2 usage errors (bad arguments, unusable model or checkpoint), 130
-interrupted (Ctrl-C; `score` says how many rows it wrote and how to go on).
+Exit status: 0 all good, 1 some inputs failed (`score --check`: some scores no longer match), 2 usage errors (bad
+arguments, unusable model or checkpoint), 130 interrupted (Ctrl-C; `score` says how many rows it wrote and how to go
+on).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .engine.train import TrainingError, train
 from .engine.trainconfig import load_config
 from .models import DEFAULT_MODEL, CheckpointError, convert, create_model, default_model, list_models, model_spec
 from .models.scenes import describe_scene, list_scenes
+from .outputs.provenance import CHECK_ROWS, TOLERANCE, CheckResult, check_output
 from .outputs.report import DEFAULT_TOP
 from .outputs.runs import run_eval, run_score
 from .outputs.writers import RowWriter, open_rows, shown_name
@@ -127,14 +129,46 @@ def _interrupted(rows: RowWriter) -> str:
     return line
 
 
+def _check_lines(result: CheckResult, output: str) -> list[str]:
+    """What `score --check` prints: notes, each mismatch or failure, and the verdict."""
+    lines = [f"note: {n}" for n in result.notes]
+    lines += [f"mismatch: {shown_name(p)}: recorded {a!r}, now {b!r}" for p, a, b in result.mismatched]
+    lines += [f"error: {shown_name(p)}: {why}" for p, why in result.failures]
+    n = len(result.checked) + len(result.failures)
+    head = f"checked {n} of {result.total} scored rows of {shown_name(output)}"
+    if result.ok:
+        lines.append(f"{head}: all match within {result.tolerance:g} (largest difference {result.max_difference:.3g})")
+    else:
+        bad = len(result.mismatched) + len(result.failures)
+        lines.append(f"{head}: {bad} do not match within {result.tolerance:g}")
+    return lines
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    """`score --check FILE`: re-score a sample of an earlier output's rows; 0 when they match, 1 when not."""
+    if args.paths or args.manifest or args.output:
+        raise UsageError("--check FILE takes no image paths, --manifest or --output (it re-scores FILE's rows)")
+    result = check_output(
+        args.check,
+        rows=args.check_rows,
+        tolerance=args.tolerance,
+        device=None if args.device is None else resolve_device(args.device),
+    )
+    for line in _check_lines(result, args.check):
+        print(line)
+    return 0 if result.ok else 1
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     """`score PATHS... [--manifest FILE]`: rows as they finish, to stdout or --output (with --resume)."""
+    if args.check:
+        return _cmd_check(args)
     if not args.paths and not args.manifest:
         raise UsageError("give image paths, folders or globs, or --manifest FILE")
-    rows = open_rows(args.output, args.format, resume=args.resume)
+    rows = open_rows(args.output, args.format, resume=args.resume, details=args.details)
     crops = parse_crops(args.crops)
     name = _model_name(args)
-    with process_group(args.device) as group:
+    with process_group(args.device or "auto") as group:
         model = create_model(name).to(group.device)
         if args.bpe:
             if not Path(args.bpe).is_file():
@@ -154,6 +188,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
                 model_name=name,
                 distributed=True,
                 on_error=_print_error,
+                command=args.argv,
+                details=args.details,
                 crops=crops,
                 seed=args.seed,
                 batch_size=args.batch_size,
@@ -266,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed of the random crops (mixed with each image's pixels)")
     s.add_argument("--batch-size", type=int, default=8, help="images decoded per batch (scores do not depend on it)")
     s.add_argument("--workers", type=int, default=_default_workers(), help="decoding processes (default: from CPUs)")
-    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    s.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps; with --check: the recorded one")
     s.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision")
     s.add_argument("--format", choices=("csv", "json", "jsonl"), default="csv")
     s.add_argument("--output", help="write to FILE instead of stdout")
@@ -280,6 +316,26 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the page shows the N best and N worst images when there are more than 2N (default {DEFAULT_TOP})",
     )
     s.add_argument("--bpe", help="CLIP BPE vocabulary file (bpe_simple_vocab_16e6.txt.gz)")
+    s.add_argument(
+        "--details",
+        action="store_true",
+        help="add columns spread (std of the crop scores) and p_bad..p_perfect (the head's level probabilities)",
+    )
+    s.add_argument(
+        "--check",
+        metavar="FILE",
+        help="re-score a sample of FILE's rows (an earlier --output) with its recorded settings; exit 1 on a mismatch",
+    )
+    s.add_argument(
+        "--check-rows", type=int, default=CHECK_ROWS, metavar="N", help=f"rows --check re-scores (default {CHECK_ROWS})"
+    )
+    s.add_argument(
+        "--tolerance",
+        type=float,
+        metavar="T",
+        help=f"--check: largest score difference that matches (default {TOLERANCE['fp32']:g} for fp32, "
+        f"{TOLERANCE['bf16']:g} for bf16/fp16)",
+    )
     s.set_defaults(func=_cmd_score)
 
     c = sub.add_parser("convert", help="convert an original release checkpoint {'params': ...} to our format")
@@ -347,6 +403,7 @@ def _options() -> frozenset[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line on `argv` (default: sys.argv[1:]); returns the exit status."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in the provenance of a score run
     try:
         return args.func(args)
     except (UsageError, CheckpointError, ValueError, FileNotFoundError) as e:

@@ -26,13 +26,18 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.inputs import Entry, expand_paths
 from ..data.transforms import Crops, array_to_image, load_image, make_crops, parse_crops, resize_short_side, to_rgb
 from ..models.base import QualityModel, set_scorer
+from ..models.scenes import NUM_LEVELS
 from .runtime import DTYPES, autocast
 
-__all__ = ["ScoreRow", "Scorer", "describe_error", "score_inputs"]
+__all__ = ["DETAIL_FIELDS", "LEVEL_NAMES", "ScoreRow", "Scorer", "describe_error", "score_inputs"]
 
 IMAGES_PER_FORWARD = {"cpu": 1, "cuda": 32, "mps": 8}  # fixed per device: results never depend on --batch-size
 THUMB_SIDE = 160
 ORIENTATION = 0x0112  # the EXIF tag of the camera's orientation
+LEVEL_NAMES = ("bad", "poor", "fair", "good", "perfect")  # the head's levels, worst first (models/scenes.py)
+assert len(LEVEL_NAMES) == NUM_LEVELS
+# The columns `details` adds after ScoreRow.FIELDS: the crops' spread, then each level's probability.
+DETAIL_FIELDS = ("spread", *(f"p_{name}" for name in LEVEL_NAMES))
 
 
 @dataclass
@@ -47,6 +52,10 @@ class ScoreRow:
         crops: the crop mode, e.g. `10`, `center`, `none`, with ` (upscaled)` when the image was smaller than a crop.
         error: why the entry has no score (one line); None when it was scored.
         thumbnail: a base64 JPEG of at most THUMB_SIDE pixels a side, for the HTML report (when asked for).
+        spread: with details, the population standard deviation of the crop scores (`torch.std(correction=0)`, 0 for
+            one crop), in score units; None otherwise.
+        levels: with details, the head's level probabilities averaged over the crops, worst first (one per
+            LEVEL_NAMES, summing to 1; their expectation under the model's level values is `score`); None otherwise.
     """
 
     FIELDS: ClassVar[tuple[str, ...]] = ("path", "score", "scene", "crops", "error")  # the output's columns
@@ -58,10 +67,16 @@ class ScoreRow:
     crops: str | None = None
     error: str | None = None
     thumbnail: str | None = field(default=None, repr=False)
+    spread: float | None = None
+    levels: tuple[float, ...] | None = None
 
     def as_dict(self) -> dict[str, object]:
-        """The output columns (FIELDS) of this row."""
-        return {k: getattr(self, k) for k in self.FIELDS}
+        """The output columns of this row: FIELDS, then DETAIL_FIELDS (None when the row has no details)."""
+        values: dict[str, object] = {k: getattr(self, k) for k in self.FIELDS}
+        values["spread"] = self.spread
+        levels = self.levels if self.levels is not None else (None,) * len(LEVEL_NAMES)
+        values.update(zip(DETAIL_FIELDS[1:], levels, strict=True))
+        return values
 
 
 def describe_error(e: BaseException) -> str:
@@ -167,6 +182,7 @@ class Scorer:
         thumbnails: bool = False,
         progress: bool = False,
         distributed: bool = False,
+        details: bool = False,
     ) -> None:
         """Check the options; the model stays on its device.
 
@@ -180,6 +196,8 @@ class Scorer:
             thumbnails: attach a thumbnail to each scored row (for the HTML report).
             progress: show a progress bar on a terminal's stderr.
             distributed: inside a torchrun group, split the entries across its ranks (rank 0 gets every row).
+            details: fill each row's `spread` and `levels` (the model's forward must take `levels=True`, as
+                QualityModel says); the scores are the same either way.
 
         Raises:
             ValueError: `batch_size` below 1, `workers` below 0, bad `crops`, an unknown `dtype`, or fp16 on the CPU
@@ -195,6 +213,7 @@ class Scorer:
         self.batch_size, self.workers = batch_size, workers
         self.thumbnails, self.progress = thumbnails, progress
         self.distributed = distributed  # True: split the entries across the torchrun ranks (the CLI opts in)
+        self.details = details
         self.device = next(model.parameters()).device
         if dtype == "fp16" and self.device.type == "cpu":
             raise ValueError("`dtype` fp16 needs a GPU; use bf16 or fp32 on the CPU")
@@ -209,8 +228,8 @@ class Scorer:
 
     # ---- model side --------------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def _forward(self, group: list[tuple[dict[str, Any], str | None]]) -> list[float]:
-        """Mean score of each (item, scene)'s crops.
+    def _forward(self, group: list[tuple[dict[str, Any], str | None]]) -> list[tuple[float, float | None, Any]]:
+        """(mean score, spread, mean level probabilities) of each (item, scene)'s crops (no details: None, None).
 
         Random/centre crops go in forwards of exactly IMAGES_PER_FORWARD images (zero images pad the last one);
         whole images ("none") go one by one, since their sizes differ.
@@ -224,8 +243,18 @@ class Scorer:
             crops = torch.cat([crops, crops.new_zeros(pad, *crops.shape[1:])])
             scenes += [None] * pad
         with autocast(self.device, self.dtype):
-            scores = self.model(crops.to(self.device, non_blocking=True), scenes).float().cpu()
-        return [float(s.mean()) for s in scores[: sum(per)].split(per)]
+            if self.details:
+                scores, probs = self.model(crops.to(self.device, non_blocking=True), scenes, levels=True)
+                probs = probs.float().cpu()[: sum(per)].split(per)  # per item: (n crops, K)
+            else:
+                scores = self.model(crops.to(self.device, non_blocking=True), scenes)
+        scores = scores.float().cpu()[: sum(per)].split(per)  # per item: (n crops,)
+        if not self.details:
+            return [(float(s.mean()), None, None) for s in scores]
+        return [
+            (float(s.mean()), float(s.std(correction=0)), tuple(p.mean(dim=0).tolist()))
+            for s, p in zip(scores, probs, strict=True)
+        ]
 
     def _accept(self, items: list[dict[str, Any]], entries: dict[int, Entry], queue: list) -> list[ScoreRow]:
         """Rows of failed items (finished now); good items join `queue` as (item, scene, row) to be scored."""
@@ -252,8 +281,8 @@ class Scorer:
         scored = []
         while len(queue) >= per_forward or (final and queue):
             group, queue[:] = queue[:per_forward], queue[per_forward:]
-            for (_, _, row), score in zip(group, self._forward([(it, sc) for it, sc, _ in group]), strict=True):
-                row.score = score
+            for (_, _, row), result in zip(group, self._forward([(it, sc) for it, sc, _ in group]), strict=True):
+                row.score, row.spread, row.levels = result
                 scored.append(row)
         return scored
 
@@ -326,7 +355,8 @@ def score_inputs(
     seed: int = 0,
     batch_size: int = 8,
     dtype: str = "fp32",
-) -> list[float]:
+    details: bool = False,
+) -> list[float] | list[dict[str, Any]]:
     """`QualityModel.score`: scores of paths, PIL images, numpy arrays or a (B, 3, H, W) tensor in [0, 1], in order.
 
     Always single-process (also under torchrun); the scores are those `gamma-iqa score` prints.
@@ -344,9 +374,11 @@ def score_inputs(
         seed: seed of the random crops, mixed with each image's pixels.
         batch_size: images decoded per batch (scores do not depend on it).
         dtype: autocast precision, a DTYPES name.
+        details: return one dict per image instead: the output columns of `gamma-iqa score --details` (FIELDS but
+            `error`, then DETAIL_FIELDS; see ScoreRow).
 
     Returns:
-        One score per image, in the model's `score_range`.
+        One score per image, in the model's `score_range`; with `details`, one dict per image.
 
     Raises:
         ValueError: a bad input (naming it: its path, or `<input N>` for the N-th in-memory image), a folder or
@@ -369,12 +401,17 @@ def score_inputs(
             entries.extend(expand_paths([str(item)], s))
         else:
             entries.append(Entry(f"<input {i}>", item, s))
-    scorer = Scorer(model, crops=crops, seed=seed, batch_size=batch_size, dtype=dtype)
-    out = []
+    scorer = Scorer(model, crops=crops, seed=seed, batch_size=batch_size, dtype=dtype, details=details)
+    out: list[Any] = []
     for row in scorer.run(entries):
         if row.error is not None:
             raise ValueError(f"{row.path}: {row.error}")
-        out.append(row.score)
+        if details:
+            values = row.as_dict()
+            del values["error"]
+            out.append(values)
+        else:
+            out.append(row.score)
     return out
 
 

@@ -119,11 +119,14 @@ def level_head(
     anchors: torch.Tensor,
     logit_scale: torch.Tensor,
     levels: torch.Tensor,
-) -> torch.Tensor:
+    *,
+    probabilities: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The quality-level head (gamma.md §5): image features and per-image level anchors to scores.
 
     Adapter, L2 normalisation, cosine times exp(`logit_scale`), softmax over the K levels, expectation of `levels`.
     Computed in the levels' dtype even under autocast: it is cheap, and scores deserve more than bf16's 8 bits.
+    The scores are the same tensor values whether or not the probabilities are asked for.
 
     Args:
         adapter: the image adapter, applied to `image_features` only (the anchors are not adapted).
@@ -132,9 +135,11 @@ def level_head(
             level order, worst first; not normalised.
         logit_scale: 0-dim, in log space (exp gives 100 for OpenAI CLIP, 1/0.07 for a fresh one).
         levels: (K,) level values (initialised to 0.2, 0.4, ..., 1.0 in gamma.md §5).
+        probabilities: also return the softmax over the levels.
 
     Returns:
-        Scores (B,) in the levels' dtype, inside [min(levels), max(levels)].
+        Scores (B,) in the levels' dtype, inside [min(levels), max(levels)]; with `probabilities`, the pair (scores,
+        level probabilities (B, K), each row summing to 1, worst level first), where scores = probabilities @ levels.
     """
     dtype = levels.dtype
     with torch.autocast(image_features.device.type, enabled=False):
@@ -143,14 +148,18 @@ def level_head(
         t = anchors.to(dtype)
         t = t / t.norm(dim=-1, keepdim=True)
         logits = logit_scale.exp() * torch.einsum("be,bke->bk", f, t)  # (B, K)
-        return logits.softmax(dim=-1) @ levels
+        p = logits.softmax(dim=-1)  # (B, K)
+        scores = p @ levels  # (B,)
+    return (scores, p) if probabilities else scores
 
 
 class QualityModel(nn.Module):
     """What scoring, evaluation and training rely on, shared by Gamma and GammaLite.
 
     Subclasses set `config` (with `name`, `default_scene`) and define `image_size`, `scenes`, `prompt_key` and
-    `forward(images, scene) -> (B,)`; a family registers the subclass (models/registry.py).
+    `forward(images, scene, *, levels=False) -> (B,)` (with `levels=True`: the pair (scores (B,), level probabilities
+    (B, K)), as `level_head` gives them; `score(..., details=True)` needs it); a family registers the subclass
+    (models/registry.py).
 
     Attributes:
         kind: the checkpoint's model kind, which selects the family on load ("gamma", "gamma-lite").
@@ -158,12 +167,15 @@ class QualityModel(nn.Module):
         score_range: the nominal range of scores, (low, high), as the HTML report draws it; training targets are
             MOS min-max normalised to [0, 1] (gamma.md §1).
         config: the family's frozen config dataclass, saved with every checkpoint.
+        checkpoint_files: the files the model was loaded from (`load_checkpoint` sets them: the weights, and the
+            folder's config.json when there is one); empty for a model built fresh. Run provenance hashes them.
     """
 
     kind = ""
     lower_better = False
     score_range = (0.0, 1.0)
     config: Any
+    checkpoint_files: tuple[Path, ...] = ()
 
     @property
     def image_size(self) -> int:
@@ -233,7 +245,8 @@ class QualityModel(nn.Module):
         seed: int = 0,
         batch_size: int = 8,
         dtype: str = "fp32",
-    ) -> list[float]:
+        details: bool = False,
+    ) -> list[float] | list[dict[str, Any]]:
         """Score images, with the same semantics as `gamma-iqa score`.
 
         Always a single-process call, also under torchrun (each process scores all of `inputs`). The engine
@@ -251,9 +264,15 @@ class QualityModel(nn.Module):
                 batch it was scored in.
             batch_size: images per forward, >= 1.
             dtype: "fp32", "bf16" or "fp16" (autocast).
+            details: return, instead of the scores, one dict per image with the columns of `gamma-iqa score
+                --details`: path, score, scene, crops, `spread` (the population standard deviation of the crop
+                scores, `torch.std(correction=0)`; 0 for one crop) and `p_bad` ... `p_perfect` (the level
+                probabilities of the head, averaged over the crops: they sum to 1, and their expectation under the
+                model's level values, `score_level`, is the score).
 
         Returns:
-            One score per image, in input order; higher is better for every family here (`lower_better`).
+            One score per image, in input order; higher is better for every family here (`lower_better`). With
+            `details`, one dict per image instead (see `details`).
 
         Raises:
             ValueError: a bad input, naming it (its path or `<input N>`): unreadable, another integer type (int64...),
@@ -271,22 +290,29 @@ class QualityModel(nn.Module):
             (3, True)
             >>> all(0.2 <= s <= 1.0 for s in scores)  # between the lowest and highest level value
             True
+            >>> row = model.score(images[0], crops=4, details=True)[0]  # how sure: the spread and the level mix
+            >>> sorted(row)
+            ['crops', 'p_bad', 'p_fair', 'p_good', 'p_perfect', 'p_poor', 'path', 'scene', 'score', 'spread']
+            >>> round(sum(row[f"p_{lv}"] for lv in ("bad", "poor", "fair", "good", "perfect")), 6)
+            1.0
         """
         if _scorer is None:  # never in practice: importing any part of gamma_iqa imports the engine
             raise RuntimeError("scoring is provided by gamma_iqa.engine; import gamma_iqa first")
-        return _scorer(self, inputs, scene=scene, crops=crops, seed=seed, batch_size=batch_size, dtype=dtype)
+        options = {"scene": scene, "crops": crops, "seed": seed, "batch_size": batch_size, "dtype": dtype}
+        return _scorer(self, inputs, details=details, **options)
 
 
 # The models layer sits below the data and engine layers that decode and crop images, so `QualityModel.score` cannot
 # import them: the engine hands its scoring function down once, when it is imported (dependency inversion).
-_scorer: Callable[..., list[float]] | None = None
+_scorer: Callable[..., Any] | None = None
 
 
-def set_scorer(scorer: Callable[..., list[float]]) -> None:
+def set_scorer(scorer: Callable[..., Any]) -> None:
     """Install the function behind `QualityModel.score` (called by gamma_iqa.engine.scoring at import).
 
     Args:
-        scorer: called as `scorer(model, inputs, scene=, crops=, seed=, batch_size=, dtype=)`; returns the scores.
+        scorer: called as `scorer(model, inputs, scene=, crops=, seed=, batch_size=, dtype=, details=)`; returns
+            the scores (with `details`: the dicts).
     """
     global _scorer
     _scorer = scorer

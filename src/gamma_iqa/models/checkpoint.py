@@ -182,4 +182,5 @@ def load_checkpoint(path: str | Path) -> QualityModel:
     model = model_from_state_dict(config, state, weights)
     if path.is_dir():
         model.load_assets(path)
+    model.checkpoint_files = (weights,) if config_file is None or not config_file.is_file() else (weights, config_file)
     return model.eval()

@@ -245,20 +245,30 @@ class Gamma(QualityModel):
         check_images(images)
         return self.clip.encode_image((images - self.mean) / self.std)
 
-    def head(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-        """Image features (B, E) and per-image prompt features (B, K, E) -> scores (B,) (gamma.md §5)."""
-        return level_head(self.adapter, image_features, text_features, self.clip.logit_scale, self.score_level)
+    def head(
+        self, image_features: torch.Tensor, text_features: torch.Tensor, *, levels: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Image features (B, E) and per-image prompt features (B, K, E) -> scores (B,) (gamma.md §5).
 
-    def forward(self, images: torch.Tensor, scene: str | Sequence[str | None] | None = None) -> torch.Tensor:
+        With `levels`, the pair (scores (B,), level probabilities (B, K)) (see `level_head`).
+        """
+        head = (self.adapter, image_features, text_features, self.clip.logit_scale, self.score_level)
+        return level_head(*head, probabilities=levels)
+
+    def forward(
+        self, images: torch.Tensor, scene: str | Sequence[str | None] | None = None, *, levels: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Score images, each against its scene's prompts.
 
         Args:
             images: (B, 3, H, W) RGB in [0, 1]; `image_size` squares are native, other sizes interpolate the
                 positional table.
             scene: one scene name for all images, None for the default scene, or one name (or None) per image.
+            levels: also return the level probabilities.
 
         Returns:
-            Scores (B,) in the parameters' dtype, between the lowest and the highest level value (about [0, 1]).
+            Scores (B,) in the parameters' dtype, between the lowest and the highest level value (about [0, 1]);
+            with `levels`, the pair (scores, level probabilities (B, K), worst level first).
 
         Raises:
             ValueError: a scene the model does not accept, a scene count that is not B, or images not
@@ -271,7 +281,7 @@ class Gamma(QualityModel):
             text = next(iter(features.values())).expand(b, -1, -1)  # (B, K, E)
         else:
             text = torch.stack([features[k] for k in keys])  # (B, K, E), without a host-to-device index tensor
-        return self.head(self.encode_image(images), text)
+        return self.head(self.encode_image(images), text, levels=levels)
 
     def compile_towers(self, **options: Any) -> Gamma:
         """Compile the image tower and the text transformer with `torch.compile` (torch >= 2.2); off by default.

@@ -183,15 +183,19 @@ class GammaLite(QualityModel):
         features = self.backbone.forward_features((images - self.mean) / self.std)  # (B, 1280, H/32, W/32)
         return self.proj(features.mean(dim=(2, 3)))
 
-    def forward(self, images: torch.Tensor, scene: str | Sequence[str | None] | None = None) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, scene: str | Sequence[str | None] | None = None, *, levels: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Score images, each against its scene's anchors.
 
         Args:
             images: (B, 3, H, W) RGB in [0, 1], any size (224 is native).
             scene: one scene name for all images, None for the default scene, or one name (or None) per image.
+            levels: also return the level probabilities.
 
         Returns:
-            Scores (B,), between the lowest and the highest level value (about [0, 1]).
+            Scores (B,), between the lowest and the highest level value (about [0, 1]); with `levels`, the pair
+            (scores, level probabilities (B, K), worst level first).
 
         Raises:
             ValueError: a scene the model has no anchors for, a scene count that is not B, or images not
@@ -199,7 +203,8 @@ class GammaLite(QualityModel):
         """
         keys = self.scene_keys(scene, images.shape[0])
         anchors = torch.stack([self.anchors[k] for k in keys])  # (B, K, E)
-        return level_head(self.adapter, self.encode_image(images), anchors, self.logit_scale, self.score_level)
+        head = (self.adapter, self.encode_image(images), anchors, self.logit_scale, self.score_level)
+        return level_head(*head, probabilities=levels)
 
 
 register_family(

@@ -45,6 +45,9 @@ h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:20px 0 8px} p.meta{co
 .score{font-weight:600;font-size:14px}
 table.errors{border-collapse:collapse;margin-top:8px}
 .errors td{border-top:1px solid #ddd;padding:4px 8px;font-size:13px}
+.spread{font-weight:400;color:#666;font-size:12px}
+dl.provenance{display:grid;grid-template-columns:max-content auto;gap:2px 16px;font-size:12px;margin:8px 0}
+.provenance dt{color:#666} .provenance dd{margin:0;word-break:break-all}
 """
 
 
@@ -58,6 +61,7 @@ class _Shown:
     scene: str
     crops: str
     thumbnail: str | None = None
+    spread: float | None = None  # with details: the crops' standard deviation
 
 
 def thumbnail(source: Any) -> str | None:
@@ -129,6 +133,7 @@ class Report:
         self.scored += 1
         shown = _Shown(position, str(values["path"]), score, str(values.get("scene") or ""), str(values.get("crops")))
         shown.thumbnail = getattr(row, "thumbnail", None)
+        shown.spread = _number(values.get("spread"))
         for heap, key in ((self._best, (score, -position)), (self._worst, (-score, position))):
             if len(heap) < self.top:
                 heapq.heappush(heap, (*key, shown))
@@ -178,6 +183,7 @@ class Report:
         model: str,
         score_range: tuple[float, float],
         sources: Mapping[str, Any] | None = None,
+        provenance: Mapping[str, Any] | None = None,
     ) -> Path:
         """Write the page to `path`, UTF-8; returns the path.
 
@@ -187,6 +193,7 @@ class Report:
             score_range: (low, high) of the model's scores: the ends of the bars.
             sources: what each shown path is read from for its thumbnail (see `names`); a path missing from it is read
                 as a file of that name. Rows that came with a thumbnail keep theirs.
+            provenance: the run's provenance record (outputs/provenance.py), listed at the end.
         """
         sources = {} if sources is None else sources
         lo, hi = score_range
@@ -203,7 +210,8 @@ class Report:
             f"<h1>gamma-iqa scores</h1><p class='meta'>model {html.escape(model)} · {self.scored:,} scored · "
             f"{self.failed:,} failed · higher is better</p>"
             f"<p class='meta' id='shown'>{html.escape(self._summary())}</p>"
-            f"<div id='scored'>{''.join(grids)}</div>{self._errors_html()}</body></html>\n"
+            f"<div id='scored'>{''.join(grids)}</div>{self._errors_html()}{_provenance_html(provenance)}"
+            "</body></html>\n"
         )
         path = Path(path)
         path.write_text(page, encoding="utf-8")
@@ -214,12 +222,37 @@ def _card(s: _Shown, lo: float, hi: float) -> str:
     """One image's card: thumbnail, path, score and its bar, scene and crops."""
     width = 100.0 * min(1.0, max(0.0, (s.score - lo) / (hi - lo)))
     img = f'<img alt="" src="data:image/jpeg;base64,{s.thumbnail}">' if s.thumbnail else "<img alt=''>"
+    spread = f' <span class="spread">± {s.spread:.4f}</span>' if s.spread is not None else ""
     return (
         f'<div class="card" data-score="{s.score:.6f}">{img}'
         f'<div class="path">{html.escape(shown_name(s.path))}</div>'
-        f'<div class="score">{s.score:.4f}</div><div class="bar"><div style="width:{width:.1f}%"></div></div>'
+        f'<div class="score">{s.score:.4f}{spread}</div><div class="bar"><div style="width:{width:.1f}%"></div></div>'
         f'<div class="scene">{html.escape(s.scene)} · crops {html.escape(s.crops)}</div></div>'
     )
+
+
+def _flatten(record: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, value as text) of a nested record, in its order; a list of files as one line per file."""
+    out = []
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out += _flatten(value, name + ".")
+        elif isinstance(value, list) and value and isinstance(value[0], Mapping):
+            out += [(name, " ".join(f"{k}={v}" for k, v in item.items())) for item in value]
+        elif isinstance(value, list):
+            out.append((name, " ".join(map(str, value))))
+        else:
+            out.append((name, "" if value is None else str(value)))
+    return out
+
+
+def _provenance_html(record: Mapping[str, Any] | None) -> str:
+    """The provenance section: one term per (dotted) key, a list rather than a table; nothing without a record."""
+    if not record:
+        return ""
+    items = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(shown_name(v))}</dd>" for k, v in _flatten(record))
+    return f"<h2>Provenance</h2><dl class='provenance' id='provenance'>{items}</dl>"
 
 
 def write_html(

@@ -22,6 +22,7 @@ from ..data.inputs import Entry
 from ..engine.evaluate import DatasetResult, evaluate
 from ..engine.scoring import Scorer, ScoreRow
 from ..models.base import QualityModel
+from .provenance import collect, read_provenance, settings_of, sidecar, utc_now, write_provenance
 from .report import DEFAULT_TOP, Report
 from .results import format_markdown, plot_predictions, save_predictions
 from .writers import RowWriter
@@ -57,6 +58,71 @@ def _sources(entries: Sequence[Entry], names: set[str]) -> dict[str, Any]:
     return {e.name: e.source for e in entries if e.name in names and e.source is not None}
 
 
+def _provenance(
+    model: QualityModel,
+    entries: Sequence[Entry],
+    rows: RowWriter,
+    model_name: str | None,
+    command: Sequence[str] | None,
+    processes: int,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """The run's provenance record; on resume it must have the settings of the record beside the output.
+
+    Raises:
+        ValueError: on resume, the output's record has other settings (names `resume` and what differs).
+    """
+    scenes = [e.scene or model.config.default_scene for e in entries]
+    record = collect(
+        model,
+        model_argument=model_name,
+        scenes=scenes,
+        crops=options.get("crops", 10),
+        seed=options.get("seed", 0),
+        dtype=options.get("dtype", "fp32"),
+        details=options.get("details", False),
+        fmt=rows.fmt,
+        processes=processes,
+        command=command,
+    )
+    if rows.resume and rows.output is not None and sidecar(rows.output).is_file():
+        before = read_provenance(rows.output)
+        then, now = settings_of(before), settings_of(record)
+        changed = [k for k in now if then[k] != now[k]]
+        if changed:
+            raise ValueError(
+                f"`resume`: the rows in {rows.output} were scored with other {', '.join(changed)} (see "
+                f"{sidecar(rows.output)}); resume with the first run's settings, or write a new `output`"
+            )
+        record["started"] = before.get("started", record["started"])
+    return record
+
+
+def _score_and_record(
+    scorer: Scorer,
+    todo: Sequence[Entry],
+    rows: RowWriter,
+    report: Report | None,
+    on_error: Callable[[ScoreRow], None] | None,
+    record: dict[str, Any],
+) -> bool:
+    """Rank 0's part of `run_score`: the rows, the report's counts and the provenance; whether any row failed.
+
+    The provenance goes beside a file output before the rows and again after them; an interrupted run leaves it with
+    `finished` null.
+    """
+    if rows.output is not None:
+        write_provenance(sidecar(rows.output), record)
+    if report is not None:
+        for done in rows.existing():  # the page covers the whole output file, not only this call's part
+            report.add(done)
+    failed = _write_rows(scorer.run(todo), rows, report, on_error)
+    record["finished"] = utc_now()
+    if rows.output is not None:
+        write_provenance(sidecar(rows.output), record)
+    return failed
+
+
 def run_score(
     model: QualityModel,
     entries: Sequence[Entry],
@@ -67,6 +133,7 @@ def run_score(
     model_name: str | None = None,
     distributed: bool = False,
     on_error: Callable[[ScoreRow], None] | None = None,
+    command: Sequence[str] | None = None,
     **options: Any,
 ) -> bool:
     """Score `entries` into `rows` as they finish (on resume only the entries `rows` still lacks), and the report.
@@ -80,18 +147,25 @@ def run_score(
             output (on resume also the rows written before) and shows the images as `Report` does.
         html_top: the page shows every image of a run with at most twice this many scored, else the `html_top` best
             and the `html_top` worst (memory and page size do not grow with the run).
-        model_name: the model as the report names it; default its config's name.
+        model_name: the model as the report and the provenance name it (a registered name or a checkpoint path,
+            which `gamma-iqa score --check` makes the model from again); default its config's name.
         distributed: inside a torchrun group, split the entries across its ranks; every rank calls this with the
             same arguments and rank 0 writes the rows and the report.
         on_error: called with each failed row, as it is written.
-        **options: the Scorer's options (crops, seed, batch_size, workers, dtype, progress).
+        command: the command line's arguments, recorded in the provenance.
+        **options: the Scorer's options (crops, seed, batch_size, workers, dtype, progress, details). With
+            `details` the writer must write the detail columns (`open_rows(..., details=True)`).
+
+    The run's provenance (see outputs/provenance.py) goes to `OUTPUT.provenance.json` beside a file output (written
+    when the run starts, and again with its `finished` time when it ends) and into the HTML page.
 
     Returns:
         Whether any entry of this call failed (on every rank).
 
     Raises:
         ValueError: a bad Scorer option or `html_top` (names the parameter); a resumed output that is not a file of
-            score rows.
+            score rows, or whose rows have other columns or whose provenance has other settings; `details` with a
+            writer without the detail columns.
         FileNotFoundError: the folder of `html` does not exist (before any scoring).
         KeyboardInterrupt: passed on after the rows written so far are complete on disk (no report is written).
     """
@@ -99,17 +173,18 @@ def run_score(
     if html and not Path(html).resolve().parent.is_dir():  # found before the work, not after it
         raise FileNotFoundError(f"`html` {html}: folder {Path(html).resolve().parent} does not exist")
     scorer = Scorer(model, distributed=distributed, **options)
+    if scorer.details and "spread" not in rows.fields:
+        raise ValueError("`details` needs a writer of the detail columns: open_rows(..., details=True)")
     rank, world = scorer.shard
     todo = rows.remaining(entries)
     failed = False
     if rank == 0:
-        if report is not None:
-            for done in rows.existing():  # the page covers the whole output file, not only this call's part
-                report.add(done)
-        failed = _write_rows(scorer.run(todo), rows, report, on_error)
+        record = _provenance(model, entries, rows, model_name, command, world, options)
+        failed = _score_and_record(scorer, todo, rows, report, on_error, record)
         if report is not None and html:
             sources = _sources(entries, report.names())
-            report.write(html, model=model_name or model.config.name, score_range=model.score_range, sources=sources)
+            name = model_name or model.config.name
+            report.write(html, model=name, score_range=model.score_range, sources=sources, provenance=record)
     else:
         for _ in scorer.run(todo):  # the other ranks score their share; the rows all arrive on rank 0
             pass

@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from ..data.inputs import Entry
-from ..engine.scoring import ScoreRow
+from ..engine.scoring import DETAIL_FIELDS, ScoreRow
 
 __all__ = [
     "FORMATS",
@@ -211,7 +211,21 @@ class RowWriter:
         """
         if not self.resume:
             return list(entries)
+        self._check_columns()
         return skip_done(entries, read_done(self.output, self.fmt))
+
+    def _check_columns(self) -> None:
+        """On resume, refuse an output whose rows have other columns than this writer's (--details on one run only).
+
+        Raises:
+            ValueError: the first complete row's columns (csv: the header) are not `fields` (names `resume`).
+        """
+        first = next(read_rows(self.output, self.fmt), None)
+        if first is not None and tuple(first) != self.fields:
+            raise ValueError(
+                f"`resume`: {shown_name(str(self.output))} has the columns {','.join(first)}, this run writes "
+                f"{','.join(self.fields)}; resume with the first run's options (`details` or not)"
+            )
 
     def open(self) -> RowWriter:
         """Open the output (see the class); returns this writer."""
@@ -294,10 +308,18 @@ class RowWriter:
         self.close()
 
 
-def open_rows(output: str | os.PathLike[str] | None = None, fmt: str = "csv", *, resume: bool = False) -> RowWriter:
+def open_rows(
+    output: str | os.PathLike[str] | None = None, fmt: str = "csv", *, resume: bool = False, details: bool = False
+) -> RowWriter:
     """A writer of score rows to `output` (None: stdout) in `fmt`, for a `with` block; see `RowWriter`.
+
+    Args:
+        output: the file written; None: stdout.
+        fmt: `csv`, `jsonl` or `json`.
+        resume: keep the complete rows already in `output` and append the rest.
+        details: write DETAIL_FIELDS (spread, p_bad ... p_perfect) after the usual columns.
 
     Raises:
         ValueError: as `RowWriter`.
     """
-    return RowWriter(output, fmt, resume=resume)
+    return RowWriter(output, fmt, resume=resume, fields=ScoreRow.FIELDS + DETAIL_FIELDS if details else ScoreRow.FIELDS)

@@ -1,0 +1,308 @@
+"""Where a score run's numbers came from, and whether they can still be reproduced.
+
+`collect` records what a score depends on: the package version, the model (its name, the argument it was made from,
+the SHA-256 of its checkpoint files and of its parameters), the scoring settings (scene, crops, seed, dtype, details),
+the device, and the versions of Python, torch, numpy, Pillow and Pillow's JPEG library. `run_score` writes it beside
+`--output` as `OUTPUT.provenance.json` (`sidecar`), whatever the format, and into the HTML report. Two runs of the same
+command on the same setup give the same record except for its `started` and `finished` times (UTC, ISO 8601).
+
+`check_output` re-scores a seeded sample of an earlier output's rows with the settings its record gives, and says
+whether the scores still match within `tolerance` (fp32: 1e-5; bf16 and fp16: 1e-2, as their 8 and 11 bits allow).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import platform
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL
+import torch
+from PIL import features
+
+from .._version import __version__
+from ..data.inputs import Entry
+from ..engine.scoring import Scorer
+from ..models.base import QualityModel
+from ..models.factory import create_model
+from .writers import read_rows
+
+__all__ = [
+    "CHECK_ROWS",
+    "TIMES",
+    "TOLERANCE",
+    "CheckResult",
+    "check_output",
+    "collect",
+    "read_provenance",
+    "settings_of",
+    "sidecar",
+    "utc_now",
+    "write_provenance",
+]
+
+CHECK_ROWS = 20  # rows re-scored by `check_output` by default
+TOLERANCE = {"fp32": 1e-5, "bf16": 1e-2, "fp16": 1e-2}  # largest |recorded - now| that still matches, by dtype
+TIMES = ("started", "finished")  # the keys that differ between two runs of the same command
+_SETTINGS = ("model", "scenes", "crops", "seed", "dtype", "details")  # what must not change within one output file
+_CHUNK = 1 << 20
+
+
+def sidecar(output: str | os.PathLike[str]) -> Path:
+    """The provenance file of an output file: `OUTPUT.provenance.json` beside it."""
+    output = Path(output)
+    return output.with_name(output.name + ".provenance.json")
+
+
+def _sha256_file(path: Path) -> str:
+    """The SHA-256 of a file's bytes, hex, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _sha256_state(model: QualityModel) -> str:
+    """The SHA-256 of the model's state dict as it scores: each entry's name, dtype, shape and bytes, by name."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _versions(device: torch.device) -> dict[str, Any]:
+    """The versions of what the scores depend on: Python, torch, numpy, Pillow and its JPEG library (and CUDA)."""
+    versions: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+        "jpeg": features.version("jpg"),  # libjpeg's version, as Pillow was built with it
+        "libjpeg_turbo": features.version("libjpeg_turbo"),  # its own version; None: plain libjpeg
+        "platform": platform.platform(),
+    }
+    if device.type == "cuda":
+        versions["cuda"] = torch.version.cuda
+        versions["cudnn"] = torch.backends.cudnn.version()
+        versions["gpu"] = torch.cuda.get_device_name(device)
+    return versions
+
+
+def utc_now() -> str:
+    """The time now, UTC, ISO 8601 to the second."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def collect(
+    model: QualityModel,
+    *,
+    model_argument: str | None = None,
+    scenes: Sequence[str] = (),
+    crops: str | int = 10,
+    seed: int = 0,
+    dtype: str = "fp32",
+    details: bool = False,
+    fmt: str = "csv",
+    processes: int = 1,
+    command: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The provenance record of a score run (see the module text), with `started` now and `finished` None.
+
+    Args:
+        model: the model scoring, on its device.
+        model_argument: what the model was made from (a registered name or a checkpoint path), which `check_output`
+            passes to `create_model`; default its config's name.
+        scenes: the scenes the run's images were scored with (each row's `scene` column says which).
+        crops: the crop mode.
+        seed: the crops' seed.
+        dtype: the autocast precision.
+        details: whether the rows carry the detail columns.
+        fmt: the output's format.
+        processes: the torchrun processes that scored (1 without torchrun).
+        command: the command line's arguments, when the run came from it.
+
+    Returns:
+        A JSON-serialisable dict.
+    """
+    device = next(model.parameters()).device
+    files = [{"file": str(p), "sha256": _sha256_file(Path(p))} for p in model.checkpoint_files]
+    return {
+        "gamma_iqa": __version__,
+        "command": None if command is None else list(command),
+        "model": {
+            "name": model.config.name,
+            "argument": model_argument or model.config.name,
+            "kind": model.kind,
+            "files": files,  # empty: built fresh by its family (seeded, so the same on every run)
+            "parameters_sha256": _sha256_state(model),
+        },
+        "scenes": sorted(set(scenes)),
+        "crops": str(crops),
+        "seed": seed,
+        "dtype": dtype,
+        "details": details,
+        "format": fmt,
+        "device": str(device),
+        "processes": processes,
+        "versions": _versions(device),
+        "started": utc_now(),
+        "finished": None,
+    }
+
+
+def settings_of(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a record that fixes the scores (model, scenes, crops, seed, dtype, details): one per output file."""
+    return {k: record.get(k) for k in _SETTINGS}
+
+
+def write_provenance(path: str | os.PathLike[str], record: Mapping[str, Any]) -> Path:
+    """Write `record` to `path` as indented JSON, atomically (a kill never leaves half a file); returns the path."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_provenance(output: str | os.PathLike[str]) -> dict[str, Any]:
+    """The provenance record of an output file (its `sidecar`).
+
+    Raises:
+        FileNotFoundError: the output has no provenance file (names it).
+        ValueError: the provenance file is not a JSON object.
+    """
+    path = sidecar(output)
+    if not path.is_file():
+        raise FileNotFoundError(f"{output}: no provenance file {path} (written by gamma-iqa score --output)")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not JSON ({e.msg})") from None
+    if not isinstance(record, dict) or "model" not in record:
+        raise ValueError(f"{path}: not a gamma-iqa provenance record")
+    return record
+
+
+@dataclass
+class CheckResult:
+    """What `check_output` found.
+
+    Attributes:
+        checked: (path, recorded score, score now) of each re-scored row, in file order.
+        tolerance: the largest difference that still matches.
+        total: the scored rows of the output (the sample was drawn from them).
+        notes: differences between the recorded setup and this one (weights, versions, device), one line each.
+        failures: (path, why) of sampled rows that could not be scored now (a moved or changed file).
+    """
+
+    checked: list[tuple[str, float, float]] = field(default_factory=list)
+    tolerance: float = 0.0
+    total: int = 0
+    notes: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def mismatched(self) -> list[tuple[str, float, float]]:
+        """The checked rows whose score moved by more than `tolerance`."""
+        return [c for c in self.checked if abs(c[1] - c[2]) > self.tolerance]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every sampled row was scored again within `tolerance`."""
+        return not self.mismatched and not self.failures
+
+    @property
+    def max_difference(self) -> float:
+        """The largest |recorded - now| over the checked rows (0 when none)."""
+        return max((abs(a - b) for _, a, b in self.checked), default=0.0)
+
+
+def _scored_rows(output: Path, fmt: str) -> list[dict[str, Any]]:
+    """The rows of `output` that carry a score (csv, jsonl or json)."""
+    rows = json.loads(output.read_text(encoding="utf-8")) if fmt == "json" else list(read_rows(output, fmt))
+    return [r for r in rows if r.get("score") not in (None, "")]
+
+
+def _notes(record: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """One line per difference between the recorded setup and this one that may move the scores."""
+    notes = []
+    if record["model"].get("parameters_sha256") != now["model"]["parameters_sha256"]:
+        notes.append(
+            f"the model's parameters changed (SHA-256 {record['model'].get('parameters_sha256', '?')[:12]} "
+            f"then, {now['model']['parameters_sha256'][:12]} now)"
+        )
+    if record.get("device") != now["device"]:
+        notes.append(f"device {record.get('device')} then, {now['device']} now")
+    for key, value in now["versions"].items():
+        if record.get("versions", {}).get(key) != value:
+            notes.append(f"{key} {record.get('versions', {}).get(key)} then, {value} now")
+    return notes
+
+
+def check_output(
+    output: str | os.PathLike[str],
+    *,
+    rows: int = CHECK_ROWS,
+    seed: int = 0,
+    tolerance: float | None = None,
+    device: str | torch.device | None = None,
+    load: Callable[[str], QualityModel] = create_model,
+) -> CheckResult:
+    """Re-score a seeded sample of `output`'s scored rows with its recorded settings and compare the scores.
+
+    The model is made again from the recorded argument (a registered name or a checkpoint path), so a checkpoint
+    replaced under the same name shows as mismatching scores (and a note on its parameters' SHA-256).
+
+    Args:
+        output: an output file of `gamma-iqa score --output` (csv, jsonl or json) with its provenance file.
+        rows: how many scored rows to re-score (all of them when there are fewer), >= 1.
+        seed: seeds the choice of rows.
+        tolerance: the largest |recorded - now| that matches; default TOLERANCE of the recorded dtype.
+        device: where to score; default the recorded device.
+        load: makes the model from the recorded argument (`create_model`).
+
+    Returns:
+        The CheckResult.
+
+    Raises:
+        FileNotFoundError: no output or no provenance file.
+        ValueError: `rows` below 1, a bad provenance file, or an output that is not score rows.
+        CheckpointError: the recorded model cannot be made any more.
+    """
+    if rows < 1:
+        raise ValueError(f"`rows` must be >= 1, got {rows}")
+    output = Path(output)
+    if not output.is_file():
+        raise FileNotFoundError(f"{output}: no such file")
+    record = read_provenance(output)
+    model = load(record["model"]["argument"]).to(device if device is not None else record["device"])
+    scored = _scored_rows(output, record.get("format", "csv"))
+    picked = sorted(random.Random(seed).sample(range(len(scored)), min(rows, len(scored))))
+    entries = [Entry(scored[i]["path"], scored[i]["path"], scored[i].get("scene") or None) for i in picked]
+    dtype = record.get("dtype", "fp32")
+    scorer = Scorer(model, crops=_crops(record.get("crops", "10")), seed=int(record.get("seed", 0)), dtype=dtype)
+    result = CheckResult(tolerance=TOLERANCE.get(dtype, 1e-2) if tolerance is None else tolerance, total=len(scored))
+    for i, row in zip(picked, scorer.run(entries), strict=True):
+        if row.error is not None or row.score is None:
+            result.failures.append((row.path, row.error or "no score"))
+        else:
+            result.checked.append((row.path, float(scored[i]["score"]), row.score))
+    now = collect(model, dtype=dtype)
+    result.notes = _notes(record, now)
+    return result
+
+
+def _crops(text: str) -> str | int:
+    """A recorded crop mode ("10", "center", "none") as the Scorer takes it."""
+    return int(text) if text.isdigit() else text
