@@ -20,6 +20,7 @@ from ..data.datasets import DatasetSpec, Record, SplitFile, get_dataset, load_sp
 from ..data.inputs import Entry
 from ..data.transforms import Crops
 from ..models.base import QualityModel
+from .progress import Progress
 from .scoring import Scorer
 
 __all__ = ["DatasetResult", "evaluate"]
@@ -100,12 +101,23 @@ def _describe(plan: _Plan) -> str:
 
 
 def _score(
-    model: QualityModel, plan: _Plan, crops: Crops, seed: int, batch_size: int, workers: int
+    model: QualityModel, plan: _Plan, crops: Crops, seed: int, batch_size: int, workers: int, show: bool
 ) -> list[float | str]:
-    """Per present record: its score, or why it could not be read (the scoring engine of `gamma-iqa score`)."""
+    """Per present record: its score, or why it could not be read (the scoring engine of `gamma-iqa score`).
+
+    With `show`, the images' progress goes to stderr (`Progress`).
+    """
     entries = [Entry(r.image, r.path, plan.spec.scene, resize=plan.spec.resize) for r in plan.present]
     scorer = Scorer(model, crops=crops, seed=seed, batch_size=batch_size, workers=workers, distributed=False)
-    return [row.error if row.error is not None else row.score for row in scorer.run(entries)]
+    progress = Progress(len(entries), desc=f"eval {plan.spec.name}", unit="image", enabled=show)
+    scores: list[float | str] = []
+    try:
+        for row in scorer.run(entries):
+            scores.append(row.error if row.error is not None else row.score)
+            progress.update()
+    finally:
+        progress.close()
+    return scores
 
 
 def _result(plan: _Plan, scores: list[float | str]) -> DatasetResult:
@@ -139,6 +151,7 @@ def evaluate(
     workers: int = 2,
     meta_dir: str | None = None,
     progress: Callable[[str], None] | None = None,
+    show_progress: bool = False,
 ) -> list[DatasetResult]:
     """Score the test part of split `split` of each dataset and compare with its normalised MOS.
 
@@ -161,6 +174,8 @@ def evaluate(
         meta_dir: Folder of the split files (default: the dataset's folder, else $GAMMA_IQA_HOME/meta).
         progress: Called with one line per dataset before it is scored: what is scored, and the split file read,
             written or rebuilt.
+        show_progress: Show the images scored so far on stderr: a bar on a terminal, else a line with the count,
+            rate and time left at most once a minute (`engine.progress`).
 
     Returns:
         One result per dataset, in the order of `datasets`.
@@ -177,5 +192,5 @@ def evaluate(
     for plan in plans:
         if progress:
             progress(_describe(plan))
-        results.append(_result(plan, _score(model, plan, crops, seed, batch_size, workers)))
+        results.append(_result(plan, _score(model, plan, crops, seed, batch_size, workers, show_progress)))
     return results

@@ -10,7 +10,7 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 
-__all__ = ["DTYPES", "ProcessGroup", "autocast", "process_group", "resolve_device", "setup"]
+__all__ = ["DTYPES", "ProcessGroup", "autocast", "default_workers", "process_group", "resolve_device", "setup"]
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -20,6 +20,15 @@ def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextMana
     if dtype == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=DTYPES[dtype])
+
+
+def default_workers() -> int:
+    """Decoding processes (DataLoader workers) by default: one per CPU this process may use beyond its own, at most 4.
+
+    `score`, `eval` and `train` share it: 1 on a 2-core machine, 0 on one core, 4 from 5 cores on.
+    """
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(4, max(0, (usable or 1) - 1))
 
 
 def resolve_device(name: str) -> torch.device:

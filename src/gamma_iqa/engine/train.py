@@ -43,6 +43,7 @@ from ..models.lite import GammaLite
 from ..models.moe import PositionwiseMoAE
 from ..plots import plot_curves
 from .evaluate import evaluate
+from .progress import Progress
 from .runlog import MetricsLog
 from .runtime import autocast, process_group
 from .trainconfig import TrainConfig, save_config
@@ -257,7 +258,7 @@ def _build_model(cfg: TrainConfig) -> QualityModel:
         return create_model(cfg.model, backbone=cfg.backbone, seed=cfg.seed)
     except CheckpointError as e:
         raise TrainingError(
-            f"{e}; to train {cfg.model} from CLIP/UniQA weights set backbone=PATH (e.g. UniQA_weight.pt), "
+            f"{e.command_line}; to train {cfg.model} from CLIP/UniQA weights set backbone=PATH (e.g. UniQA_weight.pt), "
             "or set model=FOLDER to fine-tune a converted checkpoint"
         ) from None
 
@@ -389,6 +390,7 @@ class _Run:
         )
         self.epoch = self.step = self.global_step = 0
         self.last_eval = -1
+        self.progress = Progress(0, desc="train", unit="step", enabled=False)  # `run` starts the shown one
         self.best: dict[str, float] = {}
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -487,6 +489,7 @@ class _Run:
                     seed=self.cfg.seed,
                     batch_size=self.cfg.eval_batch_size,
                     workers=self.cfg.workers,
+                    show_progress=True,
                 )
             ]
             self.model.train()
@@ -497,10 +500,9 @@ class _Run:
                     self.best[r.dataset], improved = r.srcc, True
             self.log.log(self.global_step, self.epoch + 1, "eval", values)
             self.last_eval = self.global_step
-            print(
+            self.progress.write(
                 f"epoch {self.epoch + 1} step {self.global_step}: "
-                + ", ".join(f"{r.dataset} SRCC {r.srcc:.4f} PLCC {r.plcc:.4f}" for r in results),
-                file=sys.stderr,
+                + ", ".join(f"{r.dataset} SRCC {r.srcc:.4f} PLCC {r.plcc:.4f}" for r in results)
             )
             if improved:
                 self.save("best")
@@ -555,45 +557,75 @@ class _Run:
         self.log.log(self.global_step, self.epoch + 1, "train", values)
         return loss
 
-    def run(self) -> None:
+    def _progress(self) -> Progress:
+        """The run's progress over all its steps (rank 0): a bar on a terminal, else a line a minute."""
+        total = self.cfg.epochs * self.sampler.steps_per_epoch
+        if self.cfg.max_steps:
+            total = min(total, self.cfg.max_steps)
+        return Progress(total, desc="train", unit="step", done=self.global_step, enabled=self.rank == 0)
+
+    def _status(self, loss: float | None) -> str:
+        """The progress status: the epoch and, once logged, the mean loss of the last `log_every_steps` steps."""
+        return f"epoch {self.epoch + 1}/{self.cfg.epochs}" + ("" if loss is None else f", loss {loss:.4g}")
+
+    def _after_step(
+        self, running: torch.Tensor, count: int, loss: float | None
+    ) -> tuple[torch.Tensor, int, float | None]:
+        """Log, checkpoint and evaluate as the config asks after a step; returns the new (running, count, loss)."""
         cfg = self.cfg
-        running, count, loss = torch.zeros(2, device=self.device), 0, 0.0
-        while self.epoch < cfg.epochs:
-            batches = _MicroBatches(self.sampler, self.epoch, self.step, self.rank, self.world, cfg.accum)
-            loader = iter(
-                DataLoader(
-                    self.images,
-                    batch_sampler=batches,
-                    num_workers=cfg.workers,
-                    collate_fn=_collate,
-                    pin_memory=self.device.type == "cuda",
-                )
-            )
-            while self.step < self.sampler.steps_per_epoch:
-                if cfg.max_steps and self.global_step >= cfg.max_steps:
-                    self.save()
-                    return
-                running += self._train_step([next(loader) for _ in range(cfg.accum)])
-                count += 1
-                self.step += 1
-                self.global_step += 1
-                if self.global_step % cfg.log_every_steps == 0 or self.step == self.sampler.steps_per_epoch:
-                    loss = self._log_train(running, count)
-                    running, count = torch.zeros(2, device=self.device), 0
-                if cfg.save_every_steps and self.global_step % cfg.save_every_steps == 0:
-                    self._check_finite(float(running[0]) / count if count else loss)
-                    self.save()
-                if cfg.eval_every_steps and self.global_step % cfg.eval_every_steps == 0:
-                    self.evaluate()
-            self.scheduler.step()
-            if (self.epoch + 1) in cfg.eval_epochs or (
-                cfg.eval_every_epochs and (self.epoch + 1) % cfg.eval_every_epochs == 0
-            ):
-                self.evaluate()
-            if self.epoch + 1 == cfg.epochs and self.last_eval != self.global_step:
-                self.evaluate()  # and always at the end, as the original
-            self.epoch, self.step = self.epoch + 1, 0
+        if self.global_step % cfg.log_every_steps == 0 or self.step == self.sampler.steps_per_epoch:
+            loss = self._log_train(running, count)
+            running, count = torch.zeros(2, device=self.device), 0
+        self.progress.update(1, self._status(loss))
+        if cfg.save_every_steps and self.global_step % cfg.save_every_steps == 0:
+            self._check_finite(float(running[0]) / count if count else (loss or 0.0))
             self.save()
+        if cfg.eval_every_steps and self.global_step % cfg.eval_every_steps == 0:
+            self.evaluate()
+        return running, count, loss
+
+    def _end_epoch(self) -> None:
+        """Step the schedule, evaluate when the config asks (and always after the last epoch), save `last/`."""
+        cfg = self.cfg
+        self.scheduler.step()
+        if (self.epoch + 1) in cfg.eval_epochs or (
+            cfg.eval_every_epochs and (self.epoch + 1) % cfg.eval_every_epochs == 0
+        ):
+            self.evaluate()
+        if self.epoch + 1 == cfg.epochs and self.last_eval != self.global_step:
+            self.evaluate()  # and always at the end, as the original
+        self.epoch, self.step = self.epoch + 1, 0
+        self.save()
+
+    def run(self) -> None:
+        """Train from the current epoch and step to the end of the schedule (or `max_steps`), showing progress."""
+        cfg = self.cfg
+        running, count, loss = torch.zeros(2, device=self.device), 0, None
+        self.progress = self._progress()
+        try:
+            while self.epoch < cfg.epochs:
+                batches = _MicroBatches(self.sampler, self.epoch, self.step, self.rank, self.world, cfg.accum)
+                loader = iter(
+                    DataLoader(
+                        self.images,
+                        batch_sampler=batches,
+                        num_workers=cfg.workers,
+                        collate_fn=_collate,
+                        pin_memory=self.device.type == "cuda",
+                    )
+                )
+                while self.step < self.sampler.steps_per_epoch:
+                    if cfg.max_steps and self.global_step >= cfg.max_steps:
+                        self.save()
+                        return
+                    running += self._train_step([next(loader) for _ in range(cfg.accum)])
+                    count += 1
+                    self.step += 1
+                    self.global_step += 1
+                    running, count, loss = self._after_step(running, count, loss)
+                self._end_epoch()
+        finally:
+            self.progress.close()
 
 
 def train(cfg: TrainConfig, *, resume: bool = False) -> Path:

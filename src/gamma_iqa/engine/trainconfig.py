@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import yaml
 
 from ..data.datasets import user_dataset
 from ..data.distortions import DISTORTIONS
+from .runtime import default_workers
 
 __all__ = ["TrainConfig", "load_config", "save_config"]
 
@@ -63,7 +64,7 @@ class TrainConfig:
     eval_crops: int = 10
     eval_batch_size: int = 8
     seed: int = 123
-    workers: int = 4
+    workers: int = field(default_factory=default_workers)  # decoding processes; default: from the CPUs (runtime)
     device: str = "auto"
     dtype: str = "fp32"  # autocast: fp32, bf16, fp16 (with loss scaling)
     grad_checkpointing: bool = False
