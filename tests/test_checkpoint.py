@@ -128,7 +128,7 @@ def test_wrong_and_truncated_checkpoints_fail_in_one_line(tiny, tmp_path):
     torch.save({"params": to_original_names(one_head_tiny().state_dict())}, original)
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(original.read_bytes()[:5000])
-    assert "is it truncated" in error(truncated, gamma_iqa.convert_original)
+    assert "or a truncated one" in error(truncated, gamma_iqa.convert_original)
     wrong = tmp_path / "wrong.pth"
     torch.save({"state": {}}, wrong)
     assert "not an original Gamma checkpoint" in error(wrong, gamma_iqa.convert_original)

@@ -479,7 +479,7 @@ def test_tiny_rebuild_adds_always_types_alone(tmp_path):
 
 
 def test_scikit_image_photos_are_real_colour_photos_with_licences():
-    pytest.importorskip("skimage")
+    pytest.importorskip("skimage", reason="the scikit-image sample photos need scikit-image (gamma-iqa[corpus])")
     photos = scikit_image_photos()
     assert [p.id for p in photos] == ["skimage_astronaut", "skimage_chelsea", "skimage_coffee", "skimage_rocket"]
     for p in photos:

@@ -73,7 +73,7 @@ def test_score_without_model_and_without_weights_is_one_clear_line(shipped, tmp_
 
 
 def test_pyproject_ships_the_weights_as_package_data():
-    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs tomllib (Python >= 3.11)")
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["gamma_iqa"]
     relative = paths.shipped_weights("gamma-lite").relative_to(Path(gamma_iqa.__file__).parent)
     for name in ("config.json", "model.safetensors"):

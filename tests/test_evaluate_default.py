@@ -229,7 +229,7 @@ def test_peers_are_skipped_with_a_note_when_their_package_is_missing(monkeypatch
 
 
 def test_brisque_needs_its_model_files(tmp_path):
-    pytest.importorskip("cv2")
+    pytest.importorskip("cv2", reason="the BRISQUE peer needs OpenCV (pip install opencv-contrib-python-headless)")
     b = ev.brisque(tmp_path)
     assert b.score is None and ("opencv-data" in b.note or "contrib" in b.note)
 

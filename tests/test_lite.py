@@ -265,7 +265,8 @@ def test_command_line_scores_natural_and_refuses_other_scenes(tmp_path, capsys):
 
 def test_an_unregistered_scene_is_named_as_such():
     model = GammaLite(GammaLiteConfig())
-    with pytest.raises(ValueError, match=r"scene 'martian' is not supported by model gamma-lite \(not a registered"):
+    known = ", ".join(gamma_iqa.list_scenes())
+    with pytest.raises(ValueError, match=rf"^unknown scene 'martian': the known scenes are {known}; model gamma-lite "):
         model.prompt_key("martian")
     with pytest.raises(ValueError, match=r"scene 'aigc' is not supported by model gamma-lite \(no training data"):
         model.prompt_key("aigc")

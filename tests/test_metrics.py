@@ -55,7 +55,7 @@ def test_kendall_counts_inversions_exactly_on_a_large_input(backend):
 
 
 def test_logistic_fit_matches_scipy_curve_fit(backend):
-    optimize = pytest.importorskip("scipy.optimize")
+    optimize = pytest.importorskip("scipy.optimize", reason="scipy is the reference (pip install scipy)")
     rng = np.random.default_rng(2)
     x = rng.uniform(0, 1, 400)
     y = 20 + 60 / (1 + np.exp(-(x - 0.55) / 0.08)) + rng.normal(0, 4, x.size)

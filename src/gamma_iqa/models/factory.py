@@ -117,7 +117,8 @@ def create_model(
     if spec.needs_weights and pretrained and backbone is None:
         raise CheckpointError(
             f"no weights for {name} in {installed}: convert the released checkpoint with "
-            f"`gamma-iqa convert WEIGHTS.pth {installed}`, or pass pretrained=False for random heads"
+            f"`gamma-iqa convert WEIGHTS.pth {installed}`",
+            python_hint="pass pretrained=False for random heads",
         )
     try:
         config = dataclasses.replace(spec.config, **overrides)

@@ -161,14 +161,23 @@ class GammaLite(QualityModel):
         return list(self.config.scenes)
 
     def prompt_key(self, scene: str | None) -> str:
-        """The anchor set used for `scene`; a scene the model was not trained for is an error."""
+        """The anchor set used for `scene` (None: the default scene).
+
+        Raises:
+            ValueError: an unknown scene (the message lists the known ones), or a known scene the model has no
+                training data for (it lists the model's scenes).
+        """
         if scene is None:
             return self.config.default_scene
         if scene in self.config.scenes:
             return scene
-        why = "no training data for it" if scene in list_scenes() else "not a registered scene"
+        if scene not in list_scenes():  # a typo or another tool's word, not a scene this model lacks
+            raise ValueError(
+                f"unknown scene {scene!r}: the known scenes are {', '.join(list_scenes())}; "
+                f"model {self.config.name} takes {', '.join(self.scenes)}"
+            )
         raise ValueError(
-            f"scene {scene!r} is not supported by model {self.config.name} ({why}); "
+            f"scene {scene!r} is not supported by model {self.config.name} (no training data for it); "
             f"valid scenes: {', '.join(self.scenes)}"
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,8 +18,15 @@ Renames = Sequence[tuple[re.Pattern[str], str]]  # (pattern, replacement) applie
 class CheckpointError(ValueError):
     """A checkpoint or weight file that cannot be used; the message is one line naming the file and what to do.
 
-    A ValueError, so that callers catching bad arguments catch bad files too.
+    A ValueError, so that callers catching bad arguments catch bad files too. Advice that only a Python caller can
+    follow (`pretrained=False`) is `python_hint`: the message ends with ", or HINT", while `command_line` is the
+    message without it, for the command line, which has no such argument.
     """
+
+    def __init__(self, message: str, *, python_hint: str | None = None) -> None:
+        """The error with its one-line message, and advice for Python callers only (appended to the message)."""
+        super().__init__(message if python_hint is None else f"{message}, or {python_hint}")
+        self.command_line = message
 
 
 def first_line(e: BaseException) -> str:
@@ -29,6 +37,13 @@ def first_line(e: BaseException) -> str:
     """
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
+
+
+def _looks_like_torch(path: Path) -> bool:
+    """Whether `path` starts as torch.save writes: a zip archive, or (before torch 1.6) a pickle of protocol 2+."""
+    with path.open("rb") as f:
+        head = f.read(2)
+    return head == b"PK" or head[:1] == b"\x80"
 
 
 def torch_load(path: Path) -> Any:
@@ -44,13 +59,21 @@ def torch_load(path: Path) -> Any:
         CheckpointError: the file is missing or cannot be read (truncated, not a PyTorch file, or holding objects
             other than tensors and containers).
     """
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder, not a PyTorch checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
+    except Exception as e:  # one line of ours: torch's advises weights_only=False, which would run code from the file
+        if isinstance(e, pickle.UnpicklingError) and _looks_like_torch(path):  # the safe unpickler refused an object
+            raise CheckpointError(
+                f"{path}: not a plain PyTorch weights file (it holds Python objects beyond tensors, or is no PyTorch "
+                "file); gamma-iqa does not unpickle such files, since that can run code from them"
+            ) from None
+        # text, another format, a cut zip or pickle: the reader tripped somewhere
         raise CheckpointError(
-            f"{path}: cannot read as a PyTorch checkpoint ({first_line(e)}); is it truncated?"
+            f"{path}: not a PyTorch checkpoint, or a truncated one ({path.stat().st_size:,} bytes)"
         ) from None
 
 
