@@ -216,7 +216,7 @@ def run_eval(
         fmt: `json` (one object per dataset) or `md` (a Markdown table beside the paper's numbers).
         predictions: also write dataset,image,mos,mos_norm,prediction rows to this CSV.
         plot: also write a predicted-vs-MOS scatter PNG per dataset into this folder (created).
-        **options: `evaluate`'s options (split, crops, seed, batch_size, workers, meta_dir, progress).
+        **options: `evaluate`'s options (split, crops, seed, batch_size, workers, meta_dir, progress, show_progress).
 
     Returns:
         One result per dataset, in order; images that could not be read are in each result's `errors`.
