@@ -115,15 +115,17 @@ def _list_folder(folder: str, hidden: bool, extensions: frozenset[str]) -> tuple
     return files, dirs, links
 
 
-def _walk(folder: Path, hidden: bool = False) -> tuple[list[Path], list[Entry]]:
-    """Image files under `folder` (sorted), and an error entry for each subfolder that cannot be read.
+def _walk(folder: Path, hidden: bool = False) -> tuple[list[Path], list[Entry], list[str]]:
+    """Image files under `folder` (sorted), an error entry for each subfolder that cannot be read, and the folders.
 
     Real sub-folders are listed before symlinked ones, and every real folder once (by device and inode), so a link
-    to a folder already listed, or a loop, adds nothing.
+    to a folder already listed, or a loop, adds nothing. The folders come in the order they were listed, `folder`
+    first.
     """
     extensions = image_extensions()
     files: list[str] = []
     errors: list[Entry] = []
+    folders: list[str] = []
     seen: set[tuple[int, int]] = set()
     todo, links = [str(folder)], []
     while todo or links:
@@ -137,10 +139,11 @@ def _walk(folder: Path, hidden: bool = False) -> tuple[list[Path], list[Entry]]:
         except OSError as e:
             errors.append(Entry(str(e.filename or current), error=f"cannot read folder ({e.strerror or e})"))
             continue
+        folders.append(current)
         files += found
-        todo += dirs
+        todo += sorted(dirs, reverse=True)  # popped from the end: in name order
         links += sorted(linked)
-    return sorted(Path(f) for f in files), errors
+    return sorted(Path(f) for f in files), errors, folders
 
 
 def _is_stream(raw: str) -> bool:
@@ -174,16 +177,24 @@ def _read_stream(raw: str, scene: str | None) -> Entry:
 
 
 def _glob(raw: str, hidden: bool) -> list[Path]:
-    """Files matching pattern `raw`, sorted, each reached through one real folder once (a link loop adds nothing)."""
+    """Files matching pattern `raw`, sorted; `**` goes through each real folder once, as folder searches do.
+
+    Python's recursive glob follows symlinked folders without end (a loop gives a file once per level, until the
+    path is too long); here the folders under the part before `**` are those `_walk` lists, and the rest of the
+    pattern is matched in each of them.
+    """
     kwargs = {"include_hidden": True} if hidden and sys.version_info >= (3, 11) else {}
-    matches = sorted(
-        (Path(m) for m in glob.glob(raw, recursive=True, **kwargs) if Path(m).is_file()),
-        key=lambda m: (len(m.parts), str(m)),
-    )  # the shortest path of a file reached twice is kept
-    kept: dict[tuple[str, str], Path] = {}
-    for m in matches:
-        kept.setdefault((os.path.realpath(m.parent), m.name), m)
-    return sorted(kept.values())
+    parts = Path(raw).parts
+    if "**" not in parts:
+        return sorted(Path(m) for m in glob.glob(raw, **kwargs) if Path(m).is_file())
+    cut = parts.index("**")
+    head, rest = Path(*parts[:cut]) if cut else Path("."), parts[cut + 1 :] or ("*",)
+    tops = [head] if not glob.has_magic(str(head)) else sorted(Path(m) for m in glob.glob(str(head), **kwargs))
+    found: set[Path] = set()
+    for top in (t for t in tops if t.is_dir()):
+        for folder in _walk(top, hidden)[2]:
+            found.update(_glob(os.path.join(glob.escape(folder), *rest), hidden))
+    return sorted(found)
 
 
 def expand_paths(paths: Iterable[str], scene: str | None = None, *, hidden: bool = False) -> list[Entry]:
@@ -205,7 +216,7 @@ def expand_paths(paths: Iterable[str], scene: str | None = None, *, hidden: bool
         if _is_stream(raw):
             out.append(_read_stream(raw, scene))
         elif p.is_dir():
-            files, errors = _walk(p, hidden)
+            files, errors, _ = _walk(p, hidden)
             out.extend(Entry(str(f), f, scene) for f in files)
             out.extend(errors)
             if not files and not errors:
