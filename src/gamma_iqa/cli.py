@@ -18,7 +18,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ._version import __version__
@@ -116,12 +116,24 @@ def _model_name(args: argparse.Namespace) -> str:
         raise UsageError(f"{e} (--model NAME_OR_CHECKPOINT)") from None
 
 
-def _show_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
-    """`warnings.showwarning` as one stderr line (a colour profile not applied names its image as errors do)."""
-    if isinstance(message, ColourWarning):
-        print(f"warning: {shown_name(message.name)}: {message.reason}; scored as sRGB", file=sys.stderr)
-    else:
-        print(f"warning: {as_flags(str(message))}", file=sys.stderr)
+def _warning_printer() -> Callable[..., None]:
+    """A `warnings.showwarning` that prints each warning text as one stderr line, once.
+
+    Once, since the report's thumbnails decode images again; a colour profile not applied names its image as errors
+    do.
+    """
+    shown: set[str] = set()
+
+    def show(message: Warning | str, *args: object, **kwargs: object) -> None:
+        if isinstance(message, ColourWarning):
+            line = f"warning: {shown_name(message.name)}: {message.reason}; scored as sRGB"
+        else:
+            line = f"warning: {as_flags(str(message))}"
+        if line not in shown:
+            shown.add(line)
+            print(line, file=sys.stderr)
+
+    return show
 
 
 def _print_error(row: ScoreRow) -> None:
@@ -188,7 +200,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
             entries += read_manifest(args.manifest, args.scene, hidden=args.hidden)
         try:
             with warnings.catch_warnings():  # restores showwarning
-                warnings.showwarning = _show_warning
+                warnings.showwarning = _warning_printer()
                 failed = run_score(
                     model,
                     entries,
