@@ -174,15 +174,14 @@ def test_bad_inputs_get_rows_and_the_run_goes_on(capsys, folder, tmp_path, monke
     (tmp_path / "text.jpg").write_text("hello")
     locked = tmp_path / "locked"
     locked.mkdir()
-    real_walk = os.walk
+    real_scandir = os.scandir
 
-    def walk(top, onerror=None, **kw):  # as root nothing is unreadable, so simulate the OS saying no
-        if Path(top) == locked:
-            onerror(PermissionError(13, "Permission denied", str(locked)))
-            return iter(())
-        return real_walk(top, onerror=onerror, **kw)
+    def scandir(path="."):  # as root nothing is unreadable, so simulate the OS saying no
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(locked))
+        return real_scandir(path)
 
-    monkeypatch.setattr("gamma_iqa.data.inputs.os.walk", walk)
+    monkeypatch.setattr("gamma_iqa.data.inputs.os.scandir", scandir)
     names = ["empty.png", "trunc.jpg", "corrupt.png", "text.jpg", "missing.jpg", "locked"]
     code, rows, err = score_csv(capsys, str(good), *[str(tmp_path / n) for n in names], str(good), "--workers", "0")
     assert code == 1

@@ -18,13 +18,13 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ._version import __version__
 from .data.datasets import FOLDER_CSV, DatasetSpec, get_dataset, list_datasets, user_dataset
 from .data.inputs import expand_paths, read_manifest
-from .data.transforms import parse_crops
+from .data.transforms import ColourWarning, parse_crops
 from .engine.runtime import default_workers, process_group, resolve_device
 from .engine.scoring import ScoreRow
 from .engine.train import TrainingError, train
@@ -133,6 +133,26 @@ def _model_name(args: argparse.Namespace) -> str:
         raise UsageError(f"{e} (--model NAME_OR_CHECKPOINT)") from None
 
 
+def _warning_printer() -> Callable[..., None]:
+    """A `warnings.showwarning` that prints each warning text as one stderr line, once.
+
+    Once, since the report's thumbnails decode images again; a colour profile not applied names its image as errors
+    do.
+    """
+    shown: set[str] = set()
+
+    def show(message: Warning | str, *args: object, **kwargs: object) -> None:
+        if isinstance(message, ColourWarning):
+            line = f"warning: {shown_name(message.name)}: {message.reason}; scored as sRGB"
+        else:
+            line = f"warning: {as_flags(str(message))}"
+        if line not in shown:
+            shown.add(line)
+            print(line, file=sys.stderr)
+
+    return show
+
+
 def _print_error(row: ScoreRow) -> None:
     """One stderr line for a row that failed (a name with a newline or odd bytes stays on it, escaped)."""
     print(f"error: {shown_name(row.path)}: {row.error}", file=sys.stderr)
@@ -192,28 +212,30 @@ def _cmd_score(args: argparse.Namespace) -> int:
                 raise UsageError(f"--bpe {args.bpe}: no such file")
             model.vocab_path = args.bpe
         model.prompt_key(args.scene)  # an unknown scene is a usage error before any work
-        entries = expand_paths(args.paths, args.scene)
+        entries = expand_paths(args.paths, args.scene, hidden=args.hidden)
         if args.manifest:
-            entries += read_manifest(args.manifest, args.scene)
+            entries += read_manifest(args.manifest, args.scene, hidden=args.hidden)
         try:
-            failed = run_score(
-                model,
-                entries,
-                rows,
-                html=args.html,
-                html_top=args.html_top,
-                model_name=name,
-                distributed=True,
-                on_error=_print_error,
-                command=args.argv,
-                details=args.details,
-                crops=crops,
-                seed=args.seed,
-                batch_size=args.batch_size,
-                workers=args.workers,
-                dtype=args.dtype,
-                progress=True,
-            )
+            with warnings.catch_warnings():  # restores showwarning
+                warnings.showwarning = _warning_printer()
+                failed = run_score(
+                    model,
+                    entries,
+                    rows,
+                    html=args.html,
+                    html_top=args.html_top,
+                    model_name=name,
+                    distributed=True,
+                    on_error=_print_error,
+                    command=args.argv,
+                    details=args.details,
+                    crops=crops,
+                    seed=args.seed,
+                    batch_size=args.batch_size,
+                    workers=args.workers,
+                    dtype=args.dtype,
+                    progress=True,
+                )
         except KeyboardInterrupt:  # the rows so far are complete on disk: one line, not a traceback
             print(_interrupted(rows), file=sys.stderr)
             return 130
@@ -306,8 +328,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("score", help="score images (files, folders, globs, or a manifest)")
-    s.add_argument("paths", nargs="*", help="image files, folders (recursive) or glob patterns")
-    s.add_argument("--manifest", help="CSV (path,scene columns) or JSONL file of images with their scenes")
+    s.add_argument("paths", nargs="*", help="image files, folders (recursive) or glob patterns; - is standard input")
+    s.add_argument(
+        "--manifest",
+        help="CSV (path,scene columns) or JSONL file of images with their scenes; relative paths are relative to it",
+    )
+    s.add_argument(
+        "--hidden",
+        action="store_true",
+        help="also score hidden files and folders (names starting with '.', e.g. .thumbnails/, ._x.jpg) in folders",
+    )
     s.add_argument(
         "--model",
         help=f"registered model name (see `list models`), checkpoint, or training run folder (its best/); "

@@ -1,9 +1,16 @@
-"""What to score: expansion of paths, folders and globs, and scene manifests.
+"""What to score: expansion of paths, folders and globs, standard input, and scene manifests.
 
 Every input becomes an `Entry` in input order; inputs that cannot even be listed (a missing path, an empty folder,
 an unreadable folder, a pattern that matches nothing) become entries that carry their error, so that they still get
 their row and the run goes on. The rows already written by an interrupted run are the row writer's business
 (`gamma_iqa.outputs.writers`).
+
+Folders are searched recursively for every extension Pillow can decode (`image_extensions`), plus HEIC/HEIF, whose
+rows say which optional package reads them when it is missing. Symlinked sub-folders are followed, each real folder
+listed once (after the real sub-folders, so a file keeps its real path when it has one), so a link loop ends. Names
+starting with "." (hidden files and folders such as `.thumbnails/`, macOS's AppleDouble `._*` files) are skipped unless
+`hidden` is set. `-` is standard input, and a pipe or device (`/dev/stdin`, `<(...)`) is read whole when listed, since a
+stream can be read only once.
 """
 
 from __future__ import annotations
@@ -13,14 +20,25 @@ import glob
 import io
 import json
 import os
+import stat
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["IMAGE_EXTENSIONS", "Entry", "expand_paths", "read_manifest"]
+from PIL import Image, ImageFile
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+from .transforms import HEIF_SUFFIXES
+
+__all__ = ["STREAM_LIMIT", "Entry", "expand_paths", "image_extensions", "read_manifest"]
+
+# Largest stream (standard input, a pipe) read as one image, in bytes: it is held in memory until it is scored.
+STREAM_LIMIT = 1 << 30
+# Extensions a folder search also lists though no plugin reads them: their rows name the package that would.
+OPTIONAL_EXTENSIONS = frozenset(HEIF_SUFFIXES)
+# Formats Pillow opens but cannot decode: MPEG is identified only (its pixels would be blank).
+_IDENTIFY_ONLY = frozenset({"MPEG"})
 
 
 @dataclass(frozen=True)
@@ -29,8 +47,8 @@ class Entry:
 
     Attributes:
         name: what the output's `path` column says (the path as given, or `<input N>` for an in-memory image).
-        source: a path, or an in-memory image (PIL image, numpy array, (3, H, W) float tensor in [0, 1]); None when
-            the input could not even be listed.
+        source: a path, the bytes of an image file (a stream read whole), or an in-memory image (PIL image, numpy
+            array, (3, H, W) float tensor in [0, 1]); None when the input could not even be listed.
         scene: the scene its prompt is chosen by; None: the model's default scene.
         error: why the input cannot be scored (its row carries it); None for a scorable input.
         resize: short side in pixels the image is resized to before cropping (datasets scored at one scale).
@@ -43,36 +61,162 @@ class Entry:
     resize: int | None = None
 
 
-def _walk(folder: Path) -> tuple[list[Path], list[Entry]]:
-    """Image files under `folder` (sorted), and an error entry for each subfolder that cannot be read."""
-    files: list[Path] = []
+def _decodes(fmt: str) -> bool:
+    """Whether Pillow can decode format `fmt` here (not only identify it, or need a handler or program it lacks)."""
+    if fmt == "MPO":  # multi-picture JPEGs open through the JPEG plugin
+        return True
+    if fmt not in Image.OPEN or fmt in _IDENTIFY_ONLY:  # PDF and PALM are written only
+        return False
+    factory = Image.OPEN[fmt][0]
+    if isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile):
+        # BUFR, GRIB, HDF5, WMF: only with an application's handler (a class attribute, a module global before 10)
+        module = sys.modules.get(factory.__module__)
+        return getattr(factory, "_handler", None) is not None or getattr(module, "_handler", None) is not None
+    if fmt == "EPS":
+        from PIL import EpsImagePlugin
+
+        return bool(EpsImagePlugin.has_ghostscript())
+    return True
+
+
+def image_extensions() -> frozenset[str]:
+    """The extensions (lower case, with the dot) a folder search lists: every one Pillow decodes, and HEIC/HEIF.
+
+    Derived from Pillow's registered plugins at each call, so a plugin registered later (pillow-heif) counts.
+    """
+    Image.init()
+    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if _decodes(fmt)) | OPTIONAL_EXTENSIONS
+
+
+def _skipped(name: str, hidden: bool) -> bool:
+    """Whether a folder search skips `name`: hidden names (".thumbnails", "._x.jpg") unless `hidden`."""
+    return not hidden and name.startswith(".")
+
+
+def _list_folder(folder: str, hidden: bool, extensions: frozenset[str]) -> tuple[list[str], list[str], list[str]]:
+    """(image files, real sub-folders, symlinked sub-folders) of one folder, skipped names left out.
+
+    Raises:
+        OSError: the folder cannot be read.
+    """
+    files, dirs, links = [], [], []
+    with os.scandir(folder) as it:
+        for e in it:
+            if _skipped(e.name, hidden):
+                continue
+            try:
+                is_dir = e.is_dir()  # follows a symlink; a broken one is not a folder
+            except OSError:
+                is_dir = False
+            if is_dir:
+                (links if e.is_symlink() else dirs).append(e.path)
+            elif os.path.splitext(e.name)[1].lower() in extensions:
+                files.append(e.path)  # also a broken link or a special file: its row says why it fails
+    return files, dirs, links
+
+
+def _walk(folder: Path, hidden: bool = False) -> tuple[list[Path], list[Entry], list[str]]:
+    """Image files under `folder` (sorted), an error entry for each subfolder that cannot be read, and the folders.
+
+    Real sub-folders are listed before symlinked ones, and every real folder once (by device and inode), so a link
+    to a folder already listed, or a loop, adds nothing. The folders come in the order they were listed, `folder`
+    first.
+    """
+    extensions = image_extensions()
+    files: list[str] = []
     errors: list[Entry] = []
+    folders: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    todo, links = [str(folder)], []
+    while todo or links:
+        current = todo.pop() if todo else links.pop(0)
+        try:
+            info = os.stat(current)
+            if (info.st_dev, info.st_ino) in seen:
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            found, dirs, linked = _list_folder(current, hidden, extensions)
+        except OSError as e:
+            errors.append(Entry(str(e.filename or current), error=f"cannot read folder ({e.strerror or e})"))
+            continue
+        folders.append(current)
+        files += found
+        todo += sorted(dirs, reverse=True)  # popped from the end: in name order
+        links += sorted(linked)
+    return sorted(Path(f) for f in files), errors, folders
 
-    def onerror(e: OSError) -> None:
-        errors.append(Entry(str(e.filename or folder), error=f"cannot read folder ({e.strerror or e})"))
 
-    for root, dirs, names in os.walk(folder, onerror=onerror):
-        dirs.sort()
-        files.extend(Path(root) / n for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
-    return sorted(files), errors
+def _is_stream(raw: str) -> bool:
+    """Whether `raw` names a stream, read once: `-`, standard input or a file descriptor, a pipe or a device."""
+    if raw == "-" or raw == "/dev/stdin" or raw.startswith(("/dev/fd/", "/proc/self/fd/")):
+        return True
+    try:
+        mode = os.stat(raw).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
-def expand_paths(paths: Iterable[str], scene: str | None = None) -> list[Entry]:
+def _read_stream(raw: str, scene: str | None) -> Entry:
+    """The entry of stream `raw` (see `_is_stream`), read whole now: its bytes, or why it cannot be scored."""
+    try:
+        if raw == "-":
+            if sys.stdin is None or sys.stdin.isatty():
+                return Entry(raw, scene=scene, error="standard input is a terminal: pipe an image into it")
+            data = sys.stdin.buffer.read(STREAM_LIMIT + 1)
+        else:
+            with open(raw, "rb") as fp:
+                data = fp.read(STREAM_LIMIT + 1)
+    except OSError as e:
+        return Entry(raw, scene=scene, error=f"cannot read ({e.strerror or e})")
+    if not data:
+        return Entry(raw, scene=scene, error="empty input (0 bytes)")
+    if len(data) > STREAM_LIMIT:
+        return Entry(raw, scene=scene, error=f"stream over {STREAM_LIMIT:,} bytes (save it as a file and score that)")
+    return Entry(raw, data, scene)
+
+
+def _glob(raw: str, hidden: bool) -> list[Path]:
+    """Files matching pattern `raw`, sorted; `**` goes through each real folder once, as folder searches do.
+
+    Python's recursive glob follows symlinked folders without end (a loop gives a file once per level, until the
+    path is too long); here the folders under the part before `**` are those `_walk` lists, and the rest of the
+    pattern is matched in each of them.
+    """
+    kwargs = {"include_hidden": True} if hidden and sys.version_info >= (3, 11) else {}
+    parts = Path(raw).parts
+    if "**" not in parts:
+        return sorted(Path(m) for m in glob.glob(raw, **kwargs) if Path(m).is_file())
+    cut = parts.index("**")
+    head, rest = Path(*parts[:cut]) if cut else Path("."), parts[cut + 1 :] or ("*",)
+    tops = [head] if not glob.has_magic(str(head)) else sorted(Path(m) for m in glob.glob(str(head), **kwargs))
+    found: set[Path] = set()
+    for top in (t for t in tops if t.is_dir()):
+        for folder in _walk(top, hidden)[2]:
+            found.update(_glob(os.path.join(glob.escape(folder), *rest), hidden))
+    return sorted(found)
+
+
+def expand_paths(paths: Iterable[str], scene: str | None = None, *, hidden: bool = False) -> list[Entry]:
     """Entries for paths: files as given, folders recursively (sorted, image extensions in any case), globs sorted.
 
     Args:
-        paths: files, folders or glob patterns, in the order their entries come out.
+        paths: files, folders or glob patterns, in the order their entries come out; `-` is standard input, read
+            whole as one image (as is a pipe, e.g. `/dev/stdin`).
         scene: the scene of every entry; None: the model's default.
+        hidden: also list hidden files and folders (names starting with ".") in folders and patterns.
 
     Returns:
         One entry per image found, plus an entry carrying its error for each input that lists nothing (no such file
-        or folder, a folder without images, an unreadable folder, a pattern matching no file).
+        or folder, a folder without images, an unreadable folder, a pattern matching no file, an empty stream).
     """
     out: list[Entry] = []
     for raw in paths:
         p = Path(raw)
-        if p.is_dir():
-            files, errors = _walk(p)
+        if _is_stream(raw):
+            out.append(_read_stream(raw, scene))
+        elif p.is_dir():
+            files, errors, _ = _walk(p, hidden)
             out.extend(Entry(str(f), f, scene) for f in files)
             out.extend(errors)
             if not files and not errors:
@@ -80,7 +224,7 @@ def expand_paths(paths: Iterable[str], scene: str | None = None) -> list[Entry]:
         elif p.exists() or p.is_symlink():
             out.append(Entry(raw, p, scene))
         elif glob.has_magic(raw):
-            matches = sorted(Path(m) for m in glob.glob(raw, recursive=True) if Path(m).is_file())
+            matches = _glob(raw, hidden)
             out.extend(Entry(str(m), m, scene) for m in matches)
             if not matches:
                 out.append(Entry(raw, error="pattern matches no file"))
@@ -107,12 +251,14 @@ def _records(path: Path, text: str) -> list[Any]:
     return records
 
 
-def read_manifest(path: str | Path, default_scene: str | None = None) -> list[Entry]:
+def read_manifest(path: str | Path, default_scene: str | None = None, *, hidden: bool = False) -> list[Entry]:
     """Entries from a CSV (header with `path` and optionally `scene`) or JSONL file ({"path": ..., "scene": ...}).
 
-    Relative paths are taken from the manifest's folder; a folder in it is expanded as `expand_paths` does. An empty
-    scene falls back to `default_scene`. The file is UTF-8; bytes that are not (a Linux file name in another encoding)
-    are kept as surrogate escapes, so a CSV written by `gamma-iqa score` serves as a manifest of the same files.
+    Relative paths are relative to the manifest's folder, not to the working directory; a path that is not there
+    gets an error row naming the path tried. A folder in it is expanded as `expand_paths` does (with `hidden`). An
+    empty scene falls back to `default_scene`. The file is UTF-8; bytes that are not (a Linux file name in another
+    encoding) are kept as surrogate escapes, so a CSV written by `gamma-iqa score` serves as a manifest of the same
+    files.
 
     Raises:
         ValueError: the manifest cannot be read, a JSONL line is not JSON, the CSV has no `path` column, or a record
@@ -131,9 +277,9 @@ def read_manifest(path: str | Path, default_scene: str | None = None) -> list[En
         source = Path(name) if Path(name).is_absolute() else path.parent / name
         scene = rec.get("scene") or default_scene
         if source.is_dir():
-            out.extend(expand_paths([str(source)], scene))
+            out.extend(expand_paths([str(source)], scene, hidden=hidden))
         elif source.exists():
             out.append(Entry(name, source, scene))
         else:
-            out.append(Entry(name, scene=scene, error="no such file or folder"))
+            out.append(Entry(name, scene=scene, error=f"no such file or folder: {source}"))
     return out

@@ -11,6 +11,20 @@ Test-time views have a budget too, `MAX_VIEW_PIXELS`: the whole image scored wit
 enlarged until its short side reaches the crop size (an 8000 x 1 strip would become 224 x 1,792,000), must fit in it,
 so memory stays bounded; a larger one is refused with a message that names the budget and how to lift it.
 
+Colours are decoded to sRGB, the space the models were trained in, through the image's embedded ICC profile
+(littleCMS, through Pillow's ImageCms) in every path: files, PIL images, and the training and evaluation readers, which
+all go through `to_rgb`. The rendering intent is relative colorimetric (`RENDERING_INTENT`): colours inside sRGB's
+gamut come out exactly as a colour-managed viewer shows them, and only those outside it are clipped to its edge.
+Perceptual intent would also shift in-gamut colours, and the matrix profiles of cameras and phones (Adobe RGB, Display
+P3, ProPhoto) have no perceptual table anyway (littleCMS then uses the colorimetric transform). A profile that moves no
+colour by more than one level (an sRGB profile, the most common) leaves the pixels exactly as they are. When a profile
+cannot be applied (unreadable, or of another colour space than the pixels), the image is still decoded, its pixels
+taken as sRGB, and a `ColourWarning` names the image and the reason (`gamma-iqa score` prints it as one line).
+
+A stream (standard input, a pipe) is read as bytes: `load_image` takes an encoded file's bytes as it takes a path. A
+HEIC/HEIF file is read through the optional package pillow-heif when it is installed (registered on first use), and
+otherwise refused with a message naming it.
+
 In-memory images are checked as files are decoded: `array_to_image` scales uint8 and uint16 arrays by their type's
 range and refuses other integer types, float values outside [0, 1] (beyond rounding) and NaN or infinity; float
 (mode "F") PIL images, e.g. float TIFFs, are refused the same way rather than guessed at.
@@ -22,12 +36,15 @@ PIL image, a uint8 array or a [0, 1] tensor.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
+import io
 import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -37,13 +54,17 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from ..models.base import range_problem
 
 __all__ = [
+    "HEIF_SUFFIXES",
     "MAX_PIXELS",
     "MAX_VIEW_PIXELS",
+    "RENDERING_INTENT",
+    "ColourWarning",
     "Crops",
     "Prepared",
     "array_to_image",
     "crop_offsets",
     "image_to_tensor",
+    "is_heif",
     "load_image",
     "make_crops",
     "parse_crops",
@@ -60,6 +81,26 @@ MAX_PIXELS = 1 << 30
 # enlarged to the crop size. 2**24 is a 16-megapixel photo, or an aspect ratio of about 330:1 at a 224-pixel crop.
 # Read at each call, so an application may raise it.
 MAX_VIEW_PIXELS = 1 << 24
+# The ICC rendering intent of embedded profiles to sRGB: 1, relative colorimetric (0 would be perceptual); see above.
+RENDERING_INTENT = 1
+# The major brands of an ISO base media file (bytes 8..12, after b"ftyp") that are HEIF images.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"})
+# The file name suffixes of HEIF images (read by the optional package pillow-heif).
+HEIF_SUFFIXES = (".heic", ".heif", ".hif")
+
+
+class ColourWarning(UserWarning):
+    """An image's embedded colour profile could not be applied: its pixels were taken as sRGB as they are.
+
+    Attributes:
+        name: the image (its path, or "image" for an in-memory one).
+        reason: why the profile could not be applied.
+    """
+
+    def __init__(self, name: str, reason: str) -> None:
+        """The warning for image `name`, for `reason`."""
+        super().__init__(f"{name}: embedded colour profile not applied ({reason}); its pixels were taken as sRGB")
+        self.name, self.reason = name, reason
 
 
 def parse_crops(value: str | int) -> Crops:
@@ -77,30 +118,36 @@ def parse_crops(value: str | int) -> Crops:
     raise ValueError(f"`crops` must be a positive number, 'center' or 'none', got {value!r}")
 
 
-def load_image(path: str | Path, *, max_pixels: int | None = None) -> Image.Image:
-    """Decode a file to an RGB PIL image: EXIF orientation applied, alpha composited on white, any mode to RGB.
+def load_image(path: str | Path | bytes, *, max_pixels: int | None = None) -> Image.Image:
+    """Decode a file to an sRGB PIL image.
+
+    EXIF orientation applied, embedded colour profile applied (see `to_rgb`), alpha composited on white, any mode to
+    RGB.
 
     Args:
-        path: an image file in any format PIL reads.
+        path: an image file in any format PIL reads, or the bytes of one (e.g. read from standard input).
         max_pixels: the pixel budget (width x height) for this image; None: `MAX_PIXELS` as it is at the call.
 
     Returns:
         The decoded image, mode RGB.
 
     Raises:
-        ValueError: when the header's size is over the budget; the image is not decoded.
+        ValueError: when the header's size is over the budget (the image is not decoded), or for a HEIC/HEIF file
+            without the optional package that reads it (the message names it).
         UnidentifiedImageError: when PIL recognises no image format in the file.
         FileNotFoundError: when there is no such file.
         OSError: for a truncated or corrupt image.
     """
     budget = MAX_PIXELS if max_pixels is None else max_pixels
-    with warnings.catch_warnings(), open(path, "rb") as fp, _open_header(fp, str(path)) as im:
+    name = "<bytes>" if isinstance(path, bytes) else str(path)
+    source = io.BytesIO(path) if isinstance(path, bytes) else open(path, "rb")  # noqa: SIM115 (closed by `with`)
+    with warnings.catch_warnings(), source as fp, _open_header(fp, name) as im:
         _check_pixel_budget(im.size, budget)
         # A plugin repeating PIL's check warns between its limit and twice it: our budget has been checked already.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         im.load()
         im = ImageOps.exif_transpose(im)
-    return to_rgb(im)
+    return to_rgb(im, name=name)
 
 
 def _check_pixel_budget(size: tuple[int, int], max_pixels: int) -> None:
@@ -130,7 +177,7 @@ def _open_header(fp: BinaryIO, filename: str) -> ImageFile.ImageFile:
     """
     prefix = fp.read(16)
     tried: set[str] = set()
-    for register_plugins in (Image.preinit, Image.init):
+    for register_plugins in (Image.preinit, Image.init, functools.partial(_register_heif, prefix, filename)):
         register_plugins()
         for fmt in [f for f in Image.ID if f not in tried]:
             tried.add(fmt)
@@ -146,15 +193,119 @@ def _open_header(fp: BinaryIO, filename: str) -> ImageFile.ImageFile:
     raise UnidentifiedImageError(f"cannot identify image file {filename!r}")
 
 
-def to_rgb(im: Image.Image) -> Image.Image:
-    """Any PIL mode to RGB: palette and alpha composited on white, 16/32-bit and float greyscale rescaled, CMYK.
+def is_heif(prefix: bytes, filename: str) -> bool:
+    """Whether a file is a HEIF image (HEIC, HEIF), by its first 16 bytes `prefix` or else its name's suffix."""
+    return (prefix[4:8] == b"ftyp" and prefix[8:12] in _HEIF_BRANDS) or filename.lower().endswith(HEIF_SUFFIXES)
 
-    16-bit greyscale ("I;16" modes) spans its type's 0..65535; 32-bit integer greyscale ("I") is taken as 16-bit when
-    some value is over 255, else as 8-bit; float greyscale ("F", e.g. a float TIFF) must be in [0, 1].
+
+def _register_heif(prefix: bytes, filename: str) -> None:
+    """For a HEIF file no plugin read: register pillow-heif's opener (once), or say that it is needed.
+
+    Raises:
+        ValueError: the file is a HEIF image and pillow-heif is not installed (naming the package).
+    """
+    if not is_heif(prefix, filename):
+        return
+    try:
+        importlib.import_module("pillow_heif").register_heif_opener()  # idempotent; adds its plugin to Image.ID
+    except ImportError:
+        raise ValueError(
+            "HEIC/HEIF image: Pillow reads it only with the optional package pillow-heif (pip install pillow-heif)"
+        ) from None
+
+
+def to_rgb(im: Image.Image, *, name: str = "image") -> Image.Image:
+    """Any PIL image to sRGB, mode RGB.
+
+    Its embedded ICC profile applied, palette and alpha composited on white, 16/32-bit and float greyscale rescaled,
+    CMYK converted. The profile (`im.info["icc_profile"]`) is applied with `RENDERING_INTENT`; one that moves no
+    colour by more than one level (sRGB) leaves the pixels as they are. One that cannot be applied warns
+    (`ColourWarning`, naming `name`) and the pixels are taken as sRGB. 16-bit greyscale ("I;16" modes) spans its
+    type's 0..65535; 32-bit integer greyscale ("I") is taken as 16-bit when some value is over 255, else as 8-bit;
+    float greyscale ("F", e.g. a float TIFF) must be in [0, 1].
 
     Raises:
         ValueError: a float image with NaN or infinite values, or values outside [0, 1] beyond rounding.
     """
+    icc = im.info.get("icc_profile")
+    if not icc:
+        return _plain_rgb(im)
+    try:
+        return _apply_profile(im, bytes(icc))
+    except _ProfileError as e:
+        warnings.warn(ColourWarning(name, str(e)), stacklevel=2)
+        return _plain_rgb(im)
+
+
+class _ProfileError(Exception):
+    """Why an embedded profile cannot be applied (one line)."""
+
+
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def _apply_profile(im: Image.Image, icc: bytes) -> Image.Image:
+    """`im` in sRGB through its ICC profile `icc`: RGB profiles on colour images, grey ones on greyscale, CMYK.
+
+    Raises:
+        _ProfileError: the profile cannot be read or built into a transform, or its colour space is not the pixels'.
+    """
+    space = icc[16:20]  # the ICC header's data colour space signature
+    grey = im.mode in _GREY_MODES
+    if space == b"RGB " and not grey and im.mode != "CMYK":
+        pixels, mode = _plain_rgb(im), "RGB"
+    elif space == b"GRAY" and grey:
+        pixels, mode = _plain_rgb(im).convert("L"), "L"  # R = G = B: back to L exactly
+    elif space == b"CMYK" and im.mode == "CMYK":
+        pixels, mode = im, "CMYK"
+    else:
+        found = space.decode("latin-1").strip() or "unknown"
+        raise _ProfileError(f"a {found} profile on an image of mode {im.mode}")
+    transform = _transform(icc, mode)
+    if transform is None:  # an sRGB profile: the pixels stay exactly as they are
+        return pixels if mode == "RGB" else pixels.convert("RGB")
+    try:
+        return transform.apply(pixels)
+    except Exception as e:  # littleCMS's own errors (ImageCms.PyCMSError and others) become the warning's reason
+        raise _ProfileError(f"littleCMS: {e}") from None
+
+
+@functools.lru_cache(maxsize=16)
+def _transform(icc: bytes, mode: str) -> Any:
+    """The ImageCms transform from profile `icc` (pixels of mode RGB, L or CMYK) to sRGB RGB; None for an identity.
+
+    Cached: the photos of one camera share a profile. An RGB or grey profile that moves no colour of a probe (every
+    colour with channels in steps of 17, or every grey level) by more than one level is an identity.
+
+    Raises:
+        _ProfileError: the profile cannot be read, or littleCMS cannot build the transform.
+    """
+    try:
+        from PIL import ImageCms  # needs Pillow's littleCMS binding, missing from some builds
+
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+        transform = ImageCms.buildTransform(source, srgb, mode, "RGB", renderingIntent=RENDERING_INTENT)
+    except Exception as e:  # an unreadable profile: ImageCms.PyCMSError, OSError, ImportError...
+        raise _ProfileError(f"{type(e).__name__}: {str(e).strip() or 'unreadable profile'}") from None
+    if mode == "CMYK":
+        return transform
+    probe = _probe(mode)
+    moved = np.abs(np.asarray(transform.apply(probe), np.int16) - np.asarray(probe.convert("RGB"), np.int16))
+    return None if moved.max() <= 1 else transform
+
+
+def _probe(mode: str) -> Image.Image:
+    """Probe colours of `mode`: every RGB colour with channels in steps of 17 (16 x 256 pixels), or all 256 greys."""
+    if mode == "L":
+        return Image.fromarray(np.arange(256, dtype=np.uint8)[None, :], "L")
+    levels = np.arange(0, 256, 17, dtype=np.uint8)
+    r, g, b = np.meshgrid(levels, levels, levels, indexing="ij")
+    return Image.fromarray(np.stack([r, g, b], -1).reshape(16, 256, 3), "RGB")
+
+
+def _plain_rgb(im: Image.Image) -> Image.Image:
+    """`im` in RGB by its mode alone (no profile): see `to_rgb`."""
     if im.mode == "RGB":
         return im
     if im.mode == "P":

@@ -11,7 +11,9 @@ import base64
 import glob
 import io
 import os
+import stat
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.inputs import Entry, expand_paths
-from ..data.transforms import Crops, array_to_image, load_image, make_crops, parse_crops, resize_short_side, to_rgb
+from ..data.transforms import (
+    ColourWarning,
+    Crops,
+    array_to_image,
+    load_image,
+    make_crops,
+    parse_crops,
+    resize_short_side,
+    to_rgb,
+)
 from ..models.base import QualityModel, set_scorer
 from ..models.scenes import NUM_LEVELS
 from .runtime import DTYPES, autocast
@@ -56,6 +67,8 @@ class ScoreRow:
             one crop), in score units; None otherwise.
         levels: with details, the head's level probabilities averaged over the crops, worst first (one per
             LEVEL_NAMES, summing to 1; their expectation under the model's level values is `score`); None otherwise.
+        note: why the image was scored with a caveat (its embedded colour profile could not be applied), else None;
+            not an output column: `Scorer.run` warns it as a `ColourWarning`.
     """
 
     FIELDS: ClassVar[tuple[str, ...]] = ("path", "score", "scene", "crops", "error")  # the output's columns
@@ -69,6 +82,7 @@ class ScoreRow:
     thumbnail: str | None = field(default=None, repr=False)
     spread: float | None = None
     levels: tuple[float, ...] | None = None
+    note: str | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, object]:
         """The output columns of this row: FIELDS, then DETAIL_FIELDS (None when the row has no details)."""
@@ -100,14 +114,17 @@ def describe_error(e: BaseException) -> str:
 
 
 def _decode(source: Any) -> Image.Image | torch.Tensor:
-    """A file path, PIL image, numpy array or (3, H, W) tensor -> PIL RGB image or float tensor in [0, 1].
+    """A file path or its bytes, PIL image, numpy array or (3, H, W) tensor -> PIL RGB image or float tensor in [0, 1].
 
-    A PIL image gets what `load_image` does to a file (EXIF orientation, then RGB), so one file gives one score
-    whichever way it comes; arrays and tensors are checked and scaled by `array_to_image`.
+    A PIL image gets what `load_image` does to a file (EXIF orientation, then sRGB through its colour profile), so one
+    file gives one score whichever way it comes; arrays and tensors are checked and scaled by `array_to_image`.
     """
     if isinstance(source, (str, Path)):
-        if os.path.getsize(source) == 0:
+        info = os.stat(source)
+        if stat.S_ISREG(info.st_mode) and info.st_size == 0:  # a pipe's size says nothing
             raise ValueError("empty file (0 bytes)")
+        return load_image(source)
+    if isinstance(source, bytes):  # a stream read whole (standard input, a pipe)
         return load_image(source)
     if isinstance(source, Image.Image):
         if source.getexif().get(ORIENTATION, 1) != 1:  # exif_transpose copies even an upright image: skip those
@@ -116,6 +133,18 @@ def _decode(source: Any) -> Image.Image | torch.Tensor:
     if isinstance(source, (np.ndarray, torch.Tensor)):
         return array_to_image(source)
     raise TypeError(f"cannot score a {type(source).__name__}: give paths, PIL images, numpy arrays or tensors")
+
+
+def _decode_noting(source: Any) -> tuple[Image.Image | torch.Tensor, str | None]:
+    """`_decode(source)` and the reason of a `ColourWarning` it gave (None without one); other warnings pass on."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ColourWarning)
+        image = _decode(source)
+    notes = [w.message.reason for w in caught if isinstance(w.message, ColourWarning)]
+    for w in caught:
+        if not isinstance(w.message, ColourWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return image, "; ".join(notes) or None
 
 
 def _to_pil(image: torch.Tensor) -> Image.Image:
@@ -150,7 +179,7 @@ class _Images(Dataset):
         index, entry = self.entries[i]
         item: dict[str, Any] = {"index": index}
         try:
-            image = _decode(entry.source)
+            image, item["note"] = _decode_noting(entry.source)
             if entry.resize is not None:
                 image = resize_short_side(image if isinstance(image, Image.Image) else _to_pil(image), entry.resize)
             prepared = make_crops(image, self.crops, self.size, self.seed)
@@ -272,6 +301,7 @@ class Scorer:
                 continue
             row.crops = f"{self.crops}{' (upscaled)' if item['upscaled'] else ''}"
             row.thumbnail = item.get("thumbnail")
+            row.note = item.get("note")
             queue.append((item, entry.scene, row))
         return failed
 
@@ -283,12 +313,17 @@ class Scorer:
             group, queue[:] = queue[:per_forward], queue[per_forward:]
             for (_, _, row), result in zip(group, self._forward([(it, sc) for it, sc, _ in group]), strict=True):
                 row.score, row.spread, row.levels = result
+                if row.note is not None:
+                    warnings.warn(ColourWarning(row.path, row.note), stacklevel=2)
                 scored.append(row)
         return scored
 
     # ---- the run -----------------------------------------------------------------------------------------------
     def run(self, entries: Sequence[Entry]) -> Iterator[ScoreRow]:
         """Rows for `entries`, in their order.
+
+        A row scored with a caveat (its `note`: an embedded colour profile that could not be applied) is also warned
+        as a `ColourWarning` naming its path, by the process that scored it.
 
         With `distributed=True` inside a torchrun group, every rank must call this with the same entries; each scores
         its share and rank 0 gets all the rows (the others get none). Otherwise this process scores everything.

@@ -72,7 +72,7 @@ def thumbnail(source: Any) -> str | None:
             float (3, H, W) tensor in [0, 1].
     """
     try:
-        if isinstance(source, (str, Path)):
+        if isinstance(source, (str, Path, bytes)):  # bytes: a stream read whole (standard input)
             image = load_image(source)
         elif isinstance(source, Image.Image):
             image = to_rgb(source)
