@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -18,6 +20,7 @@ import torch
 
 import gamma_iqa
 from gamma_iqa import paths
+from gamma_iqa.cli import main
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"  # the project's shared/ folder, beside the checkout
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -142,3 +145,16 @@ def run_python(
 def run_gamma_iqa(argv: list[str], *, processes: int = 1, port: int | None = None) -> subprocess.CompletedProcess:
     """`python -m gamma_iqa ARGV`, or the same under `torchrun --nproc-per-node processes` (see `run_python`)."""
     return run_python(["-m", "gamma_iqa", *argv], processes=processes, port=port)
+
+
+@pytest.fixture(scope="module")
+def gamma_test_model() -> gamma_iqa.Gamma:
+    """The tiny random `gamma-test` model, once per test module."""
+    return gamma_iqa.create_model("gamma-test")
+
+
+def score_rows(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, list[dict], str]:
+    """`gamma-iqa score` with gamma-test in this process: exit code, the CSV rows on stdout, stderr."""
+    code = main(["score", "--model", "gamma-test", "--workers", "0", *argv])
+    out, err = capsys.readouterr()
+    return code, list(csv.DictReader(io.StringIO(out))), err

@@ -12,10 +12,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-import gamma_iqa
-from gamma_iqa.cli import main
 from gamma_iqa.data.inputs import expand_paths, image_extensions, read_manifest
 from gamma_iqa.data.transforms import ColourWarning, load_image, to_rgb
+
+from .conftest import score_rows
+
+
+@pytest.fixture(scope="module")
+def model(gamma_test_model):
+    return gamma_test_model
 
 
 # ---- ICC profiles built here (version 2 matrix/TRC, as cameras embed): no profile package needed --------------------
@@ -74,17 +79,6 @@ def as_prophoto(pixels: np.ndarray) -> Image.Image:
     """sRGB pixels converted to ProPhoto RGB (what an editor exports): they look the same in a managed viewer."""
     source = ImageCms.ImageCmsProfile(io.BytesIO(PROPHOTO))
     return ImageCms.profileToProfile(Image.fromarray(pixels), SRGB, source, renderingIntent=1)
-
-
-@pytest.fixture(scope="module")
-def model():
-    return gamma_iqa.create_model("gamma-test")
-
-
-def score_rows(capsys, *argv: str) -> tuple[int, list[dict], str]:
-    code = main(["score", "--model", "gamma-test", "--workers", "0", *argv])
-    out, err = capsys.readouterr()
-    return code, list(csv.DictReader(io.StringIO(out))), err
 
 
 # ---- colours -------------------------------------------------------------------------------------------------------

@@ -1,7 +1,5 @@
 """Inputs the API would score wrongly are refused or converted as documented; views have a memory budget."""
 
-import csv
-import io
 import re
 import warnings
 from pathlib import Path
@@ -12,9 +10,10 @@ import torch
 from PIL import Image
 
 import gamma_iqa
-from gamma_iqa.cli import main
 from gamma_iqa.data import transforms
 from gamma_iqa.data.transforms import array_to_image, load_image, make_crops
+
+from .conftest import score_rows
 
 
 def photo(h: int = 72, w: int = 96, seed: int = 0) -> np.ndarray:
@@ -25,14 +24,8 @@ def photo(h: int = 72, w: int = 96, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def model():
-    return gamma_iqa.create_model("gamma-test")
-
-
-def score_rows(capsys, *argv: str) -> tuple[int, list[dict], str]:
-    code = main(["score", "--model", "gamma-test", "--workers", "0", *argv])
-    out, err = capsys.readouterr()
-    return code, list(csv.DictReader(io.StringIO(out))), err
+def model(gamma_test_model):
+    return gamma_test_model
 
 
 # ---- arrays and tensors --------------------------------------------------------------------------------------------
