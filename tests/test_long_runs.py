@@ -265,3 +265,21 @@ def test_failures_end_with_one_summary_line_and_exit_1(capsys, tmp_path):
     assert err.splitlines()[-1] == "gamma-iqa score: 2 of 5 images failed" and err.count("\n") == 3
     code, _, err = score(capsys, str(folder / "a.png"))
     assert (code, err) == (0, "")
+
+
+def test_an_output_or_report_that_is_an_input_image_or_the_other_file_is_refused(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(folder / "a.png")
+    original = (folder / "a.png").read_bytes()
+    argv = ["score", "--model", "gamma-test", "--workers", "0", str(folder)]
+    for extra, what in (
+        (["--output", str(folder / "a.png")], "--output"),
+        (["--html", str(folder / "a.png")], "--html"),
+        (["--output", str(tmp_path / "o.csv"), "--html", str(tmp_path / "o.csv")], "--output and --html are one"),
+    ):
+        assert main(argv + extra) == 2
+        err = capsys.readouterr().err
+        assert what in err and len(err.strip().splitlines()) == 1, err
+        assert (folder / "a.png").read_bytes() == original  # the image is untouched
+    assert not (tmp_path / "o.csv").exists()

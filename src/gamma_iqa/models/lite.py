@@ -1,7 +1,8 @@
-"""gamma-lite: the Gamma idea on a frozen ImageNet EfficientNet-Lite0, small enough to ship inside the package.
+"""gamma-lite: the Gamma idea on an ImageNet EfficientNet-Lite0, small enough to ship inside the package.
 
-    images (B, 3, 224, 224) in [0, 1] -> (255 x - 127) / 128 -> EfficientNet-Lite0 (frozen; the expand and project
-    1x1 convolutions of its last `num_moe_blocks` blocks wrapped in per-pixel MoAE) -> head (B, 1280, 7, 7)
+    images (B, 3, 224, 224) in [0, 1] -> (255 x - 127) / 128 -> EfficientNet-Lite0 (its later stages fine-tuned by
+    the shipped recipe; the expand and project 1x1 convolutions of its last `num_moe_blocks` blocks wrapped in
+    per-pixel MoAE) -> head (B, 1280, 7, 7)
     -> global average pool (B, 1280) -> projection (B, E) -> Gamma's head against the scene's anchors (5, E) -> (B,)
 
 There is no pretrained text tower to turn prompts into level features, so each scene owns a learned (K=5, E) anchor
@@ -228,7 +229,8 @@ register_family(
 register_model(
     ModelSpec(
         GammaLiteConfig(name="gamma-lite"),
-        "gamma-lite: Gamma's MoAE and head on a frozen ImageNet EfficientNet-Lite0, natural scene only; the default "
+        "gamma-lite: Gamma's MoAE and head on an ImageNet EfficientNet-Lite0 (its later stages fine-tuned), natural "
+        "scene only; the default "
         "model, its trained weights shipped in the package (scripts/build_default_model.py rebuilds them)",
         needs_weights=False,
     )

@@ -123,6 +123,22 @@ def _score_and_record(
     return failed
 
 
+def _check_targets(entries: Sequence[Entry], output: Path | None, html: str | os.PathLike[str] | None) -> None:
+    """Refuse, before anything is written, an output or report file that is an input image or the other file.
+
+    Raises:
+        ValueError: `output` or `html` resolves to one of the image files of `entries` (writing would destroy it), or
+            both name one file (the page would replace the rows).
+    """
+    targets = {name: Path(path).resolve() for name, path in (("output", output), ("html", html)) if path}
+    if len(targets) == 2 and targets["output"] == targets["html"]:
+        raise ValueError(f"`output` and `html` are one file, {output}: give each its own file")
+    inputs = {Path(e.source).resolve() for e in entries if isinstance(e.source, (str, os.PathLike))}
+    for name, target in targets.items():
+        if target in inputs:
+            raise ValueError(f"`{name}` {target} is one of the images to score: writing it would destroy the image")
+
+
 def run_score(
     model: QualityModel,
     entries: Sequence[Entry],
@@ -169,6 +185,7 @@ def run_score(
         FileNotFoundError: the folder of `html` does not exist (before any scoring).
         KeyboardInterrupt: passed on after the rows written so far are complete on disk (no report is written).
     """
+    _check_targets(entries, rows.output, html)
     report = Report(html_top) if html else None
     if html and not Path(html).resolve().parent.is_dir():  # found before the work, not after it
         raise FileNotFoundError(f"`html` {html}: folder {Path(html).resolve().parent} does not exist")
