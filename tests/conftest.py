@@ -153,8 +153,14 @@ def gamma_test_model() -> gamma_iqa.Gamma:
     return gamma_iqa.create_model("gamma-test")
 
 
+def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    """`gamma-iqa ARGV` in this process: exit code, stdout, stderr."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def score_rows(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, list[dict], str]:
     """`gamma-iqa score` with gamma-test in this process: exit code, the CSV rows on stdout, stderr."""
-    code = main(["score", "--model", "gamma-test", "--workers", "0", *argv])
-    out, err = capsys.readouterr()
+    code, out, err = run_cli(capsys, "score", "--model", "gamma-test", "--workers", "0", *argv)
     return code, list(csv.DictReader(io.StringIO(out))), err

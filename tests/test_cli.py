@@ -10,11 +10,7 @@ from PIL import Image
 import gamma_iqa
 from gamma_iqa.cli import as_flags, main
 
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from .conftest import run_cli as run
 
 
 def test_list(capsys):

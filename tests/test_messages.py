@@ -10,18 +10,12 @@ import torch
 from PIL import Image
 
 import gamma_iqa
-from gamma_iqa.cli import main
 from gamma_iqa.models.checkpoint import save_checkpoint
 
 from .conftest import perturb
+from .conftest import run_cli as run
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_list_models_says_gamma_lite_is_shipped(capsys):

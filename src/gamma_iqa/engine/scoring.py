@@ -7,9 +7,7 @@ under torchrun the entries are split across ranks and the rows come back merged,
 
 from __future__ import annotations
 
-import base64
 import glob
-import io
 import os
 import stat
 import sys
@@ -43,7 +41,6 @@ from .runtime import DTYPES, autocast
 __all__ = ["DETAIL_FIELDS", "LEVEL_NAMES", "ScoreRow", "Scorer", "describe_error", "score_inputs"]
 
 IMAGES_PER_FORWARD = {"cpu": 1, "cuda": 32, "mps": 8}  # fixed per device: results never depend on --batch-size
-THUMB_SIDE = 160
 ORIENTATION = 0x0112  # the EXIF tag of the camera's orientation
 LEVEL_NAMES = ("bad", "poor", "fair", "good", "perfect")  # the head's levels, worst first (models/scenes.py)
 assert len(LEVEL_NAMES) == NUM_LEVELS
@@ -62,7 +59,6 @@ class ScoreRow:
         scene: the scene scored with (the model's default when the entry names none).
         crops: the crop mode, e.g. `10`, `center`, `none`, with ` (upscaled)` when the image was smaller than a crop.
         error: why the entry has no score (one line); None when it was scored.
-        thumbnail: a base64 JPEG of at most THUMB_SIDE pixels a side, for the HTML report (when asked for).
         spread: with details, the population standard deviation of the crop scores (`torch.std(correction=0)`, 0 for
             one crop), in score units; None otherwise.
         levels: with details, the head's level probabilities averaged over the crops, worst first (one per
@@ -79,7 +75,6 @@ class ScoreRow:
     scene: str | None = None
     crops: str | None = None
     error: str | None = None
-    thumbnail: str | None = field(default=None, repr=False)
     spread: float | None = None
     levels: tuple[float, ...] | None = None
     note: str | None = field(default=None, repr=False)
@@ -152,23 +147,12 @@ def _to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray((image * 255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
 
 
-def _thumbnail(image: Image.Image | torch.Tensor) -> str:
-    """A base64 JPEG of `image`, shrunk to fit THUMB_SIDE x THUMB_SIDE pixels."""
-    if isinstance(image, torch.Tensor):
-        image = _to_pil(image)
-    thumb = image.copy()
-    thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
-    buf = io.BytesIO()
-    thumb.save(buf, "JPEG", quality=80)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 class _Images(Dataset):
     """Decodes and crops one entry per item; a failure becomes an item with an error, never an exception."""
 
-    def __init__(self, entries: Sequence[tuple[int, Entry]], crops: Crops, size: int, seed: int, thumbs: bool):
-        """`entries` as (input index, entry); crops of `size` pixels seeded by `seed`; thumbnails when `thumbs`."""
-        self.entries, self.crops, self.size, self.seed, self.thumbs = entries, crops, size, seed, thumbs
+    def __init__(self, entries: Sequence[tuple[int, Entry]], crops: Crops, size: int, seed: int):
+        """`entries` as (input index, entry); crops of `size` pixels seeded by `seed`."""
+        self.entries, self.crops, self.size, self.seed = entries, crops, size, seed
 
     def __len__(self) -> int:
         """The number of entries."""
@@ -184,8 +168,6 @@ class _Images(Dataset):
                 image = resize_short_side(image if isinstance(image, Image.Image) else _to_pil(image), entry.resize)
             prepared = make_crops(image, self.crops, self.size, self.seed)
             item.update(crops=prepared.crops, upscaled=prepared.upscaled)
-            if self.thumbs:
-                item["thumbnail"] = _thumbnail(image)
         except Exception as e:  # any decoder failure is the input's fault: report it on its row
             item["error"] = describe_error(e)
         return item
@@ -208,7 +190,6 @@ class Scorer:
         batch_size: int = 8,
         workers: int = 0,
         dtype: str = "fp32",
-        thumbnails: bool = False,
         progress: bool = False,
         distributed: bool = False,
         details: bool = False,
@@ -222,7 +203,6 @@ class Scorer:
             batch_size: images decoded per DataLoader batch (scores do not depend on it).
             workers: DataLoader processes decoding (0: in this process).
             dtype: autocast precision, a DTYPES name.
-            thumbnails: attach a thumbnail to each scored row (for the HTML report).
             progress: show a progress bar on a terminal's stderr.
             distributed: inside a torchrun group, split the entries across its ranks (rank 0 gets every row).
             details: fill each row's `spread` and `levels` (the model's forward must take `levels=True`, as
@@ -240,7 +220,7 @@ class Scorer:
             raise ValueError(f"`dtype` must be one of {', '.join(DTYPES)}, got {dtype!r}")
         self.model, self.crops, self.seed = model, parse_crops(crops), seed
         self.batch_size, self.workers = batch_size, workers
-        self.thumbnails, self.progress = thumbnails, progress
+        self.progress = progress
         self.distributed = distributed  # True: split the entries across the torchrun ranks (the CLI opts in)
         self.details = details
         self.device = next(model.parameters()).device
@@ -300,7 +280,6 @@ class Scorer:
                 failed.append(row)
                 continue
             row.crops = f"{self.crops}{' (upscaled)' if item['upscaled'] else ''}"
-            row.thumbnail = item.get("thumbnail")
             row.note = item.get("note")
             queue.append((item, entry.scene, row))
         return failed
@@ -337,7 +316,7 @@ class Scorer:
                 pending[i] = ScoreRow(i, e.name, scene=e.scene or self.model.config.default_scene, error=e.error)
         mine = [(i, e) for i, e in numbered if e.error is None][rank::world]
         loader = DataLoader(
-            _Images(mine, self.crops, self.model.image_size, self.seed, self.thumbnails),
+            _Images(mine, self.crops, self.model.image_size, self.seed),
             batch_size=self.batch_size,
             num_workers=self.workers if len(mine) > self.batch_size else 0,  # one batch: a worker only adds start-up
             collate_fn=_collate,

@@ -191,7 +191,7 @@ def _collate(items: list[Item]) -> Batch:
         targets += [target] + [math.nan] * k
         scenes += [scene] * (1 + k)
         groups += [group] * (1 + k)
-        order += [0.0] + [-v for v in online[1].tolist()] if k else [math.nan]
+        order += ([0.0] + [-v for v in online[1].tolist()]) if k else [math.nan]
     return (
         torch.cat(crops),
         torch.tensor(targets, dtype=torch.float32),

@@ -132,7 +132,6 @@ class Report:
             return
         self.scored += 1
         shown = _Shown(position, str(values["path"]), score, str(values.get("scene") or ""), str(values.get("crops")))
-        shown.thumbnail = getattr(row, "thumbnail", None)
         shown.spread = _number(values.get("spread"))
         for heap, key in ((self._best, (score, -position)), (self._worst, (-score, position))):
             if len(heap) < self.top:
@@ -192,7 +191,7 @@ class Report:
             model: the model's name, in the heading.
             score_range: (low, high) of the model's scores: the ends of the bars.
             sources: what each shown path is read from for its thumbnail (see `names`); a path missing from it is read
-                as a file of that name. Rows that came with a thumbnail keep theirs.
+                as a file of that name.
             provenance: the run's provenance record (outputs/provenance.py), listed at the end.
         """
         sources = {} if sources is None else sources
@@ -200,8 +199,7 @@ class Report:
         grids = []
         for heading, shown in self._sections():
             for s in shown:
-                if s.thumbnail is None:
-                    s.thumbnail = thumbnail(sources.get(s.path, s.path))
+                s.thumbnail = thumbnail(sources.get(s.path, s.path))
             title = f"<h2>{heading}</h2>" if heading else ""
             grids.append(f"{title}<div class='grid'>{''.join(_card(s, lo, hi) for s in shown)}</div>")
         page = (
