@@ -121,7 +121,7 @@ def test_a_profile_that_cannot_be_applied_still_scores_and_says_so(model, tmp_pa
     pixels = photo()
     Image.fromarray(pixels).save(tmp_path / "broken.png", icc_profile=b"\0" * 16 + b"RGB " + b"not a profile" * 20)
     Image.fromarray(pixels).save(tmp_path / "grey-on-rgb.png", icc_profile=GRAY_18)  # a grey profile on colour pixels
-    with pytest.warns(ColourWarning, match=r"broken\.png: embedded colour profile not applied \(.+\)"):
+    with pytest.warns(ColourWarning, match=r"broken\.png: embedded colour profile ignored \(not an ICC profile .+\)"):
         assert np.array_equal(np.asarray(load_image(tmp_path / "broken.png")), pixels)  # taken as sRGB
     with pytest.warns(ColourWarning, match=r"a GRAY profile on an image of mode RGB"):
         to_rgb(Image.open(tmp_path / "grey-on-rgb.png"))
@@ -131,10 +131,33 @@ def test_a_profile_that_cannot_be_applied_still_scores_and_says_so(model, tmp_pa
     lines = err.splitlines()
     assert len(lines) == 2 and lines[0].startswith(f"warning: {tmp_path / 'broken.png'}: ")
     assert (
-        lines[1] == f"warning: {tmp_path / 'grey-on-rgb.png'}: a GRAY profile on an image of mode RGB; scored as sRGB"
+        lines[1] == f"warning: {tmp_path / 'grey-on-rgb.png'}: colour profile ignored (a GRAY profile on an image of "
+        "mode RGB); scored as sRGB"
     )
-    with pytest.warns(ColourWarning, match=r"<input 0>: embedded colour profile not applied"):
+    with pytest.warns(ColourWarning, match=r"<input 0>: embedded colour profile ignored"):
         model.score(Image.open(tmp_path / "broken.png"), crops="center")
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [
+        bytes(range(256)) * 2,  # random-looking bytes, control characters in its colour space field
+        b"garbage\n\x00\xff" * 10,  # line breaks and bytes that are no text
+        PROPHOTO[:128] + b"\xff\n\x00\x01" + PROPHOTO[132:],  # a real header with a broken tag table
+    ],
+)
+def test_a_garbage_profile_is_one_printable_line_naming_the_image(tmp_path, capsys, profile):
+    Image.fromarray(photo()).save(tmp_path / "junk.png", icc_profile=profile)
+    with pytest.warns(ColourWarning) as caught:
+        load_image(tmp_path / "junk.png")
+    [warning] = caught
+    text = str(warning.message)
+    assert text.isprintable() and text.startswith(f"{tmp_path / 'junk.png'}: embedded colour profile ignored (")
+    assert text.endswith("); scored as sRGB")
+    code, rows, err = score_rows(capsys, str(tmp_path / "junk.png"))
+    assert code == 0 and rows[0]["score"]
+    [line] = err.splitlines()
+    assert line.isprintable() and line.startswith(f"warning: {tmp_path / 'junk.png'}: colour profile ignored (")
 
 
 # ---- standard input ------------------------------------------------------------------------------------------------
@@ -233,3 +256,26 @@ def test_manifest_paths_are_relative_to_the_manifest_and_a_missing_one_names_the
     found, missing = read_manifest("lists/images.csv")
     assert found.error is None and Path(found.source) == Path("lists") / "a.png"
     assert missing.name == "gone.png" and missing.error == f"no such file or folder: {Path('lists') / 'gone.png'}"
+
+
+# ---- truncated and empty files -------------------------------------------------------------------------------------
+def test_truncated_and_tiny_files_are_one_line_errors_never_internal_ones(tmp_path, capsys):
+    paths = []
+    for fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
+        buffer = io.BytesIO()
+        Image.fromarray(photo()).save(buffer, fmt)
+        data = buffer.getvalue()
+        for n in (0, 1, 3, 10, 40, len(data) // 2):
+            paths.append(tmp_path / f"cut{n}.{fmt.lower()}")
+            paths[-1].write_bytes(data[:n])
+    code, rows, err = score_rows(capsys, *map(str, paths), "--crops", "center")
+    assert code == 1 and len(rows) == len(paths)
+    for row in rows:
+        why = row["error"]
+        assert why and "\n" not in why and "unpack" not in why and "buffer" not in why, why
+        assert why.startswith(("empty file", "truncated")), why  # the same kind of reason as other damaged files
+    assert rows[2]["error"] == "truncated or empty file: 3 bytes, too short for an image"  # PNG's signature is 8 bytes
+    assert rows[3]["error"] == "truncated or corrupt PNG image: its header cannot be read (10 bytes)"
+    assert "warning" not in err  # PIL's warnings on a damaged header are not printed beside its error
+    with pytest.raises(OSError, match="truncated or empty file: 1 byte,"):
+        load_image(data[:1])

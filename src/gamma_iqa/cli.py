@@ -143,7 +143,7 @@ def _warning_printer() -> Callable[..., None]:
 
     def show(message: Warning | str, *args: object, **kwargs: object) -> None:
         if isinstance(message, ColourWarning):
-            line = f"warning: {shown_name(message.name)}: {message.reason}; scored as sRGB"
+            line = f"warning: {shown_name(message.name)}: colour profile ignored ({message.reason}); scored as sRGB"
         else:
             line = f"warning: {as_flags(str(message))}"
         if line not in shown:

@@ -42,6 +42,7 @@ import importlib
 import io
 import struct
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -61,6 +62,7 @@ __all__ = [
     "ColourWarning",
     "Crops",
     "Prepared",
+    "TruncatedImageError",
     "array_to_image",
     "crop_offsets",
     "image_to_tensor",
@@ -89,6 +91,10 @@ _HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", 
 HEIF_SUFFIXES = (".heic", ".heif", ".hif")
 
 
+class TruncatedImageError(OSError):
+    """An image file that ends before its header does (an empty or cut-off download); the message is one line."""
+
+
 class ColourWarning(UserWarning):
     """An image's embedded colour profile could not be applied: its pixels were taken as sRGB as they are.
 
@@ -99,8 +105,14 @@ class ColourWarning(UserWarning):
 
     def __init__(self, name: str, reason: str) -> None:
         """The warning for image `name`, for `reason`."""
-        super().__init__(f"{name}: embedded colour profile not applied ({reason}); its pixels were taken as sRGB")
+        reason = _one_line(reason)
+        super().__init__(f"{name}: embedded colour profile ignored ({reason}); scored as sRGB")
         self.name, self.reason = name, reason
+
+
+def _one_line(text: str) -> str:
+    """`text` as one printable line: control characters and line breaks (a garbage profile's bytes) as spaces."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split()) or "unreadable profile"
 
 
 def parse_crops(value: str | int) -> Crops:
@@ -136,17 +148,23 @@ def load_image(path: str | Path | bytes, *, max_pixels: int | None = None) -> Im
             without the optional package that reads it (the message names it).
         UnidentifiedImageError: when PIL recognises no image format in the file.
         FileNotFoundError: when there is no such file.
+        TruncatedImageError: for a file shorter than its header (an OSError).
         OSError: for a truncated or corrupt image.
     """
     budget = MAX_PIXELS if max_pixels is None else max_pixels
     name = "<bytes>" if isinstance(path, bytes) else str(path)
     source = io.BytesIO(path) if isinstance(path, bytes) else open(path, "rb")  # noqa: SIM115 (closed by `with`)
-    with warnings.catch_warnings(), source as fp, _open_header(fp, name) as im:
+    # PIL's warnings on a damaged file ("Corrupt EXIF data", "Truncated File Read") are held back: they are noise
+    # beside the error of a file that then fails, and are shown as they were for one that decodes.
+    with warnings.catch_warnings(record=True) as caught, source as fp, _open_header(fp, name) as im:
+        warnings.simplefilter("always")
         _check_pixel_budget(im.size, budget)
         # A plugin repeating PIL's check warns between its limit and twice it: our budget has been checked already.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         im.load()
         im = ImageOps.exif_transpose(im)
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return to_rgb(im, name=name)
 
 
@@ -174,23 +192,49 @@ def _open_header(fp: BinaryIO, filename: str) -> ImageFile.ImageFile:
 
     Raises:
         UnidentifiedImageError: when no plugin accepts the file.
+        TruncatedImageError: when the file is shorter than any image header, or a format recognised by its first
+            bytes (its signature) cannot read its header.
     """
     prefix = fp.read(16)
     tried: set[str] = set()
+    recognised: list[str] = []  # formats whose signature the file carries
     for register_plugins in (Image.preinit, Image.init, functools.partial(_register_heif, prefix, filename)):
         register_plugins()
         for fmt in [f for f in Image.ID if f not in tried]:
             tried.add(fmt)
             factory, accept = Image.OPEN[fmt]
-            verdict = accept(prefix) if accept else True
-            if not verdict or isinstance(verdict, str):  # a string is PIL's reason for rejecting the file
+            if not _accepts(accept, prefix):
                 continue
+            recognised += [fmt] if accept else []
             fp.seek(0)
             try:
                 return factory(fp, filename)
-            except (SyntaxError, IndexError, TypeError, struct.error):
+            except (SyntaxError, IndexError, TypeError, struct.error, EOFError):
                 continue  # what Image.open takes for "not this format"
+    size = fp.seek(0, io.SEEK_END)
+    if recognised:
+        raise TruncatedImageError(
+            f"truncated or corrupt {recognised[0]} image: its header cannot be read ({size:,} bytes)"
+        )
+    if size < len(b"\x89PNG\r\n\x1a\n") + 8:  # shorter than the smallest header (a PNG signature and a chunk's head)
+        s = "" if size == 1 else "s"
+        raise TruncatedImageError(f"truncated or empty file: {size} byte{s}, too short for an image")
     raise UnidentifiedImageError(f"cannot identify image file {filename!r}")
+
+
+def _accepts(accept: Callable[[bytes], Any] | None, prefix: bytes) -> bool:
+    """Whether a plugin's signature check `accept` (None: none) lets it try a file beginning with `prefix`.
+
+    A check that fails on a short prefix (PIL's BMP check unpacks 4 bytes) rejects it; a string is PIL's reason for
+    rejecting the file.
+    """
+    if accept is None:
+        return True
+    try:
+        verdict = accept(prefix)
+    except (struct.error, IndexError, ValueError):
+        return False
+    return bool(verdict) and not isinstance(verdict, str)
 
 
 def is_heif(prefix: bytes, filename: str) -> bool:
@@ -241,6 +285,7 @@ class _ProfileError(Exception):
     """Why an embedded profile cannot be applied (one line)."""
 
 
+_ICC_HEADER = 128  # bytes of an ICC profile's fixed header
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
 
 
@@ -250,6 +295,8 @@ def _apply_profile(im: Image.Image, icc: bytes) -> Image.Image:
     Raises:
         _ProfileError: the profile cannot be read or built into a transform, or its colour space is not the pixels'.
     """
+    if len(icc) < _ICC_HEADER or icc[36:40] != b"acsp":  # every ICC profile's header carries this signature
+        raise _ProfileError(f"not an ICC profile ({len(icc):,} bytes without the header's 'acsp' signature)")
     space = icc[16:20]  # the ICC header's data colour space signature
     grey = im.mode in _GREY_MODES
     if space == b"RGB " and not grey and im.mode != "CMYK":
@@ -259,7 +306,8 @@ def _apply_profile(im: Image.Image, icc: bytes) -> Image.Image:
     elif space == b"CMYK" and im.mode == "CMYK":
         pixels, mode = im, "CMYK"
     else:
-        found = space.decode("latin-1").strip() or "unknown"
+        found = space.decode("ascii").strip() if space.isascii() and space.decode("ascii").isprintable() else ""
+        found = found or "unknown"
         raise _ProfileError(f"a {found} profile on an image of mode {im.mode}")
     transform = _transform(icc, mode)
     if transform is None:  # an sRGB profile: the pixels stay exactly as they are

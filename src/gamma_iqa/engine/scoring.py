@@ -27,6 +27,7 @@ from ..data.inputs import Entry, expand_paths
 from ..data.transforms import (
     ColourWarning,
     Crops,
+    TruncatedImageError,
     array_to_image,
     load_image,
     make_crops,
@@ -101,7 +102,7 @@ def describe_error(e: BaseException) -> str:
     if isinstance(e, Image.DecompressionBombError):  # a decoder repeating PIL's check (our budget is a ValueError)
         return f"image too large for PIL's Image.MAX_IMAGE_PIXELS ({str(e).splitlines()[0]})"
     text = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    if isinstance(e, (ValueError, TypeError)):  # our own checks on the input say what is wrong
+    if isinstance(e, (ValueError, TypeError, TruncatedImageError)):  # our own checks on the input say what is wrong
         return text
     if "truncated" in text or isinstance(e, (OSError, SyntaxError)):
         return f"truncated or corrupt image ({text})"
