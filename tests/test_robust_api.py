@@ -44,6 +44,26 @@ def test_integer_arrays_are_scaled_by_their_types_range(model, tmp_path):
     assert float(dark.max()) <= 255 / 65535 + 1e-7
 
 
+def test_greyscale_arrays_of_eight_and_sixteen_bits_score_alike(model):
+    grey = photo()[..., 1]
+    want = model.score(grey, crops=3)
+    assert model.score(grey.astype(np.uint16) * 257, crops=3) == want  # 2-D uint16: scaled by 65535 as uint8 by 255
+    assert model.score(grey[..., None], crops=3) == want  # (H, W, 1)
+    assert model.score(np.repeat(grey[..., None], 3, axis=2), crops=3) == want  # grey is R = G = B
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("channels", [3, 4])
+def test_channels_first_arrays_are_refused_naming_the_shape_and_the_transpose(model, dtype, channels):
+    chw = np.zeros((channels, 40, 50), dtype)
+    with pytest.raises(
+        ValueError, match=rf"got shape \({channels}, 40, 50\).*channels-first.*array\.transpose\(1, 2, 0\)"
+    ):
+        model.score(chw)
+    with pytest.raises(ValueError, match=r"must be .*\(H, W, 3\).*got shape \(40, 50, 2\)"):
+        model.score(np.zeros((40, 50, 2), dtype))
+
+
 @pytest.mark.parametrize("dtype", [np.int64, np.int32, np.int16, np.uint32, np.bool_])
 def test_integer_arrays_without_an_image_range_are_refused(model, dtype):
     good = photo()

@@ -390,8 +390,9 @@ def array_to_image(source: np.ndarray | torch.Tensor) -> Image.Image | torch.Ten
     rounding (`models.base.UNIT_TOLERANCE`; within it they are clamped) and NaN or infinity.
 
     Args:
-        source: a numpy array, uint8 in any layout PIL takes ((H, W), (H, W, 3), (H, W, 4)...) or uint16 / float
-            (H, W, 3) RGB; or a torch tensor (3, H, W), uint8, uint16 or float.
+        source: a numpy array, channels last: uint8 (H, W) or (H, W, 1) grey, (H, W, 3) RGB or (H, W, 4) RGBA, or
+            uint16 / float (H, W) or (H, W, 1) grey or (H, W, 3) RGB; or a torch tensor (3, H, W), uint8, uint16 or
+            float.
 
     Returns:
         A PIL RGB image for uint8 arrays, else a (3, H, W) float32 tensor in [0, 1] on the CPU.
@@ -401,18 +402,40 @@ def array_to_image(source: np.ndarray | torch.Tensor) -> Image.Image | torch.Ten
     """
     kind = "numpy" if isinstance(source, np.ndarray) else "tensor"
     if isinstance(source, np.ndarray):
+        _check_array_layout(source)
+        if source.ndim == 3 and source.shape[2] == 1:  # (H, W, 1): greyscale with its channel axis
+            source = source[:, :, 0]
         if source.dtype == np.uint8:
             return to_rgb(Image.fromarray(source))
-        if source.ndim != 3 or source.shape[2] != 3:
-            raise ValueError(
-                f"a numpy image must be uint8, or uint16 / float (H, W, 3); got {source.dtype} {source.shape}"
-            )
+        if source.ndim == 2:  # greyscale: the same value in R, G and B
+            source = np.repeat(source[:, :, None], 3, axis=2)
         t = torch.from_numpy(np.ascontiguousarray(source)).permute(2, 0, 1)
     else:
         if source.dim() != 3 or source.shape[0] != 3:
             raise ValueError(f"an image tensor must be (3, H, W) RGB, got shape {tuple(source.shape)}")
         t = source.detach().cpu()
     return _unit_float(t, kind)
+
+
+def _check_array_layout(a: np.ndarray) -> None:
+    """Refuse a numpy array that is not an image in the (H, W) or (H, W, C) layout `array_to_image` takes.
+
+    Raises:
+        ValueError: a channels-first (3, H, W) or (4, H, W) array (naming its shape and the transpose that makes it
+            HWC), or any other shape than those `array_to_image` lists.
+    """
+    shape = tuple(a.shape)
+    if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[2] not in (1, 3, 4):
+        raise ValueError(
+            f"a numpy image is (H, W, C), channels last; got shape {shape}, which looks channels-first (C, H, W): "
+            "pass array.transpose(1, 2, 0)"
+        )
+    hwc = a.ndim == 2 or (a.ndim == 3 and a.shape[2] in ((1, 3, 4) if a.dtype == np.uint8 else (1, 3)))
+    if not hwc:
+        allowed = (
+            "(H, W), (H, W, 1), (H, W, 3) or (H, W, 4)" if a.dtype == np.uint8 else "(H, W), (H, W, 1) or (H, W, 3)"
+        )
+        raise ValueError(f"a numpy {a.dtype} image must be {allowed}; got shape {shape}")
 
 
 def _unit_float(t: torch.Tensor, kind: str) -> torch.Tensor:
