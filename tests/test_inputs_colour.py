@@ -181,6 +181,19 @@ def test_standard_input_and_pipes_are_read_as_one_image(model, tmp_path):
     assert done.returncode == 1 and "error: -: empty input (0 bytes)" in done.stderr.decode()
 
 
+def test_standard_input_given_twice_is_refused_before_reading_it(capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", None)  # reading it would fail the test: it must be refused first
+    for twice in (["-", "-"], ["-", "/dev/stdin"]):
+        with pytest.raises(ValueError, match=r"standard input is given 2 times .*read only once"):
+            expand_paths(twice)
+    code, rows, err = score_rows(capsys, "-", "-")
+    assert code == 2 and rows == []
+    assert (
+        err
+        == "gamma-iqa score: error: standard input is given 2 times (- -): it can be read only once, so give it once\n"
+    )
+
+
 def test_a_named_pipe_is_read_not_reported_empty(tmp_path):
     Image.fromarray(photo()).save(tmp_path / "a.png")
     fifo = tmp_path / "pipe"

@@ -149,6 +149,48 @@ def test_check_passes_unchanged_and_detects_a_changed_checkpoint(capsys, tmp_pat
     assert not result.ok and len(result.checked) == 2 and result.max_difference > result.tolerance
 
 
+def test_check_sets_apart_rows_it_cannot_re_read_and_finds_relative_paths_from_the_recorded_cwd(
+    capsys, tmp_path, monkeypatch
+):
+    run = tmp_path / "run"
+    save_images(run / "imgs", 3)
+    monkeypatch.chdir(run)
+    out = tmp_path / "s.csv"
+    assert score(capsys, "imgs", "--model", "gamma-test", "--output", str(out))[0] == 0  # relative paths
+    assert json.loads(sidecar(out).read_text())["cwd"] == str(run)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the rows' relative paths resolve against the recorded working directory
+    code, text, _ = score(capsys, "--check", str(out))
+    assert code == 0 and "checked 3 of 3 scored rows" in text and "could not be re-read" not in text
+
+    (run / "imgs" / "i1.png").unlink()  # one image gone, and a row read from standard input
+    rows = list(csv.DictReader(out.open()))
+    rows.append({**rows[0], "path": "-"})
+    with out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    code, text, err = score(capsys, "--check", str(out))
+    assert code == 0 and "mismatch" not in text  # the rows it re-read match: the others are no mismatch
+    assert "2 rows could not be re-read (not compared): imgs/i1.png: no such file (and 1 more)" in text
+    assert "checked 2 of 4 scored rows" in text and "all match" in text and err == ""
+
+    rows[0]["score"] = str(float(rows[0]["score"]) + 0.1)  # a mismatch beside the unreadable rows: exit 1
+    with out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    code, text, _ = score(capsys, "--check", str(out))
+    assert code == 1 and text.count("mismatch: ") == 1 and "1 do not match" in text
+
+    for f in (run / "imgs").iterdir():  # nothing left to re-read: a clear error, exit 2
+        f.unlink()
+    code, text, err = score(capsys, "--check", str(out))
+    assert code == 2 and "4 rows could not be re-read" in text and "checked" not in text
+    assert "none of the 4 sampled rows" in err and "nothing was compared" in err
+
+
 def test_resume_refuses_a_changed_model(capsys, tmp_path):
     save_images(tmp_path / "imgs", 2)
     ckpt = tmp_path / "model"

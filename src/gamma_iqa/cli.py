@@ -5,8 +5,8 @@ Each subcommand parses its arguments into one library call (`outputs.runs.run_sc
 that name flags (--batch-size).
 
 Exit status: 0 all good, 1 some inputs failed (`score --check`: some scores no longer match), 2 usage errors (bad
-arguments, unusable model or checkpoint), 130 interrupted (Ctrl-C; `score` says how many rows it wrote and how to go
-on).
+arguments, unusable model or checkpoint; `score --check`: no sampled row could be re-read), 130 interrupted (Ctrl-C;
+`score` says how many rows it wrote and how to go on).
 """
 
 from __future__ import annotations
@@ -167,22 +167,31 @@ def _interrupted(rows: RowWriter) -> str:
 
 
 def _check_lines(result: CheckResult, output: str) -> list[str]:
-    """What `score --check` prints: notes, each mismatch or failure, and the verdict."""
+    """What `score --check` prints: notes, each mismatch, the rows that could not be re-read, and the verdict."""
     lines = [f"note: {n}" for n in result.notes]
     lines += [f"mismatch: {shown_name(p)}: recorded {a!r}, now {b!r}" for p, a, b in result.mismatched]
-    lines += [f"error: {shown_name(p)}: {why}" for p, why in result.failures]
-    n = len(result.checked) + len(result.failures)
-    head = f"checked {n} of {result.total} scored rows of {shown_name(output)}"
+    if result.failures:
+        (path, why), k = result.failures[0], len(result.failures)
+        more = f" (and {k - 1} more)" if k > 1 else ""
+        lines.append(
+            f"{k} row{'' if k == 1 else 's'} could not be re-read (not compared): {shown_name(path)}: {why}{more}"
+        )
+    if not result.checked:
+        return lines
+    head = f"checked {len(result.checked)} of {result.total} scored rows of {shown_name(output)}"
     if result.ok:
         lines.append(f"{head}: all match within {result.tolerance:g} (largest difference {result.max_difference:.3g})")
     else:
-        bad = len(result.mismatched) + len(result.failures)
-        lines.append(f"{head}: {bad} do not match within {result.tolerance:g}")
+        lines.append(f"{head}: {len(result.mismatched)} do not match within {result.tolerance:g}")
     return lines
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    """`score --check FILE`: re-score a sample of an earlier output's rows; 0 when they match, 1 when not."""
+    """`score --check FILE`: re-score a sample of an earlier output's rows.
+
+    Returns 0 when every re-scored row matches, 1 on a mismatch, 2 when no sampled row could be re-read. Rows that
+    could not be re-read (moved images, standard input) are reported apart and count for neither.
+    """
     if args.paths or args.manifest or args.output:
         raise UsageError("--check FILE takes no image paths, --manifest or --output (it re-scores FILE's rows)")
     result = check_output(
@@ -193,6 +202,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     )
     for line in _check_lines(result, args.check):
         print(line)
+    if not result.checked:
+        print(
+            f"gamma-iqa score: error: --check: none of the {len(result.failures)} sampled rows of "
+            f"{shown_name(args.check)} could be re-read, so nothing was compared (run it where the images are)",
+            file=sys.stderr,
+        )
+        return 2
     return 0 if result.ok else 1
 
 

@@ -31,7 +31,7 @@ from PIL import Image, ImageFile
 
 from .transforms import HEIF_SUFFIXES
 
-__all__ = ["STREAM_LIMIT", "Entry", "expand_paths", "image_extensions", "read_manifest"]
+__all__ = ["STREAM_LIMIT", "Entry", "expand_paths", "image_extensions", "is_stream", "read_manifest"]
 
 # Largest stream (standard input, a pipe) read as one image, in bytes: it is held in memory until it is scored.
 STREAM_LIMIT = 1 << 30
@@ -146,7 +146,10 @@ def _walk(folder: Path, hidden: bool = False) -> tuple[list[Path], list[Entry], 
     return sorted(Path(f) for f in files), errors, folders
 
 
-def _is_stream(raw: str) -> bool:
+_STDIN_NAMES = frozenset({"-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"})  # the names of standard input
+
+
+def is_stream(raw: str) -> bool:
     """Whether `raw` names a stream, read once: `-`, standard input or a file descriptor, a pipe or a device."""
     if raw == "-" or raw == "/dev/stdin" or raw.startswith(("/dev/fd/", "/proc/self/fd/")):
         return True
@@ -158,7 +161,7 @@ def _is_stream(raw: str) -> bool:
 
 
 def _read_stream(raw: str, scene: str | None) -> Entry:
-    """The entry of stream `raw` (see `_is_stream`), read whole now: its bytes, or why it cannot be scored."""
+    """The entry of stream `raw` (see `is_stream`), read whole now: its bytes, or why it cannot be scored."""
     try:
         if raw == "-":
             if sys.stdin is None or sys.stdin.isatty():
@@ -209,11 +212,20 @@ def expand_paths(paths: Iterable[str], scene: str | None = None, *, hidden: bool
     Returns:
         One entry per image found, plus an entry carrying its error for each input that lists nothing (no such file
         or folder, a folder without images, an unreadable folder, a pattern matching no file, an empty stream).
+
+    Raises:
+        ValueError: standard input is named more than once (`-`, `/dev/stdin`): the second would read nothing.
     """
+    paths = list(paths)
+    stdin = [raw for raw in paths if raw in _STDIN_NAMES]
+    if len(stdin) > 1:
+        raise ValueError(
+            f"standard input is given {len(stdin)} times ({' '.join(stdin)}): it can be read only once, so give it once"
+        )
     out: list[Entry] = []
     for raw in paths:
         p = Path(raw)
-        if _is_stream(raw):
+        if is_stream(raw):
             out.append(_read_stream(raw, scene))
         elif p.is_dir():
             files, errors, _ = _walk(p, hidden)

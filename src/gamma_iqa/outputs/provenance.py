@@ -2,12 +2,15 @@
 
 `collect` records what a score depends on: the package version, the model (its name, the argument it was made from,
 the SHA-256 of its checkpoint files and of its parameters), the scoring settings (scene, crops, seed, dtype, details),
-the device, and the versions of Python, torch, numpy, Pillow and Pillow's JPEG library. `run_score` writes it beside
-`--output` as `OUTPUT.provenance.json` (`sidecar`), whatever the format, and into the HTML report. Two runs of the same
-command on the same setup give the same record except for its `started` and `finished` times (UTC, ISO 8601).
+the device, the working directory (`cwd`: relative image paths are relative to it), and the versions of Python,
+torch, numpy, Pillow and Pillow's JPEG library. `run_score` writes it beside `--output` as `OUTPUT.provenance.json`
+(`sidecar`), whatever the format, and into the HTML report. Two runs of the same command on the same setup give the
+same record except for its `started` and `finished` times (UTC, ISO 8601).
 
 `check_output` re-scores a seeded sample of an earlier output's rows with the settings its record gives, and says
 whether the scores still match within `tolerance` (fp32: 1e-5; bf16 and fp16: 1e-2, as their 8 and 11 bits allow).
+Rows whose image cannot be read again (moved, deleted, or read from standard input) are set apart as failures: they
+neither match nor mismatch.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import torch
 from PIL import features
 
 from .._version import __version__
-from ..data.inputs import Entry
+from ..data.inputs import Entry, is_stream
 from ..engine.scoring import Scorer
 from ..models.base import QualityModel
 from ..models.factory import create_model
@@ -153,6 +156,7 @@ def collect(
         "dtype": dtype,
         "details": details,
         "format": fmt,
+        "cwd": os.getcwd(),  # relative image paths in the rows are relative to it (`check_output` resolves them so)
         "device": str(device),
         "processes": processes,
         "versions": _versions(device),
@@ -203,7 +207,8 @@ class CheckResult:
         tolerance: the largest difference that still matches.
         total: the scored rows of the output (the sample was drawn from them).
         notes: differences between the recorded setup and this one (weights, versions, device), one line each.
-        failures: (path, why) of sampled rows that could not be scored now (a moved or changed file).
+        failures: (path, why) of sampled rows that could not be re-read now (a moved or deleted file, standard
+            input): they are neither matches nor mismatches.
     """
 
     checked: list[tuple[str, float, float]] = field(default_factory=list)
@@ -219,8 +224,8 @@ class CheckResult:
 
     @property
     def ok(self) -> bool:
-        """Whether every sampled row was scored again within `tolerance`."""
-        return not self.mismatched and not self.failures
+        """Whether every row scored again matched within `tolerance` (rows that could not be re-read aside)."""
+        return not self.mismatched
 
     @property
     def max_difference(self) -> float:
@@ -289,7 +294,7 @@ def check_output(
     model = load(record["model"]["argument"]).to(device if device is not None else record["device"])
     scored = _scored_rows(output, record.get("format", "csv"))
     picked = sorted(random.Random(seed).sample(range(len(scored)), min(rows, len(scored))))
-    entries = [Entry(scored[i]["path"], scored[i]["path"], scored[i].get("scene") or None) for i in picked]
+    entries = [_entry(scored[i], record.get("cwd")) for i in picked]
     dtype = record.get("dtype", "fp32")
     scorer = Scorer(model, crops=_crops(record.get("crops", "10")), seed=int(record.get("seed", 0)), dtype=dtype)
     result = CheckResult(tolerance=TOLERANCE.get(dtype, 1e-2) if tolerance is None else tolerance, total=len(scored))
@@ -301,6 +306,22 @@ def check_output(
     now = collect(model, dtype=dtype)
     result.notes = _notes(record, now)
     return result
+
+
+def _entry(row: Mapping[str, Any], cwd: str | None) -> Entry:
+    """The entry re-scoring an output row: its path, or the path relative to the recorded working directory `cwd`.
+
+    A relative path is taken as it is when it exists from here, else relative to `cwd` (the run's working directory,
+    recorded since provenance files carry it). A stream (standard input, a pipe) cannot be read again: the entry
+    carries that as its error.
+    """
+    path, scene = row["path"], row.get("scene") or None
+    if is_stream(path):
+        return Entry(path, scene=scene, error="read from standard input or a pipe, which cannot be read again")
+    source = Path(path)
+    if cwd and not source.is_absolute() and not source.exists() and (Path(cwd) / source).exists():
+        source = Path(cwd) / source
+    return Entry(path, source, scene)
 
 
 def _crops(text: str) -> str | int:
