@@ -1,8 +1,9 @@
 """Dataset readers on tiny copies of each release's native layout, splits and the meta CSV, and the registry."""
 
-import csv
 import dataclasses
+import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -305,9 +306,10 @@ def test_edited_split_file_is_used_and_a_broken_one_is_an_error(tmp_path):
     spec = get_dataset("kadid10k")
     folder, _ = load_records(spec, tmp_path)
     meta = folder / "gamma-iqa-kadid10k.csv"
-    rows = list(csv.reader(meta.open()))
-    assert rows[0] == ["image", "mos", "mos_norm", *[f"split_{k:02d}" for k in range(1, 11)]]
-    meta.write_text(
+    lines = meta.read_text().splitlines()
+    assert lines[0].startswith("# gamma-iqa split file ")  # the label files it was drawn from
+    assert lines[1].split(",") == ["image", "mos", "mos_norm", *[f"split_{k:02d}" for k in range(1, 11)]]
+    meta.write_text(  # edited by hand, without that line: used as it is
         "image,mos,mos_norm,split_01\nimages/I01_01_01.png,4.57,0.8925,test\nimages/I81_25_05.png,1,0,train\n"
     )
     _, records = load_records(spec, tmp_path)
@@ -315,6 +317,24 @@ def test_edited_split_file_is_used_and_a_broken_one_is_an_error(tmp_path):
     meta.write_text("image,mos,mos_norm,split_01\nimages/I01_01_01.png,4.57,0.8925,val\n")
     with pytest.raises(ValueError, match="line 2: split values must be train or test"):
         load_records(spec, tmp_path)
+
+
+def test_a_registered_releases_split_file_follows_its_label_files(tmp_path):
+    build_kadid10k(tmp_path)
+    spec = get_dataset("kadid10k")
+    loaded = data.load_splits(spec, tmp_path)
+    assert loaded.state == "written"
+    recorded = json.loads(loaded.path.read_text().splitlines()[0].removeprefix("# gamma-iqa split file "))
+    [label_file] = recorded["files"]  # the label file the reader read, relative to the dataset folder
+    assert data.load_splits(spec, tmp_path).state == "read"
+    labels = loaded.folder / label_file
+    before = {r.image: r.mos for r in loaded.records}
+    labels.write_text(labels.read_text().replace(",4.57,", ",1.5,"))  # one MOS changed in the release's labels
+    again = data.load_splits(spec, tmp_path)
+    assert again.state == f"rebuilt: {Path(label_file).name} changed since it was written"
+    changed = {r.image: r.mos for r in again.records if r.mos != before[r.image]}
+    assert changed == {"images/I01_01_01.png": 1.5}
+    assert data.load_splits(spec, tmp_path).state == "read"
 
 
 def test_read_only_dataset_folder_writes_the_split_file_to_the_cache(tmp_path, monkeypatch):
@@ -332,7 +352,7 @@ def test_read_only_dataset_folder_writes_the_split_file_to_the_cache(tmp_path, m
     _, records = load_records(get_dataset("kadid10k"), tmp_path)
     assert not (folder / "gamma-iqa-kadid10k.csv").exists()
     (cached,) = (tmp_path / "home/meta").glob("gamma-iqa-kadid10k-*.csv")
-    assert len(cached.read_text().splitlines()) == 1 + len(records)
+    assert len(cached.read_text().splitlines()) == 2 + len(records)  # its source line, the header, the records
     cached.write_text("image,mos,mos_norm,split_01\nimages/I81_25_05.png,1,0,test\n")  # the cache is read back
     assert [r.image for r in load_records(get_dataset("kadid10k"), tmp_path)[1]] == ["images/I81_25_05.png"]
 

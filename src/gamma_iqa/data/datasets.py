@@ -331,7 +331,7 @@ def make_splits(images: Sequence[str], official: Sequence[str] | None = None) ->
 
 
 SPLIT_FILE_PREFIX = "gamma-iqa-"  # a dataset's split file is SPLIT_FILE_PREFIX + its name (+ its label file) + ".csv"
-_SOURCE_TAG = "# gamma-iqa split file "  # own data: the first line, then the label file it follows as JSON
+_SOURCE_TAG = "# gamma-iqa split file "  # the first line, then the label file(s) it follows as JSON
 
 
 class SplitFile(NamedTuple):
@@ -383,10 +383,50 @@ def _read_source(path: Path) -> dict[str, Any]:
     return source if isinstance(source, dict) else {}
 
 
-def _stale(recorded: dict[str, Any], source: dict[str, Any] | None) -> str | None:
-    """Why a split file recorded as drawn from `recorded` does not follow `source` (None: it does)."""
+def _release_source(folder: Path, files: Sequence[Path]) -> dict[str, Any]:
+    """A registered release: the label files its reader read (relative to `folder`) with their SHA-256."""
+    return {"files": {_relative(f, folder): _sha256(f) for f in files}}
+
+
+def _relative(path: Path, folder: Path) -> str:
+    """`path` relative to `folder` (POSIX separators) when inside it, else resolved."""
+    try:
+        return Path(path).resolve().relative_to(folder.resolve()).as_posix()
+    except ValueError:
+        return str(Path(path).resolve())
+
+
+def _sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _stale_release(recorded: dict[str, Any], folder: Path) -> str | None:
+    """Why a registered release's split file does not follow the label files it records (None: it does)."""
+    files = recorded.get("files")
+    if not isinstance(files, dict):
+        return None  # no record (a split file written by hand, or by an older version): read as it is
+    for name, digest in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"its label file {name} is gone"
+        if _sha256(path) != digest:
+            return f"{name} changed since it was written"
+    return None
+
+
+def _stale(recorded: dict[str, Any], source: dict[str, Any] | None, folder: Path) -> str | None:
+    """Why a split file recorded as drawn from `recorded` does not follow `source` (None: it does).
+
+    Own data is checked against its label file (`source`); a registered release (`source` None) against the label
+    files its split file records.
+    """
     if source is None:
-        return None  # a registered release: its split file is read as it is
+        return _stale_release(recorded, folder)
     name = Path(source["labels"]).name
     if not recorded:
         return f"it does not say which label file it was drawn from; {name} is used"
@@ -492,7 +532,9 @@ def load_splits(
     $GAMMA_IQA_HOME/meta), else from the release's labels (then saved to the first of those places that is writable;
     a warning says when none is). Own data (`folder_csv_dataset`) has a split file per label file, named after it,
     whose first line records the label file's SHA-256 and the columns read: when either changed, the split file is
-    drawn again from the labels and rewritten (`state` says so).
+    drawn again from the labels and rewritten (`state` says so). A registered release's split file records the
+    SHA-256 of each label file its reader read, and is rebuilt the same way when one changed or is gone; one without
+    that first line (written by hand, or by an older version) is read as it is.
 
     Args:
         spec: the dataset.
@@ -515,16 +557,18 @@ def load_splits(
     for path in places:
         if not path.is_file():
             continue
-        recorded = _read_source(path) if source is not None else {}
-        why = _stale(recorded, source)
+        recorded = _read_source(path)
+        why = _stale(recorded, source, folder)
         if why is None:
             drawn = recorded.get("splits", spec.split) == "random"
             return SplitFile(folder, _read_meta(path, spec, folder), path, "read", drawn)
         state = f"rebuilt: {why}"
         break
-    records, drawn = _draw(spec, folder)
-    if source is not None:
-        source["splits"] = "random" if drawn else "from the label file"
+    with readers.recording_files() as files:
+        records, drawn = _draw(spec, folder)
+    if source is None:
+        source = _release_source(folder, files)
+    source["splits"] = "random" if drawn else "from the label file"
     return SplitFile(folder, records, _save(spec, places, records, source), state, drawn)
 
 

@@ -32,6 +32,8 @@ found and reported at evaluation. Layouts (names matched case-insensitively, a f
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import csv
 import fnmatch
 import importlib
@@ -41,11 +43,19 @@ import os
 import posixpath
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["LabelFileError", "Labels", "MissingDependencyError", "numbered_rows", "read_folder_csv", "read_groups"]
+__all__ = [
+    "LabelFileError",
+    "Labels",
+    "MissingDependencyError",
+    "numbered_rows",
+    "read_folder_csv",
+    "read_groups",
+    "recording_files",
+]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -55,6 +65,32 @@ class Labels(NamedTuple):
 
     items: list[tuple[str, float]]  # (image path relative to the dataset folder, raw MOS)
     official: list[str] | None = None  # per item "train" / "test", where the release defines a split
+
+
+# The label files read so far inside `recording_files` (None outside it).
+_FILES_READ: contextvars.ContextVar[list[Path] | None] = contextvars.ContextVar("label_files_read", default=None)
+
+
+@contextlib.contextmanager
+def recording_files() -> Iterator[list[Path]]:
+    """Collect, within the block, every label file the readers read (in first-read order).
+
+    A split file records them, and later checks them, as what it was drawn from.
+    """
+    files: list[Path] = []
+    token = _FILES_READ.set(files)
+    try:
+        yield files
+    finally:
+        _FILES_READ.reset(token)
+
+
+def _note(path: Path) -> Path:
+    """`path`, recorded as read when inside `recording_files`."""
+    files = _FILES_READ.get()
+    if files is not None and Path(path) not in files:
+        files.append(Path(path))
+    return path
 
 
 class MissingDependencyError(ImportError):
@@ -145,7 +181,7 @@ def _float(value: Any, where: Path) -> float:
 
 def _read_mat(path: Path, *names: str) -> dict[str, Any]:
     io = _require("scipy.io", "scipy", path)
-    mat = io.loadmat(path)
+    mat = io.loadmat(_note(path))
     found = {n: mat[n] for n in names if n in mat}
     if not found:
         raise ValueError(f"{path}: none of the variables {', '.join(names)} found")
@@ -156,13 +192,13 @@ def _read_rows(path: Path, sheet: str | None = None) -> list[list[Any]]:
     """All rows of a CSV or of an XLSX sheet (`sheet` if it exists, else the first)."""
     if path.suffix.lower() in (".xlsx", ".xlsm"):
         openpyxl = _require("openpyxl", "openpyxl", path)
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        book = openpyxl.load_workbook(_note(path), read_only=True, data_only=True)
         try:
             ws = book[sheet] if sheet in book.sheetnames else book.worksheets[0]
             return [list(r) for r in ws.iter_rows(values_only=True)]
         finally:
             book.close()
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with open(_note(path), newline="", encoding="utf-8-sig") as f:
         return [row for row in csv.reader(f) if row]
 
 
@@ -206,7 +242,7 @@ def _name(value: Any) -> str:
 
 def _name_score_lines(path: Path, sep: str | None = None, name_first: bool = True) -> list[tuple[str, float]]:
     out = []
-    for line in path.read_text(encoding="utf-8-sig").splitlines():
+    for line in _note(path).read_text(encoding="utf-8-sig").splitlines():
         parts = [p.strip() for p in line.strip().split(sep)] if line.strip() else []
         if len(parts) < 2:
             continue
@@ -386,7 +422,7 @@ def read_ava(root: Path) -> Labels:
     folder = find_dir(root, lambda d: d == "images", depth=2)
     prefix = _rel(folder, root) if folder is not None else "images"
     items = []
-    for line in path.read_text().splitlines():
+    for line in _note(path).read_text().splitlines():
         parts = line.split()
         if len(parts) < 12:
             continue
@@ -396,7 +432,7 @@ def read_ava(root: Path) -> Labels:
     test_list = find_file(root, "generic_test.jpgl", required=False)
     official = None
     if test_list is not None:
-        test = {f"{prefix}/{t.strip()}.jpg" for t in test_list.read_text().split()}
+        test = {f"{prefix}/{t.strip()}.jpg" for t in _note(test_list).read_text().split()}
         official = ["test" if image in test else "train" for image, _ in items]
     return Labels(items, official)
 
@@ -421,7 +457,7 @@ def _decode(path: Path) -> str:
     Raises:
         LabelFileError: for bytes that are not UTF-8; the message gives the line of the first one.
     """
-    data = path.read_bytes()
+    data = _note(path).read_bytes()
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         try:
             return data.decode("utf-16")
