@@ -4,6 +4,7 @@ what was expected (a LabelFileError in Python, exit status 2 on the command line
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -195,6 +196,10 @@ MALFORMED = {
     ),
     "not UTF-8": (b"image,mos\nimg0.png,4\nimg\xe9.png,3\n", r"line 3: byte 0xe9 is not UTF-8; expected UTF-8 text"),
     "split value": (b"image,mos,split\nimg0.png,4,val\n", r"line 2: split 'val'; expected train or test"),
+    "extra cell": (
+        b"image,mos\nimg0.png,4,\nimg1.png,3,2\n",  # an empty trailing cell is fine, a value beyond the header is not
+        r"line 3: 3 cells; expected at most 2, as the header \(image, mos\); quote a cell that holds a comma",
+    ),
     "empty image": (b"image,mos\n,4\n", r"line 2: empty image cell; expected an image path"),
     "lines after blank and quoted lines": (
         b'image,mos\n\n"img\n0.png",4\nimg1.png,x\n',
@@ -219,6 +224,22 @@ def test_malformed_label_file_is_one_line_naming_file_and_line(capsys, tmp_path,
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_a_mos_outside_the_given_range_is_refused_naming_file_line_value_and_range(capsys, tmp_path):
+    photos(tmp_path / "img", 2)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image,mos\nimg0.png,4\nimg1.png,7.5\n")
+    message = rf"^{labels}, line 3: mos 7.5 is outside the MOS range \[1, 5\]; fix the value or the range$"
+    with pytest.raises(LabelFileError, match=message):
+        read_folder_csv(tmp_path / "img", labels, mos_range=(1, 5))
+    code, out, err = eval_own(capsys, tmp_path / "img", labels)  # --mos-range 1 5
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert re.match(rf"gamma-iqa eval: error: {message[1:-1]}\n$", err)
+    spec = folder_csv_dataset(labels, mos_range=(0, 10), scene="natural")
+    assert load_splits(spec, tmp_path / "img").state == "written"  # in range on its scale
+    with pytest.raises(LabelFileError, match="outside the MOS range"):  # a narrower range later: checked again
+        load_splits(folder_csv_dataset(labels, mos_range=(1, 5), scene="natural"), tmp_path / "img")
+
+
 def test_malformed_label_file_in_a_training_config_is_one_line(capsys, tmp_path):
     photos(tmp_path / "img", 2)
     labels = tmp_path / "labels.csv"
@@ -234,9 +255,9 @@ def test_malformed_label_file_in_a_training_config_is_one_line(capsys, tmp_path)
 
 
 def test_label_files_that_are_fine(tmp_path):
-    """UTF-8 with a BOM, UTF-16 with its BOM (Excel's "Unicode text"), CRLF line ends, blank lines, extra cells."""
+    """UTF-8 with a BOM, UTF-16 with its BOM (Excel's "Unicode text"), CRLF line ends, blank lines, an empty cell beyond the header."""
     rows = [("img0.png", 4.0), ("sub/ä.png", 2.5)]
-    text = "image,mos,note\r\nimg0.png,4,x,extra\r\n\r\nsub/ä.png,2.5,\r\n"
+    text = "image,mos,note\r\nimg0.png,4,x,\r\n\r\nsub/ä.png,2.5,\r\n"
     for encoding in ("utf-8-sig", "utf-16"):
         (tmp_path / "labels.csv").write_bytes(text.encode(encoding))
         assert read_folder_csv(tmp_path, tmp_path / "labels.csv").items == rows

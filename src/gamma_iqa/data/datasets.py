@@ -191,7 +191,11 @@ def folder_csv_dataset(
         follows `csv_path`: named after it, and rebuilt when its content or the columns change.
     """
     reader = functools.partial(
-        readers.read_folder_csv, csv_path=Path(csv_path), image_column=image_column, mos_column=mos_column
+        readers.read_folder_csv,
+        csv_path=Path(csv_path),
+        image_column=image_column,
+        mos_column=mos_column,
+        mos_range=tuple(mos_range),
     )
     return DatasetSpec(
         name, name, scene, tuple(mos_range), lower_better, 0, (), reader, "from the CSV", resize,
@@ -369,7 +373,12 @@ def _source(spec: DatasetSpec) -> dict[str, Any] | None:
     if not path.is_file():
         raise FileNotFoundError(f"label CSV {path} not found")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return {"labels": str(path.resolve()), "sha256": digest, "columns": list(spec.label_columns)}
+    return {
+        "labels": str(path.resolve()),
+        "sha256": digest,
+        "columns": list(spec.label_columns),
+        "mos_range": list(spec.mos_range),  # the labels were checked against it
+    }
 
 
 def _read_source(path: Path) -> dict[str, Any]:
@@ -434,6 +443,8 @@ def _stale(recorded: dict[str, Any], source: dict[str, Any] | None, folder: Path
         return f"{name} changed since it was written"
     if recorded.get("columns") != source["columns"]:
         return f"the columns read from {name} changed ({', '.join(source['columns'])})"
+    if recorded.get("mos_range", source["mos_range"]) != source["mos_range"]:
+        return "the MOS range changed ({:g}, {:g})".format(*source["mos_range"])
     return None
 
 

@@ -505,12 +505,13 @@ def _label_table(
 ) -> tuple[Path, list[tuple[int, list[str]]], dict[str, int]]:
     """A user's label CSV: (path, numbered rows with the header first, the index of each column found).
 
-    Every row must reach the last of `columns` and of the `optional` columns in the header.
+    Every row must reach the last of `columns` and of the `optional` columns in the header, and hold no value beyond
+    the header's last column (empty trailing cells are fine).
 
     Raises:
         FileNotFoundError: when `csv_path` is not a file.
-        LabelFileError: an empty file, a header without one of `columns`, or a row with too few cells (the message
-            names the file, the line and what was expected).
+        LabelFileError: an empty file, a header without one of `columns`, or a row with too few cells or with a
+            value beyond the header's columns (the message names the file, the line and what was expected).
     """
     path = Path(csv_path)
     if not path.is_file():
@@ -533,17 +534,27 @@ def _label_table(
         if len(row) < need:
             named = ", ".join(h for h in header[:need] if h)
             raise LabelFileError(f"{path}, line {n}: {len(row)} cells; expected at least {need} ({named})")
+        if any(c.strip() for c in row[len(header) :]):  # a value beyond the header: a shifted or unquoted row
+            raise LabelFileError(
+                f"{path}, line {n}: {len(row)} cells; expected at most {len(header)}, as the header "
+                f"({', '.join(header)}); quote a cell that holds a comma"
+            )
     return path, rows, where
 
 
-def _mos(cell: str, where: str, column: str) -> float:
-    """A MOS cell as a finite number; `where` is "file, line N" for the message."""
+def _mos(cell: str, where: str, column: str, mos_range: tuple[float, float] | None = None) -> float:
+    """A MOS cell as a finite number within `mos_range` (None: any); `where` is "file, line N" for the message."""
     try:
         value = float(cell)
     except ValueError:
         value = math.nan
     if not math.isfinite(value):
         raise LabelFileError(f"{where}: {column} {cell.strip()!r} is not a number; expected a finite number")
+    if mos_range is not None and not mos_range[0] <= value <= mos_range[1]:
+        lo, hi = mos_range
+        raise LabelFileError(
+            f"{where}: {column} {cell.strip()} is outside the MOS range [{lo:g}, {hi:g}]; fix the value or the range"
+        )
     return value
 
 
@@ -569,7 +580,13 @@ def _image(cell: str, path: Path, line: int, column: str, seen: dict[str, int]) 
     return image
 
 
-def read_folder_csv(root: Path, csv_path: Path, image_column: str = "image", mos_column: str = "mos") -> Labels:
+def read_folder_csv(
+    root: Path,
+    csv_path: Path,
+    image_column: str = "image",
+    mos_column: str = "mos",
+    mos_range: tuple[float, float] | None = None,
+) -> Labels:
     """A user's own data: a CSV with image paths and MOS.
 
     Args:
@@ -578,6 +595,8 @@ def read_folder_csv(root: Path, csv_path: Path, image_column: str = "image", mos
             official split.
         image_column: the column with image paths.
         mos_column: the column with raw MOS values.
+        mos_range: (low, high) of the MOS scale: a value outside it is refused (a wrong scale or a typo would give
+            normalised labels outside [0, 1]); None: not checked.
 
     Returns:
         The labels in CSV order.
@@ -585,15 +604,16 @@ def read_folder_csv(root: Path, csv_path: Path, image_column: str = "image", mos
     Raises:
         FileNotFoundError: when `csv_path` is not a file.
         LabelFileError: a file that is empty, not UTF-8 or not CSV, a missing column, a short row, an empty image
-            cell, an image listed twice, a MOS that is not a finite number, a split value other than train/test, or
-            no rows below the header; the one-line message names the file, the line and what was expected.
+            cell, an image listed twice, a MOS that is not a finite number or is outside `mos_range`, a split value
+            other than train/test, or no rows below the header; the one-line message names the file, the line and
+            what was expected.
     """
     path, rows, col = _label_table(csv_path, (image_column, mos_column), optional=("split",))
     i, j, k = col[image_column], col[mos_column], col.get("split")
     items, official, seen = [], [], {}
     for line, row in rows[1:]:
         where = f"{path}, line {line}"
-        items.append((_image(row[i], path, line, image_column, seen), _mos(row[j], where, mos_column)))
+        items.append((_image(row[i], path, line, image_column, seen), _mos(row[j], where, mos_column, mos_range)))
         if k is not None:
             official.append(_part(row[k], where))
     if not items:
