@@ -240,6 +240,15 @@ def test_a_mos_outside_the_given_range_is_refused_naming_file_line_value_and_ran
         load_splits(folder_csv_dataset(labels, mos_range=(1, 5), scene="natural"), tmp_path / "img")
 
 
+def test_a_csv_flag_naming_a_folder_says_it_is_a_folder(capsys, tmp_path):
+    photos(tmp_path / "img", 2)
+    code, out, err = eval_own(capsys, tmp_path / "img", tmp_path / "img")
+    assert (code, out) == (
+        2,
+        "",
+    ) and err == f"gamma-iqa eval: error: --csv {tmp_path / 'img'}: is a folder; give the label CSV file\n"
+
+
 def test_malformed_label_file_in_a_training_config_is_one_line(capsys, tmp_path):
     photos(tmp_path / "img", 2)
     labels = tmp_path / "labels.csv"
@@ -255,7 +264,7 @@ def test_malformed_label_file_in_a_training_config_is_one_line(capsys, tmp_path)
 
 
 def test_label_files_that_are_fine(tmp_path):
-    """UTF-8 with a BOM, UTF-16 with its BOM (Excel's "Unicode text"), CRLF line ends, blank lines, an empty cell beyond the header."""
+    """UTF-8 with a BOM, UTF-16 with its BOM (Excel's "Unicode text"), CRLF line ends, blank lines, empty cells."""
     rows = [("img0.png", 4.0), ("sub/ä.png", 2.5)]
     text = "image,mos,note\r\nimg0.png,4,x,\r\n\r\nsub/ä.png,2.5,\r\n"
     for encoding in ("utf-8-sig", "utf-16"):

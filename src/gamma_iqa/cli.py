@@ -279,6 +279,8 @@ def _own_dataset(args: argparse.Namespace) -> DatasetSpec:
     """`--dataset folder+csv`: the user's own dataset from its flags (the keys of a training config's entry)."""
     if args.csv is None or args.mos_range is None or args.scene is None:
         raise UsageError("--dataset folder+csv needs --csv FILE, --mos-range LO HI and --scene S")
+    if Path(args.csv).is_dir():
+        raise UsageError(f"--csv {args.csv}: is a folder; give the label CSV file")
     if not Path(args.csv).is_file():
         raise UsageError(f"--csv {args.csv}: no such file")
     flags = {
