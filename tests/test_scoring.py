@@ -171,7 +171,7 @@ def test_bad_inputs_get_rows_and_the_run_goes_on(capsys, folder, tmp_path, monke
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "trunc.jpg").write_bytes((folder / "b.jpg").read_bytes()[:300])
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
-    (tmp_path / "text.jpg").write_text("hello")
+    (tmp_path / "text.jpg").write_text("hello, this is a text file")  # longer than any header: not a cut image
     locked = tmp_path / "locked"
     locked.mkdir()
     real_scandir = os.scandir
