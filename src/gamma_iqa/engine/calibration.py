@@ -170,20 +170,20 @@ def _finite_list(value: Any, n_min: int) -> bool:
 def _parameter_problem(method: Any, p: Any) -> str | None:
     """What is wrong with a file's method and parameters, or None."""
     if method not in METHODS:
-        return f"`method` must be one of {', '.join(METHODS)}, got {method!r}"
+        return f'"method" must be one of {", ".join(METHODS)}, got {method!r}'
     if not isinstance(p, dict):
-        return "`parameters` must be an object"
+        return '"parameters" must be an object'
     if method == "logistic4":
         b = [p.get(k) for k in ("b1", "b2", "b3", "b4")]
         if not _finite_list(b, 4) or not b[3] > 0:
-            return "logistic4 `parameters` must be finite numbers b1, b2, b3 and b4 > 0"
+            return 'logistic4 "parameters" must be finite numbers b1, b2, b3 and b4 > 0'
         return None
     x, y = p.get("scores"), p.get("mos")
     if not (_finite_list(x, 1) and _finite_list(y, 1) and len(x) == len(y)):
-        return "isotonic `parameters` must be lists `scores` and `mos` of finite numbers, as many of each"
+        return 'isotonic "parameters" must be lists "scores" and "mos" of finite numbers, as many of each'
     dx, dy = np.diff(x), np.diff(y)
     if not (dx > 0).all() or not ((dy >= 0).all() or (dy <= 0).all()):
-        return "isotonic knots must have strictly increasing `scores` and monotone `mos`"
+        return 'isotonic knots must have strictly increasing "scores" and monotone "mos"'
     return None
 
 
@@ -196,7 +196,7 @@ def _file_problem(d: Any) -> str | None:
     model = d.get("model")
     sha = model.get("parameters_sha256") if isinstance(model, dict) else None
     if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
-        return "`model` must name the model's `parameters_sha256` (64 hex digits)"
+        return '"model" must give the model\'s "parameters_sha256" (64 hex digits)'
     return _parameter_problem(d.get("method"), d.get("parameters"))
 
 
@@ -213,8 +213,10 @@ def load_calibration(path: str | os.PathLike[str]) -> Calibration:
         raise FileNotFoundError(f"`calibration` {path}: no such file")
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CalibrationError(f"`calibration` {path}: not JSON ({getattr(e, 'msg', e.reason)})") from None
+    except json.JSONDecodeError as e:
+        raise CalibrationError(f"`calibration` {path}: not JSON ({e.msg}, line {e.lineno})") from None
+    except UnicodeDecodeError:
+        raise CalibrationError(f"`calibration` {path}: not JSON (not UTF-8 text)") from None
     problem = _file_problem(d)
     if problem is not None:
         raise CalibrationError(f"`calibration` {path}: {problem}")
