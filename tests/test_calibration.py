@@ -285,3 +285,22 @@ def test_help_says_what_the_scales_mean(capsys):
         run_cli(capsys, "score", "--help")
     text = " ".join(capsys.readouterr().out.split())
     assert "a higher score gives a lower mos" in text and "--calibration CAL.json" in text
+
+
+def test_calibrate_reports_unreadable_images_and_bad_options(capsys, labelled, tmp_path):
+    labels = tmp_path / "labels.csv"
+    rows = (labelled / "labels.csv").read_text().splitlines()
+    labels.write_text("\n".join([*rows, "img/missing.png,3.0"]) + "\n")
+    out = tmp_path / "cal.json"
+    base = ["calibrate", "--model", "gamma-test", "--csv", str(labels), "--images", str(labelled), "--image-column"]
+    base += ["file", "--mos-column", "rating", "--crops", "center", "--workers", "0", "--out", str(out)]
+    code, stdout, err = run_cli(capsys, *base)
+    assert code == 1  # fitted on the 12 it could read, and says which one it could not
+    assert err.startswith("error: img/missing.png: no such file\n")  # named as in the CSV
+    assert err.endswith("gamma-iqa calibrate: 1 of 13 images failed\n")
+    saved = json.loads(out.read_text())["labels"]
+    assert (saved["rows"], saved["scored"], saved["failed"]) == (13, 12, 1)
+    assert saved["file"] == str(labels) and len(saved["sha256"]) == 64
+    code, stdout, err = run_cli(capsys, *base, "--holdout", "1.5")
+    assert (code, stdout) == (2, "")
+    assert err == "gamma-iqa calibrate: error: --holdout must be a fraction in [0, 1), got 1.5\n"

@@ -48,6 +48,7 @@ __all__ = [
     "VERSION",
     "Calibration",
     "CalibrationError",
+    "check_options",
     "fit_calibration",
     "load_calibration",
     "mos_dataset",
@@ -275,14 +276,24 @@ def _measure(pred: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
     return {k: None if math.isnan(v) else v for k, v in values.items()}
 
 
+def check_options(method: str, holdout: float) -> None:
+    """Check a fit's `method` and `holdout` (before the images are scored).
+
+    Raises:
+        ValueError: an unknown `method`, or `holdout` outside [0, 1) (names the parameter).
+    """
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {', '.join(METHODS)}, got {method!r}")
+    if not 0 <= holdout < 1:
+        raise ValueError(f"`holdout` must be a fraction in [0, 1), got {holdout}")
+
+
 def _split(n: int, holdout: float, seed: int, method: str) -> tuple[np.ndarray, np.ndarray]:
     """(fit rows, held-out rows), index arrays in order: round(holdout n) rows drawn with `seed` are held out.
 
     Raises:
-        ValueError: `holdout` outside [0, 1), or too few rows to fit `method` or to measure on the held-out rows.
+        ValueError: too few rows to fit `method` or to measure on the held-out rows.
     """
-    if not 0 <= holdout < 1:
-        raise ValueError(f"`holdout` must be a fraction in [0, 1), got {holdout}")
     held = np.sort(np.random.default_rng(seed).permutation(n)[: round(holdout * n)])
     fit = np.setdiff1d(np.arange(n), held)
     if len(fit) < _MIN_FIT_ROWS[method] or (holdout > 0 and len(held) < 2):
@@ -321,8 +332,7 @@ def fit_calibration(
         ValueError: an unknown `method`, a bad `holdout`, scores and MOS of different lengths or not finite, too few
             rows, or a logistic fit that fails (constant scores or MOS, no convergence).
     """
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {', '.join(METHODS)}, got {method!r}")
+    check_options(method, holdout)
     s, y = np.asarray(scores, dtype=np.float64), np.asarray(mos, dtype=np.float64)
     if s.shape != y.shape or s.ndim != 1 or not (np.isfinite(s).all() and np.isfinite(y).all()):
         raise ValueError(f"scores and MOS must be as many finite numbers: got {s.shape} and {y.shape}")

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from ..data.datasets import DatasetSpec
 from ..data.inputs import Entry
 from ..data.readers import read_folder_csv
-from ..engine.calibration import Calibration, fit_calibration, sha256_file
+from ..engine.calibration import Calibration, check_options, fit_calibration, sha256_file
 from ..engine.evaluate import DatasetResult, evaluate
 from ..engine.scoring import Scorer, ScoreRow
 from ..models.base import QualityModel
@@ -312,6 +312,7 @@ def run_calibrate(
         LabelFileError: a malformed label CSV (a ValueError).
         ValueError: a bad Scorer option, `method` or `holdout`, an unknown `scene`, or too few images scored to fit.
     """
+    check_options(method, holdout)
     root = Path(csv).resolve().parent if images is None else Path(images)
     if not root.is_dir():
         raise FileNotFoundError(f"`images` {root}: no such folder")
