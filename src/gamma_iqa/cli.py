@@ -1,8 +1,8 @@
-"""Command line: `gamma-iqa score|eval|train|convert|list`. Data goes to stdout, messages to stderr.
+"""Command line: `gamma-iqa score|eval|calibrate|train|convert|list`. Data goes to stdout, messages to stderr.
 
 Each subcommand parses its arguments into one library call (`outputs.runs.run_score`, `outputs.runs.run_eval`,
-`engine.train.train`, `models.convert`) and turns library errors, which name parameters (`batch_size`), into lines
-that name flags (--batch-size).
+`outputs.runs.run_calibrate`, `engine.train.train`, `models.convert`) and turns library errors, which name parameters
+(`batch_size`), into lines that name flags (--batch-size).
 
 Exit status: 0 all good, 1 some inputs failed (`score --check`: some scores no longer match), 2 usage errors (bad
 arguments, unusable model or checkpoint; `score --check`: no sampled row could be re-read), 130 interrupted (Ctrl-C;
@@ -25,6 +25,7 @@ from ._version import __version__
 from .data.datasets import FOLDER_CSV, DatasetSpec, get_dataset, list_datasets, user_dataset
 from .data.inputs import expand_paths, read_manifest
 from .data.transforms import ColourWarning, parse_crops
+from .engine.calibration import CALIBRATED_COLUMN, METHODS, MOS_COLUMN, Calibration, mos_dataset, score_columns
 from .engine.runtime import default_workers, process_group, resolve_device
 from .engine.scoring import ScoreRow
 from .engine.train import TrainingError, train
@@ -34,7 +35,7 @@ from .models.checkpoint import WEIGHTS_FILE
 from .models.scenes import describe_scene, list_scenes
 from .outputs.provenance import CHECK_ROWS, TOLERANCE, CheckResult, check_output
 from .outputs.report import DEFAULT_TOP
-from .outputs.runs import run_eval, run_score
+from .outputs.runs import run_calibrate, run_eval, run_score
 from .outputs.writers import RowWriter, open_rows, shown_name
 
 __all__ = ["as_flags", "build_parser", "main"]
@@ -218,7 +219,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         return _cmd_check(args)
     if not args.paths and not args.manifest:
         raise UsageError("give image paths, folders or globs, or --manifest FILE")
-    rows = open_rows(args.output, args.format, resume=args.resume, details=args.details)
+    rows = open_rows(args.output, args.format, resume=args.resume, details=args.details, columns=_column_names(args))
     crops = parse_crops(args.crops)
     name = _model_name(args)
     with process_group(args.device or "auto") as group:
@@ -245,6 +246,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
                     on_error=_print_error,
                     command=args.argv,
                     details=args.details,
+                    columns=_score_columns(args, model, crops),
                     crops=crops,
                     seed=args.seed,
                     batch_size=args.batch_size,
@@ -258,6 +260,105 @@ def _cmd_score(args: argparse.Namespace) -> int:
     if rows.failed:  # one summary line after the per-image ones (rank 0 writes, and counts, the rows)
         print(f"gamma-iqa score: {rows.failed} of {rows.written} images failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+# ---- score --mos-scale / --calibration, and calibrate (engine/calibration.py) ----------------------------------------
+def _column_names(args: argparse.Namespace) -> list[str]:
+    """The columns --mos-scale and --calibration add, in order; an unknown --mos-scale fails here, before any work."""
+    if args.mos_scale is not None:
+        mos_dataset(args.mos_scale)
+    return [name for name, asked in ((MOS_COLUMN, args.mos_scale), (CALIBRATED_COLUMN, args.calibration)) if asked]
+
+
+def _score_columns(args: argparse.Namespace, model: object, crops: object) -> dict:
+    """The maps behind those columns; a calibration for another model (or a malformed one) is refused."""
+    return score_columns(model, mos_scale=args.mos_scale, calibration=args.calibration, scene=args.scene, crops=crops)
+
+
+def _add_scale_options(s: argparse.ArgumentParser) -> None:
+    """`score`'s --mos-scale and --calibration."""
+    s.add_argument(
+        "--mos-scale",
+        metavar="DATASET",
+        help="add a column mos: the score on DATASET's MOS scale (see `list datasets`), the inverse of its training "
+        "normalisation (koniq10k 0..100, kadid10k 1..5, ava 0..10); for a lower-is-better dataset (live, csiq: "
+        "DMOS) a higher score gives a lower mos",
+    )
+    s.add_argument(
+        "--calibration",
+        metavar="CAL.json",
+        help="add a column calibrated: the score through a calibration file of `gamma-iqa calibrate` (fitted for "
+        "this model; one for another model is refused)",
+    )
+
+
+def _fit_line(part: str, values: dict | None) -> str:
+    """One report line: SRCC, PLCC and RMSE before -> after on one part of the rows."""
+    if values is None:
+        return f"{part}: none (--holdout 0)"
+
+    def show(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    pairs = [f"{k.upper()} {show(values['before'][k])} -> {show(values['after'][k])}" for k in ("srcc", "plcc", "rmse")]
+    return f"{part} ({values['rows']} rows): {', '.join(pairs)}"
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    """`calibrate --csv LABELS --out CAL.json`: fit a score-to-MOS map; 1 when some images could not be scored."""
+    if not Path(args.csv).is_file():
+        raise UsageError(f"--csv {args.csv}: no such file")
+    name = _model_name(args)
+    model = create_model(name).to(resolve_device(args.device))
+    failed = []
+    cal: Calibration = run_calibrate(
+        model,
+        args.csv,
+        images=args.images,
+        image_column=args.image_column or "image",
+        mos_column=args.mos_column or "mos",
+        scene=args.scene,
+        method=args.method,
+        holdout=args.holdout,
+        out=args.out,
+        model_name=name,
+        on_error=lambda row: (failed.append(row), _print_error(row)),
+        crops=parse_crops(args.crops),
+        seed=args.seed,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        progress=True,
+    )
+    print(f"{cal.method} calibration of {name} ({cal.scene}, crops {cal.crops}) on {cal.labels['scored']} images")
+    print(_fit_line("fit", cal.report["fit"]))
+    print(_fit_line("held-out", cal.report["held_out"]))
+    print(f"gamma-iqa calibrate: wrote {args.out}; apply it with gamma-iqa score --calibration", file=sys.stderr)
+    if failed:
+        print(f"gamma-iqa calibrate: {len(failed)} of {cal.labels['rows']} images failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
+    """The `calibrate` subcommand's parser."""
+    k = sub.add_parser(
+        "calibrate",
+        help="fit a monotone map from a model's score to your own MOS (labelled images), for score --calibration",
+    )
+    k.add_argument("--model", help=f"as for score (default: {DEFAULT_MODEL})")
+    k.add_argument("--csv", required=True, help="label CSV: image paths (relative to --images) and MOS, any scale")
+    k.add_argument("--images", metavar="ROOT", help="folder the CSV's image paths are relative to (default its folder)")
+    k.add_argument("--image-column", help="the CSV's column of image paths (default image)")
+    k.add_argument("--mos-column", help="the CSV's column of MOS values (default mos)")
+    k.add_argument("--scene", help="scene of the images (see `list scenes`); default: the model's")
+    k.add_argument("--method", choices=METHODS, default="logistic4", help="4-parameter logistic (default) or isotonic")
+    k.add_argument("--holdout", type=float, default=0.2, help="fraction of rows held out and reported on (default 0.2)")
+    k.add_argument("--seed", type=int, default=0, help="seed of the random crops and of the held-out rows")
+    k.add_argument("--crops", default="10", help="as for score (apply the calibration to scores made alike)")
+    k.add_argument("--batch-size", type=int, default=8, help="images decoded per batch (scores do not depend on it)")
+    k.add_argument("--workers", type=int, default=default_workers(), help="decoding processes (default: from CPUs)")
+    k.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    k.add_argument("--out", required=True, metavar="CAL.json", help="the calibration file written")
+    k.set_defaults(func=_cmd_calibrate)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -400,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"--check: largest score difference that matches (default {TOLERANCE['fp32']:g} for fp32, "
         f"{TOLERANCE['bf16']:g} for bf16/fp16)",
     )
+    _add_scale_options(s)
     s.set_defaults(func=_cmd_score)
 
     c = sub.add_parser("convert", help="convert an original release checkpoint {'params': ...} to our format")
@@ -440,6 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--image-column", help="folder+csv: the CSV's column of image paths (default image)")
     e.add_argument("--mos-column", help="folder+csv: the CSV's column of MOS values (default mos)")
     e.set_defaults(func=_cmd_eval)
+    _add_calibrate_parser(sub)
 
     t = sub.add_parser("train", help="train or fine-tune (the published recipe in configs/*.yaml)")
     t.add_argument("--config", help="YAML file of training settings (configs/gamma.yaml, ...)")

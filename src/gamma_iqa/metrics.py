@@ -24,7 +24,17 @@ try:
 except ImportError:  # the core runs without scipy: the numpy fallbacks below take over
     _optimize = _stats = None
 
-__all__ = ["ConstantInputWarning", "krcc", "logistic_fit", "plcc", "plcc_logistic", "rmse", "srcc"]
+__all__ = [
+    "ConstantInputWarning",
+    "krcc",
+    "logistic4",
+    "logistic4_parameters",
+    "logistic_fit",
+    "plcc",
+    "plcc_logistic",
+    "rmse",
+    "srcc",
+]
 
 ArrayLike = Sequence[float] | np.ndarray
 
@@ -312,6 +322,38 @@ def logistic_fit(x: ArrayLike, y: ArrayLike, *, params: int = 4, iterations: int
         warnings.warn(f"the {params}-parameter logistic fit did not converge; NaN", RuntimeWarning, 2)
         return np.full(x.shape, np.nan)
     return _LOGISTICS[params][0](xs, *b) * y.std() + y.mean()
+
+
+def logistic4_parameters(x: ArrayLike, y: ArrayLike, *, iterations: int = 200) -> np.ndarray:
+    """The fit of `logistic_fit(x, y, params=4)` as its parameters, in x's and y's own units (to map new x later).
+
+    Args:
+        x: Predictions, any shape (flattened).
+        y: Opinion scores, as many as `x`.
+        iterations: Budget of Levenberg-Marquardt iterations, as `logistic_fit`.
+
+    Returns:
+        (4,) float64 (b1, b2, b3, b4) with b4 > 0: `logistic4(x, b)` = b2 + (b1 - b2) / (1 + exp(-(x - b3) / b4))
+        gives `logistic_fit`'s fitted values (b1 < b2 for a decreasing relation).
+
+    Raises:
+        ValueError: fewer than 4 pairs, a constant input, a fit that does not converge, or as `plcc` for the inputs.
+    """
+    x, y = _pair(x, y)
+    if x.size < 4 or (x == x[0]).all() or (y == y[0]).all():
+        raise ValueError(f"a 4-parameter logistic fit needs at least 4 pairs, neither input constant; got {x.size}")
+    xs, ys = (x - x.mean()) / x.std(), (y - y.mean()) / y.std()
+    b = _fit(xs, ys, 4, iterations)
+    if b is None:
+        raise ValueError("the 4-parameter logistic fit did not converge")
+    # Fitted on standardised x and y: undo both affine maps (the logistic's family is closed under them).
+    (mx, sx), (my, sy) = (x.mean(), x.std()), (y.mean(), y.std())
+    return np.array([my + sy * b[0], my + sy * b[1], mx + sx * b[2], sx * abs(b[3])])
+
+
+def logistic4(x: ArrayLike, b: ArrayLike) -> np.ndarray:
+    """b2 + (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) of x (any shape), for parameters from `logistic4_parameters`."""
+    return _logistic4(np.asarray(x, dtype=np.float64), *np.asarray(b, dtype=np.float64))
 
 
 def plcc_logistic(x: ArrayLike, y: ArrayLike, *, params: int = 4) -> float:

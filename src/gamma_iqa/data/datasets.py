@@ -4,7 +4,8 @@ Each `DatasetSpec` names its scene, MOS range and direction, test-time resize, f
 reader of its native release (`readers.py`); the registrations at the bottom of this module use keyword arguments,
 and a new dataset is one more `register_dataset(DatasetSpec(...))` call. Records carry the raw MOS and the normalised
 one, `y = (mos - lo) / (hi - lo)`, flipped to `1 - y` when lower is better, so every dataset is higher-is-better on
-about [0, 1]. Values are not clipped: a few LIVE realigned DMOS lie outside its nominal [1, 100], as in the original.
+about [0, 1]; `DatasetSpec.denormalise` maps such a value (a model's score) back onto the dataset's own scale. Values
+are not clipped: a few LIVE realigned DMOS lie outside its nominal [1, 100], as in the original.
 
 Splits: the official one where the release defines it (one split column), otherwise 10 random 80/20 splits drawn with
 seed 123 over the images sorted by name (train = round(0.8 n); the test sizes then equal those of the paper's logs,
@@ -109,6 +110,20 @@ class DatasetSpec:
         lo, hi = self.mos_range
         y = (mos - lo) / (hi - lo)
         return 1.0 - y if self.lower_better else y
+
+    def denormalise(self, score: float) -> float:
+        """A normalised, higher-is-better value (a model's score) on this dataset's own MOS scale: `normalise` undone.
+
+        Args:
+            score: a value on the normalised scale, about [0, 1]; not clipped (outside it maps beyond `mos_range`).
+
+        Returns:
+            `lo + y (hi - lo)` with `y = score`, or `y = 1 - score` when lower is better (DMOS: a higher score maps to
+            a lower DMOS); `denormalise(normalise(mos))` is `mos` up to float rounding (a few ulps).
+        """
+        lo, hi = self.mos_range
+        y = 1.0 - score if self.lower_better else score
+        return lo + y * (hi - lo)
 
 
 @dataclass(frozen=True)

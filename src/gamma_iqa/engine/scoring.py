@@ -12,7 +12,7 @@ import os
 import stat
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -37,6 +37,7 @@ from ..data.transforms import (
 )
 from ..models.base import QualityModel, set_scorer
 from ..models.scenes import NUM_LEVELS
+from .calibration import Calibration, score_columns
 from .runtime import DTYPES, autocast
 
 __all__ = ["DETAIL_FIELDS", "LEVEL_NAMES", "ScoreRow", "Scorer", "describe_error", "score_inputs"]
@@ -64,6 +65,7 @@ class ScoreRow:
             one crop), in score units; None otherwise.
         levels: with details, the head's level probabilities averaged over the crops, worst first (one per
             LEVEL_NAMES, summing to 1; their expectation under the model's level values is `score`); None otherwise.
+        extra: the columns a Scorer's `columns` add (`mos`, `calibrated`), by name; empty without them or on error.
         note: why the image was scored with a caveat (its embedded colour profile could not be applied), else None;
             not an output column: `Scorer.run` warns it as a `ColourWarning`.
     """
@@ -78,14 +80,16 @@ class ScoreRow:
     error: str | None = None
     spread: float | None = None
     levels: tuple[float, ...] | None = None
+    extra: dict[str, float] = field(default_factory=dict)
     note: str | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, object]:
-        """The output columns of this row: FIELDS, then DETAIL_FIELDS (None when the row has no details)."""
+        """The output columns of this row: FIELDS, DETAIL_FIELDS (None when the row has no details), then `extra`."""
         values: dict[str, object] = {k: getattr(self, k) for k in self.FIELDS}
         values["spread"] = self.spread
         levels = self.levels if self.levels is not None else (None,) * len(LEVEL_NAMES)
         values.update(zip(DETAIL_FIELDS[1:], levels, strict=True))
+        values.update(self.extra)
         return values
 
 
@@ -194,6 +198,7 @@ class Scorer:
         progress: bool = False,
         distributed: bool = False,
         details: bool = False,
+        columns: Mapping[str, Callable[[float], float]] | None = None,
     ) -> None:
         """Check the options; the model stays on its device.
 
@@ -208,6 +213,8 @@ class Scorer:
             distributed: inside a torchrun group, split the entries across its ranks (rank 0 gets every row).
             details: fill each row's `spread` and `levels` (the model's forward must take `levels=True`, as
                 QualityModel says); the scores are the same either way.
+            columns: extra columns of a scored row, {name: map of its score} (`calibration.score_columns`), set in
+                each row's `extra`.
 
         Raises:
             ValueError: `batch_size` below 1, `workers` below 0, bad `crops`, an unknown `dtype`, or fp16 on the CPU
@@ -224,6 +231,7 @@ class Scorer:
         self.progress = progress
         self.distributed = distributed  # True: split the entries across the torchrun ranks (the CLI opts in)
         self.details = details
+        self.columns = dict(columns or {})
         self.device = next(model.parameters()).device
         if dtype == "fp16" and self.device.type == "cpu":
             raise ValueError("`dtype` fp16 needs a GPU; use bf16 or fp32 on the CPU")
@@ -293,6 +301,7 @@ class Scorer:
             group, queue[:] = queue[:per_forward], queue[per_forward:]
             for (_, _, row), result in zip(group, self._forward([(it, sc) for it, sc, _ in group]), strict=True):
                 row.score, row.spread, row.levels = result
+                row.extra = {name: float(f(row.score)) for name, f in self.columns.items()}
                 if row.note is not None:
                     warnings.warn(ColourWarning(row.path, row.note), stacklevel=2)
                 scored.append(row)
@@ -371,6 +380,8 @@ def score_inputs(
     batch_size: int = 8,
     dtype: str = "fp32",
     details: bool = False,
+    mos_scale: str | None = None,
+    calibration: str | os.PathLike[str] | Calibration | None = None,
 ) -> list[float] | list[dict[str, Any]]:
     """`QualityModel.score`: scores of paths, PIL images, numpy arrays or a (B, 3, H, W) tensor in [0, 1], in order.
 
@@ -391,13 +402,20 @@ def score_inputs(
         dtype: autocast precision, a DTYPES name.
         details: return one dict per image instead: the output columns of `gamma-iqa score --details` (FIELDS but
             `error`, then DETAIL_FIELDS; see ScoreRow).
+        mos_scale: a registered dataset: return dicts with a key `mos` too, the score on its MOS scale (see
+            engine/calibration.py; for a lower-is-better dataset a higher score gives a lower DMOS).
+        calibration: a calibration file of `gamma-iqa calibrate` for this model (or a loaded `Calibration`): return
+            dicts with a key `calibrated` too, the score through it.
 
     Returns:
-        One score per image, in the model's `score_range`; with `details`, one dict per image.
+        One score per image, in the model's `score_range`; with `details`, `mos_scale` or `calibration`, one dict per
+        image: FIELDS but `error`, DETAIL_FIELDS with `details`, then `mos` and `calibrated` as asked for.
 
     Raises:
         ValueError: a bad input (naming it: its path, or `<input N>` for the N-th in-memory image), a folder or
-            pattern in a sequence, or as many scenes as inputs were not given.
+            pattern in a sequence, as many scenes as inputs were not given, an unknown `mos_scale`, or a malformed
+            `calibration` or one for another model (`calibration.CalibrationError`).
+        FileNotFoundError: `calibration` is not a file.
     """
     if isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
         items: list[Any] = list(inputs)
@@ -416,15 +434,16 @@ def score_inputs(
             entries.extend(expand_paths([str(item)], s))
         else:
             entries.append(Entry(f"<input {i}>", item, s))
-    scorer = Scorer(model, crops=crops, seed=seed, batch_size=batch_size, dtype=dtype, details=details)
+    columns = score_columns(model, mos_scale=mos_scale, calibration=calibration, scene=scene, crops=crops)
+    scorer = Scorer(model, crops=crops, seed=seed, batch_size=batch_size, dtype=dtype, details=details, columns=columns)
+    keys = [k for k in ScoreRow.FIELDS if k != "error"] + list(DETAIL_FIELDS if details else ()) + list(columns)
     out: list[Any] = []
     for row in scorer.run(entries):
         if row.error is not None:
             raise ValueError(f"{row.path}: {row.error}")
-        if details:
+        if details or columns:
             values = row.as_dict()
-            del values["error"]
-            out.append(values)
+            out.append({k: values[k] for k in keys})
         else:
             out.append(row.score)
     return out

@@ -246,6 +246,8 @@ class QualityModel(nn.Module):
         batch_size: int = 8,
         dtype: str = "fp32",
         details: bool = False,
+        mos_scale: str | None = None,
+        calibration: Any = None,
     ) -> list[float] | list[dict[str, Any]]:
         """Score images, with the same semantics as `gamma-iqa score`.
 
@@ -269,15 +271,25 @@ class QualityModel(nn.Module):
                 scores, `torch.std(correction=0)`; 0 for one crop) and `p_bad` ... `p_perfect` (the level
                 probabilities of the head, averaged over the crops: they sum to 1, and their expectation under the
                 model's level values, `score_level`, is the score).
+            mos_scale: a registered dataset's name (see `gamma_iqa.list_datasets`): return dicts with a key `mos` too,
+                the score on that dataset's MOS scale, the inverse of its training normalisation
+                (`DatasetSpec.denormalise`; for a lower-is-better dataset such as LIVE's DMOS a higher score gives a
+                lower `mos`), as `gamma-iqa score --mos-scale`.
+            calibration: a calibration file of `gamma-iqa calibrate` fitted for this model (a path, or a loaded
+                `gamma_iqa.engine.calibration.Calibration`): return dicts with a key `calibrated` too, the score
+                through it, as `gamma-iqa score --calibration`.
 
         Returns:
             One score per image, in input order; higher is better for every family here (`lower_better`). With
-            `details`, one dict per image instead (see `details`).
+            `details`, `mos_scale` or `calibration`, one dict per image instead: path, score, scene, crops, then the
+            keys each adds.
 
         Raises:
             ValueError: a bad input, naming it (its path or `<input N>`): unreadable, another integer type (int64...),
                 float values outside [0, 1] or not finite, a folder or glob in a list, a view over the pixel budget;
-                or a bad argument (naming the parameter in backticks).
+                or a bad argument (naming the parameter in backticks): an unknown `mos_scale`, a malformed `calibration`
+                or one fitted for another model.
+            FileNotFoundError: `calibration` is not a file.
             RuntimeError: the engine is not installed (only when gamma_iqa.models is used without gamma_iqa).
 
         Examples:
@@ -299,7 +311,7 @@ class QualityModel(nn.Module):
         if _scorer is None:  # never in practice: importing any part of gamma_iqa imports the engine
             raise RuntimeError("scoring is provided by gamma_iqa.engine; import gamma_iqa first")
         options = {"scene": scene, "crops": crops, "seed": seed, "batch_size": batch_size, "dtype": dtype}
-        return _scorer(self, inputs, details=details, **options)
+        return _scorer(self, inputs, details=details, mos_scale=mos_scale, calibration=calibration, **options)
 
 
 # The models layer sits below the data and engine layers that decode and crop images, so `QualityModel.score` cannot
@@ -311,8 +323,8 @@ def set_scorer(scorer: Callable[..., Any]) -> None:
     """Install the function behind `QualityModel.score` (called by gamma_iqa.engine.scoring at import).
 
     Args:
-        scorer: called as `scorer(model, inputs, scene=, crops=, seed=, batch_size=, dtype=, details=)`; returns
-            the scores (with `details`: the dicts).
+        scorer: called as `scorer(model, inputs, scene=, crops=, seed=, batch_size=, dtype=, details=, mos_scale=,
+            calibration=)`; returns the scores (with `details`, `mos_scale` or `calibration`: the dicts).
     """
     global _scorer
     _scorer = scorer

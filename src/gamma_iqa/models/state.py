@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import re
 from collections.abc import Mapping, Sequence
@@ -10,7 +11,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckpointError", "Renames", "first_line", "rename_keys", "torch_load"]
+__all__ = ["CheckpointError", "Renames", "first_line", "rename_keys", "state_sha256", "torch_load"]
 
 Renames = Sequence[tuple[re.Pattern[str], str]]  # (pattern, replacement) applied in order to each key
 
@@ -27,6 +28,20 @@ class CheckpointError(ValueError):
         """The error with its one-line message, and advice for Python callers only (appended to the message)."""
         super().__init__(message if python_hint is None else f"{message}, or {python_hint}")
         self.command_line = message
+
+
+def state_sha256(module: torch.nn.Module) -> str:
+    """The SHA-256 of a module's state dict as it scores, hex: each entry's name, dtype, shape and bytes, by name.
+
+    The model's identity in run provenance (`parameters_sha256`) and in calibration files: it covers a model built
+    fresh as well as one loaded from any checkpoint format.
+    """
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def first_line(e: BaseException) -> str:

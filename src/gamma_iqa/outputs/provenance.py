@@ -36,6 +36,7 @@ from ..data.inputs import Entry, is_stream
 from ..engine.scoring import Scorer
 from ..models.base import QualityModel
 from ..models.factory import create_model
+from ..models.state import state_sha256
 from .writers import read_rows
 
 __all__ = [
@@ -71,16 +72,6 @@ def _sha256_file(path: Path) -> str:
     with path.open("rb") as f:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
-    return h.hexdigest()
-
-
-def _sha256_state(model: QualityModel) -> str:
-    """The SHA-256 of the model's state dict as it scores: each entry's name, dtype, shape and bytes, by name."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -148,7 +139,7 @@ def collect(
             "argument": model_argument or model.config.name,
             "kind": model.kind,
             "files": files,  # empty: built fresh by its family (seeded, so the same on every run)
-            "parameters_sha256": _sha256_state(model),
+            "parameters_sha256": state_sha256(model),
         },
         "scenes": sorted(set(scenes)),
         "crops": str(crops),

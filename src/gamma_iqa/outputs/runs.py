@@ -1,13 +1,15 @@
-"""The runs behind `gamma-iqa score` and `gamma-iqa eval`, as library calls.
+"""The runs behind `gamma-iqa score`, `eval` and `calibrate`, as library calls.
 
 `run_score` scores into a row writer (with resume) and an HTML report of bounded size; `run_eval` evaluates into a
-JSON or Markdown table, a predictions CSV and scatter plots.
+JSON or Markdown table, a predictions CSV and scatter plots; `run_calibrate` scores a user's labelled images and fits
+a calibration file (engine/calibration.py).
 
 The command line only parses its arguments into these calls; a Python caller gets the same files.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -19,15 +21,18 @@ import torch.distributed as dist
 
 from ..data.datasets import DatasetSpec
 from ..data.inputs import Entry
+from ..data.readers import read_folder_csv
+from ..engine.calibration import Calibration, check_options, fit_calibration, sha256_file
 from ..engine.evaluate import DatasetResult, evaluate
 from ..engine.scoring import Scorer, ScoreRow
 from ..models.base import QualityModel
+from ..models.state import state_sha256
 from .provenance import collect, read_provenance, settings_of, sidecar, utc_now, write_provenance
 from .report import DEFAULT_TOP, Report
 from .results import format_markdown, plot_predictions, save_predictions
 from .writers import RowWriter
 
-__all__ = ["run_eval", "run_score"]
+__all__ = ["run_calibrate", "run_eval", "run_score"]
 
 
 def _write_rows(
@@ -169,8 +174,9 @@ def run_score(
             same arguments and rank 0 writes the rows and the report.
         on_error: called with each failed row, as it is written.
         command: the command line's arguments, recorded in the provenance.
-        **options: the Scorer's options (crops, seed, batch_size, workers, dtype, progress, details). With
-            `details` the writer must write the detail columns (`open_rows(..., details=True)`).
+        **options: the Scorer's options (crops, seed, batch_size, workers, dtype, progress, details, columns). With
+            `details` the writer must write the detail columns (`open_rows(..., details=True)`), with `columns`
+            (`calibration.score_columns`) those columns (`open_rows(..., columns=...)`).
 
     The run's provenance (see outputs/provenance.py) goes to `OUTPUT.provenance.json` beside a file output (written
     when the run starts, and again with its `finished` time when it ends) and into the HTML page.
@@ -180,8 +186,8 @@ def run_score(
 
     Raises:
         ValueError: a bad Scorer option or `html_top` (names the parameter); a resumed output that is not a file of
-            score rows, or whose rows have other columns or whose provenance has other settings; `details` with a
-            writer without the detail columns.
+            score rows, or whose rows have other columns or whose provenance has other settings; `details` or
+            `columns` with a writer without those columns.
         FileNotFoundError: the folder of `html` does not exist (before any scoring).
         KeyboardInterrupt: passed on after the rows written so far are complete on disk (no report is written).
     """
@@ -192,6 +198,8 @@ def run_score(
     scorer = Scorer(model, distributed=distributed, **options)
     if scorer.details and "spread" not in rows.fields:
         raise ValueError("`details` needs a writer of the detail columns: open_rows(..., details=True)")
+    if not set(scorer.columns) <= set(rows.fields):
+        raise ValueError(f"`columns` {', '.join(scorer.columns)} need a writer of them: open_rows(..., columns=...)")
     rank, world = scorer.shard
     todo = rows.remaining(entries)
     failed = False
@@ -258,3 +266,87 @@ def run_eval(
         for r in results:
             plot_predictions(r, Path(plot) / f"{r.dataset.replace('+', '-')}.png")
     return results
+
+
+def run_calibrate(
+    model: QualityModel,
+    csv: str | os.PathLike[str],
+    *,
+    images: str | os.PathLike[str] | None = None,
+    image_column: str = "image",
+    mos_column: str = "mos",
+    scene: str | None = None,
+    method: str = "logistic4",
+    holdout: float = 0.2,
+    out: str | os.PathLike[str] | None = None,
+    model_name: str | None = None,
+    on_error: Callable[[ScoreRow], None] | None = None,
+    **options: Any,
+) -> Calibration:
+    """Score the labelled images of a CSV and fit a calibration from score to MOS (`calibration.fit_calibration`).
+
+    The images are scored as `gamma-iqa score` scores them (same crops, seed, scene); images that cannot be read are
+    left out of the fit (`on_error` gets their rows) and counted in the file's `labels`.
+
+    Args:
+        model: the model the calibration is for, on its device.
+        csv: the label CSV (as `eval --dataset folder+csv` reads it): an image column of paths relative to
+            `images`, a MOS column on the user's own scale (either direction).
+        images: the folder the image paths are relative to; default the CSV's folder.
+        image_column: the CSV's column of image paths.
+        mos_column: the CSV's column of MOS values.
+        scene: the scene the images are scored in (None: the model's default).
+        method: "logistic4" or "isotonic".
+        holdout: the fraction of scored rows held out of the fit and measured on.
+        out: write the calibration file here (None: not written).
+        model_name: what the model was made from (a registered name or a checkpoint path), recorded in the file.
+        on_error: called with each row that could not be scored.
+        **options: the Scorer's options (crops, seed, batch_size, workers, dtype, progress); `seed` also draws the
+            held-out rows.
+
+    Returns:
+        The calibration (its `path` is `out` when written).
+
+    Raises:
+        FileNotFoundError: `csv` is not a file, or `images` is not a folder.
+        LabelFileError: a malformed label CSV (a ValueError).
+        ValueError: a bad Scorer option, `method` or `holdout`, an unknown `scene`, or too few images scored to fit.
+    """
+    check_options(method, holdout)
+    root = Path(csv).resolve().parent if images is None else Path(images)
+    if not root.is_dir():
+        raise FileNotFoundError(f"`images` {root}: no such folder")
+    labels = read_folder_csv(root, Path(csv), image_column, mos_column)
+    model.prompt_key(scene)  # an unknown scene fails before any scoring
+    entries = [Entry(image, root / image, scene) for image, _ in labels.items]
+    scorer = Scorer(model, **options)
+    scores, mos = [], []
+    for row, (_, label) in zip(scorer.run(entries), labels.items, strict=True):
+        if row.error is not None:
+            if on_error is not None:
+                on_error(row)
+            continue
+        scores.append(row.score)
+        mos.append(label)
+    about = {
+        "model": {
+            "name": model.config.name,
+            "argument": model_name or model.config.name,
+            "parameters_sha256": state_sha256(model),
+        },
+        "scene": scene or model.config.default_scene,
+        "crops": str(scorer.crops),
+        "labels": {
+            "file": str(csv),
+            "sha256": sha256_file(csv),
+            "image_column": image_column,
+            "mos_column": mos_column,
+            "rows": len(labels.items),
+            "scored": len(scores),
+            "failed": len(labels.items) - len(scores),
+        },
+    }
+    cal = fit_calibration(scores, mos, method=method, holdout=holdout, seed=scorer.seed, **about)
+    if out is not None:
+        cal = dataclasses.replace(cal, path=cal.save(out))
+    return cal

@@ -224,7 +224,7 @@ class RowWriter:
         if first is not None and tuple(first) != self.fields:
             raise ValueError(
                 f"`resume`: {shown_name(str(self.output))} has the columns {','.join(first)}, this run writes "
-                f"{','.join(self.fields)}; resume with the first run's options (`details` or not)"
+                f"{','.join(self.fields)}; resume with the first run's options (`details`, `mos_scale`, `calibration`)"
             )
 
     def open(self) -> RowWriter:
@@ -309,7 +309,12 @@ class RowWriter:
 
 
 def open_rows(
-    output: str | os.PathLike[str] | None = None, fmt: str = "csv", *, resume: bool = False, details: bool = False
+    output: str | os.PathLike[str] | None = None,
+    fmt: str = "csv",
+    *,
+    resume: bool = False,
+    details: bool = False,
+    columns: Sequence[str] = (),
 ) -> RowWriter:
     """A writer of score rows to `output` (None: stdout) in `fmt`, for a `with` block; see `RowWriter`.
 
@@ -318,8 +323,10 @@ def open_rows(
         fmt: `csv`, `jsonl` or `json`.
         resume: keep the complete rows already in `output` and append the rest.
         details: write DETAIL_FIELDS (spread, p_bad ... p_perfect) after the usual columns.
+        columns: extra columns after those (`mos`, `calibrated`: a ScoreRow's `extra`).
 
     Raises:
         ValueError: as `RowWriter`.
     """
-    return RowWriter(output, fmt, resume=resume, fields=ScoreRow.FIELDS + DETAIL_FIELDS if details else ScoreRow.FIELDS)
+    fields = ScoreRow.FIELDS + (DETAIL_FIELDS if details else ()) + tuple(columns)
+    return RowWriter(output, fmt, resume=resume, fields=fields)

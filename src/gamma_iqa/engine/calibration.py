@@ -1,0 +1,410 @@
+"""Scores on a scale people know: a dataset's MOS scale, or a monotone calibration fitted to a user's labels.
+
+A model's score is on the training targets' scale: each dataset's MOS min-max normalised to [0, 1] and flipped where
+lower is better (`DatasetSpec.normalise`), so higher is better, about 0 to 1. Two mappings put it back on a scale
+people know; each is an extra output column, added only when asked for:
+
+- `mos` (`mos_scale="koniq10k"`, `gamma-iqa score --mos-scale koniq10k`): `DatasetSpec.denormalise`, the exact inverse
+  of that normalisation: KonIQ 0..100, KADID 1..5, AVA 0..10; for a lower-is-better dataset (LIVE's and CSIQ's DMOS)
+  a higher score gives a lower DMOS. It says what the score means in the units of that dataset's study; it is no fit.
+- `calibrated` (`calibration=FILE`, `gamma-iqa score --calibration FILE`): a monotone map from score to a user's own
+  MOS, fitted by `gamma-iqa calibrate` (`fit_calibration`) on labelled images: a 4-parameter logistic
+  (`metrics.logistic4_parameters`, scipy's curve_fit) or an isotonic (pool-adjacent-violators) fit.
+
+A calibration file is small JSON (`FORMAT`, version `VERSION`): the model it was fitted for (name, the argument it was
+made from, the SHA-256 of its parameters, as run provenance records it), the scene, crops and seed the labelled
+images were scored with, the method and its parameters (logistic4: b1..b4; isotonic: the knots, scores increasing),
+the label file (path, SHA-256, columns, rows), the held-out draw, and the fit report: SRCC, PLCC and RMSE of the score
+as it is ("before") and calibrated ("after") against the MOS, on the fit rows and on the held-out rows. It is applied
+only to scores of the model it was fitted for: another model's scores are refused (`CalibrationError`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import metrics
+from ..data.datasets import FOLDER_CSV, DatasetSpec, get_dataset, list_datasets
+from ..data.transforms import parse_crops
+from ..models.base import QualityModel
+from ..models.state import state_sha256
+
+__all__ = [
+    "CALIBRATED_COLUMN",
+    "FORMAT",
+    "METHODS",
+    "MOS_COLUMN",
+    "VERSION",
+    "Calibration",
+    "CalibrationError",
+    "check_options",
+    "fit_calibration",
+    "load_calibration",
+    "mos_dataset",
+    "score_columns",
+    "sha256_file",
+]
+
+FORMAT = "gamma-iqa-calibration"  # the file's `format` value
+VERSION = 1  # the file's `version`; a file of another version is refused
+METHODS = ("logistic4", "isotonic")
+MOS_COLUMN, CALIBRATED_COLUMN = "mos", "calibrated"  # the output columns, in this order after the others
+_MIN_FIT_ROWS = {"logistic4": 5, "isotonic": 2}  # a logistic needs more rows than its 4 parameters
+
+
+class CalibrationError(ValueError):
+    """A calibration file that cannot be used (malformed, or made for another model): one line naming the file."""
+
+
+def mos_dataset(name: str) -> DatasetSpec:
+    """The registered dataset whose MOS scale `mos_scale` names (case ignored).
+
+    Raises:
+        ValueError: not a registered dataset (one line listing the known names; `folder+csv` has no scale of its own).
+    """
+    known = [n for n in list_datasets() if n != FOLDER_CSV]
+    if name.strip().lower() not in known:
+        raise ValueError(f"`mos_scale` {name!r} is not a registered dataset; known: {', '.join(known)}")
+    return get_dataset(name)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A monotone map from a model's score to a user's MOS, with what it was fitted on (see the module text).
+
+    Attributes:
+        method: "logistic4" or "isotonic".
+        parameters: logistic4: {"b1", "b2", "b3", "b4"} of b2 + (b1 - b2) / (1 + exp(-(s - b3) / b4)), b4 > 0;
+            isotonic: {"scores", "mos"}, the knots (scores strictly increasing, mos monotone), joined linearly and
+            held at the end values outside them.
+        model: {"name", "argument", "parameters_sha256"} of the model it was fitted for.
+        scene: the scene the labelled images were scored in.
+        crops: their crop mode, as `gamma-iqa score --crops` takes it.
+        seed: the crops' seed, which also drew the held-out rows.
+        labels: the label file: {"file", "sha256", "image_column", "mos_column", "rows", "scored", "failed"}.
+        report: {"holdout", "fit", "held_out"}: the fraction held out, then per part {"rows", "before", "after"},
+            each {"srcc", "plcc", "rmse"} against the MOS (None where undefined); `held_out` is None without holdout.
+        path: the file it was read from or saved to; None for one only fitted.
+    """
+
+    method: str
+    parameters: dict[str, Any]
+    model: dict[str, Any]
+    scene: str | None = None
+    crops: str = "10"
+    seed: int = 0
+    labels: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = field(default=None, compare=False)
+
+    def apply(self, scores: Any) -> np.ndarray:
+        """The calibrated values of `scores` (any shape), float64, in the label file's MOS units."""
+        s = np.asarray(scores, dtype=np.float64)
+        p = self.parameters
+        if self.method == "logistic4":
+            return metrics.logistic4(s, [p["b1"], p["b2"], p["b3"], p["b4"]])
+        return np.interp(s, p["scores"], p["mos"])
+
+    def __call__(self, score: float) -> float:
+        """One calibrated score."""
+        return float(self.apply(score))
+
+    def check_model(self, model: QualityModel) -> None:
+        """Refuse a model other than the one this calibration was fitted for (by the SHA-256 of its parameters).
+
+        Raises:
+            CalibrationError: the parameters' SHA-256 differs (one line naming both models).
+        """
+        want, have = self.model["parameters_sha256"], state_sha256(model)
+        if want != have:
+            where = f"{self.path}: " if self.path else ""
+            raise CalibrationError(
+                f"`calibration` {where}made for model {self.model.get('name')} (parameters SHA-256 {want[:12]}), not "
+                f"for {model.config.name} ({have[:12]}): calibrate this model with gamma-iqa calibrate"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file's content (JSON-ready: NaN as None)."""
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "model": self.model,
+            "scene": self.scene,
+            "crops": self.crops,
+            "seed": self.seed,
+            "method": self.method,
+            "parameters": self.parameters,
+            "labels": self.labels,
+            "report": self.report,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the calibration to `path` as indented JSON (atomically: a kill leaves no half file); returns it."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+
+# ---- reading a file ----------------------------------------------------------------------------------------------
+def _finite_list(value: Any, n_min: int) -> bool:
+    """Whether `value` is a list of at least `n_min` finite numbers (bools are not numbers here)."""
+    return (
+        isinstance(value, list)
+        and len(value) >= n_min
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    )
+
+
+def _parameter_problem(method: Any, p: Any) -> str | None:
+    """What is wrong with a file's method and parameters, or None."""
+    if method not in METHODS:
+        return f'"method" must be one of {", ".join(METHODS)}, got {method!r}'
+    if not isinstance(p, dict):
+        return '"parameters" must be an object'
+    if method == "logistic4":
+        b = [p.get(k) for k in ("b1", "b2", "b3", "b4")]
+        if not _finite_list(b, 4) or not b[3] > 0:
+            return 'logistic4 "parameters" must be finite numbers b1, b2, b3 and b4 > 0'
+        return None
+    x, y = p.get("scores"), p.get("mos")
+    if not (_finite_list(x, 1) and _finite_list(y, 1) and len(x) == len(y)):
+        return 'isotonic "parameters" must be lists "scores" and "mos" of finite numbers, as many of each'
+    dx, dy = np.diff(x), np.diff(y)
+    if not (dx > 0).all() or not ((dy >= 0).all() or (dy <= 0).all()):
+        return 'isotonic knots must have strictly increasing "scores" and monotone "mos"'
+    return None
+
+
+def _file_problem(d: Any) -> str | None:
+    """What is wrong with a parsed calibration file, or None."""
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        return f'not a gamma-iqa calibration file (no "format": "{FORMAT}")'
+    if d.get("version") != VERSION:
+        return f"version {d.get('version')!r}; this gamma-iqa reads version {VERSION}"
+    model = d.get("model")
+    sha = model.get("parameters_sha256") if isinstance(model, dict) else None
+    if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        return '"model" must give the model\'s "parameters_sha256" (64 hex digits)'
+    return _parameter_problem(d.get("method"), d.get("parameters"))
+
+
+def load_calibration(path: str | os.PathLike[str]) -> Calibration:
+    """A calibration file written by `Calibration.save` (`gamma-iqa calibrate --out`).
+
+    Raises:
+        FileNotFoundError: `path` is not a file.
+        CalibrationError: not JSON, not a calibration file, another version, or a malformed model or parameters (one
+            line naming the file and what is wrong).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"`calibration` {path}: no such file")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CalibrationError(f"`calibration` {path}: not JSON ({e.msg}, line {e.lineno})") from None
+    except UnicodeDecodeError:
+        raise CalibrationError(f"`calibration` {path}: not JSON (not UTF-8 text)") from None
+    problem = _file_problem(d)
+    if problem is not None:
+        raise CalibrationError(f"`calibration` {path}: {problem}")
+    return Calibration(
+        method=d["method"],
+        parameters=d["parameters"],
+        model=d["model"],
+        scene=d.get("scene"),
+        crops=str(d.get("crops", "10")),
+        seed=int(d.get("seed", 0)),
+        labels=d.get("labels") or {},
+        report=d.get("report") or {},
+        path=path,
+    )
+
+
+# ---- fitting -----------------------------------------------------------------------------------------------------
+def _pool_adjacent_violators(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Knots of the least-squares non-decreasing fit of y on x: (scores strictly increasing, fitted values).
+
+    Written out (a dozen lines) because scipy is an optional extra whose `isotonic_regression` needs scipy 1.12, and
+    scikit-learn is no dependency. Equal x are pooled first (weighted by their count); then each block that is below
+    its left neighbour merges with it into their weighted mean until the values are non-decreasing. Of each block of
+    equal fitted values only its first and last x stay as knots: joined linearly they give the same function.
+    """
+    order = np.argsort(x, kind="stable")
+    ux, start, counts = np.unique(x[order], return_index=True, return_counts=True)  # start: into the sorted x
+    sums = np.add.reduceat(y[order], start)
+    blocks: list[list[float]] = []  # [value, weight, first index into ux, last index]
+    for i, (s, w) in enumerate(zip(sums, counts, strict=True)):
+        blocks.append([s / w, float(w), i, i])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            v, w2, _, last = blocks.pop()
+            b = blocks[-1]
+            b[0], b[1], b[3] = (b[0] * b[1] + v * w2) / (b[1] + w2), b[1] + w2, last
+    xs = [ux[i] for b in blocks for i in sorted({b[2], b[3]})]
+    ys = [b[0] for b in blocks for _ in sorted({b[2], b[3]})]
+    return np.array(xs), np.array(ys)
+
+
+def _fit_parameters(method: str, s: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """The parameters of `method` fitted on scores `s` and MOS `y` (see `Calibration.parameters`)."""
+    if method == "logistic4":
+        b = metrics.logistic4_parameters(s, y)
+        return {k: float(v) for k, v in zip(("b1", "b2", "b3", "b4"), b, strict=True)}
+    increasing = metrics.srcc(s, y) >= 0  # DMOS-like labels: a non-increasing fit
+    kx, ky = _pool_adjacent_violators(s, y if increasing else -y)
+    return {"scores": kx.tolist(), "mos": (ky if increasing else -ky).tolist()}
+
+
+def _measure(pred: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
+    """SRCC, PLCC and RMSE of `pred` against `y` (None where undefined, e.g. a constant input)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", metrics.ConstantInputWarning)  # undefined: reported as None
+        values = {"srcc": metrics.srcc(pred, y), "plcc": metrics.plcc(pred, y), "rmse": metrics.rmse(pred, y)}
+    return {k: None if math.isnan(v) else v for k, v in values.items()}
+
+
+def check_options(method: str, holdout: float) -> None:
+    """Check a fit's `method` and `holdout` (before the images are scored).
+
+    Raises:
+        ValueError: an unknown `method`, or `holdout` outside [0, 1) (names the parameter).
+    """
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {', '.join(METHODS)}, got {method!r}")
+    if not 0 <= holdout < 1:
+        raise ValueError(f"`holdout` must be a fraction in [0, 1), got {holdout}")
+
+
+def _split(n: int, holdout: float, seed: int, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """(fit rows, held-out rows), index arrays in order: round(holdout n) rows drawn with `seed` are held out.
+
+    Raises:
+        ValueError: too few rows to fit `method` or to measure on the held-out rows.
+    """
+    held = np.sort(np.random.default_rng(seed).permutation(n)[: round(holdout * n)])
+    fit = np.setdiff1d(np.arange(n), held)
+    if len(fit) < _MIN_FIT_ROWS[method] or (holdout > 0 and len(held) < 2):
+        raise ValueError(
+            f"{n} scored rows are too few for `method` {method} with `holdout` {holdout}: it needs "
+            f"{_MIN_FIT_ROWS[method]} rows to fit{' and 2 held out' if holdout > 0 else ''}"
+        )
+    return fit, held
+
+
+def fit_calibration(
+    scores: Sequence[float],
+    mos: Sequence[float],
+    *,
+    method: str = "logistic4",
+    holdout: float = 0.2,
+    seed: int = 0,
+    **about: Any,
+) -> Calibration:
+    """Fit a monotone map from `scores` to `mos` on all but a held-out part, and measure it on both parts.
+
+    Args:
+        scores: the model's scores of the labelled images.
+        mos: their labels, as many, on the user's own scale (either direction: DMOS gives a decreasing map).
+        method: "logistic4" (4-parameter logistic, least squares) or "isotonic" (least-squares monotone steps,
+            joined linearly between its knots).
+        holdout: the fraction of rows held out of the fit and measured on (0: none; the report's `held_out` is None).
+        seed: draws the held-out rows.
+        **about: the Calibration's other fields (`model` is needed; `scene`, `crops`, `labels`).
+
+    Returns:
+        The calibration; its `report` has SRCC, PLCC and RMSE of the scores as they are ("before") and calibrated
+        ("after") against the MOS, on the fit rows and on the held-out rows.
+
+    Raises:
+        ValueError: an unknown `method`, a bad `holdout`, scores and MOS of different lengths or not finite, too few
+            rows, or a logistic fit that fails (constant scores or MOS, no convergence).
+    """
+    check_options(method, holdout)
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(mos, dtype=np.float64)
+    if s.shape != y.shape or s.ndim != 1 or not (np.isfinite(s).all() and np.isfinite(y).all()):
+        raise ValueError(f"scores and MOS must be as many finite numbers: got {s.shape} and {y.shape}")
+    fit, held = _split(len(s), holdout, seed, method)
+    cal = Calibration(method, _fit_parameters(method, s[fit], y[fit]), seed=seed, **about)
+    report: dict[str, Any] = {"holdout": holdout}
+    for part, rows in (("fit", fit), ("held_out", held)):
+        report[part] = (
+            {"rows": len(rows), "before": _measure(s[rows], y[rows]), "after": _measure(cal.apply(s[rows]), y[rows])}
+            if len(rows)
+            else None
+        )
+    return dataclasses.replace(cal, report=report)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes, hex (a label file, recorded in its calibration)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---- applying ----------------------------------------------------------------------------------------------------
+def _loaded(calibration: str | os.PathLike[str] | Calibration) -> Calibration:
+    """A Calibration as given, or read from its file."""
+    return calibration if isinstance(calibration, Calibration) else load_calibration(calibration)
+
+
+def score_columns(
+    model: QualityModel,
+    *,
+    mos_scale: str | None = None,
+    calibration: str | os.PathLike[str] | Calibration | None = None,
+    scene: str | Sequence[str | None] | None = None,
+    crops: Any = None,
+) -> dict[str, Callable[[float], float]]:
+    """The extra output columns asked for, as {column: map of a score}: `mos`, then `calibrated`; {} for neither.
+
+    Args:
+        model: the model scoring (a calibration must be fitted for it).
+        mos_scale: a registered dataset: `mos` is the score on its MOS scale (`DatasetSpec.denormalise`).
+        calibration: a calibration file (or one loaded): `calibrated` is the score through it.
+        scene: the run's scene, or one per image (None: the model's default); a calibration fitted in another scene
+            is warned about, since other prompts give other scores.
+        crops: the run's crop mode, if known; another than the calibration's is warned about.
+
+    Raises:
+        ValueError: `mos_scale` is not a registered dataset.
+        FileNotFoundError, CalibrationError: as `load_calibration`, or the calibration is for another model.
+    """
+    columns: dict[str, Callable[[float], float]] = {}
+    if mos_scale is not None:
+        columns[MOS_COLUMN] = mos_dataset(mos_scale).denormalise
+    if calibration is not None:
+        cal = _loaded(calibration)
+        cal.check_model(model)
+        scenes = [scene] if scene is None or isinstance(scene, str) else list(scene)
+        _warn_unlike(cal, "scene", {s or model.config.default_scene for s in scenes})
+        _warn_unlike(cal, "crops", set() if crops is None else {str(parse_crops(crops))})
+        columns[CALIBRATED_COLUMN] = cal
+    return columns
+
+
+def _warn_unlike(cal: Calibration, key: str, used: set[str]) -> None:
+    """Warn when a run's `key` values (scene, crops) differ from those `cal` was fitted with."""
+    fitted = getattr(cal, key)
+    other = sorted(v for v in used if v != fitted)
+    if fitted is not None and other:
+        where = f" {cal.path}" if cal.path else ""
+        warnings.warn(
+            f"`calibration`{where} was fitted on scores with {key} {fitted}; these have {key} {', '.join(other)}",
+            stacklevel=3,
+        )
