@@ -110,7 +110,6 @@ def test_upsampled_map_passes_through_the_window_scores():
 
 
 def test_map_png_is_drawn_at_a_bounded_size(gamma_test_model, tmp_path):
-    pytest.importorskip("matplotlib")
     image = Image.new("RGB", (2100, 700), (120, 80, 40))
     qmap = QualityMap(
         np.array([[0.3, 0.7]], np.float32),
@@ -173,7 +172,6 @@ def test_shipped_model_maps_a_blurred_left_half_lower_on_the_left():
 
 
 def test_score_map_writes_pngs_and_the_report_links_them(gamma_test_model, tmp_path, capsys):
-    pytest.importorskip("matplotlib")
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
         pixels = (images(1, size=96, seed=ord(folder))[0].permute(1, 2, 0) * 255).round().byte().numpy()
@@ -213,7 +211,6 @@ def test_score_map_writes_pngs_and_the_report_links_them(gamma_test_model, tmp_p
 
 
 def test_score_map_failures_are_one_line_and_the_run_goes_on(tmp_path, capsys, monkeypatch):
-    pytest.importorskip("matplotlib")
     monkeypatch.setattr(engine_maps, "MAX_MAP_WINDOWS", 4)
     for name, side in (("big", 160), ("small", 64)):
         pixels = (images(1, size=side)[0].permute(1, 2, 0) * 255).round().byte().numpy()
