@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ from gamma_iqa.engine.maps import QualityMap, grid_offsets, quality_map
 from gamma_iqa.models.factory import trained_weights
 from gamma_iqa.outputs.maps import map_paths, render_map, upsample
 
-from .conftest import images, run_cli
+from .conftest import images, run_cli, run_gamma_iqa
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "grace_hopper.jpg"
 
@@ -256,3 +258,50 @@ def test_score_map_stride_below_one_is_a_usage_error(tmp_path, capsys):
         capsys, "score", "--model", "gamma-test", "--map", str(tmp_path / "x.png"), str(tmp_path / "x.png")
     )
     assert code == 2 and re.search(r"--map \S+x\.png is a file, not a folder", err)
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_share_the_maps_and_draw_what_one_process_draws(tmp_path):
+    for i in range(3):
+        pixels = (images(1, size=80, seed=i)[0].permute(1, 2, 0) * 255).round().byte().numpy()
+        Image.fromarray(pixels).save(tmp_path / f"p{i}.png")
+    (tmp_path / "p9.png").write_bytes(b"broken")
+    common = ["score", *(str(tmp_path / f"p{i}.png") for i in (0, 1, 9, 2)), "--model", "gamma-test", "--workers", "0"]
+    common += ["--crops", "center", "--map-stride", "8"]
+    one = run_gamma_iqa([*common, "--map", str(tmp_path / "one"), "--html", str(tmp_path / "one.html")])
+    two = run_gamma_iqa([*common, "--map", str(tmp_path / "two"), "--html", str(tmp_path / "two.html")], processes=2)
+    assert one.returncode == 1 and two.returncode != 0, two.stderr  # the broken image, on both
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert names == ["p0.map.png", "p1.map.png", "p2.map.png"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == names
+    for name in names:  # rank 1 drew some of them: the same pixels and bytes
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+    links = re.findall(r'<a class="map" href="([^"]+)">', (tmp_path / "two.html").read_text())
+    assert sorted(links) == [f"two/{n}" for n in names]
+
+
+def _screenshot(chromium: str, page: Path, shot: Path) -> np.ndarray:
+    profile = f"--user-data-dir={shot.parent / 'profile'}"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+    subprocess.run(
+        [chromium, *flags, profile, "--window-size=800,400", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    return np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
+
+
+def test_report_shows_the_linked_map_in_chromium(tmp_path, capsys):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian chromium is not installed (.ci/run installs it)")
+    Image.new("RGB", (96, 96), (128, 128, 128)).save(tmp_path / "grey.png")  # a flat image: its thumbnail is one colour
+    page = tmp_path / "report.html"
+    argv = ["score", "--model", "gamma-test", "--workers", "0", "--crops", "center", str(tmp_path / "grey.png")]
+    assert run_cli(capsys, *argv, "--map", str(tmp_path / "maps"), "--map-stride", "8", "--html", str(page))[0] == 0
+    shown = _screenshot(chromium, page, tmp_path / "with.png")
+    (tmp_path / "maps" / "grey.map.png").unlink()
+    missing = _screenshot(chromium, page, tmp_path / "without.png")
+    # The page is the same but for the map's picture, where the browser drew the PNG (else a broken-image icon).
+    assert (shown != missing).any(axis=1).sum() > 10_000  # pixels; the map's frame is 160 x 160

@@ -113,7 +113,10 @@ def render_map(qmap: QualityMap, image: Any, path: str | os.PathLike[str], *, ti
     lo, hi = float(qmap.scores.min()), float(qmap.scores.max())
     if hi - lo < 1e-6:  # a flat map: a colour bar needs a range
         lo, hi = lo - 5e-4, hi + 5e-4
-    figure = Figure(figsize=(picture.width / 100 + 1.6, picture.height / 100 + 0.6), dpi=100, layout="constrained")
+    # A small image is shown larger, up to 400 px tall (so the colour bar and its label fit) or MAP_SIDE px wide.
+    scale = min(max(1.0, 400 / picture.height), max(1.0, MAP_SIDE / picture.width))
+    width, height = picture.width * scale / 100, picture.height * scale / 100  # inches at 100 dpi
+    figure = Figure(figsize=(width + 1.6, height + 0.6), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)  # attaches itself: savefig renders with Agg
     axes = figure.add_subplot()
     axes.imshow(np.asarray(picture), interpolation="none")
@@ -123,7 +126,7 @@ def render_map(qmap: QualityMap, image: Any, path: str | os.PathLike[str], *, ti
         axes.set_title(title, loc="left", fontsize="small")
     bar = figure.colorbar(shown, ax=axes, fraction=0.05, pad=0.02)
     bar.solids.set_alpha(1.0)  # the bar in full colour, not washed out like the overlay
-    bar.set_label(f"window score ({qmap.window} px windows, stride {qmap.stride}; higher is better)", fontsize="small")
+    bar.set_label(f"score of {qmap.window} px windows, stride {qmap.stride}", fontsize="small")
     figure.savefig(path, format="png")
     return Path(path)
 

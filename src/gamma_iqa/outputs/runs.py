@@ -177,30 +177,37 @@ def _draw_maps(
     failed: set[int],
     map_dir: str | os.PathLike[str],
     on_error: Callable[[ScoreRow], None] | None,
+    shard: tuple[int, int],
     **options: Any,
 ) -> tuple[dict[str, Path], bool]:
     """The maps of this call's scored entries (`todo` less the positions in `failed`), named over all `entries`.
 
+    Every rank of a torchrun group calls this and draws its share (`shard` is (rank, world size); rank 0 knows
+    `failed` and tells the others), so no rank waits alone for a long while in a collective.
+
     Returns:
         ({path: PNG} for the report: the maps drawn now, and on resume those an earlier call drew; whether any map
-        failed (each failure went to `on_error`).
+        failed (each failure went to `on_error` on rank 0).
     """
+    rank, world = shard
+    if world > 1:
+        box = [failed]
+        dist.broadcast_object_list(box, src=0)
+        failed = box[0]
     at: list[int] = []  # the position in `entries` of each of `todo` (an ordered subsequence of them)
     for i, e in enumerate(entries):
         if len(at) < len(todo) and todo[len(at)] is e:
             at.append(i)
+    draw = [i for j, i in enumerate(at) if j not in failed][rank::world]
     missed: list[ScoreRow] = []
-    drawn = write_maps(
-        model,
-        entries,
-        map_dir,
-        draw=[i for j, i in enumerate(at) if j not in failed],
-        on_error=missed.append,
-        **options,
-    )
-    for row in missed:
-        if on_error is not None:
-            on_error(row)
+    drawn = write_maps(model, entries, map_dir, draw=draw, on_error=missed.append, **options)
+    if world > 1:
+        gathered: list[Any] = [None] * world
+        dist.all_gather_object(gathered, (drawn, missed))
+        drawn = {name: path for part, _ in reversed(gathered) for name, path in part.items()}  # rank 0's last: wins
+        missed = sorted((row for _, part in gathered for row in part), key=lambda row: row.index)
+    for row in missed if rank == 0 and on_error is not None else []:
+        on_error(row)
     now = set(at)
     paths = map_paths(entries, map_dir)
     earlier = {e.name: paths[i] for i, e in enumerate(entries) if i not in now and paths[i].is_file()}
@@ -271,24 +278,26 @@ def run_score(
     rank, world = scorer.shard
     todo = rows.remaining(entries)
     failed = False
+    bad: set[int] = set()  # positions in `todo` of the rows that failed (known on rank 0): they get no map
+    record: dict[str, Any] | None = None
     if rank == 0:
         record = _provenance(model, entries, rows, model_name, command, world, options)
-        bad: set[int] = set()  # positions in `todo` of the rows that failed: they get no map
         noted = _noting(bad, on_error) if map_dir is not None else on_error
         failed = _score_and_record(scorer, todo, rows, report, noted, record)
-        maps: dict[str, Path] = {}
-        if map_dir is not None:
-            maps, missed = _draw_maps(
-                model, entries, todo, bad, map_dir, on_error, stride=map_stride, dtype=options.get("dtype", "fp32")
-            )
-            failed = failed or missed
-        if report is not None and html:
-            sources = _sources(entries, report.names())
-            name = model_name or model.config.name
-            report.write(html, model=name, score_range=model.score_range, sources=sources, provenance=record, maps=maps)
     else:
         for _ in scorer.run(todo):  # the other ranks score their share; the rows all arrive on rank 0
             pass
+    maps: dict[str, Path] = {}
+    if map_dir is not None:
+        dtype = options.get("dtype", "fp32")
+        maps, missed = _draw_maps(
+            model, entries, todo, bad, map_dir, on_error, (rank, world), stride=map_stride, dtype=dtype
+        )
+        failed = failed or missed
+    if rank == 0 and report is not None and html:
+        sources = _sources(entries, report.names())
+        name = model_name or model.config.name
+        report.write(html, model=name, score_range=model.score_range, sources=sources, provenance=record, maps=maps)
     if world > 1:
         flag = [failed]
         dist.broadcast_object_list(flag, src=0)
