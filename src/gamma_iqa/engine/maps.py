@@ -176,6 +176,17 @@ def quality_map(
     Raises:
         ValueError: `stride` or `window` below 1, a scene the model does not accept, a bad `dtype`, more windows than
             `MAX_MAP_WINDOWS` (naming how to lift it), or an image that cannot be read (as `QualityModel.score`).
+
+    Examples:
+        >>> import torch
+        >>> import gamma_iqa
+        >>> model = gamma_iqa.create_model("gamma-test")  # tiny and random, 64-pixel crops: needs no weights
+        >>> image = torch.rand(3, 100, 160, generator=torch.Generator().manual_seed(0))  # RGB in [0, 1]
+        >>> qmap = gamma_iqa.quality_map(model, image, stride=32)
+        >>> qmap.scores.shape, qmap.boxes.shape, qmap.size  # ceil((100 - 64) / 32) + 1 rows, ceil(96 / 32) + 1 cols
+        ((3, 4), (3, 4, 4), (100, 160))
+        >>> qmap.boxes[-1, -1].tolist()  # (top, left, bottom, right): the last window ends at the border
+        [36, 96, 100, 160]
     """
     window = model.image_size if window is None else window
     if stride < 1:
