@@ -13,6 +13,7 @@ MODULES = {
     "gamma_iqa.models.factory": ["create_model"],
     "gamma_iqa.models.base": ["QualityModel.score"],
     "gamma_iqa.metrics": ["srcc", "plcc"],
+    "gamma_iqa.engine.maps": ["quality_map"],
 }
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

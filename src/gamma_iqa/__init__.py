@@ -7,6 +7,7 @@ from . import metrics
 from ._version import __version__
 from .data.datasets import LabelFileError, list_datasets
 from .engine import scoring as _scoring  # noqa: F401  (installs QualityModel.score)
+from .engine.maps import QualityMap, quality_map
 from .models import (
     CheckpointError,
     Gamma,
@@ -32,6 +33,7 @@ __all__ = [
     "GammaLite",
     "GammaLiteConfig",
     "LabelFileError",
+    "QualityMap",
     "__version__",
     "convert",
     "convert_original",
@@ -42,6 +44,7 @@ __all__ = [
     "list_scenes",
     "load_checkpoint",
     "metrics",
+    "quality_map",
     "register_model",
     "register_scene",
     "save_checkpoint",

@@ -26,6 +26,7 @@ from .data.datasets import FOLDER_CSV, DatasetSpec, get_dataset, list_datasets, 
 from .data.inputs import expand_paths, read_manifest
 from .data.transforms import ColourWarning, parse_crops
 from .engine.calibration import CALIBRATED_COLUMN, METHODS, MOS_COLUMN, Calibration, mos_dataset, score_columns
+from .engine.maps import DEFAULT_STRIDE
 from .engine.runtime import default_workers, process_group, resolve_device
 from .engine.scoring import ScoreRow
 from .engine.train import TrainingError, train
@@ -41,7 +42,7 @@ from .outputs.writers import RowWriter, open_rows, shown_name
 __all__ = ["as_flags", "build_parser", "main"]
 
 # Parameters whose flag has another name; every other `parameter` is --parameter with dashes.
-_FLAG_NAMES = {"fmt": "format", "overrides": "set"}
+_FLAG_NAMES = {"fmt": "format", "overrides": "set", "map_dir": "map"}
 
 
 class UsageError(Exception):
@@ -245,6 +246,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
                     distributed=True,
                     on_error=_print_error,
                     command=args.argv,
+                    map_dir=args.map,
+                    map_stride=args.map_stride,
                     details=args.details,
                     columns=_score_columns(args, model, crops),
                     crops=crops,
@@ -440,6 +443,23 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 1 if any(r.errors for r in results) else 0
 
 
+def _map_options(s: argparse.ArgumentParser) -> None:
+    """`score`'s quality-map options."""
+    s.add_argument(
+        "--map",
+        metavar="DIR",
+        help="also write a quality map per image, DIR/<image stem>.map.png: the scores of a grid of windows over it "
+        "(needs matplotlib: the plot extra); --html shows them",
+    )
+    s.add_argument(
+        "--map-stride",
+        type=int,
+        default=DEFAULT_STRIDE,
+        metavar="N",
+        help=f"pixels between the map's windows (default {DEFAULT_STRIDE}; smaller is finer and slower)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand; each sets `func`, its handler."""
     p = argparse.ArgumentParser(prog="gamma-iqa", description="Gamma image quality and aesthetics assessment")
@@ -481,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the page shows the N best and N worst images when there are more than 2N (default {DEFAULT_TOP})",
     )
     s.add_argument("--bpe", help="CLIP BPE vocabulary file (bpe_simple_vocab_16e6.txt.gz)")
+    _map_options(s)
     s.add_argument(
         "--details",
         action="store_true",

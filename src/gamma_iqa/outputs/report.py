@@ -5,6 +5,7 @@ the `top` best and the `top` worst, and it says so. It gives the counts of the w
 first `ERRORS_SHOWN`; the output file holds all of them). Thumbnails are embedded JPEGs of at most `THUMB_SIDE` pixels
 a side, made when the page is written, only for the images it shows. `Report` takes the rows one at a time and keeps
 only what the page shows (about 2 x `top` rows), so memory and page size do not grow with the number of images.
+Quality maps (`score --map`) are shown beside their images as links to their PNG files, not embedded.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import base64
 import heapq
 import html
 import io
+import os
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +49,7 @@ h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:20px 0 8px} p.meta{co
 table.errors{border-collapse:collapse;margin-top:8px}
 .errors td{border-top:1px solid #ddd;padding:4px 8px;font-size:13px}
 .spread{font-weight:400;color:#666;font-size:12px}
+.card.mapped{width:352px} .card.mapped .pics{display:flex;gap:12px} .card.mapped a{display:block}
 dl.provenance{display:grid;grid-template-columns:max-content auto;gap:2px 16px;font-size:12px;margin:8px 0}
 .provenance dt{color:#666} .provenance dd{margin:0;word-break:break-all}
 """
@@ -62,6 +66,7 @@ class _Shown:
     crops: str
     thumbnail: str | None = None
     spread: float | None = None  # with details: the crops' standard deviation
+    map: str | None = None  # with maps: the URL of its quality map's PNG, relative to the page
 
 
 def thumbnail(source: Any) -> str | None:
@@ -183,6 +188,7 @@ class Report:
         score_range: tuple[float, float],
         sources: Mapping[str, Any] | None = None,
         provenance: Mapping[str, Any] | None = None,
+        maps: Mapping[str, str | Path] | None = None,
     ) -> Path:
         """Write the page to `path`, UTF-8; returns the path.
 
@@ -193,6 +199,8 @@ class Report:
             sources: what each shown path is read from for its thumbnail (see `names`); a path missing from it is read
                 as a file of that name.
             provenance: the run's provenance record (outputs/provenance.py), listed at the end.
+            maps: {path: its quality map's PNG file} (outputs/maps.py); each shown beside its image, linked by a
+                relative URL rather than embedded, so the page stays small (keep the files beside it).
         """
         sources = {} if sources is None else sources
         lo, hi = score_range
@@ -200,6 +208,7 @@ class Report:
         for heading, shown in self._sections():
             for s in shown:
                 s.thumbnail = thumbnail(sources.get(s.path, s.path))
+                s.map = _map_url(maps, s.path, Path(path))
             title = f"<h2>{heading}</h2>" if heading else ""
             grids.append(f"{title}<div class='grid'>{''.join(_card(s, lo, hi) for s in shown)}</div>")
         page = (
@@ -216,13 +225,24 @@ class Report:
         return path
 
 
+def _map_url(maps: Mapping[str, str | Path] | None, name: str, page: Path) -> str | None:
+    """The URL of `name`'s quality map relative to the page's folder (percent-encoded); None without one."""
+    if not maps or name not in maps:
+        return None
+    relative = os.path.relpath(Path(maps[name]).resolve(), page.resolve().parent)
+    return urllib.parse.quote(Path(relative).as_posix())
+
+
 def _card(s: _Shown, lo: float, hi: float) -> str:
-    """One image's card: thumbnail, path, score and its bar, scene and crops."""
+    """One image's card: thumbnail (and its quality map, linked), path, score and its bar, scene and crops."""
     width = 100.0 * min(1.0, max(0.0, (s.score - lo) / (hi - lo)))
     img = f'<img alt="" src="data:image/jpeg;base64,{s.thumbnail}">' if s.thumbnail else "<img alt=''>"
+    if s.map is not None:
+        link = f'<a class="map" href="{html.escape(s.map)}"><img alt="quality map" src="{html.escape(s.map)}"></a>'
+        img = f'<div class="pics">{img}{link}</div>'
     spread = f' <span class="spread">± {s.spread:.4f}</span>' if s.spread is not None else ""
     return (
-        f'<div class="card" data-score="{s.score:.6f}">{img}'
+        f'<div class="card{" mapped" if s.map else ""}" data-score="{s.score:.6f}">{img}'
         f'<div class="path">{html.escape(shown_name(s.path))}</div>'
         f'<div class="score">{s.score:.4f}{spread}</div><div class="bar"><div style="width:{width:.1f}%"></div></div>'
         f'<div class="scene">{html.escape(s.scene)} · crops {html.escape(s.crops)}</div></div>'

@@ -24,9 +24,11 @@ from ..data.inputs import Entry
 from ..data.readers import read_folder_csv
 from ..engine.calibration import Calibration, check_options, fit_calibration, sha256_file
 from ..engine.evaluate import DatasetResult, evaluate
+from ..engine.maps import DEFAULT_STRIDE
 from ..engine.scoring import Scorer, ScoreRow
 from ..models.base import QualityModel
 from ..models.state import state_sha256
+from .maps import map_paths, require_matplotlib, write_maps
 from .provenance import collect, read_provenance, settings_of, sidecar, utc_now, write_provenance
 from .report import DEFAULT_TOP, Report
 from .results import format_markdown, plot_predictions, save_predictions
@@ -144,6 +146,79 @@ def _check_targets(entries: Sequence[Entry], output: Path | None, html: str | os
             raise ValueError(f"`{name}` {target} is one of the images to score: writing it would destroy the image")
 
 
+def _check_maps(map_dir: str | os.PathLike[str] | None, map_stride: int) -> None:
+    """Refuse, before any scoring, maps that cannot be drawn.
+
+    Raises:
+        ValueError: `map_stride` below 1, `map_dir` an existing file, or matplotlib missing (naming the extra).
+    """
+    if map_dir is None:
+        return
+    if map_stride < 1:
+        raise ValueError(f"`map_stride` must be >= 1 pixel, got {map_stride}")
+    if Path(map_dir).exists() and not Path(map_dir).is_dir():
+        raise ValueError(f"`map_dir` {map_dir} is a file, not a folder")
+    try:
+        require_matplotlib()
+    except ImportError as e:
+        raise ValueError(f"`map_dir`: {e}") from None
+
+
+def _noting(bad: set[int], on_error: Callable[[ScoreRow], None] | None) -> Callable[[ScoreRow], None]:
+    """`on_error`, also adding each failed row's index to `bad`."""
+
+    def note(row: ScoreRow) -> None:
+        bad.add(row.index)
+        if on_error is not None:
+            on_error(row)
+
+    return note
+
+
+def _draw_maps(
+    model: QualityModel,
+    entries: Sequence[Entry],
+    todo: Sequence[Entry],
+    failed: set[int],
+    map_dir: str | os.PathLike[str],
+    on_error: Callable[[ScoreRow], None] | None,
+    shard: tuple[int, int],
+    **options: Any,
+) -> tuple[dict[str, Path], bool]:
+    """The maps of this call's scored entries (`todo` less the positions in `failed`), named over all `entries`.
+
+    Every rank of a torchrun group calls this and draws its share (`shard` is (rank, world size); rank 0 knows
+    `failed` and tells the others), so no rank waits alone for a long while in a collective.
+
+    Returns:
+        ({path: PNG} for the report: the maps drawn now, and on resume those an earlier call drew; whether any map
+        failed (each failure went to `on_error` on rank 0).
+    """
+    rank, world = shard
+    if world > 1:
+        box = [failed]
+        dist.broadcast_object_list(box, src=0)
+        failed = box[0]
+    at: list[int] = []  # the position in `entries` of each of `todo` (an ordered subsequence of them)
+    for i, e in enumerate(entries):
+        if len(at) < len(todo) and todo[len(at)] is e:
+            at.append(i)
+    draw = [i for j, i in enumerate(at) if j not in failed][rank::world]
+    missed: list[ScoreRow] = []
+    drawn = write_maps(model, entries, map_dir, draw=draw, on_error=missed.append, **options)
+    if world > 1:
+        gathered: list[Any] = [None] * world
+        dist.all_gather_object(gathered, (drawn, missed))
+        drawn = {name: path for part, _ in reversed(gathered) for name, path in part.items()}  # rank 0's last: wins
+        missed = sorted((row for _, part in gathered for row in part), key=lambda row: row.index)
+    for row in missed if rank == 0 and on_error is not None else []:
+        on_error(row)
+    now = set(at)
+    paths = map_paths(entries, map_dir)
+    earlier = {e.name: paths[i] for i, e in enumerate(entries) if i not in now and paths[i].is_file()}
+    return {**earlier, **drawn}, bool(missed)
+
+
 def run_score(
     model: QualityModel,
     entries: Sequence[Entry],
@@ -155,6 +230,8 @@ def run_score(
     distributed: bool = False,
     on_error: Callable[[ScoreRow], None] | None = None,
     command: Sequence[str] | None = None,
+    map_dir: str | os.PathLike[str] | None = None,
+    map_stride: int = DEFAULT_STRIDE,
     **options: Any,
 ) -> bool:
     """Score `entries` into `rows` as they finish (on resume only the entries `rows` still lacks), and the report.
@@ -174,6 +251,10 @@ def run_score(
             same arguments and rank 0 writes the rows and the report.
         on_error: called with each failed row, as it is written.
         command: the command line's arguments, recorded in the provenance.
+        map_dir: also draw each scored image's quality map (outputs/maps.py) into this folder (created), once every
+            entry has its row, on rank 0; the HTML page shows them. A map that fails goes to `on_error` and the
+            run goes on (it counts as a failure in the result).
+        map_stride: pixels between the maps' windows.
         **options: the Scorer's options (crops, seed, batch_size, workers, dtype, progress, details, columns). With
             `details` the writer must write the detail columns (`open_rows(..., details=True)`), with `columns`
             (`calibration.score_columns`) those columns (`open_rows(..., columns=...)`).
@@ -185,13 +266,14 @@ def run_score(
         Whether any entry of this call failed (on every rank).
 
     Raises:
-        ValueError: a bad Scorer option or `html_top` (names the parameter); a resumed output that is not a file of
-            score rows, or whose rows have other columns or whose provenance has other settings; `details` or
-            `columns` with a writer without those columns.
+        ValueError: a bad Scorer option, `html_top` or `map_stride`, a `map_dir` that is a file or matplotlib missing
+            for it (names the parameter); a resumed output that is not a file of score rows, or whose rows have other
+            columns or whose provenance has other settings; `details` or `columns` with a writer without those columns.
         FileNotFoundError: the folder of `html` does not exist (before any scoring).
         KeyboardInterrupt: passed on after the rows written so far are complete on disk (no report is written).
     """
     _check_targets(entries, rows.output, html)
+    _check_maps(map_dir, map_stride)
     report = Report(html_top) if html else None
     if html and not Path(html).resolve().parent.is_dir():  # found before the work, not after it
         raise FileNotFoundError(f"`html` {html}: folder {Path(html).resolve().parent} does not exist")
@@ -203,16 +285,26 @@ def run_score(
     rank, world = scorer.shard
     todo = rows.remaining(entries)
     failed = False
+    bad: set[int] = set()  # positions in `todo` of the rows that failed (known on rank 0): they get no map
+    record: dict[str, Any] | None = None
     if rank == 0:
         record = _provenance(model, entries, rows, model_name, command, world, options)
-        failed = _score_and_record(scorer, todo, rows, report, on_error, record)
-        if report is not None and html:
-            sources = _sources(entries, report.names())
-            name = model_name or model.config.name
-            report.write(html, model=name, score_range=model.score_range, sources=sources, provenance=record)
+        noted = _noting(bad, on_error) if map_dir is not None else on_error
+        failed = _score_and_record(scorer, todo, rows, report, noted, record)
     else:
         for _ in scorer.run(todo):  # the other ranks score their share; the rows all arrive on rank 0
             pass
+    maps: dict[str, Path] = {}
+    if map_dir is not None:
+        dtype = options.get("dtype", "fp32")
+        maps, missed = _draw_maps(
+            model, entries, todo, bad, map_dir, on_error, (rank, world), stride=map_stride, dtype=dtype
+        )
+        failed = failed or missed
+    if rank == 0 and report is not None and html:
+        sources = _sources(entries, report.names())
+        name = model_name or model.config.name
+        report.write(html, model=name, score_range=model.score_range, sources=sources, provenance=record, maps=maps)
     if world > 1:
         flag = [failed]
         dist.broadcast_object_list(flag, src=0)

@@ -1,0 +1,215 @@
+"""Quality maps as pictures: a PNG per image, the map over the image with a colour bar (`gamma-iqa score --map`).
+
+The image is shown at most `MAP_SIDE` pixels a side; the window scores (engine/maps.py) are spread over it bilinearly
+between the windows' centres (constant beyond the outermost centres) and laid over it, semi-transparent, red (low) to
+green (high), with a colour bar spanning the map's own lowest to highest score. matplotlib draws it (the optional
+`plot` extra), through its object-oriented API on an Agg canvas: no pyplot, no window, no global backend switch.
+
+File names are `<image stem>.map.png` in the folder given, made unique in input order when stems collide (`a.map.png`,
+`a-2.map.png`...), and never the path of an image being scored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data.inputs import Entry
+from ..engine.maps import DEFAULT_STRIDE, QualityMap, decode_image, quality_map
+from ..engine.scoring import ScoreRow, describe_error
+from ..models.base import QualityModel
+from .writers import shown_name
+
+__all__ = ["MAP_SIDE", "map_paths", "render_map", "require_matplotlib", "upsample", "write_maps"]
+
+MAP_SIDE = 1024  # px, the longest side of the image in a map's PNG
+_INSTALL = "pip install 'gamma-iqa[plot]'"
+_ODD = re.compile(r"[\x00-\x1f\x7f\\/:*?\"<>|]")  # characters a file name had better not hold on any system
+
+
+def require_matplotlib() -> None:
+    """Check that matplotlib, which draws the maps, can be imported.
+
+    Raises:
+        ImportError: it cannot; one line naming the extra to install.
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ImportError(f"quality maps are drawn with matplotlib, which is not installed: {_INSTALL}") from None
+
+
+def _interpolation(n: int, length: int, centres: np.ndarray) -> np.ndarray:
+    """(n, len(centres)) weights taking values at `centres` to the centres of n pixels spanning `length` pixels.
+
+    Linear between neighbouring centres, constant beyond the outermost; each row sums to 1. Interpolation is linear
+    in the values, so column j is the interpolation of the j-th unit vector.
+    """
+    at = (np.arange(n) + 0.5) * (length / n)  # pixel centres in the original's coordinates
+    eye = np.eye(len(centres))
+    return np.stack([np.interp(at, centres, eye[j]) for j in range(len(centres))], axis=1)
+
+
+def upsample(qmap: QualityMap, height: int, width: int) -> np.ndarray:
+    """The map as a (height, width) float32 image of the whole picture, bilinear between the windows' centres.
+
+    Args:
+        qmap: the map.
+        height: rows of the result (the picture's height at the size it is shown).
+        width: columns of the result.
+
+    Returns:
+        (height, width) scores; within [min, max] of `qmap.scores`.
+    """
+    ys, xs = qmap.centres
+    wy = _interpolation(height, qmap.size[0], ys)  # (height, rows)
+    wx = _interpolation(width, qmap.size[1], xs)  # (width, cols)
+    return (wy @ qmap.scores.astype(np.float64) @ wx.T).astype(np.float32)
+
+
+def _as_pil(image: Image.Image | torch.Tensor) -> Image.Image:
+    """A decoded image (PIL, or (3, H, W) float in [0, 1]) as a PIL RGB image."""
+    if isinstance(image, Image.Image):
+        return image
+    pixels = (image.detach().cpu().float().clamp(0, 1) * 255).round().byte()  # (3, H, W)
+    return Image.fromarray(pixels.permute(1, 2, 0).numpy())
+
+
+def render_map(qmap: QualityMap, image: Any, path: str | os.PathLike[str], *, title: str | None = None) -> Path:
+    """Draw `qmap` over `image` into a PNG file.
+
+    Args:
+        qmap: the map of `image`.
+        image: the image it was made of: a PIL image, a (3, H, W) tensor in [0, 1], or anything `quality_map` takes.
+        path: the PNG file written (replaced if it exists).
+        title: a line above the picture; default none.
+
+    Returns:
+        `path`.
+
+    Raises:
+        ImportError: matplotlib is not installed (naming the extra).
+        ValueError: `image` is not the size the map was made for.
+    """
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    picture = _as_pil(decode_image(image))
+    if (picture.height, picture.width) != qmap.size:
+        raise ValueError(
+            f"the map is of a {qmap.size[1]} x {qmap.size[0]} image, not {picture.width} x {picture.height}"
+        )
+    picture = picture.copy()
+    picture.thumbnail((MAP_SIDE, MAP_SIDE))
+    values = upsample(qmap, picture.height, picture.width)
+    lo, hi = float(qmap.scores.min()), float(qmap.scores.max())
+    if hi - lo < 1e-6:  # a flat map: a colour bar needs a range
+        lo, hi = lo - 5e-4, hi + 5e-4
+    # A small image is shown larger, up to 400 px tall (so the colour bar and its label fit) or MAP_SIDE px wide.
+    scale = min(max(1.0, 400 / picture.height), max(1.0, MAP_SIDE / picture.width))
+    width, height = picture.width * scale / 100, picture.height * scale / 100  # inches at 100 dpi
+    figure = Figure(figsize=(width + 1.6, height + 0.6), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)  # attaches itself: savefig renders with Agg
+    axes = figure.add_subplot()
+    axes.imshow(np.asarray(picture), interpolation="none")
+    shown = axes.imshow(values, cmap="RdYlGn", vmin=lo, vmax=hi, alpha=0.45, interpolation="none")
+    axes.set_axis_off()
+    if title:
+        axes.set_title(title, loc="left", fontsize="small")
+    bar = figure.colorbar(shown, ax=axes, fraction=0.05, pad=0.02)
+    bar.solids.set_alpha(1.0)  # the bar in full colour, not washed out like the overlay
+    bar.set_label(f"score of {qmap.window} px windows, stride {qmap.stride}", fontsize="small")
+    figure.savefig(path, format="png")
+    return Path(path)
+
+
+def _stem(name: str) -> str:
+    """The file-name stem of an entry's name: its file's stem, `stdin` for "-", `input-N` for `<input N>`."""
+    if name == "-":
+        return "stdin"
+    if name.startswith("<input ") and name.endswith(">"):
+        return "input-" + name[7:-1]
+    return _ODD.sub("_", Path(name).stem) or "image"
+
+
+def map_paths(entries: Sequence[Entry], folder: str | os.PathLike[str]) -> list[Path]:
+    """The PNG file of each entry's map in `folder`, unique in input order and never one of the images scored.
+
+    Args:
+        entries: the run's entries, all of them (so a resumed run names each map as the first run did).
+        folder: where the maps go.
+
+    Returns:
+        One path per entry, `<stem>.map.png`, or `<stem>-N.map.png` for the N-th use of a stem.
+    """
+    inputs = {Path(e.source).resolve() for e in entries if isinstance(e.source, (str, os.PathLike))}
+    used: set[str] = set()
+    out = []
+    for entry in entries:
+        stem, n = _stem(entry.name), 1
+        while True:
+            name = f"{stem}.map.png" if n == 1 else f"{stem}-{n}.map.png"
+            path = Path(folder) / name
+            if name.lower() not in used and path.resolve() not in inputs:  # lower: case-insensitive file systems
+                break
+            n += 1
+        used.add(name.lower())
+        out.append(path)
+    return out
+
+
+def write_maps(
+    model: QualityModel,
+    entries: Sequence[Entry],
+    folder: str | os.PathLike[str],
+    *,
+    draw: Collection[int] | None = None,
+    stride: int = DEFAULT_STRIDE,
+    dtype: str = "fp32",
+    on_error: Callable[[ScoreRow], None] | None = None,
+) -> dict[str, Path]:
+    """Make and draw the map of each entry into `folder` (created), one image at a time.
+
+    Args:
+        model: the model scoring, on its device.
+        entries: the run's entries; their positions choose the file names (see `map_paths`).
+        folder: where the PNG files go.
+        draw: positions in `entries` of the maps to make; None: every entry that has a source.
+        stride: pixels between windows (see `quality_map`).
+        dtype: autocast precision.
+        on_error: called with a row naming the entry and why its map was not drawn (its position in `entries` as
+            `index`); the other maps are still drawn.
+
+    Returns:
+        {entry name: PNG path} of the maps drawn (an entry name listed twice keeps its first map).
+
+    Raises:
+        ImportError: matplotlib is not installed (before any map is made).
+    """
+    require_matplotlib()
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    chosen = set(range(len(entries))) if draw is None else set(draw)
+    for i, (entry, path) in enumerate(zip(entries, map_paths(entries, folder), strict=True)):
+        if i not in chosen or entry.source is None:
+            continue
+        try:
+            image = decode_image(entry.source)
+            qmap = quality_map(model, image, scene=entry.scene, stride=stride, dtype=dtype)
+            render_map(qmap, image, path, title=f"{shown_name(Path(entry.name).name)} · mean {qmap.scores.mean():.3f}")
+        except Exception as e:  # one image's failure is its own: say so on one line, draw the others
+            if on_error is not None:
+                on_error(
+                    ScoreRow(i, entry.name, scene=entry.scene, error=f"quality map not drawn: {describe_error(e)}")
+                )
+            continue
+        written.setdefault(entry.name, path)
+    return written
