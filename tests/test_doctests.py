@@ -12,6 +12,7 @@ import pytest
 MODULES = {
     "gamma_iqa.models.factory": ["create_model"],
     "gamma_iqa.models.base": ["QualityModel.score"],
+    "gamma_iqa.models.loss": ["QualityLoss"],
     "gamma_iqa.metrics": ["srcc", "plcc"],
     "gamma_iqa.engine.maps": ["quality_map"],
 }

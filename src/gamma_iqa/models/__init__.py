@@ -14,6 +14,7 @@ from .convert import convert, convert_original
 from .factory import DEFAULT_MODEL, create_model, default_model, trained_weights
 from .gamma import Gamma, GammaConfig
 from .lite import GammaLite, GammaLiteConfig
+from .loss import QualityLoss, crop_grid
 from .registry import Family, ModelSpec, list_models, model_spec, register_family, register_model
 from .scenes import get_scene, list_scenes, register_scene
 from .state import CheckpointError
@@ -27,10 +28,12 @@ __all__ = [
     "GammaLite",
     "GammaLiteConfig",
     "ModelSpec",
+    "QualityLoss",
     "QualityModel",
     "convert",
     "convert_original",
     "create_model",
+    "crop_grid",
     "default_model",
     "get_scene",
     "list_models",

@@ -8,9 +8,11 @@ Shapes: image features (B, E); level anchors (B, K, E); level values (K,); score
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ __all__ = [
     "level_head",
     "range_problem",
     "set_scorer",
+    "values_unchecked",
 ]
 
 # How far float RGB may stray outside [0, 1] and still count as [0, 1] (rounding, resampling overshoot); beyond it
@@ -72,8 +75,28 @@ def range_problem(values: torch.Tensor) -> str | None:
     return None
 
 
+# False inside `values_unchecked`: `check_images` then skips the value check, its one host sync.
+_check_values = contextvars.ContextVar("gamma_iqa_check_values", default=True)
+
+
+@contextlib.contextmanager
+def values_unchecked() -> Iterator[None]:
+    """Within the block, `check_images` checks shape and dtype but not the values (no reduction, no host sync).
+
+    For callers that vouch for the range themselves, such as `QualityLoss` on pixels being optimised. Per thread and
+    per asyncio task (a context variable).
+    """
+    token = _check_values.set(False)
+    try:
+        yield
+    finally:
+        _check_values.reset(token)
+
+
 def check_images(images: torch.Tensor) -> None:
     """Refuse a model input that is not (B, 3, H, W) float RGB in [0, 1].
+
+    The value check (one reduction and a host sync) is skipped inside `values_unchecked`.
 
     Args:
         images: what a model's `forward` was given.
@@ -86,7 +109,7 @@ def check_images(images: torch.Tensor) -> None:
         raise ValueError(f"images must be (B, 3, H, W) RGB in [0, 1], got shape {tuple(images.shape)}")
     if not images.is_floating_point():
         raise ValueError(f"images must be float RGB in [0, 1], got {images.dtype} (uint8 images: divide by 255)")
-    problem = range_problem(images)
+    problem = range_problem(images) if _check_values.get() else None
     if problem is not None:
         raise ValueError(f"images must be RGB in [0, 1]: the batch {problem}")
 

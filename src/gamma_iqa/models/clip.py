@@ -143,13 +143,13 @@ def trim_tokens(tokens: torch.Tensor) -> torch.Tensor:
 
 
 class LayerNorm(nn.LayerNorm):
-    """LayerNorm computed in fp32 whatever the input dtype (as OpenAI CLIP; gamma.md §2), eps 1e-5."""
+    """LayerNorm computed in fp32 or wider whatever the input dtype (as OpenAI CLIP; gamma.md §2), eps 1e-5."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise the last dimension of x (..., width) in fp32; the result has x's dtype."""
-        return F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps).to(
-            x.dtype
-        )
+        """Normalise the last dimension of x (..., width) in fp32 (float64 stays float64); the result has x's dtype."""
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        w, b = self.weight.to(dtype), self.bias.to(dtype)
+        return F.layer_norm(x.to(dtype), self.normalized_shape, w, b, self.eps).to(x.dtype)
 
 
 class QuickGELU(nn.Module):

@@ -85,11 +85,15 @@ class PositionwiseMoAE(nn.Module):
     def gates(self, x: torch.Tensor) -> torch.Tensor:
         """Per-position routing weights, E in place of the channels, summing to 1 over E; fp32 even under autocast.
 
+        At least fp32: a float64 model keeps float64 (its finite-difference gradient checks need it).
+
         Shapes: (..., d) -> (..., E) for tokens, (B, C, H, W) -> (B, E, H, W) for feature maps.
         """
         if self.channel_dim == -1:
-            return self.router(x).float().softmax(dim=-1)
-        return self.router(x.movedim(self.channel_dim, -1)).float().softmax(dim=-1).movedim(-1, self.channel_dim)
+            logits = self.router(x)
+            return logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(dim=-1)
+        logits = self.router(x.movedim(self.channel_dim, -1))
+        return logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(dim=-1).movedim(-1, self.channel_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The reference form (`forward_reference`)."""

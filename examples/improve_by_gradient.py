@@ -1,0 +1,97 @@
+"""Improve a degraded photo's quality score by gradient steps on its pixels against `gamma_iqa.QualityLoss`.
+
+The photo is shrunk (short side `--size`), blurred or made noisy, then K Adam steps on the pixels minimise
+`QualityLoss` (1 - score on a fixed crop grid), clamping the pixels to [0, 1] after each step. The score is printed
+before, every few steps and after, both on the loss's own crops and as `gamma-iqa score` gives it (10 random crops, a
+view the optimisation never saw). A gradient against a quality model raises its score; whether a person sees a better
+photo is another question (such steps can find adversarial patterns): `--fidelity` adds a pull towards the degraded
+photo, and `--output` saves the before/after pair to look at. With the defaults (measured): gamma-lite's score of the
+blurred photo goes from 0.53 to about 1.0, above the clean photo's 0.65, while the photo still looks just as blurred
+(a mean change of a few 8-bit levels): the model is fooled, not the photo repaired.
+
+    python examples/improve_by_gradient.py                      # blurred grace_hopper.jpg, gamma-lite, 20 steps
+    python examples/improve_by_gradient.py --degrade noise --steps 40 --output before_after.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+import gamma_iqa
+
+HERE = Path(__file__).resolve().parent
+
+
+def degraded(path: Path, size: int, kind: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The photo with its short side at `size` pixels, clean and degraded, each (1, 3, H, W) float32 in [0, 1]."""
+    im = Image.open(path).convert("RGB")
+    scale = size / min(im.size)
+    im = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.LANCZOS)
+    clean = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    if kind == "blur":
+        bad = torch.from_numpy(np.asarray(im.filter(ImageFilter.GaussianBlur(2.5)), dtype=np.float32) / 255)
+        return clean, bad.permute(2, 0, 1)[None]
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed)) * 0.08
+    return clean, (clean + noise).clamp(0, 1)
+
+
+def report(model: gamma_iqa.QualityModel, loss_fn: gamma_iqa.QualityLoss, x: torch.Tensor, label: str) -> None:
+    """Print the score on the loss's grid and the usual score (10 random crops, seed 0)."""
+    with torch.no_grad():
+        grid = 1 - loss_fn(x).item()
+    usual = model.score(x[0], crops=10)[0]
+    print(f"{label:>12}: score on the loss's crops {grid:.4f}, gamma-iqa score (10 random crops) {usual:.4f}")
+
+
+def main() -> None:
+    """Parse the options, degrade the photo, take the steps, print the scores."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("image", nargs="?", type=Path, default=HERE / "grace_hopper.jpg")
+    p.add_argument("--model", default="gamma-lite")
+    p.add_argument("--size", type=int, default=224, help="short side in pixels after shrinking (default 224)")
+    p.add_argument("--degrade", choices=("blur", "noise"), default="blur")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--lr", type=float, default=0.002, help="Adam's step size, in [0, 1] pixel units")
+    p.add_argument("--crops", default="grid", help='"center", "grid" (default) or a number of crops')
+    p.add_argument("--fidelity", type=float, default=0.0, help="weight of the mean squared pull to the start")
+    p.add_argument("--every", type=int, default=5, help="print every N steps")
+    p.add_argument("--output", type=Path, help="save clean | degraded | improved side by side as a PNG")
+    args = p.parse_args()
+
+    torch.manual_seed(0)
+    model = gamma_iqa.create_model(args.model)
+    crops = int(args.crops) if args.crops.isdigit() else args.crops
+    loss_fn = gamma_iqa.QualityLoss(model, crops=crops)
+    clean, start = degraded(args.image, args.size, args.degrade, seed=0)
+    print(f"{args.image.name} at {clean.shape[-1]} x {clean.shape[-2]}, {args.degrade}, {args.model}, {loss_fn}")
+    report(model, loss_fn, clean, "clean")
+    report(model, loss_fn, start, "degraded")
+
+    x = start.clone().requires_grad_()
+    optimiser = torch.optim.Adam([x], lr=args.lr)
+    began = time.perf_counter()
+    for step in range(1, args.steps + 1):
+        optimiser.zero_grad()
+        loss = loss_fn(x) + args.fidelity * (x - start).pow(2).mean()
+        loss.backward()
+        optimiser.step()
+        with torch.no_grad():
+            x.clamp_(0, 1)  # the loss does not check pixels that require grad: keep them in range here
+        if step % args.every == 0 or step == args.steps:
+            report(model, loss_fn, x.detach(), f"step {step}")
+    change = (x.detach() - start).abs().mean().item() * 255
+    print(f"{args.steps} steps in {time.perf_counter() - began:.1f} s; mean pixel change {change:.2f} of 255 levels")
+    if args.output:
+        row = torch.cat([clean, start, x.detach()], dim=-1)[0]  # (3, H, 3W)
+        Image.fromarray((row.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(args.output)
+        print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
