@@ -54,7 +54,8 @@ def measure(name: str, batch: int, iters: int, warmup: int) -> dict:
             now[v], scores[v] = forward(model, x, v)
             if i >= warmup:
                 times[v].append(now[v])
-        print(f"{name} batch {batch} round {i + 1}: " + " ".join(f"{v} {t:.2f}s" for v, t in now.items()), file=sys.stderr)
+        shown = " ".join(f"{v} {t:.2f}s" for v, t in now.items())
+        print(f"{name} batch {batch} round {i + 1}: {shown}", file=sys.stderr)
     rate = {v: batch / statistics.median(t) for v, t in times.items()}
     return {
         "model": name,
