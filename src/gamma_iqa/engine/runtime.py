@@ -10,7 +10,17 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 
-__all__ = ["DTYPES", "ProcessGroup", "autocast", "default_workers", "process_group", "resolve_device", "setup"]
+__all__ = [
+    "DTYPES",
+    "ProcessGroup",
+    "autocast",
+    "cpu_has_bf16",
+    "default_workers",
+    "process_group",
+    "resolve_device",
+    "scoring_dtype",
+    "setup",
+]
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -20,6 +30,40 @@ def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextMana
     if dtype == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=DTYPES[dtype])
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (oneDNN's check: AVX512-BF16, AMX or the like), not by emulation."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except RuntimeError:  # a torch built without oneDNN
+        return False
+
+
+def scoring_dtype(dtype: str, device: torch.device, *, cpu_bf16: bool, name: str) -> tuple[str, str | None]:
+    """The precision to score in when `dtype` is asked for on `device`, and why it differs (None when it does not).
+
+    On the CPU, bf16 is ignored (fp32 is used) where it would be slower than fp32: for a model family whose bf16 was
+    measured slower (`cpu_bf16` False, e.g. gamma-lite: see benchmarks/README.md) or on a CPU without native bf16
+    (`cpu_has_bf16`), where it is emulated. Elsewhere `dtype` is kept.
+
+    Args:
+        dtype: the asked precision, a DTYPES name.
+        device: the device scoring.
+        cpu_bf16: whether bf16 is faster than fp32 for this model family on a CPU with native bf16.
+        name: the model's name, for the message.
+
+    Returns:
+        (precision used, a one-line message naming `dtype` when it is not the one asked for, else None).
+    """
+    if dtype != "bf16" or device.type != "cpu":
+        return dtype, None
+    if not cpu_bf16:
+        return "fp32", f"`dtype` bf16 is slower than fp32 on this CPU for {name}; scoring in fp32"
+    if not cpu_has_bf16():
+        return "fp32", "`dtype` bf16 is slower than fp32 on this CPU (no native bf16); scoring in fp32"
+    return dtype, None
 
 
 def default_workers() -> int:

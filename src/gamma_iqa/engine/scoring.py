@@ -38,7 +38,7 @@ from ..data.transforms import (
 from ..models.base import QualityModel, set_scorer
 from ..models.scenes import NUM_LEVELS
 from .calibration import Calibration, score_columns
-from .runtime import DTYPES, autocast
+from .runtime import DTYPES, autocast, scoring_dtype
 
 __all__ = ["DETAIL_FIELDS", "LEVEL_NAMES", "ScoreRow", "Scorer", "describe_error", "score_inputs"]
 
@@ -208,7 +208,9 @@ class Scorer:
             seed: seed of the random crops, mixed with each image's pixels.
             batch_size: images decoded per DataLoader batch (scores do not depend on it).
             workers: DataLoader processes decoding (0: in this process).
-            dtype: autocast precision, a DTYPES name.
+            dtype: autocast precision, a DTYPES name. bf16 on a CPU where it is slower than fp32 (for this model family,
+                or without native bf16) scores in fp32 instead, with a warning (`runtime.scoring_dtype`); `self.dtype`
+                is the precision used.
             progress: show a progress bar on a terminal's stderr.
             distributed: inside a torchrun group, split the entries across its ranks (rank 0 gets every row).
             details: fill each row's `spread` and `levels` (the model's forward must take `levels=True`, as
@@ -219,6 +221,9 @@ class Scorer:
         Raises:
             ValueError: `batch_size` below 1, `workers` below 0, bad `crops`, an unknown `dtype`, or fp16 on the CPU
                 (names the parameters).
+
+        Warns:
+            UserWarning: bf16 asked for on a CPU where it is slower than fp32: one line saying fp32 is used.
         """
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
@@ -235,7 +240,10 @@ class Scorer:
         self.device = next(model.parameters()).device
         if dtype == "fp16" and self.device.type == "cpu":
             raise ValueError("`dtype` fp16 needs a GPU; use bf16 or fp32 on the CPU")
-        self.dtype = dtype
+        name = getattr(model.config, "name", type(model).__name__)
+        self.dtype, note = scoring_dtype(dtype, self.device, cpu_bf16=getattr(model, "cpu_bf16", True), name=name)
+        if note is not None:
+            warnings.warn(note, stacklevel=2)
 
     @property
     def shard(self) -> tuple[int, int]:

@@ -192,10 +192,14 @@ class QualityModel(nn.Module):
         config: the family's frozen config dataclass, saved with every checkpoint.
         checkpoint_files: the files the model was loaded from (`load_checkpoint` sets them: the weights, and the
             folder's config.json when there is one); empty for a model built fresh. Run provenance hashes them.
+        cpu_bf16: whether bf16 autocast was measured faster than fp32 for this family on a CPU with native bf16
+            (avx512_bf16); False: the Scorer scores in fp32 on the CPU when bf16 is asked for (engine/runtime.py
+            `scoring_dtype`).
     """
 
     kind = ""
     lower_better = False
+    cpu_bf16 = True
     score_range = (0.0, 1.0)
     config: Any
     checkpoint_files: tuple[Path, ...] = ()

@@ -71,7 +71,15 @@ def pad_same(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
 
 
 class ConvBN(nn.Module):
-    """Conv (no bias) + BatchNorm + optional ReLU6; `groups=channels` makes it depthwise."""
+    """Conv (no bias) + BatchNorm + optional ReLU6; `groups=channels` makes it depthwise.
+
+    At inference (BatchNorm in eval mode and no autograd) the BatchNorm is folded into the convolution: one conv with
+    weight w g / sqrt(v + eps) and bias b - m g / sqrt(v + eps), computed on first use and again whenever a parameter
+    or running statistic changes. Parameters and state dict stay as they are; outputs equal the unfolded pair to float
+    rounding. With autograd on, or BatchNorm in training mode, the layers run as written.
+    """
+
+    fold = True  # fold BatchNorm at inference as above; False always runs them as written (benchmarks compare both)
 
     def __init__(self, cin: int, cout: int, kernel: int, *, stride: int = 1, groups: int = 1, act: bool = True) -> None:
         """Build the layer.
@@ -88,13 +96,33 @@ class ConvBN(nn.Module):
         self.kernel, self.stride, self.act = kernel, stride, act
         self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(cout, eps=BN_EPS)
+        self._folded: tuple[tuple, torch.Tensor, torch.Tensor] | None = None  # (key, weight, bias): see `folded`
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, cin, H, W) -> (B, cout, ceil(H / stride), ceil(W / stride))."""
         if self.kernel > 1:
             x = pad_same(x, self.kernel, self.stride)
-        x = self.bn(self.conv(x))
+        if not self.fold or self.bn.training or torch.is_grad_enabled():
+            x = self.bn(self.conv(x))
+        else:
+            x = F.conv2d(x, *self.folded(), stride=self.stride, groups=self.conv.groups)
         return F.relu6(x) if self.act else x
+
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The convolution with the eval-mode BatchNorm folded in: weight (cout, cin / groups, k, k), bias (cout,).
+
+        Cached, keyed on the storage and version counter of every tensor it is made of, so that loading weights,
+        an optimiser step or moving the module makes it anew.
+        """
+        parts = (self.conv.weight, self.bn.weight, self.bn.bias, self.bn.running_mean, self.bn.running_var)
+        key = tuple((t.data_ptr(), t.dtype, 0 if t.is_inference() else t._version) for t in parts)
+        if self._folded is None or self._folded[0] != key:
+            with torch.no_grad():
+                scale = self.bn.weight * torch.rsqrt(self.bn.running_var + self.bn.eps)  # (cout,)
+                weight = self.conv.weight * scale.view(-1, 1, 1, 1)
+                bias = self.bn.bias - self.bn.running_mean * scale
+            self._folded = (key, weight, bias)
+        return self._folded[1], self._folded[2]
 
 
 class MBConv(nn.Module):

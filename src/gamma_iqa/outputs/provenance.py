@@ -120,7 +120,8 @@ def collect(
         scenes: the scenes the run's images were scored with (each row's `scene` column says which).
         crops: the crop mode.
         seed: the crops' seed.
-        dtype: the autocast precision.
+        dtype: the precision scored in (the Scorer's `dtype`: bf16 asked for on a CPU where it is slower scores, and
+            is recorded, as fp32).
         details: whether the rows carry the detail columns.
         fmt: the output's format.
         processes: the torchrun processes that scored (1 without torchrun).
@@ -294,7 +295,7 @@ def check_output(
             result.failures.append((row.path, row.error or "no score"))
         else:
             result.checked.append((row.path, float(scored[i]["score"]), row.score))
-    now = collect(model, dtype=dtype)
+    now = collect(model, dtype=scorer.dtype)
     result.notes = _notes(record, now)
     return result
 

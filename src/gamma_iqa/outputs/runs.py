@@ -288,7 +288,8 @@ def run_score(
     bad: set[int] = set()  # positions in `todo` of the rows that failed (known on rank 0): they get no map
     record: dict[str, Any] | None = None
     if rank == 0:
-        record = _provenance(model, entries, rows, model_name, command, world, options)
+        used = {**options, "dtype": scorer.dtype}  # the precision scored in (bf16 may fall back to fp32 on a CPU)
+        record = _provenance(model, entries, rows, model_name, command, world, used)
         noted = _noting(bad, on_error) if map_dir is not None else on_error
         failed = _score_and_record(scorer, todo, rows, report, noted, record)
     else:
@@ -296,7 +297,7 @@ def run_score(
             pass
     maps: dict[str, Path] = {}
     if map_dir is not None:
-        dtype = options.get("dtype", "fp32")
+        dtype = scorer.dtype
         maps, missed = _draw_maps(
             model, entries, todo, bad, map_dir, on_error, (rank, world), stride=map_stride, dtype=dtype
         )
