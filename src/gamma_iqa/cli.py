@@ -63,12 +63,6 @@ def as_flags(message: str) -> str:
     return re.sub(r"`([a-z][a-z0-9_]*)`", flag, message)
 
 
-def _warn_lines(caught: Sequence[warnings.WarningMessage]) -> None:
-    """Show caught warnings as one stderr line each, not as Python's two-line warnings."""
-    for w in caught:
-        print(f"warning: {as_flags(str(w.message))}", file=sys.stderr)
-
-
 def _cmd_list(args: argparse.Namespace) -> int:
     """`list models|scenes|datasets`: one tab-separated line each."""
     if args.what == "models":
@@ -101,10 +95,7 @@ def _list_datasets() -> None:
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     """`convert SRC DST`: an original release checkpoint to our folder format."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        out = convert(args.input, args.output, args.variant, args.bpe)
-    _warn_lines(caught)
+    out = convert(args.input, args.output, args.variant, args.bpe)
     print(f"converted {args.input} ({args.variant}) -> {out}", file=sys.stderr)
     return 0
 
@@ -136,10 +127,12 @@ def _model_name(args: argparse.Namespace) -> str:
 
 
 def _warning_printer() -> Callable[..., None]:
-    """A `warnings.showwarning` that prints each warning text as one stderr line, once.
+    """A `warnings.showwarning` that prints each warning text as one stderr line (`warning: ...`), once.
 
-    Once, since the report's thumbnails decode images again; a colour profile not applied names its image as errors
-    do.
+    Every subcommand shows warnings through it (`main`), not in Python's two-line format (file:line and a source
+    line). Once, since the report's thumbnails decode images again and training reads an image every epoch; a colour
+    profile not applied names its image as errors do. DataLoader workers hold their warnings back for the main
+    process (engine.runtime.holding_warnings), so theirs come here too.
     """
     shown: set[str] = set()
 
@@ -234,29 +227,27 @@ def _cmd_score(args: argparse.Namespace) -> int:
         if args.manifest:
             entries += read_manifest(args.manifest, args.scene, hidden=args.hidden)
         try:
-            with warnings.catch_warnings():  # restores showwarning
-                warnings.showwarning = _warning_printer()
-                failed = run_score(
-                    model,
-                    entries,
-                    rows,
-                    html=args.html,
-                    html_top=args.html_top,
-                    model_name=name,
-                    distributed=True,
-                    on_error=_print_error,
-                    command=args.argv,
-                    map_dir=args.map,
-                    map_stride=args.map_stride,
-                    details=args.details,
-                    columns=_score_columns(args, model, crops),
-                    crops=crops,
-                    seed=args.seed,
-                    batch_size=args.batch_size,
-                    workers=args.workers,
-                    dtype=args.dtype,
-                    progress=True,
-                )
+            failed = run_score(
+                model,
+                entries,
+                rows,
+                html=args.html,
+                html_top=args.html_top,
+                model_name=name,
+                distributed=True,
+                on_error=_print_error,
+                command=args.argv,
+                map_dir=args.map,
+                map_stride=args.map_stride,
+                details=args.details,
+                columns=_score_columns(args, model, crops),
+                crops=crops,
+                seed=args.seed,
+                batch_size=args.batch_size,
+                workers=args.workers,
+                dtype=args.dtype,
+                progress=True,
+            )
         except KeyboardInterrupt:  # the rows so far are complete on disk: one line, not a traceback
             print(_interrupted(rows), file=sys.stderr)
             return 130
@@ -416,27 +407,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError("--batch-size must be at least 1 and --workers at least 0")
     specs = _eval_datasets(args)
     model = create_model(_run_checkpoint(args.model)).to(resolve_device(args.device))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            results = run_eval(
-                model,
-                specs,
-                args.data_root,
-                fmt=args.format,
-                predictions=args.save_predictions,
-                plot=args.plot,
-                split=args.split,
-                crops=crops,
-                seed=args.seed,
-                batch_size=args.batch_size,
-                workers=args.workers,
-                progress=lambda m: print(as_flags(m), file=sys.stderr),
-                show_progress=True,
-            )
-        except ImportError as e:  # an optional reader dependency (scipy, openpyxl): the message names it
-            raise UsageError(str(e)) from None
-    _warn_lines(caught)
+    try:
+        results = run_eval(
+            model,
+            specs,
+            args.data_root,
+            fmt=args.format,
+            predictions=args.save_predictions,
+            plot=args.plot,
+            split=args.split,
+            crops=crops,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            progress=lambda m: print(as_flags(m), file=sys.stderr),
+            show_progress=True,
+        )
+    except ImportError as e:  # an optional reader dependency (scipy, openpyxl): the message names it
+        raise UsageError(str(e)) from None
     for r in results:
         for image, why in r.errors:
             print(f"error: {r.dataset}: {image}: {why}", file=sys.stderr)
@@ -595,7 +583,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in the provenance of a score run
     try:
-        return args.func(args)
+        with warnings.catch_warnings():  # restores showwarning: a Python caller of main keeps its own
+            warnings.showwarning = _warning_printer()
+            return args.func(args)
     except (UsageError, CheckpointError, ValueError, FileNotFoundError) as e:
         message = e.command_line if isinstance(e, CheckpointError) else str(e)  # without Python-only advice
         print(f"gamma-iqa {args.command}: error: {as_flags(message)}", file=sys.stderr)
