@@ -96,6 +96,30 @@ def test_a_run_folder_as_model_means_its_best_checkpoint_else_its_last(capsys, t
     assert via_run == last and f"using {run_folder / 'last'}, its last checkpoint (it has no best/)" in err
 
 
+def test_run_folder_messages_say_which_checkpoints_exist(capsys, tmp_path):
+    from gamma_iqa.cli import _trained_line
+
+    run_folder = tmp_path / "run"
+    (run_folder / "last").mkdir(parents=True)
+    (run_folder / "config.yaml").write_text("epochs: 1\n")
+    code, out, err = run(capsys, "score", str(tmp_path), "--model", str(run_folder))  # no checkpoint yet
+    assert (code, out) == (2, "")
+    assert err == (f"gamma-iqa score: error: {run_folder} is a training run folder without a checkpoint yet: neither "
+                   "best/ nor last/ holds model.safetensors (a run writes last/ at its first save, best/ at its first "
+                   "evaluation)\n")  # fmt: skip
+    assert _trained_line(run_folder) == f"gamma-iqa train: done; run folder {run_folder}: no checkpoint saved"
+    save_checkpoint(gamma_iqa.create_model("gamma-test"), run_folder / "last")
+    assert _trained_line(run_folder) == (
+        f"gamma-iqa train: done; run folder {run_folder}: checkpoint last/ only, no best/ (no evaluation ran, or none "
+        f"gave a finite SRCC): --model {run_folder} takes last/"
+    )
+    save_checkpoint(gamma_iqa.create_model("gamma-test"), run_folder / "best")
+    assert _trained_line(run_folder) == (
+        f"gamma-iqa train: done; run folder {run_folder}: checkpoints best/ and last/ (--model {run_folder} takes "
+        "best/)"
+    )
+
+
 # ---- warnings: one line each, once, in every subcommand ------------------------------------------------------------
 BROKEN_PROFILE = b"\0" * 16 + b"RGB " + b"not a profile" * 20  # no ICC header: cannot be applied
 
@@ -131,6 +155,7 @@ def test_training_warnings_are_one_line_once_also_from_loader_workers(capsys, tm
             "eval_epochs=[2]", "eval_crops=1", f"out={tmp_path / 'run'}"]  # fmt: skip
     code, out, err = run(capsys, "train", *[arg for value in sets for arg in ("--set", value)])
     assert (code, out) == (0, "")
+    assert err.splitlines()[-1].startswith(f"gamma-iqa train: done; run folder {tmp_path / 'run'}: checkpoint")
     assert_one_line_warnings(err, 12)  # read in 2 epochs (each with new workers) and the evaluation: once each
 
 

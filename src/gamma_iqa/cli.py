@@ -104,6 +104,9 @@ def _run_checkpoint(model: str) -> str:
     """--model as given, or for a training run folder (best/ or last/ inside, no weights of its own) its best/.
 
     A run without best/ (no evaluation yet) stands for its last/. A note on stderr says which was taken.
+
+    Raises:
+        UsageError: a training run folder (its config.yaml, or a best/ or last/ folder) without either checkpoint.
     """
     folder = Path(model)
     if not folder.is_dir() or (folder / WEIGHTS_FILE).is_file():
@@ -113,7 +116,24 @@ def _run_checkpoint(model: str) -> str:
             if os.environ.get("RANK", "0") == "0":  # once under torchrun
                 print(f"note: {model} is a training run folder: using {folder / name}, {which}", file=sys.stderr)
             return str(folder / name)
+    if any(p.exists() for p in (folder / "config.yaml", folder / "best", folder / "last")):
+        raise UsageError(
+            f"{model} is a training run folder without a checkpoint yet: neither best/ nor last/ holds {WEIGHTS_FILE} "
+            "(a run writes last/ at its first save, best/ at its first evaluation)"
+        )
     return model
+
+
+def _trained_line(out: Path) -> str:
+    """The line that ends `train`: the run folder, the checkpoints it holds and which one --model RUN takes."""
+    best, last = ((out / name / WEIGHTS_FILE).is_file() for name in ("best", "last"))
+    head = f"gamma-iqa train: done; run folder {out}"
+    if best:
+        return f"{head}: checkpoints best/{' and last/' if last else ''} (--model {out} takes best/)"
+    if last:
+        why = "no evaluation ran, or none gave a finite SRCC"
+        return f"{head}: checkpoint last/ only, no best/ ({why}): --model {out} takes last/"
+    return f"{head}: no checkpoint saved"
 
 
 def _model_name(args: argparse.Namespace) -> str:
@@ -366,7 +386,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except TrainingError as e:
         print(f"gamma-iqa train: error: {as_flags(str(e))}", file=sys.stderr)
         return 1
-    print(f"gamma-iqa train: done; run folder {out}", file=sys.stderr)
+    print(_trained_line(Path(out)), file=sys.stderr)
     return 0
 
 
@@ -467,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--model",
-        help=f"registered model name (see `list models`), checkpoint, or training run folder (its best/); "
+        help=f"registered model name (see `list models`), checkpoint, or training run folder (its best/, else last/); "
         f"default: {DEFAULT_MODEL}",
     )
     s.add_argument("--scene", default=None, help="scene of the images (see `list scenes`); default: the model's")
@@ -522,7 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a model on datasets as the paper does (SRCC, PLCC, KRCC)")
     e.add_argument(
-        "--model", required=True, help="registered model name, checkpoint, or training run folder (its best/)"
+        "--model",
+        required=True,
+        help="registered model name, checkpoint, or training run folder (its best/, else last/)",
     )
     e.add_argument("--dataset", required=True, help="comma-separated dataset names (see `list datasets`)")
     e.add_argument("--data-root", required=True, help="folder holding one folder per dataset (see README)")
