@@ -112,11 +112,11 @@ def _score_and_record(
     report: Report | None,
     on_error: Callable[[ScoreRow], None] | None,
     record: dict[str, Any],
-    done: int,
+    kept: int,
 ) -> bool:
     """Rank 0's part of `run_score`: the rows, the report's counts and the provenance; whether any row failed.
 
-    `done` entries have their rows already (resume): the progress counts them as done.
+    `kept` entries have their rows already (resume): the progress counts them as done.
 
     The provenance goes beside a file output before the rows and again after them; an interrupted run leaves it with
     `finished` null.
@@ -126,7 +126,7 @@ def _score_and_record(
     if report is not None:
         for done in rows.existing():  # the page covers the whole output file, not only this call's part
             report.add(done)
-    failed = _write_rows(scorer.run(todo, done=done), rows, report, on_error)
+    failed = _write_rows(scorer.run(todo, done=kept), rows, report, on_error)
     record["finished"] = utc_now()
     if rows.output is not None:
         write_provenance(sidecar(rows.output), record)
