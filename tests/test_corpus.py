@@ -22,12 +22,15 @@ from gamma_iqa.corpus import fidelity as fidelity_module
 from gamma_iqa.corpus import gcompris
 from gamma_iqa.corpus.extra import ExtraPhoto, scikit_image_photos
 from gamma_iqa.corpus.fidelity import delta_e, fidelity, gmsd, ms_ssim, pseudo_mos, psnr, vif
-from gamma_iqa.corpus.pipeline import distort_and_label, label_view, store
+from gamma_iqa.corpus.pipeline import distort_and_label, label_view, load_photo, store
 from gamma_iqa.corpus.rcc import parse_rcc
 from gamma_iqa.data.datasets import folder_csv_dataset, load_records
 from gamma_iqa.data.distortions import DISTORTIONS, FAMILIES, distort, level_strength
+from gamma_iqa.data.transforms import load_image
 
 from .conftest import load_script
+from .test_inputs_colour import PROPHOTO, as_prophoto
+from .test_inputs_colour import photo as colour_photo
 
 build_corpus = load_script("build_corpus")
 VIF_F32_TOL = 2e-3  # float32 VIF against float64: 5.5e-4 apart at most where measured (see the test)
@@ -287,6 +290,19 @@ def test_store_returns_what_a_reader_gets(tmp_path):
         read = np.asarray(Image.open(tmp_path / f"x{suffix}").convert("RGB"), dtype=np.float32) / 255
         assert back.dtype == np.float32 and np.array_equal(back, read), suffix
     assert np.abs(store(x, tmp_path / "y.png") - x).max() <= 0.5 / 255 + 1e-6  # PNG: rounded, nothing else
+
+
+def test_load_photo_decodes_as_scoring_does_through_an_embedded_profile(tmp_path):
+    srgb = colour_photo()
+    wide = as_prophoto(srgb)  # ProPhoto pixels: raw, they are far from the photo
+    wide.save(tmp_path / "prophoto.png", icc_profile=PROPHOTO)
+    blob = (tmp_path / "prophoto.png").read_bytes()
+    scored = np.asarray(load_image(tmp_path / "prophoto.png"), np.float32) / 255  # what `score` decodes
+    for source in (tmp_path / "prophoto.png", blob):  # a path (evaluate_default) or bytes (the corpus build)
+        assert np.array_equal(load_photo(source, 96), scored)
+    assert np.abs(scored * 255 - srgb).mean() < 1.0 < np.abs(np.asarray(wide, np.float32) - srgb).mean()
+    small = load_photo(blob, 48)
+    assert small.shape == (36, 48, 3) and small.dtype == np.float32
 
 
 def test_label_view_scales_down_only_what_exceeds_its_side():

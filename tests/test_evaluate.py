@@ -12,8 +12,8 @@ from gamma_iqa import create_model, list_datasets, metrics
 from gamma_iqa.cli import main
 from gamma_iqa.data.datasets import folder_csv_dataset, user_dataset
 from gamma_iqa.data.transforms import load_image, make_crops, resize_short_side
-from gamma_iqa.engine.evaluate import evaluate
-from gamma_iqa.outputs.results import PAPER_TABLE1
+from gamma_iqa.engine.evaluate import DatasetResult, evaluate
+from gamma_iqa.outputs.results import PAPER_TABLE1, save_predictions
 
 
 def photos(folder, n, seed=0):
@@ -69,13 +69,25 @@ def test_saved_predictions_reproduce_the_printed_metrics(capsys, kadid, tmp_path
     assert len(rows) == 4 and {r["dataset"] for r in rows} == {"kadid10k"}
     p = [float(r["prediction"]) for r in rows]
     y = [float(r["mos_norm"]) for r in rows]
-    assert [(float(r["mos"]) - 1) / 4 for r in rows] == pytest.approx(y)
-    assert result["srcc"] == metrics.srcc(p, y)
-    assert result["plcc"] == metrics.plcc(p, y)
+    assert [(float(r["mos"]) - 1) / 4 for r in rows] == pytest.approx(y, abs=5e-7)  # 6 significant digits
+    assert all(len(r["mos_norm"].lstrip("0.")) <= 6 for r in rows)
+    assert result["srcc"] == metrics.srcc(p, y)  # ranks: exact
     assert result["krcc"] == metrics.krcc(p, y)
-    assert result["rmse"] == metrics.rmse(p, y)
+    assert result["plcc"] == pytest.approx(metrics.plcc(p, y), abs=1e-5)  # labels as written, to 6 digits
+    assert result["rmse"] == pytest.approx(metrics.rmse(p, y), abs=1e-6)
     # The split file shows which 4 images were tested.
     assert sorted(r["image"] for r in rows) == split1_test_images(kadid)
+
+
+def test_saved_mos_norm_has_6_significant_digits_and_mos_and_predictions_are_exact(tmp_path):
+    preds = [("a.png", 2.2, 0.1 + 0.2, 0.5392156839370728), ("b.png", 87.125, 0.87125, 1 / 3)]
+    nan = float("nan")
+    save_predictions([DatasetResult("mine", None, 2, 0, nan, nan, nan, nan, nan, [], preds)], tmp_path / "p.csv")
+    assert (tmp_path / "p.csv").read_text().splitlines() == [
+        "dataset,image,mos,mos_norm,prediction",
+        "mine,a.png,2.2,0.3,0.5392156839370728",  # 0.30000000000000004 before
+        "mine,b.png,87.125,0.87125,0.3333333333333333",
+    ]
 
 
 def test_predictions_are_the_models_crop_means_with_resize_and_scene(tmp_path):

@@ -164,8 +164,8 @@ def interrupt_after(monkeypatch, n: int) -> None:
     """Scorer.run raises KeyboardInterrupt (a Ctrl-C) after yielding `n` rows."""
     real = Scorer.run
 
-    def run(self, entries):
-        for i, row in enumerate(real(self, entries)):
+    def run(self, entries, **options):
+        for i, row in enumerate(real(self, entries, **options)):
             if i == n:
                 raise KeyboardInterrupt
             yield row

@@ -1,7 +1,10 @@
 """Messages a new user meets: model and scene lists, unknown scenes, command-line advice (no Python arguments), a
-non-checkpoint given to `convert`, a training run folder as --model, and what the test suite skips."""
+non-checkpoint given to `convert`, a training run folder as --model, warnings as one line in every subcommand (also
+from DataLoader workers), and what the test suite skips."""
 
 import argparse
+import json
+import pickle
 import re
 from pathlib import Path
 
@@ -10,10 +13,13 @@ import torch
 from PIL import Image
 
 import gamma_iqa
+from gamma_iqa.data.transforms import ColourWarning
+from gamma_iqa.engine.runtime import holding_warnings, replay_warnings
 from gamma_iqa.models.checkpoint import save_checkpoint
 
 from .conftest import perturb
 from .conftest import run_cli as run
+from .test_train import toy_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,6 +94,105 @@ def test_a_run_folder_as_model_means_its_best_checkpoint_else_its_last(capsys, t
     (run_folder / "best" / "model.safetensors").unlink()
     via_run, err = scores(capsys, str(image), "--model", str(run_folder))
     assert via_run == last and f"using {run_folder / 'last'}, its last checkpoint (it has no best/)" in err
+
+
+def test_run_folder_messages_say_which_checkpoints_exist(capsys, tmp_path):
+    from gamma_iqa.cli import _trained_line
+
+    run_folder = tmp_path / "run"
+    (run_folder / "last").mkdir(parents=True)
+    (run_folder / "config.yaml").write_text("epochs: 1\n")
+    code, out, err = run(capsys, "score", str(tmp_path), "--model", str(run_folder))  # no checkpoint yet
+    assert (code, out) == (2, "")
+    assert err == (f"gamma-iqa score: error: {run_folder} is a training run folder without a checkpoint yet: neither "
+                   "best/ nor last/ holds model.safetensors (a run writes last/ at its first save, best/ at its first "
+                   "evaluation)\n")  # fmt: skip
+    assert _trained_line(run_folder) == f"gamma-iqa train: done; run folder {run_folder}: no checkpoint saved"
+    save_checkpoint(gamma_iqa.create_model("gamma-test"), run_folder / "last")
+    assert _trained_line(run_folder) == (
+        f"gamma-iqa train: done; run folder {run_folder}: checkpoint last/ only, no best/ (no evaluation ran, or none "
+        f"gave a finite SRCC): --model {run_folder} takes last/"
+    )
+    save_checkpoint(gamma_iqa.create_model("gamma-test"), run_folder / "best")
+    assert _trained_line(run_folder) == (
+        f"gamma-iqa train: done; run folder {run_folder}: checkpoints best/ and last/ (--model {run_folder} takes "
+        "best/)"
+    )
+
+
+# ---- warnings: one line each, once, in every subcommand ------------------------------------------------------------
+BROKEN_PROFILE = b"\0" * 16 + b"RGB " + b"not a profile" * 20  # no ICC header: cannot be applied
+
+
+def broken_profile_dataset(root: Path) -> dict:
+    """A toy dataset of 12 images, each with a garbage ICC profile; its config entry."""
+    entry = toy_dataset(root, n=12)
+    for path in (root / "img").iterdir():
+        with Image.open(path) as im:
+            im.load()
+        im.save(path, icc_profile=BROKEN_PROFILE)
+    return entry
+
+
+def assert_one_line_warnings(err: str, read: int) -> None:
+    """One warning line for each of `read` images (of 12) read, every warning one line, no Python warning format.
+
+    Training names an image by its path, evaluation (as in its error lines) by its name in the label file: each
+    image is read by one of them (a training image is never a test image).
+    """
+    lines = err.splitlines()
+    pattern = r"warning: (.*/)?img/(\d\d)\.png: colour profile ignored \(not an ICC profile \(280 bytes without the "
+    pattern += r"header's 'acsp' signature\)\); scored as sRGB"
+    images = [m.group(2) for m in map(re.fullmatch, [pattern] * len(lines), lines) if m]
+    assert len(images) == len(set(images)) == read, err
+    assert not [line for line in lines if "Warning:" in line or ".py:" in line or line.startswith("  ")], err
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_training_warnings_are_one_line_once_also_from_loader_workers(capsys, tmp_path, workers):
+    entry = broken_profile_dataset(tmp_path / "toy")
+    sets = [f"datasets=[{json.dumps(entry)}]", "model=gamma-test", f"workers={workers}", "epochs=2", "batch_size=4",
+            "eval_epochs=[2]", "eval_crops=1", f"out={tmp_path / 'run'}"]  # fmt: skip
+    code, out, err = run(capsys, "train", *[arg for value in sets for arg in ("--set", value)])
+    assert (code, out) == (0, "")
+    assert err.splitlines()[-1].startswith(f"gamma-iqa train: done; run folder {tmp_path / 'run'}: checkpoint")
+    assert_one_line_warnings(err, 12)  # read in 2 epochs (each with new workers) and the evaluation: once each
+
+
+def test_eval_and_calibrate_warnings_are_one_line_also_from_loader_workers(capsys, tmp_path):
+    entry = broken_profile_dataset(tmp_path / "toy")
+    code, out, err = run(capsys, "eval", "--model", "gamma-test", "--dataset", "folder+csv", "--data-root",
+                         entry["root"], "--csv", entry["csv"], "--mos-range", "1", "5", "--scene", "natural",
+                         "--crops", "1", "--workers", "1", "--batch-size", "2")  # fmt: skip
+    assert code == 0 and '"srcc"' in out
+    assert_one_line_warnings(err, 12)
+    code, out, err = run(capsys, "calibrate", "--model", "gamma-test", "--csv", entry["csv"], "--crops", "1",
+                         "--workers", "1", "--batch-size", "2", "--out", str(tmp_path / "cal.json"))  # fmt: skip
+    assert code == 0
+    assert_one_line_warnings(err, 12)
+
+
+def test_worker_warnings_reach_the_main_process_whole():
+    warning = ColourWarning("a.png", "bad\nprofile")
+    back = pickle.loads(pickle.dumps(warning))  # a DataLoader worker's item travels pickled
+    assert (type(back), back.name, back.reason, str(back)) == (ColourWarning, "a.png", "bad profile", str(warning))
+
+    class Odd(UserWarning):
+        def __init__(self, a: int, b: int) -> None:
+            super().__init__(f"{a}+{b}")
+
+    def raises() -> int:
+        import warnings
+
+        warnings.warn(warning, stacklevel=1)
+        warnings.warn(Odd(1, 2), stacklevel=1)  # defined in a function: cannot be pickled
+        return 7
+
+    result, held = holding_warnings(raises)
+    assert result == 7 and [type(w) for w in held] == [ColourWarning, UserWarning] and str(held[1]) == "Odd: 1+2"
+    with pytest.warns(UserWarning) as caught:
+        replay_warnings(held)
+    assert [str(w.message) for w in caught] == [str(warning), "Odd: 1+2"]
 
 
 # ---- the skipped tests are explained -------------------------------------------------------------------------------

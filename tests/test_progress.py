@@ -1,8 +1,9 @@
-"""Progress of `train` and `eval`: a bar on a terminal, a periodic count/loss/ETA line otherwise, outputs unchanged;
-the default worker count follows the CPUs."""
+"""Progress of `train`, `eval` and `score`: a bar on a terminal, a periodic count/loss/ETA line otherwise and a summary
+after a long run, on stderr only, outputs unchanged; the default worker count follows the CPUs."""
 
 import dataclasses
 import io
+import json
 import os
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from gamma_iqa.engine.runtime import default_workers
 from gamma_iqa.engine.train import train
 from gamma_iqa.engine.trainconfig import TrainConfig
 
+from .conftest import run_cli
 from .test_train import toy_config, weights
 
 
@@ -59,6 +61,53 @@ def test_lines_wait_for_the_interval_and_a_disabled_meter_is_silent():
     off = Progress(10, desc="train", unit="step", stream=Terminal(), enabled=False)  # e.g. a torchrun rank > 0
     off.update(3)
     assert stream.getvalue() == "" and off.bar is None and off.stream.getvalue() == ""
+
+
+class Clock:
+    """A stand-in for `time` in engine/progress.py: `monotonic` reads `now`, which a test moves on."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_line_a_minute_with_thousands_and_a_summary_after_a_long_run(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(progress_module, "time", clock)
+    stream = io.StringIO()
+    p = Progress(5000, desc="score", unit="image", stream=stream)
+    for _ in range(1199):
+        clock.now += 0.025  # 40 images/s
+        p.update()
+    assert stream.getvalue() == ""  # 29.975 s: no line due yet
+    clock.now += 30.025
+    p.update()  # image 1,200 at 60 s: the first line
+    for _ in range(10):
+        p.update()  # no second line within the minute
+    assert stream.getvalue() == "score: image 1,200/5,000 (24%); 20 images/s, 3m10s left\n"
+    clock.now += 60
+    p.update(3790)
+    p.finish()
+    lines = stream.getvalue().splitlines()
+    assert lines[1] == "score: image 5,000/5,000 (100%); 41.7 images/s, 0s left"
+    assert lines[2] == "score: 5,000 images in 2m00s (41.7 images/s)" and len(lines) == 3
+
+
+def test_a_short_run_ends_without_a_summary_and_a_disabled_meter_never_writes_one(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(progress_module, "time", clock)
+    stream = io.StringIO()
+    short = Progress(3, desc="score", unit="image", stream=stream)
+    clock.now += 59
+    short.update(3)
+    short.finish()
+    off = Progress(3, desc="score", unit="image", stream=stream, enabled=False)
+    clock.now += 600
+    off.update(3)
+    off.finish()
+    assert stream.getvalue() == ""
 
 
 def test_a_bar_on_a_terminal_and_messages_above_it():
@@ -128,6 +177,48 @@ def test_eval_shows_progress_per_image(tmp_path, capsys, every_update):
         f"eval folder+csv: image {k}/6 ({100 * k / 6:.0f}%)" for k in range(1, 7)
     ]
     assert '"srcc"' in out  # the results still go to stdout, progress to stderr only
+
+
+# ---- scoring -------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "json"])
+def test_score_shows_progress_on_stderr_and_stdout_keeps_only_rows(tmp_path, capsys, every_update, fmt):
+    own_data(tmp_path, n=4)
+    code, out, err = run_cli(capsys, "score", str(tmp_path), "--model", "gamma-test", "--workers", "0", "--crops", "1",
+                             "--format", fmt)  # fmt: skip
+    assert code == 0
+    lines = err.splitlines()
+    assert [line.split(";")[0] for line in lines[:4]] == [f"score: image {k}/4 ({25 * k}%)" for k in range(1, 5)]
+    assert all("images/s" in line and line.endswith(" left") for line in lines[:4])
+    assert len(lines) == 5 and lines[4].startswith("score: 4 images in ")  # the summary
+    if fmt == "csv":
+        assert out.splitlines()[0] == "path,score,scene,crops,error" and len(out.splitlines()) == 5
+    elif fmt == "jsonl":
+        assert [json.loads(line)["path"] for line in out.splitlines()] == [str(tmp_path / f"{i}.png") for i in range(4)]
+    else:
+        assert len(json.loads(out)) == 4
+    assert "score:" not in out
+
+
+def test_score_progress_counts_the_rows_a_resumed_output_keeps(tmp_path, capsys, every_update):
+    own_data(tmp_path, n=4)
+    scores = tmp_path / "out" / "scores.csv"
+    scores.parent.mkdir()
+    argv = ["score", str(tmp_path / "0.png"), str(tmp_path / "1.png"), "--model", "gamma-test", "--workers", "0",
+            "--crops", "1", "--output", str(scores)]  # fmt: skip
+    assert run_cli(capsys, *argv)[0] == 0
+    argv[3:3] = [str(tmp_path / "2.png"), str(tmp_path / "3.png")]
+    code, out, err = run_cli(capsys, *argv, "--resume")
+    assert code == 0 and out == ""
+    lines = err.splitlines()
+    assert [line.split(";")[0] for line in lines[:2]] == ["score: image 3/4 (75%)", "score: image 4/4 (100%)"]
+    assert lines[2].startswith("score: 2 images in ") and len(lines) == 3  # this call's images
+    assert len(scores.read_text().splitlines()) == 5
+
+
+def test_a_short_score_run_prints_no_progress(tmp_path, capsys):
+    own_data(tmp_path, n=2)
+    code, out, err = run_cli(capsys, "score", str(tmp_path), "--model", "gamma-test", "--workers", "0", "--crops", "1")
+    assert code == 0 and err == "" and len(out.splitlines()) == 3
 
 
 # ---- the default worker count --------------------------------------------------------------------------------------

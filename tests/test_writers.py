@@ -14,7 +14,7 @@ from gamma_iqa.engine.scoring import Scorer, ScoreRow
 from gamma_iqa.outputs import open_rows, run_score
 from gamma_iqa.outputs.writers import read_done, skip_done
 
-from .conftest import images
+from .conftest import images, run_cli
 
 
 def rows_for(names: list[str]) -> list[ScoreRow]:
@@ -143,3 +143,38 @@ def test_run_score_from_python_resumes_like_the_command_line(tmp_path):
     assert scores == model.score(sorted(tmp_path.glob("*.png")), crops=2, seed=1)
     rows = list(Scorer(model, **options).run(open_rows(part, resume=True).remaining(entries)))
     assert rows == []  # nothing left to do
+
+
+# ---- the crops field: a JSON number when it is one -----------------------------------------------------------------
+def test_crops_is_a_json_number_when_numeric_and_text_in_csv(tmp_path):
+    rows = [ScoreRow(0, "a.png", score=0.5, scene="natural", crops="10"),
+            ScoreRow(1, "b.png", score=0.4, scene="natural", crops="10 (upscaled)"),
+            ScoreRow(2, "c.png", score=0.3, scene="natural", crops="center"),
+            ScoreRow(3, "d.png", scene="natural", error="no such file")]  # fmt: skip
+    for fmt in ("jsonl", "json", "csv"):
+        with open_rows(tmp_path / f"out.{fmt}", fmt) as w:
+            for row in rows:
+                w.write(row)
+    text = (tmp_path / "out.jsonl").read_text()
+    expected = [10, "10 (upscaled)", "center", None]
+    assert [json.loads(line)["crops"] for line in text.splitlines()] == expected
+    assert [r["crops"] for r in json.loads((tmp_path / "out.json").read_text())] == expected
+    assert [r["crops"] for r in csv.DictReader((tmp_path / "out.csv").open())] == ["10", "10 (upscaled)", "center", ""]
+
+
+def test_older_outputs_with_text_crops_resume_and_check(tmp_path, capsys):
+    for i in range(3):
+        Image.new("RGB", (240, 240), (40 * i, 90, 200)).save(tmp_path / f"{i}.png")
+    out = tmp_path / "scores.jsonl"
+    argv = ["score", "--model", "gamma-test", "--workers", "0", "--crops", "2", "--format", "jsonl",
+            "--output", str(out)]  # fmt: skip
+    assert run_cli(capsys, *argv, str(tmp_path / "0.png"), str(tmp_path / "1.png"))[0] == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["crops"] for r in rows] == [2, 2]
+    out.write_text("".join(json.dumps({**r, "crops": str(r["crops"])}) + "\n" for r in rows))  # as written before
+    code, _, err = run_cli(capsys, *argv, *(str(tmp_path / f"{i}.png") for i in range(3)), "--resume")
+    assert code == 0, err
+    assert [json.loads(line)["crops"] for line in out.read_text().splitlines()] == ["2", "2", 2]  # kept; appended
+    code, report, err = run_cli(capsys, "score", "--check", str(out))
+    assert code == 0, err
+    assert "checked 3 of 3 scored rows" in report and "all match" in report

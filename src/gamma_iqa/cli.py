@@ -63,12 +63,6 @@ def as_flags(message: str) -> str:
     return re.sub(r"`([a-z][a-z0-9_]*)`", flag, message)
 
 
-def _warn_lines(caught: Sequence[warnings.WarningMessage]) -> None:
-    """Show caught warnings as one stderr line each, not as Python's two-line warnings."""
-    for w in caught:
-        print(f"warning: {as_flags(str(w.message))}", file=sys.stderr)
-
-
 def _cmd_list(args: argparse.Namespace) -> int:
     """`list models|scenes|datasets`: one tab-separated line each."""
     if args.what == "models":
@@ -101,10 +95,7 @@ def _list_datasets() -> None:
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     """`convert SRC DST`: an original release checkpoint to our folder format."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        out = convert(args.input, args.output, args.variant, args.bpe)
-    _warn_lines(caught)
+    out = convert(args.input, args.output, args.variant, args.bpe)
     print(f"converted {args.input} ({args.variant}) -> {out}", file=sys.stderr)
     return 0
 
@@ -113,6 +104,9 @@ def _run_checkpoint(model: str) -> str:
     """--model as given, or for a training run folder (best/ or last/ inside, no weights of its own) its best/.
 
     A run without best/ (no evaluation yet) stands for its last/. A note on stderr says which was taken.
+
+    Raises:
+        UsageError: a training run folder (its config.yaml, or a best/ or last/ folder) without either checkpoint.
     """
     folder = Path(model)
     if not folder.is_dir() or (folder / WEIGHTS_FILE).is_file():
@@ -122,7 +116,24 @@ def _run_checkpoint(model: str) -> str:
             if os.environ.get("RANK", "0") == "0":  # once under torchrun
                 print(f"note: {model} is a training run folder: using {folder / name}, {which}", file=sys.stderr)
             return str(folder / name)
+    if any(p.exists() for p in (folder / "config.yaml", folder / "best", folder / "last")):
+        raise UsageError(
+            f"{model} is a training run folder without a checkpoint yet: neither best/ nor last/ holds {WEIGHTS_FILE} "
+            "(a run writes last/ at its first save, best/ at its first evaluation)"
+        )
     return model
+
+
+def _trained_line(out: Path) -> str:
+    """The line that ends `train`: the run folder, the checkpoints it holds and which one --model RUN takes."""
+    best, last = ((out / name / WEIGHTS_FILE).is_file() for name in ("best", "last"))
+    head = f"gamma-iqa train: done; run folder {out}"
+    if best:
+        return f"{head}: checkpoints best/{' and last/' if last else ''} (--model {out} takes best/)"
+    if last:
+        why = "no evaluation ran, or none gave a finite SRCC"
+        return f"{head}: checkpoint last/ only, no best/ ({why}): --model {out} takes last/"
+    return f"{head}: no checkpoint saved"
 
 
 def _model_name(args: argparse.Namespace) -> str:
@@ -136,10 +147,12 @@ def _model_name(args: argparse.Namespace) -> str:
 
 
 def _warning_printer() -> Callable[..., None]:
-    """A `warnings.showwarning` that prints each warning text as one stderr line, once.
+    """A `warnings.showwarning` that prints each warning text as one stderr line (`warning: ...`), once.
 
-    Once, since the report's thumbnails decode images again; a colour profile not applied names its image as errors
-    do.
+    Every subcommand shows warnings through it (`main`), not in Python's two-line format (file:line and a source
+    line). Once, since the report's thumbnails decode images again and training reads an image every epoch; a colour
+    profile not applied names its image as errors do. DataLoader workers hold their warnings back for the main
+    process (engine.runtime.holding_warnings), so theirs come here too.
     """
     shown: set[str] = set()
 
@@ -234,29 +247,27 @@ def _cmd_score(args: argparse.Namespace) -> int:
         if args.manifest:
             entries += read_manifest(args.manifest, args.scene, hidden=args.hidden)
         try:
-            with warnings.catch_warnings():  # restores showwarning
-                warnings.showwarning = _warning_printer()
-                failed = run_score(
-                    model,
-                    entries,
-                    rows,
-                    html=args.html,
-                    html_top=args.html_top,
-                    model_name=name,
-                    distributed=True,
-                    on_error=_print_error,
-                    command=args.argv,
-                    map_dir=args.map,
-                    map_stride=args.map_stride,
-                    details=args.details,
-                    columns=_score_columns(args, model, crops),
-                    crops=crops,
-                    seed=args.seed,
-                    batch_size=args.batch_size,
-                    workers=args.workers,
-                    dtype=args.dtype,
-                    progress=True,
-                )
+            failed = run_score(
+                model,
+                entries,
+                rows,
+                html=args.html,
+                html_top=args.html_top,
+                model_name=name,
+                distributed=True,
+                on_error=_print_error,
+                command=args.argv,
+                map_dir=args.map,
+                map_stride=args.map_stride,
+                details=args.details,
+                columns=_score_columns(args, model, crops),
+                crops=crops,
+                seed=args.seed,
+                batch_size=args.batch_size,
+                workers=args.workers,
+                dtype=args.dtype,
+                progress=True,
+            )
         except KeyboardInterrupt:  # the rows so far are complete on disk: one line, not a traceback
             print(_interrupted(rows), file=sys.stderr)
             return 130
@@ -375,7 +386,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except TrainingError as e:
         print(f"gamma-iqa train: error: {as_flags(str(e))}", file=sys.stderr)
         return 1
-    print(f"gamma-iqa train: done; run folder {out}", file=sys.stderr)
+    print(_trained_line(Path(out)), file=sys.stderr)
     return 0
 
 
@@ -416,27 +427,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError("--batch-size must be at least 1 and --workers at least 0")
     specs = _eval_datasets(args)
     model = create_model(_run_checkpoint(args.model)).to(resolve_device(args.device))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            results = run_eval(
-                model,
-                specs,
-                args.data_root,
-                fmt=args.format,
-                predictions=args.save_predictions,
-                plot=args.plot,
-                split=args.split,
-                crops=crops,
-                seed=args.seed,
-                batch_size=args.batch_size,
-                workers=args.workers,
-                progress=lambda m: print(as_flags(m), file=sys.stderr),
-                show_progress=True,
-            )
-        except ImportError as e:  # an optional reader dependency (scipy, openpyxl): the message names it
-            raise UsageError(str(e)) from None
-    _warn_lines(caught)
+    try:
+        results = run_eval(
+            model,
+            specs,
+            args.data_root,
+            fmt=args.format,
+            predictions=args.save_predictions,
+            plot=args.plot,
+            split=args.split,
+            crops=crops,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            progress=lambda m: print(as_flags(m), file=sys.stderr),
+            show_progress=True,
+        )
+    except ImportError as e:  # an optional reader dependency (scipy, openpyxl): the message names it
+        raise UsageError(str(e)) from None
     for r in results:
         for image, why in r.errors:
             print(f"error: {r.dataset}: {image}: {why}", file=sys.stderr)
@@ -479,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--model",
-        help=f"registered model name (see `list models`), checkpoint, or training run folder (its best/); "
+        help=f"registered model name (see `list models`), checkpoint, or training run folder (its best/, else last/); "
         f"default: {DEFAULT_MODEL}",
     )
     s.add_argument("--scene", default=None, help="scene of the images (see `list scenes`); default: the model's")
@@ -534,7 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a model on datasets as the paper does (SRCC, PLCC, KRCC)")
     e.add_argument(
-        "--model", required=True, help="registered model name, checkpoint, or training run folder (its best/)"
+        "--model",
+        required=True,
+        help="registered model name, checkpoint, or training run folder (its best/, else last/)",
     )
     e.add_argument("--dataset", required=True, help="comma-separated dataset names (see `list datasets`)")
     e.add_argument("--data-root", required=True, help="folder holding one folder per dataset (see README)")
@@ -595,7 +605,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in the provenance of a score run
     try:
-        return args.func(args)
+        with warnings.catch_warnings():  # restores showwarning: a Python caller of main keeps its own
+            warnings.showwarning = _warning_printer()
+            return args.func(args)
     except (UsageError, CheckpointError, ValueError, FileNotFoundError) as e:
         message = e.command_line if isinstance(e, CheckpointError) else str(e)  # without Python-only advice
         print(f"gamma-iqa {args.command}: error: {as_flags(message)}", file=sys.stderr)

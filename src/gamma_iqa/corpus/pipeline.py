@@ -12,7 +12,6 @@ milder one. The untouched photo is labelled `corpus.fidelity.TOP` (`untouched`),
 from __future__ import annotations
 
 import contextlib
-import io
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing import Pool
@@ -21,9 +20,10 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from ..data.distortions import distort
+from ..data.transforms import load_image
 from .fidelity import TOP, fidelity, monotone, pseudo_mos
 
 __all__ = ["Version", "distort_and_label", "label_view", "load_photo", "map_in_order", "store", "untouched"]
@@ -56,17 +56,23 @@ class Version:
 
 
 def load_photo(source: bytes | str | Path, max_side: int) -> np.ndarray:
-    """A photo upright (EXIF orientation applied), scaled down so its long side is at most `max_side` (Lanczos).
+    """A photo as scoring decodes it, scaled down so its long side is at most `max_side` (Lanczos).
+
+    Decoded by `data.transforms.load_image`, as `gamma-iqa score` decodes a file: EXIF orientation applied, an
+    embedded colour profile converted to sRGB (one that cannot be applied warns a `ColourWarning`), alpha on white.
 
     Args:
         source: The encoded file's bytes, or its path.
         max_side: The longest side kept, in pixels; smaller photos are not enlarged.
 
     Returns:
-        (H, W, 3) float32 RGB in [0, 1].
+        (H, W, 3) float32 sRGB in [0, 1].
+
+    Raises:
+        ValueError: a photo over the pixel budget (`transforms.MAX_PIXELS`).
+        OSError: a file that is not an image, or a truncated or corrupt one.
     """
-    image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-    image = ImageOps.exif_transpose(image).convert("RGB")
+    image = load_image(source)
     image.thumbnail((max_side, max_side), Image.LANCZOS)
     return np.asarray(image, dtype=np.float32) / 255
 

@@ -109,6 +109,10 @@ class ColourWarning(UserWarning):
         super().__init__(f"{name}: embedded colour profile ignored ({reason}); scored as sRGB")
         self.name, self.reason = name, reason
 
+    def __reduce__(self) -> tuple[type[ColourWarning], tuple[str, str]]:
+        """Pickle as (name, reason), so that a DataLoader worker's warning reaches the main process whole."""
+        return type(self), (self.name, self.reason)
+
 
 def _one_line(text: str) -> str:
     """`text` as one printable line: control characters and line breaks (a garbage profile's bytes) as spaces."""

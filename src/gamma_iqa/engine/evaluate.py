@@ -105,7 +105,7 @@ def _score(
 ) -> list[float | str]:
     """Per present record: its score, or why it could not be read (the scoring engine of `gamma-iqa score`).
 
-    With `show`, the images' progress goes to stderr (`Progress`).
+    With `show`, the images' progress goes to stderr (`Progress`), and a summary line after a long run.
     """
     entries = [Entry(r.image, r.path, plan.spec.scene, resize=plan.spec.resize) for r in plan.present]
     scorer = Scorer(model, crops=crops, seed=seed, batch_size=batch_size, workers=workers, distributed=False)
@@ -115,6 +115,7 @@ def _score(
         for row in scorer.run(entries):
             scores.append(row.error if row.error is not None else row.score)
             progress.update()
+        progress.finish()
     finally:
         progress.close()
     return scores

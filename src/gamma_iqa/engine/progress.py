@@ -1,4 +1,4 @@
-"""Progress of long loops (training steps, evaluated images) on stderr, for a person watching or a log file.
+"""Progress of long loops (training steps, scored and evaluated images) on stderr, for a person watching or a log.
 
 On a terminal: a tqdm bar. Otherwise (a log file, a pipe, a batch job's stderr): one line at most every
 `LINE_SECONDS`, with the count, the rate and the time left, so a long run is never silent and its log stays short.
@@ -32,8 +32,9 @@ def duration(seconds: float) -> str:
 class Progress:
     """Counts done units of a known total and shows them: a bar on a terminal, else a line now and then.
 
-    Lines read e.g. `train: step 1200/36000 (3%), epoch 2/30, loss 0.0123; 2.1 steps/s, 4h36m left`. A disabled
-    Progress (`enabled=False`, e.g. on a torchrun rank other than 0) shows nothing.
+    Lines read e.g. `train: step 1,200/36,000 (3%), epoch 2/30, loss 0.0123; 2.1 steps/s, 4h36m left`, or
+    `score: image 1,200/5,000 (24%); 40.1 images/s, 1m35s left`. A disabled Progress (`enabled=False`, e.g. on a
+    torchrun rank other than 0) shows nothing.
     """
 
     def __init__(
@@ -80,7 +81,8 @@ class Progress:
     def line(self) -> str:
         """The progress line: count, share, status, rate and time left (the rate of this process's units so far)."""
         share = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
-        text = f"{self.desc}: {self.unit} {self.done}/{self.total}{share}" + (f", {self.status}" if self.status else "")
+        text = f"{self.desc}: {self.unit} {self.done:,}/{self.total:,}{share}"
+        text += f", {self.status}" if self.status else ""
         elapsed, counted = time.monotonic() - self.start, self.done - self.start_done
         if counted > 0 and elapsed > 0:
             rate = counted / elapsed
@@ -95,7 +97,20 @@ class Progress:
             print(line, file=self.stream)
 
     def close(self) -> None:
-        """Remove the bar (lines stay as they are)."""
+        """Remove the bar (lines stay as they are). Closing twice does nothing."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+    def finish(self) -> None:
+        """The loop is done: remove the bar and, after a run of at least `LINE_SECONDS`, write a summary line.
+
+        The summary reads e.g. `score: 5,000 images in 2m05s (40 images/s)`, counting this process's units; a short
+        run (no progress line was due) ends as quietly as it ran.
+        """
+        elapsed, counted = time.monotonic() - self.start, self.done - self.start_done
+        self.close()
+        if self.enabled and elapsed >= LINE_SECONDS:
+            rate = f" ({counted / elapsed:.3g} {self.unit}s/s)" if counted > 0 and elapsed > 0 else ""
+            s = "" if counted == 1 else "s"
+            self.write(f"{self.desc}: {counted:,} {self.unit}{s} in {duration(elapsed)}{rate}")

@@ -1,10 +1,12 @@
-"""Devices, precisions and torchrun process groups, shared by scoring, evaluation and training."""
+"""Devices, precisions, torchrun process groups and workers' warnings, shared by scoring, evaluation and training."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import pickle
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -16,7 +18,9 @@ __all__ = [
     "autocast",
     "cpu_has_bf16",
     "default_workers",
+    "holding_warnings",
     "process_group",
+    "replay_warnings",
     "resolve_device",
     "scoring_dtype",
     "setup",
@@ -73,6 +77,38 @@ def default_workers() -> int:
     """
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return min(4, max(0, (usable or 1) - 1))
+
+
+def holding_warnings(fn: Callable[[], object]) -> tuple[object, list[Warning]]:
+    """`fn()` and the warnings it raised, held back (not shown) for the main process to show (`replay_warnings`).
+
+    A DataLoader worker is another process: warnings it showed itself would skip the main process's filters and
+    its one-line display (`gamma-iqa`), and repeat in every worker and epoch. Each is kept as an object that survives
+    the trip back to the main process (pickling): one that would not becomes a UserWarning of its class and text.
+
+    Returns:
+        (what `fn` returned, the warnings in the order raised).
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fn()
+    return result, [_portable(w.message) for w in caught]
+
+
+def _portable(message: Warning | str) -> Warning:
+    """`message` as a Warning that pickles and unpickles back (to leave a DataLoader worker)."""
+    if isinstance(message, str):
+        return UserWarning(message)
+    try:
+        return pickle.loads(pickle.dumps(message))
+    except Exception:  # a warning class whose arguments do not rebuild it: keep its class name and text
+        return UserWarning(f"{type(message).__name__}: {message}")
+
+
+def replay_warnings(held: Iterable[Warning]) -> None:
+    """Warn `held` (from `holding_warnings`) in this process, through its filters and `warnings.showwarning`."""
+    for message in held:
+        warnings.warn(message, stacklevel=2)
 
 
 def resolve_device(name: str) -> torch.device:

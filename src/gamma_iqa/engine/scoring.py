@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import os
 import stat
-import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,8 @@ from ..data.transforms import (
 from ..models.base import QualityModel, set_scorer
 from ..models.scenes import NUM_LEVELS
 from .calibration import Calibration, score_columns
-from .runtime import DTYPES, autocast, scoring_dtype
+from .progress import Progress
+from .runtime import DTYPES, autocast, holding_warnings, replay_warnings, scoring_dtype
 
 __all__ = ["DETAIL_FIELDS", "LEVEL_NAMES", "ScoreRow", "Scorer", "describe_error", "score_inputs"]
 
@@ -135,16 +135,14 @@ def _decode(source: Any) -> Image.Image | torch.Tensor:
     raise TypeError(f"cannot score a {type(source).__name__}: give paths, PIL images, numpy arrays or tensors")
 
 
-def _decode_noting(source: Any) -> tuple[Image.Image | torch.Tensor, str | None]:
-    """`_decode(source)` and the reason of a `ColourWarning` it gave (None without one); other warnings pass on."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ColourWarning)
-        image = _decode(source)
-    notes = [w.message.reason for w in caught if isinstance(w.message, ColourWarning)]
-    for w in caught:
-        if not isinstance(w.message, ColourWarning):
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    return image, "; ".join(notes) or None
+def _decode_noting(source: Any) -> tuple[Image.Image | torch.Tensor, str | None, list[Warning]]:
+    """`_decode(source)`, the reason of a `ColourWarning` it gave (None without one) and its other warnings, held.
+
+    The other warnings (PIL's on a damaged file, say) are held for the main process to show (`holding_warnings`).
+    """
+    image, held = holding_warnings(lambda: _decode(source))
+    notes = [w.reason for w in held if isinstance(w, ColourWarning)]
+    return image, "; ".join(notes) or None, [w for w in held if not isinstance(w, ColourWarning)]
 
 
 def _to_pil(image: torch.Tensor) -> Image.Image:
@@ -166,9 +164,9 @@ class _Images(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         """Item `i`: its input index and either its crops, (n, 3, size, size), or its error."""
         index, entry = self.entries[i]
-        item: dict[str, Any] = {"index": index}
+        item: dict[str, Any] = {"index": index, "warned": []}
         try:
-            image, item["note"] = _decode_noting(entry.source)
+            image, item["note"], item["warned"] = _decode_noting(entry.source)
             if entry.resize is not None:
                 image = resize_short_side(image if isinstance(image, Image.Image) else _to_pil(image), entry.resize)
             prepared = make_crops(image, self.crops, self.size, self.seed)
@@ -211,7 +209,8 @@ class Scorer:
             dtype: autocast precision, a DTYPES name. bf16 on a CPU where it is slower than fp32 (for this model family,
                 or without native bf16) scores in fp32 instead, with a warning (`runtime.scoring_dtype`); `self.dtype`
                 is the precision used.
-            progress: show a progress bar on a terminal's stderr.
+            progress: show the rows done on stderr (`engine.progress.Progress`): a bar on a terminal, else a line
+                with the count, rate and time left at most once a minute, and a summary line after a long run.
             distributed: inside a torchrun group, split the entries across its ranks (rank 0 gets every row).
             details: fill each row's `spread` and `levels` (the model's forward must take `levels=True`, as
                 QualityModel says); the scores are the same either way.
@@ -286,6 +285,7 @@ class Scorer:
         """Rows of failed items (finished now); good items join `queue` as (item, scene, row) to be scored."""
         failed = []
         for item in items:
+            replay_warnings(item["warned"])  # raised where it was decoded, maybe a worker: shown here
             entry = entries[item["index"]]
             row = ScoreRow(item["index"], entry.name, scene=entry.scene or self.model.config.default_scene)
             try:
@@ -316,8 +316,11 @@ class Scorer:
         return scored
 
     # ---- the run -----------------------------------------------------------------------------------------------
-    def run(self, entries: Sequence[Entry]) -> Iterator[ScoreRow]:
+    def run(self, entries: Sequence[Entry], *, done: int = 0) -> Iterator[ScoreRow]:
         """Rows for `entries`, in their order.
+
+        `done` counts rows written before (the rows a resumed output keeps): the progress shows `done` + the rows
+        so far of `done` + len(`entries`).
 
         A row scored with a caveat (its `note`: an embedded colour profile that could not be applied) is also warned
         as a `ColourWarning` naming its path, by the process that scored it.
@@ -340,8 +343,23 @@ class Scorer:
             collate_fn=_collate,
             pin_memory=self.device.type == "cuda",
         )
-        bar = self._bar(len(entries)) if rank == 0 else None
-        batches = iter(loader)
+        progress = Progress(
+            done + len(entries), desc="score", unit="image", done=done, enabled=self.progress and rank == 0
+        )
+        try:
+            for row in self._gather(iter(loader), lookup, pending):
+                progress.update()
+                yield row
+            progress.finish()
+        finally:  # also when the caller stops early (an interrupt): the bar goes
+            progress.close()
+
+    def _gather(self, batches: Iterator[Any], lookup: dict[int, Entry], pending: dict[int, ScoreRow]) -> Iterator:
+        """The rows of `run`, in order, as their batches finish (on rank 0; the other ranks yield none).
+
+        `pending` holds the rows that came out of order (at first: the entries that failed before decoding).
+        """
+        rank, world = self.shard
         queue: list = []
         next_index = 0
         done = False
@@ -360,22 +378,10 @@ class Scorer:
             if rank == 0:
                 pending.update((r.index, r) for r in rows)
                 while next_index in pending:
-                    if bar is not None:
-                        bar.update(1)
                     yield pending.pop(next_index)
                     next_index += 1
             if finished:
                 break
-        if bar is not None:
-            bar.close()
-
-    def _bar(self, total: int) -> Any:
-        """A tqdm bar over `total` rows on a terminal's stderr when `progress`, else None."""
-        if not self.progress or not sys.stderr.isatty():
-            return None
-        from tqdm import tqdm
-
-        return tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True)
 
 
 def score_inputs(

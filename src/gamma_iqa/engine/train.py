@@ -45,7 +45,7 @@ from ..plots import plot_curves
 from .evaluate import evaluate
 from .progress import Progress
 from .runlog import MetricsLog
-from .runtime import autocast, process_group
+from .runtime import autocast, holding_warnings, process_group, replay_warnings
 from .trainconfig import TrainConfig, save_config
 
 __all__ = ["TrainingError", "rank_loss", "train"]
@@ -180,6 +180,37 @@ class TrainImages(Dataset):
         sx, sy = w / new_w, h / new_h  # the rescaled image's pixel in source pixels, per axis
         box = (left * sx, top * sy, (left + self.size) * sx, (top + self.size) * sy)
         return image_to_tensor(image.resize((self.size, self.size), Image.Resampling.LANCZOS, box=box))
+
+
+class _Held(Dataset):
+    """`dataset`'s items, each with the warnings it raised held back (`holding_warnings`).
+
+    A DataLoader worker's warnings (an image's colour profile not applied) are so shown by the main process, through
+    its filters: once, and as `gamma-iqa` shows warnings (one line).
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        """Wrap `dataset`."""
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        """The wrapped dataset's length."""
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int, int]) -> tuple[Item, list[Warning]]:
+        """(the wrapped dataset's item `key`, the warnings it raised)."""
+        return holding_warnings(lambda: self.dataset[key])
+
+
+def _collate_held(pairs: list[tuple[Item, list[Warning]]]) -> tuple[Batch, list[Warning]]:
+    """`_collate` of `_Held` items, and their warnings in order."""
+    return _collate([item for item, _ in pairs]), [w for _, held in pairs for w in held]
+
+
+def _shown(batch: tuple[Batch, list[Warning]]) -> Batch:
+    """A loader's batch, once the warnings its items raised are warned in this process."""
+    replay_warnings(batch[1])
+    return batch[0]
 
 
 def _collate(items: list[Item]) -> Batch:
@@ -607,10 +638,10 @@ class _Run:
                 batches = _MicroBatches(self.sampler, self.epoch, self.step, self.rank, self.world, cfg.accum)
                 loader = iter(
                     DataLoader(
-                        self.images,
+                        _Held(self.images),
                         batch_sampler=batches,
                         num_workers=cfg.workers,
-                        collate_fn=_collate,
+                        collate_fn=_collate_held,
                         pin_memory=self.device.type == "cuda",
                     )
                 )
@@ -618,7 +649,7 @@ class _Run:
                     if cfg.max_steps and self.global_step >= cfg.max_steps:
                         self.save()
                         return
-                    running += self._train_step([next(loader) for _ in range(cfg.accum)])
+                    running += self._train_step([_shown(next(loader)) for _ in range(cfg.accum)])
                     count += 1
                     self.step += 1
                     self.global_step += 1

@@ -30,13 +30,17 @@ PAPER_TABLE1: dict[str, dict[str, tuple[float, float]]] = {
 
 
 def save_predictions(results: Sequence[DatasetResult], path: str | os.PathLike[str]) -> None:
-    """One row per scored image: dataset, image, mos, mos_norm, prediction."""
+    """One row per scored image: dataset, image, mos, mos_norm, prediction.
+
+    `mos` is written as read from the label file and `prediction` exactly (as `gamma-iqa score` writes a score);
+    `mos_norm`, computed from `mos`, to 6 significant digits (no float noise such as 0.30000000000000004).
+    """
     with open(path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["dataset", "image", "mos", "mos_norm", "prediction"])
         for res in results:
             for image, mos, mos_norm, pred in res.predictions:
-                w.writerow([res.dataset, image, repr(mos), repr(mos_norm), repr(pred)])
+                w.writerow([res.dataset, image, repr(mos), f"{mos_norm:.6g}", repr(pred)])
 
 
 def _cell(pair: tuple[float, float] | None) -> str:

@@ -112,8 +112,11 @@ def _score_and_record(
     report: Report | None,
     on_error: Callable[[ScoreRow], None] | None,
     record: dict[str, Any],
+    kept: int,
 ) -> bool:
     """Rank 0's part of `run_score`: the rows, the report's counts and the provenance; whether any row failed.
+
+    `kept` entries have their rows already (resume): the progress counts them as done.
 
     The provenance goes beside a file output before the rows and again after them; an interrupted run leaves it with
     `finished` null.
@@ -123,7 +126,7 @@ def _score_and_record(
     if report is not None:
         for done in rows.existing():  # the page covers the whole output file, not only this call's part
             report.add(done)
-    failed = _write_rows(scorer.run(todo), rows, report, on_error)
+    failed = _write_rows(scorer.run(todo, done=kept), rows, report, on_error)
     record["finished"] = utc_now()
     if rows.output is not None:
         write_provenance(sidecar(rows.output), record)
@@ -291,7 +294,7 @@ def run_score(
         used = {**options, "dtype": scorer.dtype}  # the precision scored in (bf16 may fall back to fp32 on a CPU)
         record = _provenance(model, entries, rows, model_name, command, world, used)
         noted = _noting(bad, on_error) if map_dir is not None else on_error
-        failed = _score_and_record(scorer, todo, rows, report, noted, record)
+        failed = _score_and_record(scorer, todo, rows, report, noted, record, len(entries) - len(todo))
     else:
         for _ in scorer.run(todo):  # the other ranks score their share; the rows all arrive on rank 0
             pass

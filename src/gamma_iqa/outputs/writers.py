@@ -269,7 +269,8 @@ class RowWriter:
     def write(self, row: ScoreRow | Mapping[str, Any]) -> None:
         """Write one row: a ScoreRow, or a mapping with the writer's fields (a missing one is empty).
 
-        With csv and jsonl the row is on disk before this returns; with json it is kept until `close`.
+        With csv and jsonl the row is on disk before this returns; with json it is kept until `close`. In JSON a
+        `crops` of digits (`10`) is a number; `center`, `none` and `10 (upscaled)` are strings (csv: all text).
 
         Raises:
             RuntimeError: the writer is not open.
@@ -278,6 +279,8 @@ class RowWriter:
             raise RuntimeError("RowWriter.write outside its `with` block (or before open())")
         values = row.as_dict() if isinstance(row, ScoreRow) else row
         record = {k: values.get(k) for k in self.fields}
+        if self.fmt != "csv" and isinstance(record.get("crops"), str) and record["crops"].isdigit():
+            record["crops"] = int(record["crops"])  # JSON: a number of crops is a number ("center", "none" stay text)
         if self.fmt == "csv":
             self._emit(self._csv_line(["" if v is None else v for v in record.values()]))
         elif self.fmt == "jsonl":
