@@ -60,8 +60,11 @@ def test_scoring_dtype_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     assert dtype == "fp32" and note is not None and "no native bf16" in note
 
 
-def test_lite_bf16_on_cpu_scores_fp32_with_one_warning() -> None:
+def test_lite_bf16_on_cpu_scores_fp32_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
     model, images = lite(), photos()
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    assert Scorer(model, dtype="bf16").dtype == "bf16"  # measured faster: kept where the CPU has native bf16
+    monkeypatch.setattr(GammaLite, "cpu_bf16", False)  # a family measured slower falls back
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fp32 = score_inputs(model, images, crops=2, dtype="fp32")
@@ -81,7 +84,10 @@ def test_bf16_kept_where_faster(gamma_test_model: gamma_iqa.Gamma, monkeypatch: 
     assert scorer.dtype == "bf16"
 
 
-def test_cli_bf16_line_and_provenance(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+def test_cli_bf16_line_and_provenance(
+    capsys: pytest.CaptureFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(GammaLite, "cpu_bf16", False)  # a family measured slower than fp32 on the CPU
     folder = tmp_path / "photos"
     folder.mkdir()
     for i, a in enumerate(photos(2)):
