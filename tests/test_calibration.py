@@ -212,6 +212,27 @@ def test_calibrate_and_apply(capsys, labelled, gamma_test_model, tmp_path):
     assert [r["calibrated"] for r in api] == [float(r[6]) for r in rows[1:]]
 
 
+def test_resume_refuses_another_scale_or_calibration(capsys, labelled, tmp_path):
+    first = tmp_path / "cal.json"
+    assert calibrate(capsys, labelled, "--out", str(first))[0] == 0
+    second = tmp_path / "cal2.json"  # the same fit with another method: other content, same columns
+    assert calibrate(capsys, labelled, "--method", "isotonic", "--out", str(second))[0] == 0
+    files = [str(labelled / f"img/{i:02d}.png") for i in range(3)]
+    out = tmp_path / "rows.csv"
+    base = ("--model", "gamma-test", "--output", str(out))
+    assert score_csv(capsys, files[0], *base, "--mos-scale", "koniq10k", "--calibration", str(first))[0] == 0
+    record = json.loads(out.with_name("rows.csv.provenance.json").read_text())
+    assert record["columns"]["mos"] == "mos scale koniq10k"
+    assert record["columns"]["calibrated"].startswith("calibration sha256:")
+    for scale, cal in (("ava", first), ("koniq10k", second)):
+        code, _, err = score_csv(capsys, *files[:2], *base, "--resume", "--mos-scale", scale, "--calibration", str(cal))
+        assert code == 2 and "other columns" in err, err
+    same = ("--mos-scale", "koniq10k", "--calibration", str(first))
+    code, _, err = score_csv(capsys, *files[:2], *base, "--resume", *same)
+    assert code == 0, err
+    assert len(out.read_text().splitlines()) == 3  # the header, the first row and the resumed one
+
+
 def test_calibration_for_another_model_is_refused(capsys, labelled, tmp_path, tiny):
     out = tmp_path / "cal.json"
     assert calibrate(capsys, labelled, "--method", "isotonic", "--out", str(out))[0] == 0

@@ -27,7 +27,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -396,6 +396,26 @@ def score_columns(
         _warn_unlike(cal, "crops", set() if crops is None else {str(parse_crops(crops))})
         columns[CALIBRATED_COLUMN] = cal
     return columns
+
+
+def describe_columns(columns: Mapping[str, Callable[[float], float]]) -> dict[str, str] | None:
+    """What each extra column of `score_columns` comes from, for a run's provenance: None when there are none.
+
+    `mos`: "mos scale DATASET"; `calibrated`: "calibration sha256:H", H the SHA-256 of the calibration's JSON content
+    (sorted keys), so that a resumed output refuses rows made through another scale or calibration.
+    """
+    if not columns:
+        return None
+    out = {}
+    for name, fn in columns.items():
+        if isinstance(fn, Calibration):
+            content = json.dumps(fn.to_dict(), sort_keys=True).encode()
+            out[name] = f"calibration sha256:{hashlib.sha256(content).hexdigest()}"
+        elif isinstance(getattr(fn, "__self__", None), DatasetSpec):
+            out[name] = f"mos scale {fn.__self__.name}"
+        else:
+            out[name] = repr(fn)
+    return out
 
 
 def _warn_unlike(cal: Calibration, key: str, used: set[str]) -> None:

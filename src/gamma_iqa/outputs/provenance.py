@@ -56,7 +56,8 @@ __all__ = [
 CHECK_ROWS = 20  # rows re-scored by `check_output` by default
 TOLERANCE = {"fp32": 1e-5, "bf16": 1e-2, "fp16": 1e-2}  # largest |recorded - now| that still matches, by dtype
 TIMES = ("started", "finished")  # the keys that differ between two runs of the same command
-_SETTINGS = ("model", "scenes", "crops", "seed", "dtype", "details")  # what must not change within one output file
+# what must not change within one output file
+_SETTINGS = ("model", "scenes", "crops", "seed", "dtype", "details", "columns")
 _CHUNK = 1 << 20
 
 
@@ -110,6 +111,7 @@ def collect(
     fmt: str = "csv",
     processes: int = 1,
     command: Sequence[str] | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The provenance record of a score run (see the module text), with `started` now and `finished` None.
 
@@ -126,6 +128,8 @@ def collect(
         fmt: the output's format.
         processes: the torchrun processes that scored (1 without torchrun).
         command: the command line's arguments, when the run came from it.
+        columns: the extra columns and what each comes from (`calibration.describe_columns`: a MOS scale, a
+            calibration's content hash); None without extra columns.
 
     Returns:
         A JSON-serialisable dict.
@@ -147,6 +151,7 @@ def collect(
         "seed": seed,
         "dtype": dtype,
         "details": details,
+        "columns": None if not columns else dict(columns),
         "format": fmt,
         "cwd": os.getcwd(),  # relative image paths in the rows are relative to it (`check_output` resolves them so)
         "device": str(device),
@@ -158,7 +163,10 @@ def collect(
 
 
 def settings_of(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a record that fixes the scores (model, scenes, crops, seed, dtype, details): one per output file."""
+    """The part of a record that fixes the rows (model, scenes, crops, seed, dtype, details, extra columns' sources).
+
+    One per output file; a record written before `columns` existed reads as None there, as a run without extra columns.
+    """
     return {k: record.get(k) for k in _SETTINGS}
 
 

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from ..data.datasets import DatasetSpec
 from ..data.inputs import Entry
 from ..data.readers import read_folder_csv
-from ..engine.calibration import Calibration, check_options, fit_calibration, sha256_file
+from ..engine.calibration import Calibration, check_options, describe_columns, fit_calibration, sha256_file
 from ..engine.evaluate import DatasetResult, evaluate
 from ..engine.maps import DEFAULT_STRIDE
 from ..engine.scoring import Scorer, ScoreRow
@@ -91,6 +91,7 @@ def _provenance(
         fmt=rows.fmt,
         processes=processes,
         command=command,
+        columns=describe_columns(options.get("columns") or {}),
     )
     if rows.resume and rows.output is not None and sidecar(rows.output).is_file():
         before = read_provenance(rows.output)
