@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..models.scenes import list_scenes
+from ..models.state import file_sha256
 from ..paths import gamma_home
 from . import readers
 from .readers import LabelFileError, Labels
@@ -387,7 +388,7 @@ def _source(spec: DatasetSpec) -> dict[str, Any] | None:
     path = spec.label_file
     if not path.is_file():
         raise FileNotFoundError(f"label CSV {path} not found")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = file_sha256(path)
     return {
         "labels": str(path.resolve()),
         "sha256": digest,
@@ -409,7 +410,7 @@ def _read_source(path: Path) -> dict[str, Any]:
 
 def _release_source(folder: Path, files: Sequence[Path]) -> dict[str, Any]:
     """A registered release: the label files its reader read (relative to `folder`) with their SHA-256."""
-    return {"files": {_relative(f, folder): _sha256(f) for f in files}}
+    return {"files": {_relative(f, folder): file_sha256(f) for f in files}}
 
 
 def _relative(path: Path, folder: Path) -> str:
@@ -418,15 +419,6 @@ def _relative(path: Path, folder: Path) -> str:
         return Path(path).resolve().relative_to(folder.resolve()).as_posix()
     except ValueError:
         return str(Path(path).resolve())
-
-
-def _sha256(path: Path) -> str:
-    """The SHA-256 of a file's bytes, hex."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _stale_release(recorded: dict[str, Any], folder: Path) -> str | None:
@@ -438,7 +430,7 @@ def _stale_release(recorded: dict[str, Any], folder: Path) -> str | None:
         path = folder / name
         if not path.is_file():
             return f"its label file {name} is gone"
-        if _sha256(path) != digest:
+        if file_sha256(path) != digest:
             return f"{name} changed since it was written"
     return None
 

@@ -53,7 +53,6 @@ __all__ = [
     "load_calibration",
     "mos_dataset",
     "score_columns",
-    "sha256_file",
 ]
 
 FORMAT = "gamma-iqa-calibration"  # the file's `format` value
@@ -346,15 +345,6 @@ def fit_calibration(
             else None
         )
     return dataclasses.replace(cal, report=report)
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """The SHA-256 of a file's bytes, hex (a label file, recorded in its calibration)."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---- applying ----------------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ neither match nor mismatch.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -36,7 +35,7 @@ from ..data.inputs import Entry, is_stream
 from ..engine.scoring import Scorer
 from ..models.base import QualityModel
 from ..models.factory import create_model
-from ..models.state import state_sha256
+from ..models.state import file_sha256, state_sha256
 from .writers import read_rows
 
 __all__ = [
@@ -58,22 +57,12 @@ TOLERANCE = {"fp32": 1e-5, "bf16": 1e-2, "fp16": 1e-2}  # largest |recorded - no
 TIMES = ("started", "finished")  # the keys that differ between two runs of the same command
 # what must not change within one output file
 _SETTINGS = ("model", "scenes", "crops", "seed", "dtype", "details", "columns")
-_CHUNK = 1 << 20
 
 
 def sidecar(output: str | os.PathLike[str]) -> Path:
     """The provenance file of an output file: `OUTPUT.provenance.json` beside it."""
     output = Path(output)
     return output.with_name(output.name + ".provenance.json")
-
-
-def _sha256_file(path: Path) -> str:
-    """The SHA-256 of a file's bytes, hex, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _versions(device: torch.device) -> dict[str, Any]:
@@ -135,7 +124,7 @@ def collect(
         A JSON-serialisable dict.
     """
     device = next(model.parameters()).device
-    files = [{"file": str(p), "sha256": _sha256_file(Path(p))} for p in model.checkpoint_files]
+    files = [{"file": str(p), "sha256": file_sha256(p)} for p in model.checkpoint_files]
     return {
         "gamma_iqa": __version__,
         "command": None if command is None else list(command),

@@ -22,12 +22,12 @@ import torch.distributed as dist
 from ..data.datasets import DatasetSpec
 from ..data.inputs import Entry
 from ..data.readers import read_folder_csv
-from ..engine.calibration import Calibration, check_options, describe_columns, fit_calibration, sha256_file
+from ..engine.calibration import Calibration, check_options, describe_columns, fit_calibration
 from ..engine.evaluate import DatasetResult, evaluate
 from ..engine.maps import DEFAULT_STRIDE
 from ..engine.scoring import Scorer, ScoreRow
 from ..models.base import QualityModel
-from ..models.state import state_sha256
+from ..models.state import file_sha256, state_sha256
 from .maps import map_paths, require_matplotlib, write_maps
 from .provenance import collect, read_provenance, settings_of, sidecar, utc_now, write_provenance
 from .report import DEFAULT_TOP, Report
@@ -435,7 +435,7 @@ def run_calibrate(
         "crops": str(scorer.crops),
         "labels": {
             "file": str(csv),
-            "sha256": sha256_file(csv),
+            "sha256": file_sha256(csv),
             "image_column": image_column,
             "mos_column": mos_column,
             "rows": len(labels.items),
