@@ -16,6 +16,8 @@ blurred photo goes from 0.53 to about 1.0, above the clean photo's 0.65, while t
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 import time
 from pathlib import Path
 
@@ -49,25 +51,61 @@ def report(model: gamma_iqa.QualityModel, loss_fn: gamma_iqa.QualityLoss, x: tor
     print(f"{label:>12}: score on the loss's crops {grid:.4f}, gamma-iqa score (10 random crops) {usual:.4f}")
 
 
-def main() -> None:
-    """Parse the options, degrade the photo, take the steps, print the scores."""
+def positive(text: str) -> int:
+    """An argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value}")
+    return value
+
+
+def crop_mode(text: str) -> int | str:
+    """An argparse type: "center", "grid" or a number of crops >= 1."""
+    return text if text in ("center", "grid") else positive(text)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options; a bad value, or an image that is not a file, is an argparse error (usage line, exit status 2)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("image", nargs="?", type=Path, default=HERE / "grace_hopper.jpg")
     p.add_argument("--model", default="gamma-lite")
-    p.add_argument("--size", type=int, default=224, help="short side in pixels after shrinking (default 224)")
+    p.add_argument("--size", type=positive, default=224, help="short side in pixels after shrinking (default 224)")
     p.add_argument("--degrade", choices=("blur", "noise"), default="blur")
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--steps", type=positive, default=20)
     p.add_argument("--lr", type=float, default=0.002, help="Adam's step size, in [0, 1] pixel units")
-    p.add_argument("--crops", default="grid", help='"center", "grid" (default) or a number of crops')
+    p.add_argument("--crops", type=crop_mode, default="grid", help='"center", "grid" (default) or a number of crops')
     p.add_argument("--fidelity", type=float, default=0.0, help="weight of the mean squared pull to the start")
-    p.add_argument("--every", type=int, default=5, help="print every N steps")
+    p.add_argument("--every", type=positive, default=5, help="print every N steps")
     p.add_argument("--output", type=Path, help="save clean | degraded | improved side by side as a PNG")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if not args.image.is_file():
+        p.error(f"{args.image}: {'is a folder, not an image' if args.image.is_dir() else 'no such file'}")
+    if not (args.lr > 0 and math.isfinite(args.lr)) or not (args.fidelity >= 0 and math.isfinite(args.fidelity)):
+        p.error(f"--lr must be > 0 and --fidelity >= 0, got {args.lr} and {args.fidelity}")
+    if args.output is not None and not args.output.parent.is_dir():
+        p.error(f"--output {args.output}: no folder {args.output.parent} to write it in")
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the options, degrade the photo, take the steps, print the scores; 1 when the image or model fails."""
+    args = parse_args(argv)
+    try:
+        run(args)
+    except (ValueError, TypeError, OSError) as e:  # an unreadable image, an unknown model: one line, not a traceback
+        print(f"{Path(__file__).name}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(args: argparse.Namespace) -> None:
+    """Degrade the photo, take the steps against the loss, print the scores (and save the pair with --output)."""
     torch.manual_seed(0)
     model = gamma_iqa.create_model(args.model)
-    crops = int(args.crops) if args.crops.isdigit() else args.crops
-    loss_fn = gamma_iqa.QualityLoss(model, crops=crops)
+    loss_fn = gamma_iqa.QualityLoss(model, crops=args.crops)
     clean, start = degraded(args.image, args.size, args.degrade, seed=0)
     print(f"{args.image.name} at {clean.shape[-1]} x {clean.shape[-2]}, {args.degrade}, {args.model}, {loss_fn}")
     report(model, loss_fn, clean, "clean")
@@ -94,4 +132,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

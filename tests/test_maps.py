@@ -91,9 +91,9 @@ def test_other_window_sizes_are_scored_at_the_crop_size(gamma_test_model):
 
 def test_bad_stride_window_and_too_many_windows_are_refused(gamma_test_model, monkeypatch):
     image = images(1, size=96)[0]
-    with pytest.raises(ValueError, match=r"`stride` must be >= 1 pixel, got 0"):
+    with pytest.raises(ValueError, match=r"`stride` must be a whole number of pixels >= 1, got 0"):
         quality_map(gamma_test_model, image, stride=0)
-    with pytest.raises(ValueError, match=r"`window` must be >= 1 pixel, got -3"):
+    with pytest.raises(ValueError, match=r"`window` must be a whole number of pixels >= 1, got -3"):
         quality_map(gamma_test_model, image, window=-3)
     monkeypatch.setattr(engine_maps, "MAX_MAP_WINDOWS", 8)
     with pytest.raises(ValueError, match=r"3 x 3 = 9 windows .* budget of 8 windows per map .*MAX_MAP_WINDOWS"):
@@ -252,7 +252,7 @@ def test_score_map_stride_below_one_is_a_usage_error(tmp_path, capsys):
         "0",
         str(tmp_path / "x.png"),
     )
-    assert code == 2 and "--map-stride must be >= 1 pixel, got 0" in err
+    assert code == 2 and "--map-stride must be a whole number of pixels >= 1, got 0" in err
     assert not (tmp_path / "m").exists()
     code, _, err = run_cli(
         capsys, "score", "--model", "gamma-test", "--map", str(tmp_path / "x.png"), str(tmp_path / "x.png")

@@ -32,7 +32,8 @@ def save_images(folder: Path, n: int = 4) -> list[Path]:
 
 
 def score(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(["score", "--crops", "3", "--workers", "0", *argv])
+    crops = [] if "--check" in argv else ["--crops", "3"]  # --check re-scores with the recorded crops
+    code = main(["score", *crops, "--workers", "0", *argv])
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -227,8 +227,40 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+# Options of `score` that only mean something with another: (option, the one it needs); and those --check ignores.
+_SCORE_NEEDS = (("map_stride", "map"), ("html_top", "html"), ("check_rows", "check"), ("tolerance", "check"))
+_CHECK_IGNORES = ("model", "scene", "crops", "seed", "dtype", "format", "resume", "details", "mos_scale")
+_CHECK_IGNORES += ("calibration", "map", "html")
+
+
+@functools.cache
+def _score_defaults() -> dict[str, object]:
+    """`score`'s option defaults, by destination."""
+    return vars(build_parser().parse_args(["score"]))
+
+
+def _given(args: argparse.Namespace, dest: str) -> bool:
+    """Whether `score`'s option `dest` was given (differs from its default: a default given again is harmless)."""
+    return getattr(args, dest) != _score_defaults()[dest]
+
+
+def _check_option_pairs(args: argparse.Namespace) -> None:
+    """Refuse `score` options that would be ignored: one without the option it needs, or one --check does not use.
+
+    Raises:
+        UsageError: one line naming the options.
+    """
+    for dest, needs in _SCORE_NEEDS:
+        if _given(args, dest) and not getattr(args, needs):
+            raise UsageError(f"--{dest.replace('_', '-')} only works with --{needs}")
+    ignored = [f"--{d.replace('_', '-')}" for d in _CHECK_IGNORES if args.check and _given(args, d)]
+    if ignored:
+        raise UsageError(f"--check re-scores with the settings it recorded; it takes no {', '.join(ignored)}")
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     """`score PATHS... [--manifest FILE]`: rows as they finish, to stdout or --output (with --resume)."""
+    _check_option_pairs(args)
     if args.check:
         return _cmd_check(args)
     if not args.paths and not args.manifest:
@@ -302,7 +334,7 @@ def _add_scale_options(s: argparse.ArgumentParser) -> None:
         "--calibration",
         metavar="CAL.json",
         help="add a column calibrated: the score through a calibration file of `gamma-iqa calibrate` (fitted for "
-        "this model; one for another model is refused)",
+        "this model; one for another model is refused), or a folder holding it as calibration.json",
     )
 
 
@@ -320,6 +352,8 @@ def _fit_line(part: str, values: dict | None) -> str:
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     """`calibrate --csv LABELS --out CAL.json`: fit a score-to-MOS map; 1 when some images could not be scored."""
+    if Path(args.csv).is_dir():
+        raise UsageError(f"--csv {args.csv}: is a folder; give the label CSV file")
     if not Path(args.csv).is_file():
         raise UsageError(f"--csv {args.csv}: no such file")
     name = _model_name(args)
@@ -346,7 +380,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"{cal.method} calibration of {name} ({cal.scene}, crops {cal.crops}) on {cal.labels['scored']} images")
     print(_fit_line("fit", cal.report["fit"]))
     print(_fit_line("held-out", cal.report["held_out"]))
-    print(f"gamma-iqa calibrate: wrote {args.out}; apply it with gamma-iqa score --calibration", file=sys.stderr)
+    print(f"gamma-iqa calibrate: wrote {cal.path}; apply it with gamma-iqa score --calibration", file=sys.stderr)
     if failed:
         print(f"gamma-iqa calibrate: {len(failed)} of {cal.labels['rows']} images failed", file=sys.stderr)
     return 1 if failed else 0
@@ -371,7 +405,9 @@ def _add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--batch-size", type=int, default=8, help="images decoded per batch (scores do not depend on it)")
     k.add_argument("--workers", type=int, default=default_workers(), help="decoding processes (default: from CPUs)")
     k.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    k.add_argument("--out", required=True, metavar="CAL.json", help="the calibration file written")
+    k.add_argument(
+        "--out", required=True, metavar="CAL.json", help="the calibration file written (a folder: its calibration.json)"
+    )
     k.set_defaults(func=_cmd_calibrate)
 
 

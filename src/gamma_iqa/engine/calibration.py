@@ -37,18 +37,22 @@ import numpy as np
 from .. import metrics
 from ..data.datasets import FOLDER_CSV, DatasetSpec, get_dataset, list_datasets
 from ..data.transforms import parse_crops
-from ..models.base import QualityModel
+from ..models.base import QualityModel, require_model
 from ..models.state import state_sha256
 
 __all__ = [
     "CALIBRATED_COLUMN",
+    "FILE_NAME",
     "FORMAT",
     "METHODS",
+    "MIN_ROWS",
     "MOS_COLUMN",
     "VERSION",
     "Calibration",
     "CalibrationError",
+    "calibration_file",
     "check_options",
+    "check_rows",
     "fit_calibration",
     "load_calibration",
     "mos_dataset",
@@ -60,6 +64,9 @@ VERSION = 1  # the file's `version`; a file of another version is refused
 METHODS = ("logistic4", "isotonic")
 MOS_COLUMN, CALIBRATED_COLUMN = "mos", "calibrated"  # the output columns, in this order after the others
 _MIN_FIT_ROWS = {"logistic4": 5, "isotonic": 2}  # a logistic needs more rows than its 4 parameters
+MIN_ROWS = 10  # fit rows under which a fit is warned about as rough (it is still made)
+FILE_NAME = "calibration.json"  # the file a folder given as a calibration (a model or run folder) holds
+_REACH = 0.5  # a logistic's asymptotes may lie at most this fraction of the labels' range beyond them
 
 
 class CalibrationError(ValueError):
@@ -149,8 +156,11 @@ class Calibration:
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the calibration to `path` as indented JSON (atomically: a kill leaves no half file); returns it."""
-        path = Path(path)
+        """Write the calibration to `path` as indented JSON (atomically: a kill leaves no half file); returns it.
+
+        A folder `path` (a model or run folder) gets the file `FILE_NAME` inside it.
+        """
+        path = calibration_file(path)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
         os.replace(tmp, path)
@@ -200,15 +210,29 @@ def _file_problem(d: Any) -> str | None:
     return _parameter_problem(d.get("method"), d.get("parameters"))
 
 
+def calibration_file(path: str | os.PathLike[str]) -> Path:
+    """The calibration file `path` names: itself, or for a folder (a model or run folder) its `FILE_NAME`."""
+    path = Path(path)
+    return path / FILE_NAME if path.is_dir() else path
+
+
 def load_calibration(path: str | os.PathLike[str]) -> Calibration:
-    """A calibration file written by `Calibration.save` (`gamma-iqa calibrate --out`).
+    """A calibration file written by `Calibration.save` (`gamma-iqa calibrate --out`), or a folder holding one.
+
+    Args:
+        path: the file, or a folder (a model or run folder) holding it as `FILE_NAME` (calibration.json).
 
     Raises:
-        FileNotFoundError: `path` is not a file.
+        FileNotFoundError: `path` is not a file, nor a folder holding `FILE_NAME` (one line saying which).
         CalibrationError: not JSON, not a calibration file, another version, or a malformed model or parameters (one
             line naming the file and what is wrong).
     """
-    path = Path(path)
+    given, path = Path(path), calibration_file(path)
+    if given.is_dir() and not path.is_file():
+        raise FileNotFoundError(
+            f"`calibration` {given}: is a folder without a {FILE_NAME}; give the calibration file that gamma-iqa "
+            f"calibrate --out wrote, or a folder holding it as {FILE_NAME}"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"`calibration` {path}: no such file")
     try:
@@ -257,14 +281,74 @@ def _pool_adjacent_violators(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, 
     return np.array(xs), np.array(ys)
 
 
-def _fit_parameters(method: str, s: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    """The parameters of `method` fitted on scores `s` and MOS `y` (see `Calibration.parameters`)."""
+def _bounded_logistic(s: np.ndarray, y: np.ndarray, low: float, high: float, increasing: bool) -> np.ndarray:
+    """(b1, b2, b3, b4) of a logistic with its asymptotes held at `low` and `high`, fitted on scores `s`, MOS `y`.
+
+    With the asymptotes fixed, the logistic is linear in logit space: logit((y - b2) / (b1 - b2)) = (s - b3) / b4,
+    so b3 and b4 come from a least-squares line (the labels lie strictly inside (low, high), so every logit is finite).
+
+    Raises:
+        ValueError: the line does not rise (the labels do not follow the scores' order at all).
+    """
+    b1, b2 = (high, low) if increasing else (low, high)
+    p = (y - b2) / (b1 - b2)  # in (0, 1)
+    slope, intercept = np.polyfit(s, np.log(p / (1 - p)), 1)
+    if not slope > 0:
+        raise ValueError("the labels do not follow the scores' order: no monotone map fits them (check the columns)")
+    return np.array([b1, b2, -intercept / slope, 1 / slope])
+
+
+def _logistic_parameters(s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """The least-squares logistic's (b1, b2, b3, b4), held in range when it extrapolates far; and a note if held.
+
+    Few labels can make the free fit put an asymptote far outside the labels' range (b1 = 57000 on a 1..5 scale): a
+    near-linear stretch of a huge logistic. Then both asymptotes are held `_REACH` of the labels' range beyond them and
+    the fit is made again (`_bounded_logistic`), so a score beyond the labelled ones maps to at most that far.
+    """
+    b = metrics.logistic4_parameters(s, y)
+    lo, hi = float(y.min()), float(y.max())
+    low, high = lo - _REACH * (hi - lo), hi + _REACH * (hi - lo)
+    if low <= min(b[0], b[1]) and max(b[0], b[1]) <= high:
+        return b, None
+    far = b[0] if abs(b[0] - (lo + hi) / 2) >= abs(b[1] - (lo + hi) / 2) else b[1]
+    cov = float(np.cov(s, y)[0, 1])
+    increasing = cov > 0 if cov != 0 else bool(b[0] > b[1])  # the labels' direction; the free fit's on a tie
+    note = (
+        f"the logistic fit put an asymptote at {far:.4g}, far outside the labels' range {lo:.4g}..{hi:.4g}: "
+        f"refitted with its range held to {low:.4g}..{high:.4g}"
+    )
+    return _bounded_logistic(s, y, low, high, increasing), note
+
+
+def _fit_parameters(method: str, s: np.ndarray, y: np.ndarray) -> tuple[dict[str, Any], list[str]]:
+    """The parameters of `method` fitted on scores `s` and MOS `y` (see `Calibration.parameters`), and notes."""
+    notes = []
+    if len(s) < MIN_ROWS:
+        notes.append(f"fitted on {len(s)} rows, fewer than {MIN_ROWS}: label more images for a fit to rely on")
     if method == "logistic4":
-        b = metrics.logistic4_parameters(s, y)
-        return {k: float(v) for k, v in zip(("b1", "b2", "b3", "b4"), b, strict=True)}
+        b, note = _logistic_parameters(s, y)
+        notes += [note] if note else []
+        return {k: float(v) for k, v in zip(("b1", "b2", "b3", "b4"), b, strict=True)}, notes
     increasing = metrics.srcc(s, y) >= 0  # DMOS-like labels: a non-increasing fit
     kx, ky = _pool_adjacent_violators(s, y if increasing else -y)
-    return {"scores": kx.tolist(), "mos": (ky if increasing else -ky).tolist()}
+    return {"scores": kx.tolist(), "mos": (ky if increasing else -ky).tolist()}, notes
+
+
+def _check_varied(s: np.ndarray, y: np.ndarray, part: str = "") -> None:
+    """Refuse labels of one MOS, or images of one score: there is no map between them to fit.
+
+    Raises:
+        ValueError: naming how many labels (of the `part`, e.g. " fit") and the one value.
+    """
+    if (y == y[0]).all():
+        raise ValueError(
+            f"all {len(y)}{part} labels have the same MOS ({float(y[0])}): a calibration needs labels that vary"
+        )
+    if (s == s[0]).all():
+        raise ValueError(
+            f"all {len(s)}{part} labelled images have the same score ({float(s[0]):.6g}): the model does not tell them "
+            "apart, so no map from score to MOS can be fitted"
+        )
 
 
 def _measure(pred: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
@@ -287,20 +371,34 @@ def check_options(method: str, holdout: float) -> None:
         raise ValueError(f"`holdout` must be a fraction in [0, 1), got {holdout}")
 
 
+def check_rows(n: int, method: str, holdout: float, rows: str = "scored rows") -> None:
+    """Refuse `n` rows too few to fit `method` on and to measure on the part `holdout` keeps out (before scoring).
+
+    A fit needs `_MIN_FIT_ROWS` rows (logistic4 5, isotonic 2) and, with a holdout, 2 held-out rows; round(holdout n)
+    rows are held out.
+
+    Raises:
+        ValueError: naming the rows (`rows`: "scored rows", "rows in the label CSV"), what the holdout leaves, and
+            what is needed.
+    """
+    held = round(holdout * n)
+    need = _MIN_FIT_ROWS[method]
+    if n - held < need or (holdout > 0 and held < 2):
+        raise ValueError(
+            f"{n} {rows} are too few for `method` {method} with `holdout` {holdout}: it would fit on {n - held} and "
+            f"hold out {held}; it needs at least {need} to fit{' and 2 held out' if holdout > 0 else ''}"
+        )
+
+
 def _split(n: int, holdout: float, seed: int, method: str) -> tuple[np.ndarray, np.ndarray]:
     """(fit rows, held-out rows), index arrays in order: round(holdout n) rows drawn with `seed` are held out.
 
     Raises:
-        ValueError: too few rows to fit `method` or to measure on the held-out rows.
+        ValueError: too few rows to fit `method` or to measure on the held-out rows (`check_rows`).
     """
+    check_rows(n, method, holdout)
     held = np.sort(np.random.default_rng(seed).permutation(n)[: round(holdout * n)])
-    fit = np.setdiff1d(np.arange(n), held)
-    if len(fit) < _MIN_FIT_ROWS[method] or (holdout > 0 and len(held) < 2):
-        raise ValueError(
-            f"{n} scored rows are too few for `method` {method} with `holdout` {holdout}: it needs "
-            f"{_MIN_FIT_ROWS[method]} rows to fit{' and 2 held out' if holdout > 0 else ''}"
-        )
-    return fit, held
+    return np.setdiff1d(np.arange(n), held), held
 
 
 def fit_calibration(
@@ -325,19 +423,30 @@ def fit_calibration(
 
     Returns:
         The calibration; its `report` has SRCC, PLCC and RMSE of the scores as they are ("before") and calibrated
-        ("after") against the MOS, on the fit rows and on the held-out rows.
+        ("after") against the MOS, on the fit rows and on the held-out rows, and `notes`: the warnings below.
 
     Raises:
         ValueError: an unknown `method`, a bad `holdout`, scores and MOS of different lengths or not finite, too few
-            rows, or a logistic fit that fails (constant scores or MOS, no convergence).
+            rows, all MOS or all scores the same, or a logistic fit that fails (no convergence).
+
+    Warns:
+        UserWarning: one line, when the fit rows are fewer than `MIN_ROWS` (10), or when the free logistic put an
+            asymptote further than half the labels' range beyond them, so that it was refitted with its range held
+            there (few labels: b1 = 57000 on a 1..5 scale, say). Also kept in the report's `notes`.
     """
     check_options(method, holdout)
     s, y = np.asarray(scores, dtype=np.float64), np.asarray(mos, dtype=np.float64)
     if s.shape != y.shape or s.ndim != 1 or not (np.isfinite(s).all() and np.isfinite(y).all()):
         raise ValueError(f"scores and MOS must be as many finite numbers: got {s.shape} and {y.shape}")
+    if len(s):
+        _check_varied(s, y)
     fit, held = _split(len(s), holdout, seed, method)
-    cal = Calibration(method, _fit_parameters(method, s[fit], y[fit]), seed=seed, **about)
-    report: dict[str, Any] = {"holdout": holdout}
+    _check_varied(s[fit], y[fit], " fit")
+    parameters, notes = _fit_parameters(method, s[fit], y[fit])
+    if notes:
+        warnings.warn(f"`method` {method}: {'; '.join(notes)}", stacklevel=2)
+    cal = Calibration(method, parameters, seed=seed, **about)
+    report: dict[str, Any] = {"holdout": holdout, "notes": notes}
     for part, rows in (("fit", fit), ("held_out", held)):
         report[part] = (
             {"rows": len(rows), "before": _measure(s[rows], y[rows]), "after": _measure(cal.apply(s[rows]), y[rows])}
@@ -374,7 +483,9 @@ def score_columns(
     Raises:
         ValueError: `mos_scale` is not a registered dataset.
         FileNotFoundError, CalibrationError: as `load_calibration`, or the calibration is for another model.
+        TypeError: `model` is not a model (a name, say).
     """
+    require_model(model)
     columns: dict[str, Callable[[float], float]] = {}
     if mos_scale is not None:
         columns[MOS_COLUMN] = mos_dataset(mos_scale).denormalise

@@ -14,6 +14,7 @@ Windows are cut from the decoded image one forward at a time, so memory is the i
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,10 +25,19 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..data.transforms import image_to_tensor, make_crops
-from ..models.base import QualityModel
-from .scoring import IMAGES_PER_FORWARD, Scorer, _decode
+from ..models.base import QualityModel, require_model
+from .scoring import IMAGES_PER_FORWARD, Scorer, _decode, describe_error
 
-__all__ = ["DEFAULT_STRIDE", "MAX_MAP_WINDOWS", "QualityMap", "decode_image", "grid_offsets", "quality_map"]
+__all__ = [
+    "DEFAULT_STRIDE",
+    "MAX_MAP_WINDOWS",
+    "ImageReadError",
+    "QualityMap",
+    "check_pixels",
+    "decode_image",
+    "grid_offsets",
+    "quality_map",
+]
 
 DEFAULT_STRIDE = 112  # px: half of a 224-pixel window, so each pixel is in up to 4 windows
 # Most windows one map scores: 128 x 128 windows, e.g. a 14,000-pixel square at stride 112, or a 16-megapixel photo
@@ -60,11 +70,30 @@ class QualityMap:
     upscaled: bool = False
 
     @property
+    def single(self) -> bool:
+        """Whether the map is one window (an image no larger than a window): a score, not a map of where."""
+        return self.scores.size == 1
+
+    @property
     def centres(self) -> tuple[np.ndarray, np.ndarray]:
         """(row centres (rows,), column centres (cols,)) of the windows, in the original image's pixels."""
         ys = (self.boxes[:, 0, 0] + self.boxes[:, 0, 2]) / 2
         xs = (self.boxes[0, :, 1] + self.boxes[0, :, 3]) / 2
         return ys.astype(np.float64), xs.astype(np.float64)
+
+
+class ImageReadError(ValueError):
+    """An image that cannot be read or scored as given: one line, `NAME: reason`, worded as scoring words it.
+
+    Attributes:
+        name: the image as named in the message: its path, or `image` for one in memory.
+        reason: why, as `gamma-iqa score` says it on the image's row (`describe_error`): "no such file", ...
+    """
+
+    def __init__(self, name: str, reason: str) -> None:
+        """The error for image `name` failing for `reason`."""
+        super().__init__(f"{name}: {reason}")
+        self.name, self.reason = name, reason
 
 
 def decode_image(image: Any) -> Image.Image | torch.Tensor:
@@ -74,10 +103,25 @@ def decode_image(image: Any) -> Image.Image | torch.Tensor:
         image: a file path or its bytes, a PIL image, a numpy array or a (3, H, W) tensor.
 
     Raises:
-        ValueError: the image cannot be scored as given (as `QualityModel.score`); OSError and PIL's errors for an
-            unreadable file.
+        ImageReadError: the image cannot be read or scored as given (a ValueError; one line naming the path, or
+            `image`, and why, as `QualityModel.score` says it: "no such file", "not an image, ...").
     """
-    return _decode(image)
+    try:
+        return _decode(image)
+    except Exception as e:  # any failure to read it is the input's: one line, as scoring words it
+        name = str(image) if isinstance(image, (str, os.PathLike)) else "`image`"
+        raise ImageReadError(name, describe_error(e)) from None
+
+
+def check_pixels(value: Any, parameter: str) -> int:
+    """`value` as a number of pixels: an int >= 1 (a bool is no number here).
+
+    Raises:
+        ValueError: naming `parameter` and the value given.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{parameter}` must be a whole number of pixels >= 1, got {value!r}")
+    return int(value)
 
 
 def grid_offsets(length: int, window: int, stride: int) -> list[int]:
@@ -174,8 +218,10 @@ def quality_map(
         The map: scores (rows, cols), boxes (rows, cols, 4) in the original's pixels, and the image's size.
 
     Raises:
-        ValueError: `stride` or `window` below 1, a scene the model does not accept, a bad `dtype`, more windows than
-            `MAX_MAP_WINDOWS` (naming how to lift it), or an image that cannot be read (as `QualityModel.score`).
+        TypeError: `model` is not a model (a name, say: make it with `gamma_iqa.create_model(name)`).
+        ValueError: `stride` or `window` not an int >= 1, a scene the model does not accept, a bad `dtype`, more
+            windows than `MAX_MAP_WINDOWS` (naming how to lift it), or an image that cannot be read or scored (an
+            `ImageReadError`, one line naming it as `QualityModel.score` does: "missing.jpg: no such file").
 
     Examples:
         >>> import torch
@@ -188,11 +234,9 @@ def quality_map(
         >>> qmap.boxes[-1, -1].tolist()  # (top, left, bottom, right): the last window ends at the border
         [36, 96, 100, 160]
     """
-    window = model.image_size if window is None else window
-    if stride < 1:
-        raise ValueError(f"`stride` must be >= 1 pixel, got {stride}")
-    if window < 1:
-        raise ValueError(f"`window` must be >= 1 pixel, got {window}")
+    require_model(model)
+    stride = check_pixels(stride, "stride")
+    window = check_pixels(model.image_size if window is None else window, "window")
     model.prompt_key(scene)
     scorer = Scorer(model, crops="center", dtype=dtype)
     decoded = decode_image(image)

@@ -34,7 +34,7 @@ from ..data.transforms import (
     resize_short_side,
     to_rgb,
 )
-from ..models.base import QualityModel, set_scorer
+from ..models.base import QualityModel, require_model, set_scorer
 from ..models.scenes import NUM_LEVELS
 from .calibration import Calibration, score_columns
 from .progress import Progress
@@ -218,12 +218,14 @@ class Scorer:
                 each row's `extra`.
 
         Raises:
+            TypeError: `model` is not a model (a name, say).
             ValueError: `batch_size` below 1, `workers` below 0, bad `crops`, an unknown `dtype`, or fp16 on the CPU
                 (names the parameters).
 
         Warns:
             UserWarning: bf16 asked for on a CPU where it is slower than fp32: one line saying fp32 is used.
         """
+        require_model(model)
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
         if workers < 0:

@@ -12,6 +12,7 @@ import contextlib
 import contextvars
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = [
     "check_keys",
     "level_head",
     "range_problem",
+    "require_model",
     "set_scorer",
     "values_unchecked",
 ]
@@ -339,6 +341,23 @@ class QualityModel(nn.Module):
             raise RuntimeError("scoring is provided by gamma_iqa.engine; import gamma_iqa first")
         options = {"scene": scene, "crops": crops, "seed": seed, "batch_size": batch_size, "dtype": dtype}
         return _scorer(self, inputs, details=details, mos_scale=mos_scale, calibration=calibration, **options)
+
+
+def require_model(model: Any, parameter: str = "model") -> None:
+    """Refuse anything but a `QualityModel` where an API takes a model (a name is the common slip).
+
+    Raises:
+        TypeError: one line naming `parameter`, what was given and how to make a model (`create_model`).
+    """
+    if isinstance(model, QualityModel) or isinstance(getattr(model, "_orig_mod", None), QualityModel):
+        return  # a model, or one wrapped by torch.compile (which passes attributes through)
+    if isinstance(model, (str, os.PathLike)):
+        how = f"gamma_iqa.create_model({str(model)!r})"
+    else:
+        how = "gamma_iqa.create_model(NAME_OR_CHECKPOINT)"
+    text = " ".join(repr(model).split())  # one line, even for a module or a tensor
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    raise TypeError(f"`{parameter}` must be a model, got the {type(model).__name__} {shown}: pass {how}")
 
 
 # The models layer sits below the data and engine layers that decode and crop images, so `QualityModel.score` cannot

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .base import QualityModel, range_problem, values_unchecked
+from .base import QualityModel, range_problem, require_model, values_unchecked
 
 __all__ = ["QualityLoss", "crop_grid"]
 
@@ -165,9 +165,11 @@ class QualityLoss(nn.Module):
                 require grad (None).
 
         Raises:
+            TypeError: `model` is not a model (a name, say: make it with `gamma_iqa.create_model(name)`).
             ValueError: a scene the model does not accept, or a bad `crops` or `reduction` (naming the parameter).
         """
         super().__init__()
+        require_model(model)
         crop_grid(1, 1, 1, crops)  # validates `crops` (any valid value has a grid on a 1-pixel image)
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f'`reduction` must be "mean", "sum" or "none", got {reduction!r}')

@@ -2,7 +2,9 @@
 
 The image is shown at most `MAP_SIDE` pixels a side; the window scores (engine/maps.py) are spread over it bilinearly
 between the windows' centres (constant beyond the outermost centres) and laid over it, semi-transparent, red (low) to
-green (high), with a colour bar spanning the map's own lowest to highest score. matplotlib draws it (the optional
+green (high), with a colour bar spanning the map's own lowest to highest score (beside the picture, or below a
+wide one). A map of one window (an image no larger than a window) has no range: it is drawn flat on a fixed 0..1
+scale, its one score marked and named on the bar. matplotlib draws it (the optional
 `plot` extra), through its object-oriented API on an Agg canvas: no pyplot, no window, no global backend switch.
 
 File names are `<image stem>.map.png` in the folder given, made unique in input order when stems collide (`a.map.png`,
@@ -22,9 +24,9 @@ import torch
 from PIL import Image
 
 from ..data.inputs import Entry
-from ..engine.maps import DEFAULT_STRIDE, QualityMap, decode_image, quality_map
+from ..engine.maps import DEFAULT_STRIDE, ImageReadError, QualityMap, check_pixels, decode_image, quality_map
 from ..engine.scoring import ScoreRow, describe_error
-from ..models.base import QualityModel
+from ..models.base import QualityModel, require_model
 from .writers import shown_name
 
 __all__ = ["MAP_SIDE", "map_paths", "render_map", "require_matplotlib", "upsample", "write_maps"]
@@ -82,8 +84,42 @@ def _as_pil(image: Image.Image | torch.Tensor) -> Image.Image:
     return Image.fromarray(pixels.permute(1, 2, 0).numpy())
 
 
+def _colour_range(qmap: QualityMap) -> tuple[float, float, str]:
+    """(low, high, label) of the colour bar.
+
+    A map of several windows spans its own lowest to highest score. One window (an image no larger than a window) has
+    no range: a fixed scale, [0, 1] (the scores' nominal range, widened to hold the score), says how good it is, and
+    the label says it is one score. So does a map whose windows all score the same.
+    """
+    lo, hi = float(qmap.scores.min()), float(qmap.scores.max())
+    windows = f"{qmap.window} px windows, stride {qmap.stride}"
+    if qmap.single:
+        return min(0.0, lo), max(1.0, hi), f"one window (the image is no larger): score {lo:.3f}"
+    if hi - lo < 1e-6:
+        return min(0.0, lo), max(1.0, hi), f"every window scores {lo:.3f} ({windows})"
+    return lo, hi, f"score of {windows}"
+
+
+def _figure_size(picture: Image.Image, vertical: bool) -> tuple[float, float, float]:
+    """(width, height) of the figure in inches at 100 dpi, and the scale the picture is shown at.
+
+    A small picture is shown larger, up to 400 px tall or MAP_SIDE px wide. Room is added for the colour bar and its
+    label: beside the picture (`vertical`) or below it, and above it for the title; the figure is at least 4.8 inches
+    wide so that a narrow picture's title and label fit.
+    """
+    scale = min(max(1.0, 400 / picture.height), max(1.0, MAP_SIDE / picture.width))
+    width, height = picture.width * scale / 100, picture.height * scale / 100
+    if vertical:
+        return max(width + 1.6, 4.8), height + 0.6, scale
+    return max(width + 0.4, 4.8), height + 1.3, scale
+
+
 def render_map(qmap: QualityMap, image: Any, path: str | os.PathLike[str], *, title: str | None = None) -> Path:
     """Draw `qmap` over `image` into a PNG file.
+
+    The colour bar stands beside the picture, or lies below it when the picture is shown under 300 px tall (a wide
+    image), so its label always fits. A map of one window (an image no larger than a window) is drawn flat on a fixed
+    0..1 colour scale and labelled with its score.
 
     Args:
         qmap: the map of `image`.
@@ -96,39 +132,44 @@ def render_map(qmap: QualityMap, image: Any, path: str | os.PathLike[str], *, ti
 
     Raises:
         ImportError: matplotlib is not installed (naming the extra).
-        ValueError: `image` is not the size the map was made for.
+        ValueError: `image` cannot be read (an `ImageReadError`) or is not the size the map was made for.
     """
     require_matplotlib()
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     picture = _as_pil(decode_image(image))
     if (picture.height, picture.width) != qmap.size:
         raise ValueError(
             f"the map is of a {qmap.size[1]} x {qmap.size[0]} image, not {picture.width} x {picture.height}"
         )
+    _map_figure(qmap, picture, title).savefig(path, format="png")
+    return Path(path)
+
+
+def _map_figure(qmap: QualityMap, picture: Image.Image, title: str | None) -> Any:
+    """The matplotlib Figure of `render_map` (on an Agg canvas): the map over `picture`, its colour bar and title."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     picture = picture.copy()
     picture.thumbnail((MAP_SIDE, MAP_SIDE))
     values = upsample(qmap, picture.height, picture.width)
-    lo, hi = float(qmap.scores.min()), float(qmap.scores.max())
-    if hi - lo < 1e-6:  # a flat map: a colour bar needs a range
-        lo, hi = lo - 5e-4, hi + 5e-4
-    # A small image is shown larger, up to 400 px tall (so the colour bar and its label fit) or MAP_SIDE px wide.
-    scale = min(max(1.0, 400 / picture.height), max(1.0, MAP_SIDE / picture.width))
-    width, height = picture.width * scale / 100, picture.height * scale / 100  # inches at 100 dpi
-    figure = Figure(figsize=(width + 1.6, height + 0.6), dpi=100, layout="constrained")
+    lo, hi, label = _colour_range(qmap)
+    vertical = picture.height * _figure_size(picture, True)[2] >= 300  # shown height, px: room for the label
+    width, height, _ = _figure_size(picture, vertical)
+    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)  # attaches itself: savefig renders with Agg
     axes = figure.add_subplot()
     axes.imshow(np.asarray(picture), interpolation="none")
     shown = axes.imshow(values, cmap="RdYlGn", vmin=lo, vmax=hi, alpha=0.45, interpolation="none")
     axes.set_axis_off()
     if title:
-        axes.set_title(title, loc="left", fontsize="small")
-    bar = figure.colorbar(shown, ax=axes, fraction=0.05, pad=0.02)
+        figure.suptitle(title, x=0.01, ha="left", fontsize="small")  # the figure's width, not a narrow picture's
+    shape = {"orientation": "vertical", "aspect": 20} if vertical else {"orientation": "horizontal", "aspect": 40}
+    bar = figure.colorbar(shown, ax=axes, fraction=0.05, pad=0.02, **shape)
     bar.solids.set_alpha(1.0)  # the bar in full colour, not washed out like the overlay
-    bar.set_label(f"score of {qmap.window} px windows, stride {qmap.stride}", fontsize="small")
-    figure.savefig(path, format="png")
-    return Path(path)
+    bar.set_label(label, fontsize="small")
+    if qmap.single:  # mark the one score on the fixed scale
+        (bar.ax.axhline if vertical else bar.ax.axvline)(float(qmap.scores.flat[0]), color="black", linewidth=2)
+    return figure
 
 
 def _stem(name: str) -> str:
@@ -192,8 +233,12 @@ def write_maps(
         {entry name: PNG path} of the maps drawn (an entry name listed twice keeps its first map).
 
     Raises:
+        TypeError: `model` is not a model (before any map is made).
+        ValueError: `stride` is not an int >= 1 (before any map is made).
         ImportError: matplotlib is not installed (before any map is made).
     """
+    require_model(model)
+    check_pixels(stride, "stride")
     require_matplotlib()
     Path(folder).mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
@@ -207,9 +252,8 @@ def write_maps(
             render_map(qmap, image, path, title=f"{shown_name(Path(entry.name).name)} · mean {qmap.scores.mean():.3f}")
         except Exception as e:  # one image's failure is its own: say so on one line, draw the others
             if on_error is not None:
-                on_error(
-                    ScoreRow(i, entry.name, scene=entry.scene, error=f"quality map not drawn: {describe_error(e)}")
-                )
+                why = e.reason if isinstance(e, ImageReadError) else describe_error(e)  # the row names the image
+                on_error(ScoreRow(i, entry.name, scene=entry.scene, error=f"quality map not drawn: {why}"))
             continue
         written.setdefault(entry.name, path)
     return written

@@ -22,11 +22,18 @@ import torch.distributed as dist
 from ..data.datasets import DatasetSpec
 from ..data.inputs import Entry
 from ..data.readers import read_folder_csv
-from ..engine.calibration import Calibration, check_options, describe_columns, fit_calibration
+from ..engine.calibration import (
+    Calibration,
+    calibration_file,
+    check_options,
+    check_rows,
+    describe_columns,
+    fit_calibration,
+)
 from ..engine.evaluate import DatasetResult, evaluate
-from ..engine.maps import DEFAULT_STRIDE
+from ..engine.maps import DEFAULT_STRIDE, check_pixels
 from ..engine.scoring import Scorer, ScoreRow
-from ..models.base import QualityModel
+from ..models.base import QualityModel, require_model
 from ..models.state import file_sha256, state_sha256
 from .maps import map_paths, require_matplotlib, write_maps
 from .provenance import collect, read_provenance, settings_of, sidecar, utc_now, write_provenance
@@ -154,12 +161,11 @@ def _check_maps(map_dir: str | os.PathLike[str] | None, map_stride: int) -> None
     """Refuse, before any scoring, maps that cannot be drawn.
 
     Raises:
-        ValueError: `map_stride` below 1, `map_dir` an existing file, or matplotlib missing (naming the extra).
+        ValueError: `map_stride` not an int >= 1, `map_dir` an existing file, or matplotlib missing (naming the extra).
     """
     if map_dir is None:
         return
-    if map_stride < 1:
-        raise ValueError(f"`map_stride` must be >= 1 pixel, got {map_stride}")
+    check_pixels(map_stride, "map_stride")
     if Path(map_dir).exists() and not Path(map_dir).is_dir():
         raise ValueError(f"`map_dir` {map_dir} is a file, not a folder")
     try:
@@ -395,7 +401,7 @@ def run_calibrate(
         scene: the scene the images are scored in (None: the model's default).
         method: "logistic4" or "isotonic".
         holdout: the fraction of scored rows held out of the fit and measured on.
-        out: write the calibration file here (None: not written).
+        out: write the calibration file here (a folder: its calibration.json; None: not written).
         model_name: what the model was made from (a registered name or a checkpoint path), recorded in the file.
         on_error: called with each row that could not be scored.
         **options: the Scorer's options (crops, seed, batch_size, workers, dtype, progress); `seed` also draws the
@@ -405,15 +411,21 @@ def run_calibrate(
         The calibration (its `path` is `out` when written).
 
     Raises:
-        FileNotFoundError: `csv` is not a file, or `images` is not a folder.
+        TypeError: `model` is not a model (a name, say).
+        FileNotFoundError: `csv` is not a file, `images` is not a folder, or `out`'s folder does not exist.
         LabelFileError: a malformed label CSV (a ValueError).
-        ValueError: a bad Scorer option, `method` or `holdout`, an unknown `scene`, or too few images scored to fit.
+        ValueError: a bad Scorer option, `method` or `holdout`, an unknown `scene`, too few rows in the CSV for the
+            holdout (before scoring), or too few images scored to fit.
     """
+    require_model(model)
     check_options(method, holdout)
+    if out is not None and not calibration_file(out).parent.is_dir():  # before the scoring, not after it
+        raise FileNotFoundError(f"`out` {out}: no folder {calibration_file(out).parent} to write it in")
     root = Path(csv).resolve().parent if images is None else Path(images)
     if not root.is_dir():
         raise FileNotFoundError(f"`images` {root}: no such folder")
     labels = read_folder_csv(root, Path(csv), image_column, mos_column)
+    check_rows(len(labels.items), method, holdout, rows="rows in the label CSV")  # known before any scoring
     model.prompt_key(scene)  # an unknown scene fails before any scoring
     entries = [Entry(image, root / image, scene) for image, _ in labels.items]
     scorer = Scorer(model, **options)
