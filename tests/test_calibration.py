@@ -325,3 +325,101 @@ def test_calibrate_reports_unreadable_images_and_bad_options(capsys, labelled, t
     code, stdout, err = run_cli(capsys, *base, "--holdout", "1.5")
     assert (code, stdout) == (2, "")
     assert err == "gamma-iqa calibrate: error: --holdout must be a fraction in [0, 1), got 1.5\n"
+
+
+# ---- a new user's trial: few labels, constant labels, holdout, folders ------------------------------------------
+def test_logistic_on_few_labels_is_held_in_range_with_a_warning():
+    rng = np.random.default_rng(4)  # 8 noisy labels: the free logistic put b1 at 168,271 on this 2..5 scale
+    n = int(rng.integers(5, 10))
+    s = rng.uniform(0.4, 0.6, n)
+    y = 1 + 4 * (s - 0.4) / 0.2 + rng.normal(0, 0.5, n)
+    about = {"model": {"name": "m", "parameters_sha256": "0" * 64}}
+    with pytest.warns(UserWarning) as caught:
+        cal = fit_calibration(s, y, holdout=0, **about)
+    assert len(caught) == 1
+    text = str(caught[0].message)
+    assert text.startswith("`method` logistic4: fitted on 8 rows, fewer than 10: label more images")
+    assert "put an asymptote at 1.683e+05, far outside the labels' range" in text and "\n" not in text
+    lo, hi = y.min(), y.max()
+    low, high = lo - 10 * (hi - lo), hi + 10 * (hi - lo)
+    p = cal.parameters
+    assert sorted([p["b1"], p["b2"]]) == pytest.approx([low, high])  # held 10 times the labels' range beyond them
+    assert (cal.apply(np.linspace(-1, 2, 31)) >= low).all() and (cal.apply(np.linspace(-1, 2, 31)) <= high).all()
+    assert np.diff(cal.apply(np.sort(s))).min() > 0  # still increasing: the rank order is kept
+    fit = cal.report["fit"]
+    assert fit["after"]["srcc"] == pytest.approx(fit["before"]["srcc"]) and fit["after"]["rmse"] < 0.5
+    assert cal.report["notes"] == text.removeprefix("`method` logistic4: ").split("; ")
+
+
+def test_enough_labels_fit_freely_without_a_warning(scores, recwarn):
+    about = {"model": {"name": "m", "parameters_sha256": "0" * 64}}
+    cal = fit_calibration(scores, distort(scores), holdout=0.2, **about)
+    assert cal.report["notes"] == [] and not [w for w in recwarn if issubclass(w.category, UserWarning)]
+
+
+def test_constant_labels_or_scores_are_refused_in_words():
+    about = {"model": {"name": "m", "parameters_sha256": "0" * 64}}
+    with pytest.raises(ValueError) as caught:
+        fit_calibration(np.linspace(0, 1, 7), [3.0] * 7, holdout=0, **about)
+    assert str(caught.value) == "all 7 labels have the same MOS (3.0): a calibration needs labels that vary"
+    with pytest.raises(ValueError, match=r"^all 7 labelled images have the same score \(0\.5\): the model does not"):
+        fit_calibration([0.5] * 7, np.arange(7), method="isotonic", holdout=0, **about)
+
+
+def _write_labels(folder: Path, rows: list[tuple[str, float]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "labels.csv"
+    path.write_text("image,mos\n" + "".join(f"{n},{m}\n" for n, m in rows))
+    return path
+
+
+def test_calibrate_checks_holdout_and_constant_labels_before_scoring(capsys, tmp_path):
+    labels = _write_labels(tmp_path, [(f"missing{i}.png", 1 + i % 4) for i in range(12)])  # none exists
+    base = ["calibrate", "--model", "gamma-test", "--csv", str(labels), "--workers", "0", "--out", str(tmp_path / "c")]
+    code, out, err = run_cli(capsys, *base, "--holdout", "0.99")
+    assert (code, out) == (2, "")
+    assert err == (  # one line, and no image was scored (each would have said "no such file")
+        "gamma-iqa calibrate: error: 12 rows in the label CSV are too few for --method logistic4 with --holdout 0.99: "
+        "it would fit on 0 and hold out 12; it needs at least 5 to fit and 2 held out\n"
+    )
+    code, _, err = run_cli(capsys, *base, "--holdout", "0.05")
+    assert code == 2 and "it would fit on 11 and hold out 1; it needs at least 5 to fit and 2 held out" in err
+
+
+def test_calibrate_on_constant_mos_says_so(capsys, labelled, tmp_path):
+    rows = [(f"img/{i:02d}.png", 3.0) for i in range(7)]
+    labels = _write_labels(tmp_path, rows)
+    code, _, err = run_cli(
+        capsys, "calibrate", "--model", "gamma-test", "--csv", str(labels), "--images", str(labelled),
+        "--crops", "center", "--workers", "0", "--holdout", "0", "--out", str(tmp_path / "c.json"),
+    )  # fmt: skip
+    assert code == 2
+    assert (
+        err
+        == "gamma-iqa calibrate: error: all 7 labels have the same MOS (3.0): a calibration needs labels that vary\n"
+    )
+
+
+def test_a_folder_as_calibration(capsys, labelled, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    code, _, err = calibrate(capsys, labelled, "--out", str(run))  # a folder: its calibration.json
+    assert code == 0 and f"wrote {run / 'calibration.json'}" in err
+    image = str(labelled / "img/00.png")
+    code, rows, err = score_csv(capsys, image, "--model", "gamma-test", "--calibration", str(run))
+    assert code == 0 and rows[0][-1] == "calibrated", err
+    assert load_calibration(run) == load_calibration(run / "calibration.json")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = score_csv(capsys, image, "--model", "gamma-test", "--calibration", str(empty))
+    assert code == 2 and err == (
+        f"gamma-iqa score: error: --calibration {empty}: is a folder without a calibration.json; give the "
+        "calibration file that gamma-iqa calibrate --out wrote, or a folder holding it as calibration.json\n"
+    )
+    code, _, err = run_cli(capsys, "calibrate", "--model", "gamma-test", "--csv", str(labelled), "--out", "x.json")
+    assert code == 2 and err == f"gamma-iqa calibrate: error: --csv {labelled}: is a folder; give the label CSV file\n"
+    code, _, err = calibrate(capsys, labelled, "--out", str(tmp_path / "no" / "cal.json"))
+    assert code == 2 and err == (
+        f"gamma-iqa calibrate: error: --out {tmp_path / 'no' / 'cal.json'}: no folder {tmp_path / 'no'} to write "
+        "it in\n"
+    )

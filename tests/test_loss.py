@@ -196,3 +196,8 @@ def test_the_value_check_is_skipped_for_pixels_being_optimised_unless_asked(tiny
 def test_bad_settings_are_refused_when_the_loss_is_made(tiny, kwargs, message):
     with pytest.raises(ValueError, match=message):
         QualityLoss(tiny, **kwargs)
+
+
+def test_a_name_instead_of_a_model_is_refused_with_a_type_error():
+    with pytest.raises(TypeError, match=r"^`model` must be a model, got the str 'gamma-lite': pass gamma_iqa\.create_"):
+        QualityLoss("gamma-lite")

@@ -305,3 +305,94 @@ def test_report_shows_the_linked_map_in_chromium(tmp_path, capsys):
     missing = _screenshot(chromium, page, tmp_path / "without.png")
     # The page is the same but for the map's picture, where the browser drew the PNG (else a broken-image icon).
     assert (shown != missing).any(axis=1).sum() > 10_000  # pixels; the map's frame is 160 x 160
+
+
+# ---- a new user's trial: wide and one-window images, unreadable images, bad strides, a name for a model -------------
+def _label_fits(qmap, image):
+    """Whether the colour bar's label and the title lie inside the figure, drawn."""
+    from gamma_iqa.outputs.maps import _map_figure
+
+    figure = _map_figure(qmap, image, "a title")
+    renderer = figure.canvas.get_renderer()
+    figure.canvas.draw()
+    bar = figure.axes[-1]
+    label = bar.yaxis.label if bar.yaxis.label.get_text() else bar.xaxis.label
+    box, frame = label.get_window_extent(renderer), figure.bbox
+    inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+    return inside, label.get_text()
+
+
+@pytest.mark.parametrize("size", [(80, 1400), (900, 80), (300, 300)])
+def test_map_colour_bar_label_fits_on_wide_and_tall_images(gamma_test_model, size):
+    pytest.importorskip("matplotlib")
+    image = torch.rand(3, *size, generator=torch.Generator().manual_seed(0))
+    qmap = quality_map(gamma_test_model, image, stride=32)
+    picture = Image.fromarray((image * 255).round().byte().permute(1, 2, 0).numpy())
+    inside, text = _label_fits(qmap, picture)
+    assert inside and text == "score of 64 px windows, stride 32"  # the wide one was cut off at the right
+
+
+def test_one_window_map_is_drawn_flat_on_a_fixed_scale(gamma_test_model, tmp_path):
+    pytest.importorskip("matplotlib")
+    from gamma_iqa.outputs.maps import _map_figure
+
+    image = images(1, size=64, seed=2)[0]  # exactly one 64-pixel window
+    qmap = quality_map(gamma_test_model, image, stride=16)
+    assert qmap.single and qmap.scores.shape == (1, 1)
+    picture = Image.fromarray((image * 255).round().byte().permute(1, 2, 0).numpy())
+    figure = _map_figure(qmap, picture, None)
+    bar = figure.axes[-1]
+    assert bar.get_ylim() == (0.0, 1.0)  # not the score +- 5e-4, which made a meaningless range
+    assert bar.yaxis.label.get_text() == f"one window (the image is no larger): score {qmap.scores[0, 0]:.3f}"
+    assert render_map(qmap, image, tmp_path / "one.png").is_file()
+    several = quality_map(gamma_test_model, images(1, size=96)[0], stride=32)
+    shown = Image.fromarray((images(1, size=96)[0] * 255).round().byte().permute(1, 2, 0).numpy())
+    assert not several.single and _map_figure(several, shown, None).axes[-1].get_ylim() == (
+        pytest.approx(float(several.scores.min())),
+        pytest.approx(float(several.scores.max())),
+    )
+
+
+def test_unreadable_image_is_one_line_as_scoring_says_it(gamma_test_model, tmp_path):
+    (tmp_path / "notes.jpg").write_text("not an image\n" * 20)
+    cases = {
+        "missing.jpg": "missing.jpg: no such file",
+        str(tmp_path / "notes.jpg"): f"{tmp_path / 'notes.jpg'}: not an image, or an unsupported format",
+        str(tmp_path): f"{tmp_path}: is a folder, not an image",
+    }
+    for source, message in cases.items():
+        with pytest.raises(ValueError) as caught:
+            quality_map(gamma_test_model, source)
+        assert str(caught.value) == message and isinstance(caught.value, engine_maps.ImageReadError)
+    with pytest.raises(ValueError, match=r"^`image`: "):  # in memory: named as the parameter
+        quality_map(gamma_test_model, torch.full((3, 70, 70), 2.0))
+
+
+@pytest.mark.parametrize("stride", [2.5, 8.0, "8", None, True, -1, 0])
+def test_a_stride_that_is_no_whole_number_of_pixels_is_refused(gamma_test_model, stride):
+    expected = rf"^`stride` must be a whole number of pixels >= 1, got {re.escape(repr(stride))}$"
+    with pytest.raises(ValueError, match=expected):
+        quality_map(gamma_test_model, images(1, size=96)[0], stride=stride)
+    assert quality_map(gamma_test_model, images(1, size=96)[0], stride=np.int64(32)).stride == 32
+
+
+def test_a_model_name_instead_of_a_model_is_a_type_error(gamma_test_model, tmp_path):
+    from gamma_iqa.engine.calibration import score_columns
+    from gamma_iqa.engine.scoring import Scorer
+    from gamma_iqa.outputs.maps import write_maps
+    from gamma_iqa.outputs.runs import run_calibrate
+
+    message = r"^`model` must be a model, got the str 'gamma-test': pass gamma_iqa\.create_model\('gamma-test'\)$"
+    calls = [
+        lambda: gamma_iqa.QualityLoss("gamma-test"),
+        lambda: quality_map("gamma-test", images(1)[0]),
+        lambda: Scorer("gamma-test"),
+        lambda: score_columns("gamma-test", mos_scale="live"),
+        lambda: write_maps("gamma-test", [], tmp_path),
+        lambda: run_calibrate("gamma-test", tmp_path / "labels.csv"),
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match=message):
+            call()
+    with pytest.raises(TypeError, match=r"got the Tensor tensor\(\[1\.\]\): pass gamma_iqa\.create_model\(NAME_OR"):
+        gamma_iqa.QualityLoss(torch.ones(1))

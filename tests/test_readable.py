@@ -1,6 +1,7 @@
 """Issue 15: how sure a score is (crop spread, level probabilities) and reproducible runs (provenance, --check)."""
 
 import csv
+import importlib.util
 import json
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from gamma_iqa.outputs.provenance import TIMES, check_output, sidecar
 from gamma_iqa.outputs.writers import read_rows
 
 from .conftest import perturb
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 LEVELS = [f"p_{n}" for n in LEVEL_NAMES]
 
@@ -214,3 +217,66 @@ def test_check_usage_errors(capsys, tmp_path):
     assert code == 2 and "no provenance file" in err
     code, _, err = score(capsys, "--check", str(lone), str(tmp_path / "imgs"))
     assert code == 2 and "--check" in err
+
+
+# ---- options that only mean something with another (a new user's trial) ------------------------------------------
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--map-stride", "8"], "--map-stride only works with --map"),
+        (["--html-top", "3"], "--html-top only works with --html"),
+        (["--check-rows", "3"], "--check-rows only works with --check"),
+        (["--tolerance", "0.1"], "--tolerance only works with --check"),
+    ],
+)
+def test_an_option_without_the_one_it_needs_is_refused(capsys, tmp_path, extra, message):
+    save_images(tmp_path / "imgs", 1)
+    code, out, err = score(capsys, str(tmp_path / "imgs"), "--model", "gamma-test", *extra)
+    assert (code, out, err) == (2, "", f"gamma-iqa score: error: {message}\n")  # was silently ignored
+
+
+def test_check_refuses_the_settings_it_would_ignore(capsys, tmp_path):
+    save_images(tmp_path / "imgs", 1)
+    out = tmp_path / "s.csv"
+    assert score(capsys, str(tmp_path / "imgs"), "--model", "gamma-test", "--output", str(out))[0] == 0
+    code, _, err = score(capsys, "--check", str(out), "--model", "gamma-test", "--details", "--mos-scale", "ava")
+    assert code == 2 and err == (
+        "gamma-iqa score: error: --check re-scores with the settings it recorded; it takes no --model, --details, "
+        "--mos-scale\n"
+    )
+    assert score(capsys, "--check", str(out), "--check-rows", "1", "--tolerance", "1e-5")[0] == 0
+
+
+def _example():
+    spec = importlib.util.spec_from_file_location("improve_by_gradient", EXAMPLES / "improve_by_gradient.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["missing.jpg"], "error: missing.jpg: no such file"),
+        (["--steps", "0"], "error: argument --steps: must be a whole number >= 1, got 0"),
+        (["--steps", "x"], "error: argument --steps: must be a whole number >= 1, got 'x'"),
+        (["--crops", "-2"], "error: argument --crops: must be a whole number >= 1, got -2"),
+        (["--lr", "0"], "error: --lr must be > 0 and --fidelity >= 0, got 0.0 and 0.0"),
+    ],
+)
+def test_gradient_example_refuses_bad_arguments_with_a_usage_line(capsys, argv, message):
+    with pytest.raises(SystemExit) as caught:
+        _example().main(argv)
+    assert caught.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(message)  # argparse's line, not a traceback
+
+
+def test_gradient_example_unreadable_image_or_unknown_model_is_one_line(capsys, tmp_path):
+    example = _example()
+    (tmp_path / "notes.jpg").write_text("not an image")
+    assert example.main([str(tmp_path / "notes.jpg"), "--model", "gamma-test"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("improve_by_gradient.py: error: cannot identify image file")
+    assert example.main(["--model", "no-such-model"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("improve_by_gradient.py: error: unknown model 'no-such-model'")

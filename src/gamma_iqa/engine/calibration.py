@@ -66,7 +66,10 @@ MOS_COLUMN, CALIBRATED_COLUMN = "mos", "calibrated"  # the output columns, in th
 _MIN_FIT_ROWS = {"logistic4": 5, "isotonic": 2}  # a logistic needs more rows than its 4 parameters
 MIN_ROWS = 10  # fit rows under which a fit is warned about as rough (it is still made)
 FILE_NAME = "calibration.json"  # the file a folder given as a calibration (a model or run folder) holds
-_REACH = 0.5  # a logistic's asymptotes may lie at most this fraction of the labels' range beyond them
+# How far beyond the labels (in multiples of their range) a logistic's asymptotes may lie. A fit on labels that cover
+# only a stretch of the curve puts them well outside (tests/test_calibration.py's known distortion: 8 ranges); a free
+# fit of a few noisy labels can put one 50,000 ranges out.
+_REACH = 10
 
 
 class CalibrationError(ValueError):
@@ -302,8 +305,8 @@ def _logistic_parameters(s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, str 
     """The least-squares logistic's (b1, b2, b3, b4), held in range when it extrapolates far; and a note if held.
 
     Few labels can make the free fit put an asymptote far outside the labels' range (b1 = 57000 on a 1..5 scale): a
-    near-linear stretch of a huge logistic. Then both asymptotes are held `_REACH` of the labels' range beyond them and
-    the fit is made again (`_bounded_logistic`), so a score beyond the labelled ones maps to at most that far.
+    near-linear stretch of a huge logistic. Then both asymptotes are held `_REACH` times the labels' range beyond them
+    and the fit is made again (`_bounded_logistic`): an almost linear map, bounded there.
     """
     b = metrics.logistic4_parameters(s, y)
     lo, hi = float(y.min()), float(y.max())
