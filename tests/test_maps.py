@@ -324,7 +324,7 @@ def _label_fits(qmap, image):
 
 @pytest.mark.parametrize("size", [(80, 1400), (900, 80), (300, 300)])
 def test_map_colour_bar_label_fits_on_wide_and_tall_images(gamma_test_model, size):
-    pytest.importorskip("matplotlib")
+    pytest.importorskip("matplotlib", reason="maps are drawn with matplotlib (the plot extra)")
     image = torch.rand(3, *size, generator=torch.Generator().manual_seed(0))
     qmap = quality_map(gamma_test_model, image, stride=32)
     picture = Image.fromarray((image * 255).round().byte().permute(1, 2, 0).numpy())
@@ -333,7 +333,7 @@ def test_map_colour_bar_label_fits_on_wide_and_tall_images(gamma_test_model, siz
 
 
 def test_one_window_map_is_drawn_flat_on_a_fixed_scale(gamma_test_model, tmp_path):
-    pytest.importorskip("matplotlib")
+    pytest.importorskip("matplotlib", reason="maps are drawn with matplotlib (the plot extra)")
     from gamma_iqa.outputs.maps import _map_figure
 
     image = images(1, size=64, seed=2)[0]  # exactly one 64-pixel window
