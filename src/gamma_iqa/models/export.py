@@ -218,8 +218,9 @@ def export_onnx(
         The sidecar's path.
 
     Raises:
-        ValueError: a scene the model does not accept, a model family without an export, `path`'s folder missing or
-            not writable, or onnx / onnxruntime not installed (the message names the extra to install).
+        ValueError: a scene the model does not accept, a model family without an export, `path` a folder or a .json
+            file, its folder missing or not writable, or onnx / onnxruntime not installed (the message names the extra
+            to install).
     """
     reason = onnx_missing()
     if reason is not None:
@@ -229,6 +230,8 @@ def export_onnx(
         raise ValueError(f"cannot write {path}: folder {path.parent} does not exist")
     if not os.access(path.parent, os.W_OK):
         raise ValueError(f"cannot write {path}: folder {path.parent} is not writable")
+    if path.is_dir() or path.suffix == ".json":
+        raise ValueError(f"cannot write {path}: {'a folder' if path.is_dir() else 'the sidecar is the .json beside it'}")
     scenes = export_scenes(model, scene)
     if not isinstance(model, (Gamma, GammaLite)):
         raise ValueError(f"no ONNX export for model {model.config.name} (a {type(model).__name__})")
