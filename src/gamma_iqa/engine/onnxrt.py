@@ -90,9 +90,7 @@ class OnnxForward:
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-            _SESSIONS[key] = onnxruntime.InferenceSession(
-                str(self.path), options, providers=["CPUExecutionProvider"]
-            )
+            _SESSIONS[key] = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.session = _SESSIONS[key]
         self.info = {"name": "onnxruntime", "onnxruntime": onnxruntime.__version__, "opset": record["opset"]}
         self.info["file"] = self.path.name

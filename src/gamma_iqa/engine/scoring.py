@@ -263,7 +263,7 @@ class Scorer:
         if backend == "torch":
             return None
         if self.device.type != "cpu":
-            raise ValueError(f"`backend` onnxruntime scores on the CPU; the model is on {self.device} (use `device` cpu)")
+            raise ValueError(f"`backend` onnxruntime scores on the CPU; the model is on {self.device} (`device` cpu)")
         if self.dtype != "fp32":
             raise ValueError("`backend` onnxruntime scores in fp32; drop `dtype` " + self.dtype)
         if self.crops == "none":

@@ -126,7 +126,8 @@ class ImagePath(nn.Module):
         model = self.model
         logit_scale = model.clip.logit_scale if isinstance(model, Gamma) else model.logit_scale
         anchors = self.table[scene]  # (N, K, E)
-        return level_head(model.adapter, self.encode(crops), anchors, logit_scale, model.score_level, probabilities=True)
+        head = (model.adapter, self.encode(crops), anchors, logit_scale, model.score_level)
+        return level_head(*head, probabilities=True)
 
 
 def _fp32_cpu(model: QualityModel) -> QualityModel:
@@ -231,7 +232,8 @@ def export_onnx(
     if not os.access(path.parent, os.W_OK):
         raise ValueError(f"cannot write {path}: folder {path.parent} is not writable")
     if path.is_dir() or path.suffix == ".json":
-        raise ValueError(f"cannot write {path}: {'a folder' if path.is_dir() else 'the sidecar is the .json beside it'}")
+        what = "a folder" if path.is_dir() else "its sidecar is the .json beside it"
+        raise ValueError(f"cannot write {path}: {what}")
     scenes = export_scenes(model, scene)
     if not isinstance(model, (Gamma, GammaLite)):
         raise ValueError(f"no ONNX export for model {model.config.name} (a {type(model).__name__})")
