@@ -33,6 +33,7 @@ from .engine.train import TrainingError, train
 from .engine.trainconfig import load_config
 from .models import DEFAULT_MODEL, CheckpointError, convert, create_model, default_model, list_models, model_spec
 from .models.checkpoint import WEIGHTS_FILE
+from .models.export import FORMATS, export_onnx
 from .models.scenes import describe_scene, list_scenes
 from .outputs.provenance import CHECK_ROWS, TOLERANCE, CheckResult, check_output
 from .outputs.report import DEFAULT_TOP
@@ -298,6 +299,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 workers=args.workers,
                 dtype=args.dtype,
+                backend=args.backend,
                 progress=True,
             )
         except KeyboardInterrupt:  # the rows so far are complete on disk: one line, not a traceback
@@ -504,6 +506,18 @@ def _map_options(s: argparse.ArgumentParser) -> None:
     )
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    """`export OUT.onnx --model M [--format onnx] [--scene S,...]`: the image path as ONNX and its JSON sidecar."""
+    if args.format not in FORMATS:
+        raise UsageError(f"--format {args.format}: unknown export format; known: {', '.join(FORMATS)}")
+    name = _model_name(args)
+    model = create_model(name).eval()
+    scenes = None if args.scene is None else [s.strip() for s in args.scene.split(",") if s.strip()]
+    side = export_onnx(model, args.output, scene=scenes)
+    print(f"gamma-iqa export: wrote {args.output} and {side} (model {name}; docs/onnx.md)", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand; each sets `func`, its handler."""
     p = argparse.ArgumentParser(prog="gamma-iqa", description="Gamma image quality and aesthetics assessment")
@@ -533,6 +547,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=default_workers(), help="decoding processes (default: from CPUs)")
     s.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps; with --check: the recorded one")
     s.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision")
+    s.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="what runs the forward: torch (default) or onnxruntime (CPU, fp32; the model's ONNX export, cached; "
+        "pip install 'gamma-iqa[onnx]')",
+    )
     s.add_argument("--format", choices=("csv", "json", "jsonl"), default="csv")
     s.add_argument("--output", help="write to FILE instead of stdout")
     s.add_argument("--resume", action="store_true", help="skip the rows already in --output and append the rest")
@@ -617,6 +638,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run folder (default: the config's `out`)")
     t.add_argument("--resume", action="store_true", help="continue the run in the run folder from its last checkpoint")
     t.set_defaults(func=_cmd_train)
+
+    x = sub.add_parser("export", help="export a model's image path (crops -> scores) as ONNX, with a JSON sidecar")
+    x.add_argument("output", metavar="OUT.onnx", help="the file to write; its sidecar OUT.json goes beside it")
+    x.add_argument("--model", help=f"registered model name or checkpoint (default: {DEFAULT_MODEL})")
+    x.add_argument("--format", default="onnx", help="export format: onnx (the only one)")
+    x.add_argument("--scene", help="scene(s) of the scene table, comma-separated (default: every scene of the model)")
+    x.set_defaults(func=_cmd_export)
 
     ls = sub.add_parser("list", help="list models, scenes or datasets")
     ls.add_argument("what", choices=("models", "scenes", "datasets"))

@@ -37,6 +37,7 @@ from ..data.transforms import (
 from ..models.base import QualityModel, require_model, set_scorer
 from ..models.scenes import NUM_LEVELS
 from .calibration import Calibration, score_columns
+from .onnxrt import BACKENDS, OnnxForward
 from .progress import Progress
 from .runtime import DTYPES, autocast, holding_warnings, replay_warnings, scoring_dtype
 
@@ -197,6 +198,7 @@ class Scorer:
         distributed: bool = False,
         details: bool = False,
         columns: Mapping[str, Callable[[float], float]] | None = None,
+        backend: str = "torch",
     ) -> None:
         """Check the options; the model stays on its device.
 
@@ -216,11 +218,15 @@ class Scorer:
                 QualityModel says); the scores are the same either way.
             columns: extra columns of a scored row, {name: map of its score} (`calibration.score_columns`), set in
                 each row's `extra`.
+            backend: what runs the forward on the crops: "torch" (the model itself) or "onnxruntime" (its exported
+                image path, `engine.onnxrt.OnnxForward`: CPU, fp32, fixed-size crops; the optional extra
+                `gamma-iqa[onnx]`). `self.backend` is what provenance records (name, and onnxruntime's version).
 
         Raises:
             TypeError: `model` is not a model (a name, say).
-            ValueError: `batch_size` below 1, `workers` below 0, bad `crops`, an unknown `dtype`, or fp16 on the CPU
-                (names the parameters).
+            ValueError: `batch_size` below 1, `workers` below 0, bad `crops`, an unknown `dtype`, fp16 on the CPU, an
+                unknown `backend`, or onnxruntime with a GPU, bf16/fp16, `crops` "none" or without the extra (names
+                the parameters).
 
         Warns:
             UserWarning: bf16 asked for on a CPU where it is slower than fp32: one line saying fp32 is used.
@@ -245,6 +251,26 @@ class Scorer:
         self.dtype, note = scoring_dtype(dtype, self.device, cpu_bf16=getattr(model, "cpu_bf16", True), name=name)
         if note is not None:
             warnings.warn(note, stacklevel=2)
+        self._onnx = self._onnx_forward(backend)
+        self.backend: dict[str, Any] = {"name": "torch"} if self._onnx is None else self._onnx.info
+
+    def _onnx_forward(self, backend: str) -> Any:
+        """None for the torch backend, else the onnxruntime forward (`engine.onnxrt.OnnxForward`).
+
+        Raises:
+            ValueError: an unknown `backend`, or onnxruntime with options it cannot honour.
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"`backend` must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if backend == "torch":
+            return None
+        if self.device.type != "cpu":
+            raise ValueError(f"`backend` onnxruntime scores on the CPU; the model is on {self.device} (`device` cpu)")
+        if self.dtype != "fp32":
+            raise ValueError("`backend` onnxruntime scores in fp32; drop `dtype` " + self.dtype)
+        if self.crops == "none":
+            raise ValueError("`backend` onnxruntime takes fixed-size crops: `crops` N or center, not none")
+        return OnnxForward(self.model)
 
     @property
     def shard(self) -> tuple[int, int]:
@@ -269,12 +295,13 @@ class Scorer:
             pad = want - len(crops)
             crops = torch.cat([crops, crops.new_zeros(pad, *crops.shape[1:])])
             scenes += [None] * pad
+        forward = self.model if self._onnx is None else self._onnx  # same call, same outputs
         with autocast(self.device, self.dtype):
             if self.details:
-                scores, probs = self.model(crops.to(self.device, non_blocking=True), scenes, levels=True)
+                scores, probs = forward(crops.to(self.device, non_blocking=True), scenes, levels=True)
                 probs = probs.float().cpu()[: sum(per)].split(per)  # per item: (n crops, K)
             else:
-                scores = self.model(crops.to(self.device, non_blocking=True), scenes)
+                scores = forward(crops.to(self.device, non_blocking=True), scenes)
         scores = scores.float().cpu()[: sum(per)].split(per)  # per item: (n crops,)
         if not self.details:
             return [(float(s.mean()), None, None) for s in scores]
@@ -398,6 +425,7 @@ def score_inputs(
     details: bool = False,
     mos_scale: str | None = None,
     calibration: str | os.PathLike[str] | Calibration | None = None,
+    backend: str = "torch",
 ) -> list[float] | list[dict[str, Any]]:
     """`QualityModel.score`: scores of paths, PIL images, numpy arrays or a (B, 3, H, W) tensor in [0, 1], in order.
 
@@ -422,6 +450,7 @@ def score_inputs(
             engine/calibration.py; for a lower-is-better dataset a higher score gives a lower DMOS).
         calibration: a calibration file of `gamma-iqa calibrate` for this model (or a loaded `Calibration`): return
             dicts with a key `calibrated` too, the score through it.
+        backend: "torch", or "onnxruntime" to run the forward through the model's ONNX export (see `Scorer`).
 
     Returns:
         One score per image, in the model's `score_range`; with `details`, `mos_scale` or `calibration`, one dict per
@@ -451,7 +480,8 @@ def score_inputs(
         else:
             entries.append(Entry(f"<input {i}>", item, s))
     columns = score_columns(model, mos_scale=mos_scale, calibration=calibration, scene=scene, crops=crops)
-    scorer = Scorer(model, crops=crops, seed=seed, batch_size=batch_size, dtype=dtype, details=details, columns=columns)
+    options = {"crops": crops, "seed": seed, "batch_size": batch_size, "dtype": dtype, "backend": backend}
+    scorer = Scorer(model, details=details, columns=columns, **options)
     keys = [k for k in ScoreRow.FIELDS if k != "error"] + list(DETAIL_FIELDS if details else ()) + list(columns)
     out: list[Any] = []
     for row in scorer.run(entries):

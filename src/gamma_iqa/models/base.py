@@ -277,6 +277,7 @@ class QualityModel(nn.Module):
         details: bool = False,
         mos_scale: str | None = None,
         calibration: Any = None,
+        backend: str = "torch",
     ) -> list[float] | list[dict[str, Any]]:
         """Score images, with the same semantics as `gamma-iqa score`.
 
@@ -307,6 +308,9 @@ class QualityModel(nn.Module):
             calibration: a calibration file of `gamma-iqa calibrate` fitted for this model (a path, or a loaded
                 `gamma_iqa.engine.calibration.Calibration`): return dicts with a key `calibrated` too, the score
                 through it, as `gamma-iqa score --calibration`.
+            backend: "torch" (the model's forward) or "onnxruntime": the model's ONNX export run by onnxruntime
+                on the CPU in fp32 (exported once, cached under $GAMMA_IQA_HOME/onnx; the extra `gamma-iqa[onnx]`),
+                as `gamma-iqa score --backend onnxruntime`; scores equal torch's to about 1e-6.
 
         Returns:
             One score per image, in input order; higher is better for every family here (`lower_better`). With
@@ -340,6 +344,7 @@ class QualityModel(nn.Module):
         if _scorer is None:  # never in practice: importing any part of gamma_iqa imports the engine
             raise RuntimeError("scoring is provided by gamma_iqa.engine; import gamma_iqa first")
         options = {"scene": scene, "crops": crops, "seed": seed, "batch_size": batch_size, "dtype": dtype}
+        options["backend"] = backend
         return _scorer(self, inputs, details=details, mos_scale=mos_scale, calibration=calibration, **options)
 
 
@@ -370,7 +375,7 @@ def set_scorer(scorer: Callable[..., Any]) -> None:
 
     Args:
         scorer: called as `scorer(model, inputs, scene=, crops=, seed=, batch_size=, dtype=, details=, mos_scale=,
-            calibration=)`; returns the scores (with `details`, `mos_scale` or `calibration`: the dicts).
+            calibration=, backend=)`; returns the scores (with `details`, `mos_scale` or `calibration`: the dicts).
     """
     global _scorer
     _scorer = scorer

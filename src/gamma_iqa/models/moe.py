@@ -93,7 +93,9 @@ class PositionwiseMoAE(nn.Module):
             logits = self.router(x)
             return logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(dim=-1)
         logits = self.router(x.movedim(self.channel_dim, -1))
-        return logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(dim=-1).movedim(-1, self.channel_dim)
+        gates = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(dim=-1)
+        # A non-negative source dim: the TorchScript ONNX exporter writes -1 into Transpose's perm, which is invalid.
+        return gates.movedim(gates.dim() - 1, self.channel_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The reference form (`forward_reference`)."""

@@ -300,6 +300,7 @@ def run_score(
     if rank == 0:
         used = {**options, "dtype": scorer.dtype}  # the precision scored in (bf16 may fall back to fp32 on a CPU)
         record = _provenance(model, entries, rows, model_name, command, world, used)
+        record["backend"] = scorer.backend  # torch, or onnxruntime with its version (the scores agree to ~1e-6)
         noted = _noting(bad, on_error) if map_dir is not None else on_error
         failed = _score_and_record(scorer, todo, rows, report, noted, record, len(entries) - len(todo))
     else:

@@ -1,0 +1,111 @@
+"""The onnxruntime scoring backend: the Scorer's forward on the crop tensor, run by onnxruntime instead of PyTorch.
+
+Decoding, cropping, the fixed forward sizes and the averaging of the crops stay the Scorer's (engine/scoring.py); only
+`model(crops, scenes, levels=...)` is replaced by `OnnxForward`, which normalises the crops as the model does and runs
+the exported image path (models/export.py). The export is made once per model and cached under
+`$GAMMA_IQA_HOME/onnx/`, keyed on the model's parameters (SHA-256), its scenes and the opset. onnxruntime is the
+optional extra `gamma-iqa[onnx]`, imported only when this backend is asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..models.base import QualityModel
+from ..models.export import OPSET, export_onnx, export_scenes, onnx_missing, sidecar_path
+from ..models.state import state_sha256
+from ..paths import gamma_home
+
+__all__ = ["BACKENDS", "OnnxForward", "cached_export"]
+
+BACKENDS = ("torch", "onnxruntime")  # the Scorer's `backend` choices; torch is the default
+_SESSIONS: dict[tuple[str, int], Any] = {}  # (file, threads) -> InferenceSession, reused by later Scorers
+
+
+def cached_export(model: QualityModel, folder: str | os.PathLike[str] | None = None) -> Path:
+    """The ONNX file of `model`'s image path with every scene it accepts, exported on first use.
+
+    Args:
+        model: a Gamma or gamma-lite model.
+        folder: the cache folder (created); default `$GAMMA_IQA_HOME/onnx`.
+
+    Returns:
+        `<folder>/<model name>-<weights SHA-256, 16 hex>-<scenes hash, 8 hex>-opset<N>.onnx`, its sidecar beside it.
+
+    Raises:
+        ValueError: as `export_onnx` (onnx missing, a model family without an export, an unwritable folder).
+    """
+    digest = state_sha256(model)
+    scenes = export_scenes(model)
+    tag = hashlib.sha256("\n".join(scenes).encode()).hexdigest()[:8]
+    folder = Path(folder) if folder is not None else gamma_home() / "onnx"
+    path = folder / f"{model.config.name}-{digest[:16]}-{tag}-opset{OPSET}.onnx"
+    if not (path.is_file() and sidecar_path(path).is_file()):
+        folder.mkdir(parents=True, exist_ok=True)
+        export_onnx(model, path, opset=OPSET, weights_sha256=digest)
+    return path
+
+
+class OnnxForward:
+    """`model(crops, scenes, levels=...)` through onnxruntime on the CPU, in fp32.
+
+    Attributes:
+        path: the ONNX file run.
+        info: what the run's provenance records: backend name, onnxruntime version, opset and file name.
+    """
+
+    def __init__(self, model: QualityModel, *, threads: int | None = None) -> None:
+        """Export `model` (or find its cached export) and open an onnxruntime session on it.
+
+        Args:
+            model: a Gamma or gamma-lite model on the CPU.
+            threads: onnxruntime's intra-op threads; default torch's (`torch.get_num_threads()`, as PyTorch scores).
+
+        Raises:
+            ValueError: onnx / onnxruntime not installed (one line naming `pip install 'gamma-iqa[onnx]'`), or a
+                model that cannot be exported (names `backend`).
+        """
+        reason = onnx_missing()
+        if reason is not None:
+            raise ValueError(f"`backend` onnxruntime: {reason}")
+        import onnxruntime  # the optional extra, checked just above
+
+        self.path = cached_export(model)
+        record = json.loads(sidecar_path(self.path).read_text())
+        self.index = {name: i for i, name in enumerate(record["scenes"])}
+        self.default = model.config.default_scene
+        self.mean = model.mean.detach().float().cpu()  # (1, 3, 1, 1), as the model normalises
+        self.std = model.std.detach().float().cpu()
+        threads = threads or torch.get_num_threads()
+        key = (str(self.path), threads)
+        if key not in _SESSIONS:
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            _SESSIONS[key] = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.session = _SESSIONS[key]
+        self.info = {"name": "onnxruntime", "onnxruntime": onnxruntime.__version__, "opset": record["opset"]}
+        self.info["file"] = self.path.name
+
+    def __call__(
+        self, crops: torch.Tensor, scenes: Sequence[str | None], *, levels: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Scores (N,) of crops (N, 3, S, S) in [0, 1], one scene name (or None: the default) per crop.
+
+        Returns:
+            Scores (N,) float32; with `levels`, the pair (scores, level probabilities (N, K)).
+        """
+        x = ((crops.detach().float().cpu() - self.mean) / self.std).numpy()  # (N, 3, S, S), as the model's forward
+        index = np.array([self.index[self.default if s is None else s] for s in scenes], dtype=np.int64)  # (N,)
+        scores, probs = self.session.run(["scores", "levels"], {"crops": x, "scene": index})
+        if levels:
+            return torch.from_numpy(scores), torch.from_numpy(probs)
+        return torch.from_numpy(scores)
