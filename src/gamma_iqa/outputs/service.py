@@ -126,6 +126,16 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+async def _discard(receive: Receive, most: int, more: bool = True) -> None:
+    """Read and drop the rest of a request body, `most` bytes at most."""
+    while more and most >= 0:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        most -= len(message.get("body", b""))
+        more = message.get("more_body", False)
+
+
 def is_loopback(host: str) -> bool:
     """Whether `host` is reachable only from this machine: `localhost` or a loopback address (127.0.0.0/8, ::1)."""
     if host == "localhost":
@@ -442,8 +452,12 @@ class Service:
         finally:
             self.metrics.request(scope["path"], status[0], time.perf_counter() - started)
 
-    def _refusal(self, scope: Scope) -> Response | None:
-        """The answer to a request refused before it runs (shutting down, no token, a declared body too large)."""
+    def _refusal(self, scope: Scope) -> Callable[[Scope, Receive, Send], Awaitable[None]] | None:
+        """The answer to a request refused before it runs (shutting down, no token, a declared body too large).
+
+        A body declared over the limit is dropped unread when the client waits for `100 Continue` or it is over twice
+        the limit (the client may then see the connection reset before the answer), else read and dropped first.
+        """
         if self.draining:
             retry = {"Retry-After": str(self.limits.retry_after), "Connection": "close"}
             return _error(503, "the server is shutting down; retry on another instance or later", retry)
@@ -456,8 +470,15 @@ class Service:
                 )
         length = headers.get(b"content-length", b"")
         if length.isdigit() and int(length) > self.limits.max_body:
-            return _error(413, self._too_large())
+            if headers.get(b"expect", b"").lower() == b"100-continue" or int(length) > 2 * self.limits.max_body:
+                return _error(413, self._too_large(), {"Connection": "close"})  # the body is not read
+            return self._reject_body
         return None
+
+    async def _reject_body(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """413 once the body is read and dropped: a client that sends it whole before reading can read the answer."""
+        await _discard(receive, self.limits.max_body)
+        await _error(413, self._too_large(), {"Connection": "close"})(scope, receive, send)
 
     def _too_large(self) -> str:
         """The message of a body over the limit."""
@@ -471,7 +492,8 @@ class Service:
             message = await receive()
             if message["type"] == "http.request":
                 left[0] -= len(message.get("body", b""))
-                if left[0] < 0:
+                if left[0] < 0:  # drop the rest, up to the limit again, so that the client reads the 413
+                    await _discard(receive, self.limits.max_body, message.get("more_body", False))
                     raise _TooLarge
             return message
 
