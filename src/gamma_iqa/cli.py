@@ -489,6 +489,66 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 1 if any(r.errors for r in results) else 0
 
 
+# ---- serve (outputs/service.py, the optional extra gamma-iqa[serve]) ------------------------------------------------
+SERVE_MODULES = frozenset({"fastapi", "starlette", "uvicorn", "multipart", "python_multipart", "prometheus_client"})
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """`serve --model M [--host H] [--port P] [--token T]`: the scoring service until SIGTERM or Ctrl-C; 0 after it."""
+    token = args.token or os.environ.get("GAMMA_IQA_TOKEN") or None
+    try:
+        from .outputs import service
+    except ModuleNotFoundError as e:  # the optional extra is missing
+        if (e.name or "").split(".")[0] not in SERVE_MODULES:
+            raise
+        raise UsageError(f"needs the serve extra ({e.name} is missing): pip install 'gamma-iqa[serve]'") from None
+    limits = service.Limits(
+        max_body_mb=args.max_body_mb,
+        max_queue=args.max_queue,
+        timeout=args.timeout,
+        batch_size=args.batch_size,
+        max_wait_ms=args.max_wait_ms,
+    )
+    service.check_host(args.host, token)  # before the model loads
+    name = _model_name(args)
+    model = create_model(name).to(resolve_device(args.device or "auto"))
+    app = service.Service(model, model_argument=name, token=token, limits=limits, dtype=args.dtype)
+    service.serve(app, args.host, args.port)
+    print("gamma-iqa serve: stopped", file=sys.stderr)
+    return 0
+
+
+def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    """The `serve` subcommand's parser."""
+    v = sub.add_parser("serve", help="an HTTP scoring service (POST /v1/score); needs pip install 'gamma-iqa[serve]'")
+    v.add_argument("--model", help=f"as for score (default: {DEFAULT_MODEL})")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    v.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    v.add_argument(
+        "--token",
+        help="bearer token every request but /healthz must carry (default: $GAMMA_IQA_TOKEN); required for a "
+        "--host other than a loopback address",
+    )
+    v.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    v.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision")
+    v.add_argument("--max-body-mb", type=float, default=64.0, metavar="MB", help="largest request body (default 64)")
+    v.add_argument(
+        "--max-queue", type=int, default=256, metavar="N", help="images waiting, all requests together (default 256)"
+    )
+    v.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds a request may wait (default 60)")
+    v.add_argument(
+        "--batch-size", type=int, default=32, metavar="N", help="most images merged into one round of forwards"
+    )
+    v.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=5.0,
+        metavar="MS",
+        help="wait for more images this long when a forward would be padded (default 5)",
+    )
+    v.set_defaults(func=_cmd_serve)
+
+
 def _map_options(s: argparse.ArgumentParser) -> None:
     """`score`'s quality-map options."""
     s.add_argument(
@@ -631,6 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--mos-column", help="folder+csv: the CSV's column of MOS values (default mos)")
     e.set_defaults(func=_cmd_eval)
     _add_calibrate_parser(sub)
+    _add_serve_parser(sub)
 
     t = sub.add_parser("train", help="train or fine-tune (the published recipe in configs/*.yaml)")
     t.add_argument("--config", help="YAML file of training settings (configs/gamma.yaml, ...)")

@@ -344,6 +344,29 @@ class Scorer:
                 scored.append(row)
         return scored
 
+    # ---- one group at a time (the device worker of `gamma-iqa serve`, outputs/service.py) -------------------------
+    def prepare(self, index: int, entry: Entry) -> dict[str, Any]:
+        """Decode and crop `entry` as `run`'s loader does; any thread may call it (the model is not used).
+
+        Returns:
+            Its item for `score_prepared`: input index `index` and either its crops or its one-line error.
+        """
+        return _Images([(index, entry)], self.crops, self.model.image_size, self.seed)[0]
+
+    def score_prepared(self, items: Sequence[dict[str, Any]], entries: Mapping[int, Entry]) -> list[ScoreRow]:
+        """The rows of items from `prepare` (of Scorers with this one's crops), in the fixed-size forwards of `run`.
+
+        The last forward is padded as `run` pads its last one, so every score is the one `run` gives (seeds may differ
+        between the items: they only placed the crops). Failed items come first, then the scored ones.
+
+        Args:
+            items: prepared items with distinct indices.
+            entries: the entry of each item's index.
+        """
+        queue: list = []
+        failed = self._accept(list(items), dict(entries), queue)
+        return failed + self._drain(queue, final=True)
+
     # ---- the run -----------------------------------------------------------------------------------------------
     def run(self, entries: Sequence[Entry], *, done: int = 0) -> Iterator[ScoreRow]:
         """Rows for `entries`, in their order.

@@ -36,6 +36,7 @@ __all__ = [
     "FORMATS",
     "RowWriter",
     "drop_partial_line",
+    "json_row",
     "open_rows",
     "read_done",
     "read_rows",
@@ -148,6 +149,17 @@ def skip_done(entries: Sequence[Entry], done: Counter[str]) -> list[Entry]:
         else:
             out.append(e)
     return out
+
+
+def json_row(values: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    """One row as `--format json` and `jsonl` write it: `fields` in order (a missing one None), from a row's values.
+
+    A `crops` of digits (`10`) becomes a number; `center`, `none` and `10 (upscaled)` stay strings.
+    """
+    record = {k: values.get(k) for k in fields}
+    if isinstance(record.get("crops"), str) and record["crops"].isdigit():
+        record["crops"] = int(record["crops"])
+    return record
 
 
 class RowWriter:
@@ -278,15 +290,12 @@ class RowWriter:
         if self._stream is None:
             raise RuntimeError("RowWriter.write outside its `with` block (or before open())")
         values = row.as_dict() if isinstance(row, ScoreRow) else row
-        record = {k: values.get(k) for k in self.fields}
-        if self.fmt != "csv" and isinstance(record.get("crops"), str) and record["crops"].isdigit():
-            record["crops"] = int(record["crops"])  # JSON: a number of crops is a number ("center", "none" stay text)
         if self.fmt == "csv":
-            self._emit(self._csv_line(["" if v is None else v for v in record.values()]))
+            self._emit(self._csv_line(["" if values.get(k) is None else values.get(k) for k in self.fields]))
         elif self.fmt == "jsonl":
-            self._emit(json.dumps(record) + "\n")  # ASCII: other characters and odd bytes as \u escapes
+            self._emit(json.dumps(json_row(values, self.fields)) + "\n")  # ASCII: odd characters, bytes as \u escapes
         else:
-            self._rows.append(record)
+            self._rows.append(json_row(values, self.fields))
         self.written += 1
         self.failed += bool(values.get("error"))
 

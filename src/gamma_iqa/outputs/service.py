@@ -1,0 +1,724 @@
+"""The scoring service behind `gamma-iqa serve`: HTTP on FastAPI and uvicorn, Prometheus metrics, dynamic batching.
+
+Needs the optional extra `gamma-iqa[serve]` (fastapi, uvicorn, python-multipart, prometheus-client); nothing else in
+the package imports this module (the command line does, when `serve` runs).
+
+Routes:
+    POST /v1/score: images as multipart/form-data file parts (one or more), or one image as the raw body; options
+        scene, crops, seed and details as query parameters or form fields. Answers {"model": NAME, "rows": [...]},
+        the rows `gamma-iqa score --format json` writes for the same images and options (bit for bit), each `path`
+        the part's filename (`body` for a raw body). Images come only from the request: no server path is read.
+    GET /v1/models: the model served (name, scenes, score range and direction, provenance).
+    GET /healthz: liveness, without the token.
+    GET /metrics: Prometheus text (requests and errors by route and status, latency, images per device batch, queue).
+
+How an image is scored: a decoding thread decodes and crops it (`Scorer.prepare`, what `gamma-iqa score`'s loader
+runs), then one device worker thread, the only one using the model, takes the prepared images of all requests from
+its queue and scores them in the model's fixed-size forwards (`Scorer.score_prepared`), the last one padded as the CLI
+pads its last: a score does not depend on which requests share a forward. One decoding thread: decoding holds Python's
+process-wide warnings state (`warnings.catch_warnings`), which threads must not enter at the same time.
+
+Status codes (every error body is {"error": "one line"}): 200 with the rows, where an image that failed has a row with
+its `error` as in the CLI; 422 for bad options and when no image of the request could be scored (the body then also
+holds the rows; the message is the first failure as the CLI prints it, `NAME: reason`); 413 for a body over the limit
+or more images than the queue holds; 503 with Retry-After when the queue is full or the server is shutting down; 504
+when the rows are not ready in time; 401 without the bearer token; 500 when the model itself failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import itertools
+import queue
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from ..data.inputs import Entry
+from ..data.transforms import Crops, parse_crops
+from ..engine import scoring
+from ..engine.scoring import DETAIL_FIELDS, Scorer, ScoreRow
+from ..models.base import QualityModel
+from .provenance import collect
+from .writers import json_row
+
+__all__ = ["Limits", "Service", "check_host", "make_server", "serve"]
+
+OPTIONS = ("scene", "crops", "seed", "details")  # the request's parameters, as `gamma-iqa score`'s flags
+ROUTES = ("/v1/score", "/v1/models", "/healthz", "/metrics")  # metric labels: any other path counts as "other"
+OPEN_ROUTES = frozenset({"/healthz"})  # answered without the bearer token
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The service's limits and batching settings.
+
+    Attributes:
+        max_body_mb: largest request body, in MiB (413 above).
+        max_queue: images admitted and not yet answered, all requests together (a request that would pass it gets
+            503; one with more images than this, 413).
+        timeout: seconds a request waits for its rows (504 after).
+        batch_size: most images the device worker takes from its queue for one round of forwards.
+        max_wait_ms: milliseconds the device worker waits for more images when its last forward would be padded.
+        retry_after: seconds a 503 asks the client to wait (its Retry-After header).
+    """
+
+    max_body_mb: float = 64.0
+    max_queue: int = 256
+    timeout: float = 60.0
+    batch_size: int = 32
+    max_wait_ms: float = 5.0
+    retry_after: int = 1
+
+    def __post_init__(self) -> None:
+        """Check the values.
+
+        Raises:
+            ValueError: a value out of range (names its parameter).
+        """
+        for name in ("max_body_mb", "timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"`{name}` must be > 0, got {getattr(self, name)}")
+        for name in ("max_queue", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"`max_wait_ms` must be >= 0, got {self.max_wait_ms}")
+
+    @property
+    def max_body(self) -> int:
+        """The body limit in bytes."""
+        return int(self.max_body_mb * (1 << 20))
+
+
+class ServiceError(Exception):
+    """A request the service answers with an error: its HTTP status, one-line message and extra headers."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        """An error answered with `status` and {"error": `message`}."""
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+class _TooLarge(Exception):
+    """Raised while reading a body that passes the limit (a body without Content-Length, or a lying one)."""
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The JSON error response {"error": `message`}."""
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def _discard(receive: Receive, most: int, more: bool = True) -> None:
+    """Read and drop the rest of a request body, `most` bytes at most."""
+    while more and most >= 0:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        most -= len(message.get("body", b""))
+        more = message.get("more_body", False)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable only from this machine: `localhost` or a loopback address (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def check_host(host: str, token: str | None) -> None:
+    """Refuse to serve on a host reachable from other machines without a bearer token.
+
+    Raises:
+        ValueError: `host` is not a loopback address and `token` is empty (names both).
+    """
+    if not token and not is_loopback(host):
+        raise ValueError(
+            f"`host` {host} is reachable from other machines: give a `token` (or set GAMMA_IQA_TOKEN) that clients "
+            "send as 'Authorization: Bearer TOKEN'"
+        )
+
+
+# ---- request options -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Options:
+    """A request's options, checked: scene (None: the model's default), crop mode, seed, and details."""
+
+    scene: str | None = None
+    crops: Crops = 10
+    seed: int = 0
+    details: bool = False
+
+
+def _collect_options(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """The option values of a request's query parameters and form fields, each given once.
+
+    Raises:
+        ServiceError: 422 for an unknown parameter or one given twice.
+    """
+    values: dict[str, str] = {}
+    for key, value in pairs:
+        if key not in OPTIONS:
+            raise ServiceError(
+                422,
+                f"unknown parameter {key!r}: the options are {', '.join(OPTIONS)}; images go in file parts "
+                "(with a filename) or as the raw body",
+            )
+        if key in values:
+            raise ServiceError(422, f"`{key}` is given more than once")
+        values[key] = value
+    return values
+
+
+def _parse_options(pairs: Sequence[tuple[str, str]]) -> _Options:
+    """The checked options of (name, value) pairs, as `gamma-iqa score` checks its flags.
+
+    Raises:
+        ServiceError: 422 with the message of the bad value.
+    """
+    values = _collect_options(pairs)
+    try:
+        crops = parse_crops(values.get("crops", "10"))
+    except ValueError as e:
+        raise ServiceError(422, str(e)) from None
+    seed = values.get("seed", "0")
+    if not seed.lstrip("-").isdigit():
+        raise ServiceError(422, f"`seed` must be an integer, got {seed!r}")
+    details = values.get("details", "false").lower()
+    if details not in ("1", "true", "yes", "0", "false", "no"):
+        raise ServiceError(422, f"`details` must be true or false, got {values['details']!r}")
+    return _Options(values.get("scene") or None, crops, int(seed), details in ("1", "true", "yes"))
+
+
+# ---- metrics ---------------------------------------------------------------------------------------------------------
+class _Metrics:
+    """The service's Prometheus metrics, in a registry of their own (several services may share a process)."""
+
+    def __init__(self) -> None:
+        """Register every metric (prometheus_client adds `_total` to counters)."""
+        self.registry = CollectorRegistry()
+        by_status = ["route", "status"]
+        self.requests = Counter("gamma_iqa_requests", "HTTP requests answered", by_status, registry=self.registry)
+        self.errors = Counter(
+            "gamma_iqa_errors", "HTTP requests answered with status >= 400", by_status, registry=self.registry
+        )
+        self.latency = Histogram(
+            "gamma_iqa_request_seconds",
+            "Time from a request's arrival to its answer, in seconds",
+            ["route"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.images = Counter(
+            "gamma_iqa_images", "Images answered, scored or failed", ["outcome"], registry=self.registry
+        )
+        self.batch = Histogram(
+            "gamma_iqa_batch_images",
+            "Images the device worker scored in one round of forwards (merged across requests)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
+        self.queue = Gauge("gamma_iqa_queue_images", "Images admitted and not yet answered", registry=self.registry)
+        self.in_flight = Gauge("gamma_iqa_requests_in_flight", "Requests being answered", registry=self.registry)
+
+    def request(self, path: str, status: int, seconds: float) -> None:
+        """Count one answered request of `path` with `status`, taking `seconds`."""
+        route = path if path in ROUTES else "other"
+        self.requests.labels(route, str(status)).inc()
+        if status >= 400:
+            self.errors.labels(route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def text(self) -> bytes:
+        """The metrics in Prometheus's text format."""
+        return generate_latest(self.registry)
+
+
+# ---- the device worker -----------------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class _Job:
+    """One image on its way: its entry, the Scorer of its request's options, and the future its row goes to."""
+
+    seq: int  # unique across requests: the index of its item and row
+    entry: Entry
+    scorer: Scorer
+    key: tuple[Crops, bool]  # (crop mode, details): images of one key may share a forward
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    item: dict[str, Any] | None = None
+
+    def settle(self, row: ScoreRow | None = None, error: BaseException | None = None) -> None:
+        """Hand the row (or the error) to the request, on its event loop; a request that gave up takes none."""
+
+        def done() -> None:
+            if self.future.done():
+                return
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(row)
+
+        with contextlib.suppress(RuntimeError):  # the loop closed: the server has stopped
+            self.loop.call_soon_threadsafe(done)
+
+
+class _DeviceWorker:
+    """The only thread using the model: merges the prepared images of all requests into the model's forwards.
+
+    Each round takes up to `batch_size` images from the queue: all that are waiting, and while the last forward of
+    a crop mode would be padded, more for up to `max_wait` seconds. Images of one (crop mode, details) are scored
+    together by `Scorer.score_prepared`, in forwards of IMAGES_PER_FORWARD images.
+    """
+
+    def __init__(self, device_type: str, batch_size: int, max_wait: float, on_round: Callable[[int], None]) -> None:
+        """A worker for a model on `device_type`; `on_round(n)` is told the images of each round."""
+        self.per_forward = scoring.IMAGES_PER_FORWARD.get(device_type, 1)
+        self.batch_size, self.max_wait, self.on_round = batch_size, max_wait, on_round
+        self.queue: queue.Queue[_Job | None] = queue.Queue()
+        self.thread = threading.Thread(target=self._loop, name="gamma-iqa-device", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread."""
+        self.thread.start()
+
+    def put(self, job: _Job) -> None:
+        """Queue a prepared image."""
+        self.queue.put(job)
+
+    def stop(self) -> None:
+        """Score what is queued, then end the thread."""
+        self.queue.put(None)
+        self.thread.join()
+
+    def _padded(self, jobs: list[_Job]) -> bool:
+        """Whether the last forward of some key would be padded with zero images."""
+        counts: dict[tuple[Crops, bool], int] = {}
+        for job in jobs:
+            counts[job.key] = counts.get(job.key, 0) + 1
+        return any(n % (1 if key[0] == "none" else self.per_forward) for key, n in counts.items())
+
+    def _take(self) -> list[_Job] | None:
+        """The images of the next round; None once stopped."""
+        first = self.queue.get()
+        if first is None:
+            return None
+        jobs, deadline = [first], time.monotonic() + self.max_wait
+        while len(jobs) < self.batch_size:
+            try:
+                wait = max(0.0, deadline - time.monotonic()) if self._padded(jobs) else 0.0
+                job = self.queue.get(timeout=wait) if wait else self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:  # stop after this round
+                self.queue.put(None)
+                break
+            jobs.append(job)
+        return jobs
+
+    def _loop(self) -> None:
+        """Score rounds until stopped."""
+        while (jobs := self._take()) is not None:
+            live = [job for job in jobs if not job.future.cancelled()]  # requests that timed out take nothing
+            groups: dict[tuple[Crops, bool], list[_Job]] = {}
+            for job in live:
+                groups.setdefault(job.key, []).append(job)
+            for group in groups.values():
+                self._score(group)
+            if live:
+                self.on_round(len(live))
+
+    @staticmethod
+    def _score(group: list[_Job]) -> None:
+        """Score one key's images and settle their futures; a failure of the model fails these requests only."""
+        try:
+            rows = group[0].scorer.score_prepared([job.item for job in group], {job.seq: job.entry for job in group})
+        except Exception as e:  # a model error (out of memory, say): its requests get 500, the server goes on
+            for job in group:
+                job.settle(error=e)
+            return
+        by_seq = {row.index: row for row in rows}
+        for job in group:
+            job.settle(by_seq[job.seq])
+
+
+# ---- the service -----------------------------------------------------------------------------------------------------
+class Service:
+    """The ASGI application of `gamma-iqa serve`: checks (drain, token, body size) around the FastAPI routes.
+
+    Attributes:
+        model: the model served, in eval mode; only the device worker thread uses it.
+        token: the bearer token every request but /healthz must carry; None: none needed.
+        limits: the limits and batching settings.
+        dtype: the precision scored in (bf16 asked for where it is slower than fp32 is fp32, as in the CLI).
+        info: what /v1/models answers for the model.
+        draining: set when the server stops: new requests get 503 while the admitted ones finish.
+        idle: set while no request is being answered (the drain waits for it).
+    """
+
+    def __init__(
+        self,
+        model: QualityModel,
+        *,
+        model_argument: str | None = None,
+        token: str | None = None,
+        limits: Limits | None = None,
+        dtype: str = "fp32",
+    ) -> None:
+        """A service for `model` (on its device); nothing runs until a server starts it (its lifespan).
+
+        Args:
+            model: the model served, on the device it scores on.
+            model_argument: what the model was made from (a name or checkpoint), for the provenance.
+            token: the bearer token; None or empty: none needed (only on a loopback host: `check_host`).
+            limits: the limits; default `Limits()`.
+            dtype: autocast precision, a DTYPES name.
+
+        Raises:
+            ValueError: a bad `dtype` (as `Scorer`).
+        """
+        self.model = model.eval()
+        self.token = token or None
+        self.limits = limits or Limits()
+        self.dtype = Scorer(model, dtype=dtype).dtype  # resolved once: a bf16 fallback warns now, not per request
+        self.metrics = _Metrics()
+        self.draining = False
+        self.idle = threading.Event()
+        self.idle.set()
+        self.info = self._model_info(model_argument)
+        self._in_flight = 0  # requests being answered (changed on the event loop only)
+        self._queued = 0  # images admitted and not yet answered (idem)
+        self._seq = itertools.count()
+        self._pool: ThreadPoolExecutor | None = None
+        self._worker: _DeviceWorker | None = None
+        self.app = self._build_app()
+
+    def _model_info(self, argument: str | None) -> dict[str, Any]:
+        """The model's description for /v1/models, with the provenance a score run records."""
+        model = self.model
+        record = collect(model, model_argument=argument, dtype=self.dtype)
+        low, high = model.score_range
+        return {
+            "model": model.config.name,
+            "kind": model.kind,
+            "scenes": list(model.scenes),
+            "default_scene": model.config.default_scene,
+            "score_range": [low, high],
+            "higher_is_better": not model.lower_better,
+            "image_size": model.image_size,
+            "device": record["device"],
+            "dtype": self.dtype,
+            "provenance": {k: record[k] for k in ("gamma_iqa", "model", "versions")},
+        }
+
+    # ---- the ASGI layer: refusals, in-flight count, metrics --------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one ASGI connection event: HTTP requests pass the checks, the lifespan goes to the app."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), [500]
+
+        async def sending(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                await refusal(scope, receive, sending)
+            else:
+                await self._admitted(scope, receive, sending)
+        finally:
+            self.metrics.request(scope["path"], status[0], time.perf_counter() - started)
+
+    def _refusal(self, scope: Scope) -> Callable[[Scope, Receive, Send], Awaitable[None]] | None:
+        """The answer to a request refused before it runs (shutting down, no token, a declared body too large).
+
+        A body declared over the limit is dropped unread when the client waits for `100 Continue` or it is over twice
+        the limit (the client may then see the connection reset before the answer), else read and dropped first.
+        """
+        if self.draining:
+            retry = {"Retry-After": str(self.limits.retry_after), "Connection": "close"}
+            return _error(503, "the server is shutting down; retry on another instance or later", retry)
+        headers = dict(scope["headers"])
+        if self.token is not None and scope["path"] not in OPEN_ROUTES:
+            given = headers.get(b"authorization", b"")
+            if not hmac.compare_digest(given, f"Bearer {self.token}".encode()):
+                return _error(
+                    401, "missing or wrong bearer token (Authorization: Bearer TOKEN)", {"WWW-Authenticate": "Bearer"}
+                )
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limits.max_body:
+            if headers.get(b"expect", b"").lower() == b"100-continue" or int(length) > 2 * self.limits.max_body:
+                return _error(413, self._too_large(), {"Connection": "close"})  # the body is not read
+            return self._reject_body
+        return None
+
+    async def _reject_body(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """413 once the body is read and dropped: a client that sends it whole before reading can read the answer."""
+        await _discard(receive, self.limits.max_body)
+        await _error(413, self._too_large(), {"Connection": "close"})(scope, receive, send)
+
+    def _too_large(self) -> str:
+        """The message of a body over the limit."""
+        return f"request body over {self.limits.max_body_mb:g} MiB (`max_body_mb`)"
+
+    async def _admitted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run an admitted request, counted in flight, its body read within the limit."""
+        left = [self.limits.max_body]
+
+        async def receiving() -> dict[str, Any]:
+            message = await receive()
+            if message["type"] == "http.request":
+                left[0] -= len(message.get("body", b""))
+                if left[0] < 0:  # drop the rest, up to the limit again, so that the client reads the 413
+                    await _discard(receive, self.limits.max_body, message.get("more_body", False))
+                    raise _TooLarge
+            return message
+
+        self._in_flight += 1
+        self.metrics.in_flight.set(self._in_flight)
+        self.idle.clear()
+        try:
+            await self.app(scope, receiving, send)
+        finally:
+            self._in_flight -= 1
+            self.metrics.in_flight.set(self._in_flight)
+            if self._in_flight == 0:
+                self.idle.set()
+
+    # ---- the FastAPI routes --------------------------------------------------------------------------------------
+    def _build_app(self) -> FastAPI:
+        """The routes and their error handlers."""
+        app = FastAPI(title="gamma-iqa", lifespan=self._lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+        @app.exception_handler(ServiceError)
+        async def service_error(request: Request, e: ServiceError) -> JSONResponse:
+            return _error(e.status, e.message, e.headers)
+
+        @app.exception_handler(_TooLarge)
+        async def too_large(request: Request, e: _TooLarge) -> JSONResponse:
+            return _error(413, self._too_large(), {"Connection": "close"})
+
+        @app.exception_handler(HTTPException)
+        async def http_error(request: Request, e: HTTPException) -> JSONResponse:  # 404, 405, a malformed form
+            return _error(e.status_code, str(e.detail), e.headers)
+
+        app.add_api_route("/healthz", self._health, methods=["GET"])
+        app.add_api_route("/v1/models", self._models, methods=["GET"])
+        app.add_api_route("/metrics", self._metrics_text, methods=["GET"])
+        app.add_api_route("/v1/score", self._score, methods=["POST"])
+        return app
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        """Start the decoding thread and the device worker with the server; stop them when it stops."""
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gamma-iqa-decode")
+        device = next(self.model.parameters()).device
+        self._worker = _DeviceWorker(
+            device.type, self.limits.batch_size, self.limits.max_wait_ms / 1000, self.metrics.batch.observe
+        )
+        self._worker.start()
+        try:
+            yield
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._worker.stop()
+
+    async def _health(self) -> dict[str, str]:
+        """GET /healthz."""
+        return {"status": "ok"}
+
+    async def _models(self) -> dict[str, Any]:
+        """GET /v1/models."""
+        return {"models": [self.info]}
+
+    async def _metrics_text(self) -> Response:
+        """GET /metrics."""
+        return Response(self.metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
+    async def _score(self, request: Request) -> JSONResponse:
+        """POST /v1/score (see the module text)."""
+        uploads, fields, empty = await self._read(request)
+        options = _parse_options([*request.query_params.multi_items(), *fields])
+        try:
+            self.model.prompt_key(options.scene)  # an unknown scene: the CLI's message
+        except ValueError as e:
+            raise ServiceError(422, str(e)) from None
+        if not uploads:
+            raise ServiceError(
+                422, "no image in the request: send files as multipart/form-data parts, or one image as the body"
+            )
+        entries = [Entry(name, data, options.scene, None if data else empty) for name, data in uploads]
+        rows = await self._rows(entries, options)
+        return self._answer(rows, options.details)
+
+    async def _read(self, request: Request) -> tuple[list[tuple[str, bytes]], list[tuple[str, str]], str]:
+        """The images of a request as (name, bytes), its form fields, and the error of an empty image."""
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            return [("body", await request.body())], [], "empty input (0 bytes)"  # as `gamma-iqa score -`
+        form = await request.form(max_files=1 << 20, max_fields=len(OPTIONS) * 2)
+        uploads, fields = [], []
+        try:
+            for key, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    uploads.append((value.filename or f"<file {len(uploads)}>", await value.read()))
+                else:
+                    fields.append((key, value))
+        finally:
+            await form.close()
+        return uploads, fields, "empty file (0 bytes)"  # as an empty file given to `gamma-iqa score`
+
+    async def _rows(self, entries: list[Entry], options: _Options) -> list[ScoreRow]:
+        """The rows of `entries`, in order, once admitted to the queue.
+
+        Raises:
+            ServiceError: 413 more images than the queue holds, 503 the queue is full, 504 timed out, 500 the model
+                failed.
+        """
+        n, limit = len(entries), self.limits.max_queue
+        if n > limit:
+            raise ServiceError(413, f"{n} images in one request; at most {limit} (`max_queue`)")
+        if self._queued + n > limit:
+            retry = {"Retry-After": str(self.limits.retry_after)}
+            raise ServiceError(503, f"the queue is full ({self._queued} of {limit} images waiting); retry later", retry)
+        scorer = Scorer(self.model, crops=options.crops, seed=options.seed, dtype=self.dtype, details=options.details)
+        loop = asyncio.get_running_loop()
+        futures = [
+            self._submit(loop, i, entry, scorer, (options.crops, options.details)) for i, entry in enumerate(entries)
+        ]
+        self._queued += n
+        self.metrics.queue.set(self._queued)
+        try:
+            return list(await asyncio.wait_for(asyncio.gather(*futures), self.limits.timeout))
+        except asyncio.TimeoutError:
+            raise ServiceError(504, f"no result within {self.limits.timeout:g} s (`timeout`); retry later") from None
+        except Exception as e:  # the model failed (the device worker's error)
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise ServiceError(500, f"scoring failed: {type(e).__name__}: {first}") from None
+        finally:
+            for future in futures:
+                future.cancel()  # a request that gave up: the worker skips its images (done futures ignore this)
+            self._queued -= n
+            self.metrics.queue.set(self._queued)
+
+    def _submit(
+        self, loop: asyncio.AbstractEventLoop, index: int, entry: Entry, scorer: Scorer, key: tuple[Crops, bool]
+    ) -> asyncio.Future:
+        """The future row of one entry: settled now for an entry with an error, else by the device worker."""
+        future = loop.create_future()
+        if entry.error is not None:
+            future.set_result(
+                ScoreRow(index, entry.name, scene=entry.scene or self.model.config.default_scene, error=entry.error)
+            )
+            return future
+        job = _Job(next(self._seq), entry, scorer, key, future, loop)
+        assert self._pool is not None, "the service runs inside its server (the lifespan starts the pool)"
+        self._pool.submit(self._prepare, job)
+        return future
+
+    def _prepare(self, job: _Job) -> None:
+        """Decode and crop one image (on the decoding thread) and queue it for the device worker."""
+        if job.future.cancelled():
+            return
+        try:
+            job.item = job.scorer.prepare(job.seq, job.entry)
+        except Exception as e:  # prepare turns input errors into the item's error: this is a bug, answered as 500
+            job.settle(error=e)
+            return
+        assert self._worker is not None
+        self._worker.put(job)
+
+    def _answer(self, rows: list[ScoreRow], details: bool) -> JSONResponse:
+        """The rows as `gamma-iqa score --format json` writes them; 422 when none could be scored."""
+        fields = ScoreRow.FIELDS + (DETAIL_FIELDS if details else ())
+        records = [json_row(row.as_dict(), fields) for row in rows]
+        failed = [row for row in rows if row.error is not None]
+        self.metrics.images.labels("failed").inc(len(failed))
+        self.metrics.images.labels("scored").inc(len(rows) - len(failed))
+        if failed and len(failed) == len(rows):
+            more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+            return JSONResponse(
+                {"error": f"{failed[0].path}: {failed[0].error}{more}", "rows": records}, status_code=422
+            )
+        return JSONResponse({"model": self.info["model"], "rows": records})
+
+
+# ---- the server ------------------------------------------------------------------------------------------------------
+class _Server(uvicorn.Server):
+    """uvicorn's server, whose first SIGTERM or SIGINT drains: new requests get 503 while admitted ones finish.
+
+    Once none is left (or after the drain timeout) it stops as uvicorn does; a second signal stops it at once. The
+    signal is not raised again afterwards (uvicorn's default), so the process exits 0.
+    """
+
+    def __init__(self, config: uvicorn.Config, service: Service, drain_timeout: float) -> None:
+        """A server of `service`, draining for at most `drain_timeout` seconds."""
+        super().__init__(config)
+        self.service, self.drain_timeout = service, drain_timeout
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """Begin the drain (first signal) or stop now (second)."""
+        if self.service.draining:
+            self.should_exit = self.force_exit = True
+            return
+        self.service.draining = True
+        print("gamma-iqa serve: stopping: finishing the requests in flight, refusing new ones", file=sys.stderr)
+        threading.Thread(target=self._exit_when_idle, name="gamma-iqa-drain", daemon=True).start()
+
+    def _exit_when_idle(self) -> None:
+        """Stop the server once no request is in flight."""
+        self.service.idle.wait(self.drain_timeout)
+        self.should_exit = True
+
+    async def startup(self, sockets: list | None = None) -> None:
+        """Start, and say where the service listens."""
+        await super().startup(sockets)
+        if self.started:
+            info, config = self.service.info, self.config
+            print(
+                f"gamma-iqa serve: {info['model']} on {info['device']} at http://{config.host}:{config.port} "
+                "(Ctrl-C or SIGTERM stops it after the requests in flight)",
+                file=sys.stderr,
+            )
+
+
+def make_server(service: Service, host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "warning") -> _Server:
+    """A uvicorn server of `service` on `host`:`port` (not started: call its `run`, or `serve`).
+
+    Raises:
+        ValueError: a host reachable from other machines without the service's token (`check_host`).
+    """
+    check_host(host, service.token)
+    config = uvicorn.Config(service, host=host, port=port, log_level=log_level, access_log=False, lifespan="on")
+    return _Server(config, service, drain_timeout=service.limits.timeout + 5)
+
+
+def serve(service: Service, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve until SIGTERM or SIGINT, then drain (see `_Server`) and return.
+
+    Raises:
+        ValueError: as `make_server`.
+    """
+    make_server(service, host, port).run()

@@ -1,0 +1,440 @@
+"""`gamma-iqa serve`: a real server on 127.0.0.1 (uvicorn in a thread, and once the command in a subprocess).
+
+The rows equal `gamma-iqa score --format json`'s for the same images (bit for bit), every error case answers its
+status and message and the next request succeeds, the token is enforced, and a shutdown drains: the request in flight
+gets its rows while new ones get 503. The client is the standard library's (http.client), so the tests need only the
+serve extra.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'gamma-iqa[serve]')")
+pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install 'gamma-iqa[serve]')")
+pytest.importorskip("prometheus_client", reason="the serve extra is not installed (pip install 'gamma-iqa[serve]')")
+pytest.importorskip("multipart", reason="the serve extra is not installed (pip install 'gamma-iqa[serve]')")
+
+import gamma_iqa
+from gamma_iqa.engine import scoring
+from gamma_iqa.outputs import service
+
+from .conftest import free_port, run_cli
+
+TOKEN = "s3cret"
+AUTH = f"Authorization: Bearer {TOKEN}"
+LIMITS = service.Limits(max_body_mb=0.5, max_queue=4, timeout=3.0)
+
+
+# ---- a small client (standard library only) ----------------------------------------------------------------------
+def call(port, method, path, body=None, headers=None, token=TOKEN):
+    """(status, headers, parsed JSON or text) of one request."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = dict(headers or {})
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        r = conn.getresponse()
+        data = r.read()
+    finally:
+        conn.close()
+    is_json = r.getheader("content-type", "").startswith("application/json")
+    return r.status, dict(r.getheaders()), json.loads(data) if is_json else data.decode()
+
+
+def multipart(files, fields=()):
+    """A multipart/form-data body of (filename, bytes) file parts and (name, value) fields, and its content type."""
+    boundary = uuid.uuid4().hex
+    out = io.BytesIO()
+    for name, value in fields:
+        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    for filename, data in files:
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{filename}"\r\n'
+        out.write(f"{head}Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def score(port, files, query="", fields=(), token=TOKEN):
+    body, headers = multipart(files, fields)
+    return call(port, "POST", f"/v1/score{query}", body, headers, token=token)
+
+
+def png(h, w, seed):
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 255, w)[None, :, None] * np.linspace(0.2, 1, h)[:, None, None]
+    pixels = (0.7 * ramp + 0.3 * rng.uniform(0, 255, (h, w, 3))).clip(0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG" if seed % 2 else "JPEG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Three images of different sizes and formats, written to a folder: {name: bytes}."""
+    folder = tmp_path_factory.mktemp("photos")
+    out = {f"p{i}.{'png' if i % 2 else 'jpg'}": png(70 + 9 * i, 96 - 7 * i, i) for i in range(3)}
+    for name, data in out.items():
+        (folder / name).write_bytes(data)
+    return folder, out
+
+
+def cli_rows(capsys, monkeypatch, folder, *argv):
+    monkeypatch.chdir(folder)
+    code, out, err = run_cli(capsys, "score", "--model", "gamma-test", "--workers", "0", "--format", "json", *argv)
+    return code, json.loads(out), err
+
+
+# ---- the server in a thread ----------------------------------------------------------------------------------------
+class Running:
+    """A service's uvicorn server on a free port of 127.0.0.1, in a thread until `stop`."""
+
+    def __init__(self, svc):
+        self.port = free_port()
+        self.server = service.make_server(svc, "127.0.0.1", self.port)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture(scope="module")
+def gated():
+    """gamma-test whose forwards wait while the gate is closed (cleared): requests stay in flight on demand."""
+    model = gamma_iqa.create_model("gamma-test")
+    gate = threading.Event()
+    gate.set()
+    forward = model.forward
+
+    def waiting(*args, **kwargs):
+        assert gate.wait(timeout=30)
+        return forward(*args, **kwargs)
+
+    model.forward = waiting
+    return model, gate
+
+
+@pytest.fixture(scope="module")
+def running(gated):
+    model, gate = gated
+    run = Running(service.Service(model, model_argument="gamma-test", token=TOKEN, limits=LIMITS))
+    yield run
+    gate.set()
+    run.stop()
+
+
+def metric(port, name):
+    _, _, text = call(port, "GET", "/metrics")
+    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def assert_serves(port, photos):
+    """The next request succeeds."""
+    status, _, body = score(port, [("p0.jpg", photos[1]["p0.jpg"])])
+    assert status == 200 and body["rows"][0]["score"] is not None
+
+
+# ---- rows ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("query", "fields", "flags"),
+    [
+        ("", (), ()),
+        ("?crops=center&scene=aigc", (), ("--crops", "center", "--scene", "aigc")),
+        ("?details=true", (("seed", "7"), ("crops", "3")), ("--details", "--seed", "7", "--crops", "3")),
+    ],
+)
+def test_rows_equal_the_cli_rows_bit_for_bit(running, photos, capsys, monkeypatch, query, fields, flags):
+    folder, images = photos
+    code, expected, _ = cli_rows(capsys, monkeypatch, folder, *images, *flags)
+    assert code == 0
+    status, _, body = score(running.port, list(images.items()), query, fields)
+    assert status == 200
+    assert body["model"] == "gamma-test"
+    assert body["rows"] == expected  # JSON floats round-trip exactly: == is bit for bit
+    assert len({row["score"] for row in expected}) == len(images)  # distinct images, distinct scores
+
+
+def test_a_raw_body_is_one_image_named_body(running, photos, capsys, monkeypatch):
+    folder, images = photos
+    _, expected, _ = cli_rows(capsys, monkeypatch, folder, "p1.png")
+    status, _, body = call(running.port, "POST", "/v1/score", images["p1.png"])
+    assert status == 200 and body["rows"] == [{**expected[0], "path": "body"}]
+
+
+def test_concurrent_requests_are_merged_and_keep_their_scores(running, gated, photos, monkeypatch):
+    # Forwards of 4 images on the CPU too (as on a GPU, where they are 32): requests share a padded forward.
+    monkeypatch.setattr(scoring, "IMAGES_PER_FORWARD", {**scoring.IMAGES_PER_FORWARD, "cpu": 4})
+    _, gate = gated
+    _, images = photos
+    names = sorted(images)
+    alone = {name: score(running.port, [(name, images[name])])[2]["rows"][0] for name in names}
+    rounds, merged = (
+        metric(running.port, "gamma_iqa_batch_images_count"),
+        metric(running.port, "gamma_iqa_batch_images_sum"),
+    )
+    results = {}
+
+    def client(i):
+        results[i] = score(running.port, [(names[i % 3], images[names[i % 3]])])
+
+    gate.clear()  # the first request holds the device worker; the other three queue up meanwhile
+    try:
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 2
+        while metric(running.port, "gamma_iqa_queue_images") < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.3)  # admitted; now decoded too (milliseconds each) and waiting for the device worker
+    finally:
+        gate.set()
+    for t in threads:
+        t.join()
+    for i, (status, _, body) in results.items():
+        assert status == 200 and body["rows"] == [alone[names[i % 3]]]
+    # one round of the first image, one of the other three: merged into one forward (padded with one zero image)
+    assert metric(running.port, "gamma_iqa_batch_images_count") - rounds == 2
+    assert metric(running.port, "gamma_iqa_batch_images_sum") - merged == 4
+
+
+def test_failed_images_get_the_cli_error_rows(running, photos, capsys, monkeypatch):
+    folder, images = photos
+    (folder / "junk.png").write_bytes(b"not an image at all")
+    (folder / "empty.jpg").write_bytes(b"")
+    code, expected, _ = cli_rows(capsys, monkeypatch, folder, "p0.jpg", "junk.png", "empty.jpg")
+    assert code == 1 and [r["error"] is None for r in expected] == [True, False, False]
+    files = [("p0.jpg", images["p0.jpg"]), ("junk.png", b"not an image at all"), ("empty.jpg", b"")]
+    status, _, body = score(running.port, files)
+    assert status == 200 and body["rows"] == expected  # some scored: 200, the failed ones as the CLI's rows
+    status, _, body = score(running.port, files[1:])  # none scored: 422, the CLI's line for the first
+    assert status == 422 and body["rows"] == expected[1:]
+    assert body["error"] == f"junk.png: {expected[1]['error']} (and 1 more)"
+    assert_serves(running.port, photos)
+
+
+# ---- errors ----------------------------------------------------------------------------------------------------------
+def test_an_unknown_scene_gets_the_cli_message(running, photos, capsys, monkeypatch):
+    folder, _ = photos
+    code, _, err = run_cli(capsys, "score", "--model", "gamma-test", "--scene", "moon", str(folder / "p0.jpg"))
+    assert code == 2
+    status, _, body = score(running.port, [("p0.jpg", photos[1]["p0.jpg"])], "?scene=moon")
+    assert status == 422 and err.strip() == f"gamma-iqa score: error: {body['error']}"
+    assert_serves(running.port, photos)
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("?crops=0", "`crops` must be a positive number, 'center' or 'none', got '0'"),
+        ("?seed=x", "`seed` must be an integer, got 'x'"),
+        ("?path=/etc/passwd", "unknown parameter 'path'"),  # no server paths: images only from the body
+        ("?crops=3&crops=4", "`crops` is given more than once"),
+    ],
+)
+def test_bad_options_get_422(running, photos, query, message):
+    status, _, body = score(running.port, [("p0.jpg", photos[1]["p0.jpg"])], query)
+    assert status == 422 and body["error"].startswith(message)
+    assert_serves(running.port, photos)
+
+
+def test_no_image_gets_422(running, photos):
+    status, _, body = score(running.port, [], fields=[("scene", "natural")])
+    assert status == 422 and body["error"].startswith("no image in the request")
+    status, _, body = call(running.port, "POST", "/v1/score", b"")
+    assert status == 422 and body["error"] == "body: empty input (0 bytes)"  # as `gamma-iqa score -` of nothing
+    assert_serves(running.port, photos)
+
+
+def test_a_body_over_the_limit_gets_413(running, photos):
+    big = os.urandom(600_000)  # over 0.5 MiB: read and dropped, then 413 (the client sends it all first)
+    status, _, body = call(running.port, "POST", "/v1/score", big)
+    assert status == 413 and body == {"error": "request body over 0.5 MiB (`max_body_mb`)"}
+    # A client waiting for `100 Continue` (curl, for large bodies) gets the 413 at once and never sends the body.
+    with socket.create_connection(("127.0.0.1", running.port)) as s:
+        s.sendall(f"POST /v1/score HTTP/1.1\r\nHost: x\r\n{AUTH}\r\nExpect: 100-continue\r\n".encode())
+        s.sendall(b"Content-Length: 600000\r\n\r\n")
+        head, _, body = s.makefile("rb").read().partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413") and json.loads(body)["error"].startswith("request body over 0.5 MiB")
+    status, _, body = call(running.port, "POST", "/v1/score", iter([big[:300_000], big[300_000:]]))  # chunked
+    assert status == 413 and body["error"].startswith("request body over 0.5 MiB")
+    status, _, body = score(running.port, [(f"{i}.png", b"x") for i in range(5)])  # more than the queue holds
+    assert status == 413 and body["error"] == "5 images in one request; at most 4 (`max_queue`)"
+    assert_serves(running.port, photos)
+
+
+def test_a_full_queue_gets_503_with_retry_after_and_a_slow_request_504(running, gated, photos):
+    _, gate = gated
+    _, images = photos
+    four = [(f"q{i}.jpg", images["p0.jpg"]) for i in range(4)]
+    gate.clear()
+    try:
+        background = {}
+        t = threading.Thread(target=lambda: background.setdefault("r", score(running.port, four)))
+        t.start()
+        deadline = time.monotonic() + 2
+        while metric(running.port, "gamma_iqa_queue_images") < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        status, headers, body = score(running.port, [("p0.jpg", images["p0.jpg"])])
+        assert status == 503 and headers["retry-after"] == "1"
+        assert body == {"error": "the queue is full (4 of 4 images waiting); retry later"}
+        t.join()  # the gate stays closed: the request waits past the timeout
+        status, _, body = background["r"]
+        assert status == 504 and body == {"error": "no result within 3 s (`timeout`); retry later"}
+    finally:
+        gate.set()
+    assert metric(running.port, "gamma_iqa_queue_images") == 0
+    assert_serves(running.port, photos)
+
+
+def test_the_token_is_required_except_for_healthz(running, photos):
+    assert call(running.port, "GET", "/healthz", token=None)[:3:2] == (200, {"status": "ok"})
+    for token in (None, "wrong"):
+        status, headers, body = score(running.port, [("p0.jpg", photos[1]["p0.jpg"])], token=token)
+        assert status == 401 and headers["www-authenticate"] == "Bearer"
+        assert body == {"error": "missing or wrong bearer token (Authorization: Bearer TOKEN)"}
+        assert call(running.port, "GET", "/metrics", token=token)[0] == 401
+    assert_serves(running.port, photos)
+
+
+def test_models_and_metrics(running):
+    status, _, body = call(running.port, "GET", "/v1/models")
+    (info,) = body["models"]
+    assert status == 200 and info["model"] == "gamma-test" and info["default_scene"] == "natural"
+    assert "aigc" in info["scenes"] and info["score_range"] == [0.0, 1.0] and info["higher_is_better"] is True
+    assert info["provenance"]["model"]["argument"] == "gamma-test"
+    assert len(info["provenance"]["model"]["parameters_sha256"]) == 64
+    status, headers, text = call(running.port, "GET", "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    for name in (
+        'gamma_iqa_requests_total{route="/v1/models",status="200"}',
+        'gamma_iqa_errors_total{route="/v1/score",status="401"}',
+        "gamma_iqa_request_seconds_bucket",
+        "gamma_iqa_batch_images_count",
+        "gamma_iqa_queue_images",
+    ):
+        assert name in text, name
+
+
+def test_draining_finishes_the_request_in_flight_and_refuses_new_ones(gated, photos):
+    model, gate = gated
+    _, images = photos
+    run = Running(service.Service(model, limits=LIMITS))
+    gate.clear()
+    try:
+        background = {}
+        t = threading.Thread(target=lambda: background.setdefault("r", score(run.port, [("p0.jpg", images["p0.jpg"])])))
+        t.start()
+        while metric(run.port, "gamma_iqa_queue_images") < 1:
+            time.sleep(0.02)
+        run.server.handle_exit(signal.SIGTERM, None)  # what uvicorn calls on the signal
+        status, headers, body = score(run.port, [("p0.jpg", images["p0.jpg"])])
+        assert (
+            status == 503 and headers["retry-after"] == "1" and body["error"].startswith("the server is shutting down")
+        )
+        assert run.thread.is_alive()
+    finally:
+        gate.set()
+    t.join(timeout=20)
+    assert background["r"][0] == 200 and background["r"][2]["rows"][0]["score"] is not None
+    run.thread.join(timeout=20)  # it stops once nothing is in flight
+    assert not run.thread.is_alive()
+
+
+# ---- the command ---------------------------------------------------------------------------------------------------
+def test_sigterm_drains_a_slow_upload_and_exits_0(photos, tmp_path):
+    _, images = photos
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "gamma_iqa", "serve", "--model", "gamma-test", "--port", str(port)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if call(port, "GET", "/healthz", token=None)[0] == 200:
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.1)
+        data = images["p1.png"]
+        slow = socket.create_connection(("127.0.0.1", port))  # a request in flight: its body half sent
+        slow.sendall(f"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data[:100])
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while (status := call(port, "GET", "/healthz", token=None)[0]) != 503:
+            assert status == 200 and time.monotonic() < deadline
+            time.sleep(0.05)
+        slow.sendall(data[100:])
+        answer = b""
+        while chunk := slow.recv(65536):
+            answer += chunk
+        slow.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and json.loads(body)["rows"][0]["path"] == "body"
+        assert proc.wait(timeout=20) == 0
+        assert proc.stderr.read().strip().splitlines()[-1] == "gamma-iqa serve: stopped"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_another_host_needs_a_token(capsys, monkeypatch):
+    monkeypatch.delenv("GAMMA_IQA_TOKEN", raising=False)
+    code, out, err = run_cli(capsys, "serve", "--model", "gamma-test", "--host", "0.0.0.0")
+    assert code == 2 and out == ""
+    assert err == (
+        "gamma-iqa serve: error: --host 0.0.0.0 is reachable from other machines: give a --token (or set "
+        "GAMMA_IQA_TOKEN) that clients send as 'Authorization: Bearer TOKEN'\n"
+    )
+    assert service.is_loopback("127.0.0.2") and service.is_loopback("::1") and not service.is_loopback("example.org")
+
+
+def test_without_the_extra_one_line_says_what_to_install(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # import fastapi fails as it does where it is not installed
+    monkeypatch.delitem(sys.modules, "gamma_iqa.outputs.service")
+    monkeypatch.delattr(gamma_iqa.outputs, "service")
+    monkeypatch.delenv("GAMMA_IQA_TOKEN", raising=False)
+    # --host 0.0.0.0 without a token: were the import to pass, the command would stop there, not serve
+    code, _, err = run_cli(capsys, "serve", "--model", "gamma-test", "--host", "0.0.0.0")
+    assert code == 2
+    assert err == "gamma-iqa serve: error: needs the serve extra (fastapi is missing): pip install 'gamma-iqa[serve]'\n"
+
+
+def test_the_core_does_not_import_the_service():
+    names = "{'fastapi', 'uvicorn', 'gamma_iqa.outputs.service'}"
+    code = f"import sys, gamma_iqa, gamma_iqa.cli, gamma_iqa.outputs; print(sorted(set(sys.modules) & {names}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_limits_are_checked():
+    with pytest.raises(ValueError, match="`max_queue` must be >= 1, got 0"):
+        service.Limits(max_queue=0)
+    assert Path(service.__file__).name == "service.py"
