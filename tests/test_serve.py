@@ -106,6 +106,7 @@ class Running:
     """A service's uvicorn server on a free port of 127.0.0.1, in a thread until `stop`."""
 
     def __init__(self, svc):
+        self.svc = svc
         self.port = free_port()
         self.server = service.make_server(svc, "127.0.0.1", self.port)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -127,9 +128,11 @@ def gated():
     model = gamma_iqa.create_model("gamma-test")
     gate = threading.Event()
     gate.set()
+    gate.entered = threading.Event()  # set by each forward on entry: the device worker is busy from then on
     forward = model.forward
 
     def waiting(*args, **kwargs):
+        gate.entered.set()
         assert gate.wait(timeout=30)
         return forward(*args, **kwargs)
 
@@ -201,15 +204,17 @@ def test_concurrent_requests_are_merged_and_keep_their_scores(running, gated, ph
         results[i] = score(running.port, [(names[i % 3], images[names[i % 3]])])
 
     gate.clear()  # the first request holds the device worker; the other three queue up meanwhile
+    gate.entered.clear()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
     try:
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
-        for t in threads:
+        threads[0].start()
+        assert gate.entered.wait(timeout=5)  # the device worker is inside the first request's forward
+        for t in threads[1:]:
             t.start()
-        deadline = time.monotonic() + 2
-        while metric(running.port, "gamma_iqa_queue_images") < 4:
+        deadline = time.monotonic() + 10
+        while running.svc._worker.queue.qsize() < 3:  # decoded, cropped and waiting for the device worker
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        time.sleep(0.3)  # admitted; now decoded too (milliseconds each) and waiting for the device worker
     finally:
         gate.set()
     for t in threads:

@@ -342,10 +342,10 @@ class _DeviceWorker:
             groups: dict[tuple[Crops, bool], list[_Job]] = {}
             for job in live:
                 groups.setdefault(job.key, []).append(job)
+            if live:  # counted before any request is answered: a client that has its rows sees its round in /metrics
+                self.on_round(len(live))
             for group in groups.values():
                 self._score(group)
-            if live:
-                self.on_round(len(live))
 
     @staticmethod
     def _score(group: list[_Job]) -> None:
