@@ -137,6 +137,8 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"
 @pytest.mark.parametrize("crops", [10, "center", "none"])
 def test_cuda_uint8_pipeline_equals_float_crops_and_the_synchronous_path(model, monkeypatch, crops):
     """On CUDA: uint8 crops through the table == float crops from the host; queued forwards == one at a time."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # fp32 as on the CPU, for the last comparison
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     gpu = gamma_iqa.create_model("gamma-test")
     gpu.load_state_dict(model.state_dict())
     gpu = gpu.cuda().eval()
@@ -149,3 +151,21 @@ def test_cuda_uint8_pipeline_equals_float_crops_and_the_synchronous_path(model, 
     assert fast == plain == one_at_a_time
     cpu = model.score(inputs, crops=crops)
     assert np.allclose(fast, cpu, atol=1e-5)
+
+
+@cuda
+def test_cuda_forwards_do_not_sync_the_host(model):
+    """A warm forward of the pipeline queues its work without a synchronising call (torch's sync debug mode)."""
+    gpu = gamma_iqa.create_model("gamma-test")
+    gpu.load_state_dict(model.state_dict())
+    gpu = gpu.cuda().eval()
+    scorer = Scorer(gpu, crops=10)
+    images = scoring._Images([(i, Entry(f"<input {i}>", photo(i), None)) for i in range(4)], 10, 64, 0, uint8=True)
+    group = [({**images[i], "crops": images[i]["crops"].pin_memory()}, None) for i in range(4)]
+    scorer._results(scorer._launch(group))  # warm: text features, the table, the allocator
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        launched = scorer._launch(group)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert len(scorer._results(launched)) == 4

@@ -13,6 +13,7 @@ forward.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import stat
@@ -42,7 +43,7 @@ from ..data.transforms import (
     resize_short_side,
     to_rgb,
 )
-from ..models.base import QualityModel, set_scorer
+from ..models.base import QualityModel, set_scorer, values_unchecked
 from ..models.scenes import NUM_LEVELS
 from .calibration import Calibration, score_columns
 from .progress import Progress
@@ -340,7 +341,10 @@ class Scorer:
             crops = torch.cat([crops, crops.new_zeros(pad, *crops.shape[1:])])
             scenes += [None] * pad
         probs = None
-        with autocast(self.device, self.dtype):
+        # The crops are in [0, 1] by construction (8-bit pixels, or arrays checked and clamped by `array_to_image`):
+        # on an accelerator the model's value check, a reduction and a host sync per forward, is skipped.
+        unchecked = values_unchecked() if self.device.type != "cpu" else contextlib.nullcontext()
+        with autocast(self.device, self.dtype), unchecked:
             if self.details:
                 scores, probs = self.model(crops, scenes, levels=True)
             else:
