@@ -29,6 +29,7 @@ def default_photos(cache: Path) -> list[Path]:
     """The evaluation photos of scripts/evaluate_default.py, examples/ and shared/data/golden/ (those present)."""
     spec = importlib.util.spec_from_file_location("evaluate_default", ROOT / "scripts" / "evaluate_default.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     photos = [path for _, path in module.debian_photos(cache)]
     for folder in (ROOT / "examples", ROOT.parent / "shared" / "data" / "golden"):
