@@ -1,8 +1,17 @@
-"""End-to-end `gamma-iqa score` throughput: images per second on a generated folder of JPEGs.
+"""End-to-end scoring throughput in the steady state, and where the time goes, on a generated folder of JPEGs.
 
-Runs the real command (decoding in DataLoader workers, crops, the model, CSV output) in this process, after one
-warm-up run on a few images. Without --model, a gamma-vit-b16 with random weights is saved to a temporary folder and
-scored from there, as a user's converted checkpoint would be. The last line of stdout is one JSON object.
+The default run (steady state), in this process on --images generated JPEGs (a few distinct photos, copied):
+- start-up apart: the model's load (`create_model(...).to(device)`) and the time to the first row;
+- the steady rate: `Scorer.run` (DataLoader workers decoding, the engine's forwards; no CSV) from the row at 10% of
+  the images to the last, in images/s and crops/s;
+- the forward alone, timed in the same run on one forward's crops already on the device (the engine's forward size),
+  and the pipeline efficiency: steady crops/s over forward-only crops/s;
+- where the time goes, per image: decode and crop in this process (`_Images`, single process: its rate is the
+  `decode_images_per_s` the gamma-test check compares with; the mean of a sample decoded before the run and one
+  after), the host-to-device copy (and scaling of uint8 crops) of
+  one forward's crops, and the forward.
+Without --model, a gamma-vit-b16 with random weights is saved to a temporary folder and loaded from there, as a user's
+converted checkpoint would be. The last line of stdout is one JSON object.
 
 With --compare (gamma-lite's CPU inference options), the same folder is scored by several variants, interleaved over
 --rounds rounds so that load from other processes hits them alike: `before` (BatchNorm not folded, NCHW), `fold`
@@ -18,6 +27,7 @@ import contextlib
 import csv
 import io
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -30,20 +40,30 @@ from PIL import Image
 
 import gamma_iqa
 from gamma_iqa.cli import main as cli_main
+from gamma_iqa.data.inputs import expand_paths
+from gamma_iqa.engine import scoring
+from gamma_iqa.engine.runtime import autocast, resolve_device
+from gamma_iqa.models.base import values_unchecked
 from gamma_iqa.models.effnet import ConvBN
 from gamma_iqa.models.lite import GammaLite
 
 VARIANTS = {"before": (False, False), "fold": (True, False), "nhwc": (False, True), "after": (True, True)}
 
 
-def make_photos(folder: Path, n: int, width: int, height: int) -> None:
-    """n JPEGs (quality 90) with smooth structure and noise, like photos as far as the decoder is concerned."""
+def make_photos(folder: Path, n: int, width: int, height: int, distinct: int | None = None) -> None:
+    """n JPEGs (quality 90) with smooth structure and noise, like photos as far as the decoder is concerned.
+
+    Only the first `distinct` (default: all) are drawn; the others are copies of them (thousands in seconds).
+    """
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:height, 0:width]
-    for i in range(n):
+    drawn = min(n, distinct or n)
+    for i in range(drawn):
         base = np.stack([np.sin(x / (20 + i) + c) * np.cos(y / (30 + 2 * i) - c) for c in (0.0, 1.0, 2.0)], -1)
         pixels = np.clip(127 + 90 * base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
         Image.fromarray(pixels).save(folder / f"{i:05d}.jpg", quality=90)
+    for i in range(drawn, n):
+        shutil.copyfile(folder / f"{i % drawn:05d}.jpg", folder / f"{i:05d}.jpg")
 
 
 def run(argv: list[str]) -> float:
@@ -88,9 +108,123 @@ def compare(args: argparse.Namespace, photos: Path, common: list[str], tmp: Path
     }
 
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def decode_rate(scorer: scoring.Scorer, entries: list, n: int) -> float:
+    """Seconds per image to decode and crop in this process, as one DataLoader worker does (the scorer's settings)."""
+    images = scoring._Images(list(enumerate(entries[:n])), scorer.crops, scorer.model.image_size, 0, scorer.uint8)
+    images[0]  # warm: imports, the first file's page cache
+    start = time.perf_counter()
+    for i in range(len(images)):
+        item = images[i]
+        assert "error" not in item, item.get("error")
+    return (time.perf_counter() - start) / len(images)
+
+
+def one_forward_crops(scorer: scoring.Scorer, entries: list) -> tuple[list, list]:
+    """The host crops of one of the engine's forwards (images of the first entries, as the workers give them)."""
+    per_forward = 1 if scorer.crops == "none" else scoring.IMAGES_PER_FORWARD.get(scorer.device.type, 1)
+    images = scoring._Images(list(enumerate(entries)), scorer.crops, scorer.model.image_size, 0, scorer.uint8)
+    items = [images[i % len(entries)] for i in range(per_forward)]
+    crops = [item["crops"].pin_memory() if scorer.device.type == "cuda" else item["crops"] for item in items]
+    return crops, [None] * sum(len(c) for c in crops)
+
+
+def timed(fn, device: torch.device, iters: int) -> float:
+    """Median seconds of `fn()` over `iters` calls after one warm-up, synchronised on `device`."""
+    fn()
+    sync(device)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def split_time(scorer: scoring.Scorer, entries: list, iters: int) -> dict:
+    """Per forward: seconds of the host-to-device copy (with the uint8 scaling) and of the forward alone."""
+    crops, scenes = one_forward_crops(scorer, entries)
+    on_device = scorer._on_device(crops)
+    model, device = scorer.model, scorer.device
+
+    @torch.inference_mode()
+    def forward():
+        with autocast(device, scorer.dtype), values_unchecked():  # as the engine on an accelerator: no host sync
+            model(on_device, scenes)
+
+    copy_s = timed(lambda: scorer._on_device(crops), device, iters)
+    forward_s = timed(forward, device, iters)
+    return {
+        "crops_per_forward": len(on_device),
+        "images_per_forward": len(crops),
+        "copy_s": copy_s,
+        "forward_s": forward_s,
+    }
+
+
+def steady(args: argparse.Namespace, photos: Path, tmp: Path) -> dict:
+    """The default run (see the module text)."""
+    device = resolve_device(args.device)
+    if args.uint8 != "auto":
+        scoring.Scorer.uint8_crops = args.uint8 == "on"
+    sync(device)
+    start = time.perf_counter()
+    model = gamma_iqa.create_model(args.model or random_b16(tmp)).to(device)
+    if args.compile:
+        model.compile_towers()  # the first forward compiles: it counts in the time to the first row
+    sync(device)
+    load_s = time.perf_counter() - start
+    scorer = scoring.Scorer(model, crops=args.crops, batch_size=args.batch_size, workers=args.workers, dtype=args.dtype)
+    entries = expand_paths([str(photos)], None)
+    sample = min(len(entries), args.decode_sample)
+    decode_before = decode_rate(scorer, entries, sample)  # before and after the run: load from others hits both
+    start = time.perf_counter()
+    stamps = []
+    for row in scorer.run(entries):
+        assert row.error is None, row.error
+        stamps.append(time.perf_counter() - start)
+    m = max(1, len(stamps) // 10)
+    rate = (len(stamps) - m) / (stamps[-1] - stamps[m - 1])
+    crops_per_image = 1 if scorer.crops in ("center", "none") else int(scorer.crops)
+    decode_s = (decode_before + decode_rate(scorer, entries, sample)) / 2
+    split = split_time(scorer, entries, args.iters)
+    forward_rate = split["crops_per_forward"] / split["forward_s"]
+    per_forward = split["images_per_forward"]
+    result = {
+        "images_per_s": round(rate, 3),
+        "crops_per_s": round(rate * crops_per_image, 2),
+        "forward_only_crops_per_s": round(forward_rate, 2),
+        "pipeline_efficiency": round(rate * crops_per_image / forward_rate, 3),
+        "decode_images_per_s": round(1 / decode_s, 2),
+        "ratio_to_single_process_decode": round(rate * decode_s, 3),
+        "ms_per_image": {
+            "end_to_end": round(1000 / rate, 3),
+            "decode_and_crop_one_process": round(1000 * decode_s, 3),
+            "copy_to_device": round(1000 * split["copy_s"] / per_forward, 3),
+            "forward": round(1000 * split["forward_s"] / per_forward, 3),
+        },
+        "startup_s": {"model_load": round(load_s, 3), "first_row": round(stamps[0], 3)},
+        "steady_rows": len(stamps) - m,
+        "uint8_crops": scorer.uint8,
+        "dtype_used": scorer.dtype,
+    }
+    return result
+
+
+def random_b16(tmp: Path) -> str:
+    """A gamma-vit-b16 with random weights, saved as a checkpoint folder (a user's converted model)."""
+    return str(gamma_iqa.save_checkpoint(gamma_iqa.create_model("gamma-vit-b16", pretrained=False), tmp / "m"))
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--images", type=int, default=32)
+    p.add_argument("--images", type=int, default=None, help="default: 2000 on CUDA, 64 elsewhere")
+    p.add_argument("--distinct", type=int, default=32, help="distinct photos drawn; the other images are copies")
     p.add_argument("--size", default="1024x768", help="WIDTHxHEIGHT of the generated JPEGs")
     p.add_argument("--model", help="model name or checkpoint (default: random gamma-vit-b16 saved to a temp folder)")
     p.add_argument("--crops", default="center")
@@ -99,45 +233,37 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="fp32")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--compare", action="store_true", help="time gamma-lite's CPU inference variants interleaved")
+    p.add_argument(
+        "--uint8", choices=("auto", "on", "off"), default="auto", help="Scorer.uint8_crops (auto: accelerators)"
+    )
+    p.add_argument("--compile", action="store_true", help="compile the model's towers (Gamma.compile_towers)")
+    p.add_argument("--iters", type=int, default=5, help="timed repeats of the copy and of the forward alone")
+    p.add_argument("--decode-sample", type=int, default=32, help="images decoded in this process for the decode rate")
+    p.add_argument("--compare", action="store_true", help="time the CLI: gamma-lite's CPU inference variants")
     p.add_argument("--compare-workers", default="", help="with --compare, also `after` with these worker counts")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of --compare")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.images is None:
+        args.images = 2000 if resolve_device(args.device).type == "cuda" else 64
     width, height = (int(v) for v in args.size.lower().split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         photos, warm = tmp_path / "photos", tmp_path / "warm"
         photos.mkdir()
         warm.mkdir()
-        make_photos(photos, args.images, width, height)
-        make_photos(warm, 2, width, height)
-        model = args.model
-        if model is None:
-            random_b16 = gamma_iqa.create_model("gamma-vit-b16", pretrained=False)
-            model = str(gamma_iqa.save_checkpoint(random_b16, tmp_path / "m"))
-        common = [
-            "--model",
-            model,
-            "--crops",
-            args.crops,
-            "--workers",
-            str(args.workers),
-            "--batch-size",
-            str(args.batch_size),
-            "--device",
-            args.device,
-            "--dtype",
-            args.dtype,
-        ]
-        run(["score", str(warm), *common])
+        make_photos(photos, args.images, width, height, args.distinct)
         print(f"scoring {args.images} images of {args.size} ...", file=sys.stderr)
         if args.compare:
+            make_photos(warm, 2, width, height)
+            model = args.model or random_b16(tmp_path)
+            common = ["--model", model, "--crops", args.crops, "--workers", str(args.workers)]
+            common += ["--batch-size", str(args.batch_size), "--device", args.device, "--dtype", args.dtype]
+            run(["score", str(warm), *common])
             result = compare(args, photos, common, tmp_path)
         else:
-            seconds = run(["score", str(photos), *common])
-            result = {"images_per_s": round(args.images / seconds, 3), "seconds": round(seconds, 2)}
+            result = steady(args, photos, tmp_path)
     result |= {
         "images": args.images,
         "size": args.size,
@@ -145,7 +271,9 @@ def main(argv: list[str] | None = None) -> dict:
         "workers": args.workers,
         "batch_size": args.batch_size,
         "device": args.device,
+        "device_name": torch.cuda.get_device_name() if resolve_device(args.device).type == "cuda" else "cpu",
         "dtype": args.dtype,
+        "compile": args.compile,
         "threads": torch.get_num_threads(),
         "model": args.model or "gamma-vit-b16 (random weights)",
         "torch": torch.__version__,

@@ -66,6 +66,7 @@ __all__ = [
     "array_to_image",
     "crop_offsets",
     "image_to_tensor",
+    "image_to_uint8",
     "is_heif",
     "load_image",
     "make_crops",
@@ -472,10 +473,14 @@ def resize_short_side(im: Image.Image, size: int) -> Image.Image:
     return im.resize(new, Image.Resampling.BILINEAR)
 
 
+def image_to_uint8(im: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (3, H, W) uint8 pixels (a view of an (H, W, 3) array: `image_to_tensor` before the scaling)."""
+    return torch.from_numpy(np.array(im, dtype=np.uint8, copy=True)).permute(2, 0, 1)
+
+
 def image_to_tensor(im: Image.Image) -> torch.Tensor:
     """RGB PIL image -> (3, H, W) float32 in [0, 1] (uint8 / 255, as ToTensor)."""
-    a = torch.from_numpy(np.array(im, dtype=np.uint8, copy=True))  # (H, W, 3)
-    return a.permute(2, 0, 1).float().div(255)
+    return image_to_uint8(im).float().div(255)
 
 
 def _pixels_u8(image: Image.Image | torch.Tensor) -> bytes:
@@ -499,8 +504,11 @@ def _size(image: Image.Image | torch.Tensor) -> tuple[int, int]:
     return int(image.shape[-2]), int(image.shape[-1])
 
 
-def _as_tensor(image: Image.Image | torch.Tensor) -> torch.Tensor:
-    return image_to_tensor(image) if isinstance(image, Image.Image) else image.float()
+def _as_tensor(image: Image.Image | torch.Tensor, uint8: bool = False) -> torch.Tensor:
+    """(3, H, W) float32 in [0, 1]; a PIL image's uint8 pixels instead when `uint8`."""
+    if isinstance(image, Image.Image):
+        return image_to_uint8(image) if uint8 else image_to_tensor(image)
+    return image.float()
 
 
 def _check_view(size: tuple[int, int], enlarged: tuple[int, int] | None, crop: int) -> None:
@@ -530,7 +538,7 @@ def _check_view(size: tuple[int, int], enlarged: tuple[int, int] | None, crop: i
 class Prepared:
     """The test-time views of one image, ready to be scored."""
 
-    crops: torch.Tensor  # (N, 3, S, S), or (1, 3, H, W) for crops="none"
+    crops: torch.Tensor  # (N, 3, S, S), or (1, 3, H, W) for crops="none"; float32 in [0, 1], or uint8 0..255
     upscaled: bool  # the image had a side under the crop size and was enlarged
 
 
@@ -553,6 +561,8 @@ def make_crops(
     size: int,
     seed: int = 0,
     generator: torch.Generator | None = None,
+    *,
+    uint8: bool = False,
 ) -> Prepared:
     """The test-time views of one RGB image (PIL, or a (3, H, W) tensor in [0, 1]).
 
@@ -560,6 +570,9 @@ def make_crops(
     enlarged (short side to `size`, bicubic, in torch so that files and tensors agree) and flagged. Large images are
     cut in PIL before any float tensor is made, so memory stays at the decoded image plus the crops. Random crops come
     from `generator` when given (training), else from one seeded by `seed` and the image's pixels.
+
+    With `uint8`, the crops of a PIL image that is not enlarged stay its uint8 pixels (0..255, a quarter of the bytes
+    to move; the scorer scales them on its device to the very floats of `image_to_tensor`); other views are float.
 
     Raises:
         ValueError: for a tensor that is not (3, H, W); for an image whose whole view ("none") or enlarged view (a
@@ -580,13 +593,13 @@ def make_crops(
     if crops == "none":
         if not upscaled:
             _check_view((h, w), None, size)
-        return Prepared(_as_tensor(image)[None], upscaled)
+        return Prepared(_as_tensor(image, uint8)[None], upscaled)
     if crops == "center":
         offsets = [((h - size) // 2, (w - size) // 2)]
     else:
         offsets = crop_offsets(h, w, size, int(crops), generator)
     if isinstance(image, Image.Image):
-        views = [image_to_tensor(image.crop((left, top, left + size, top + size))) for top, left in offsets]
-    else:
-        views = [image[:, top : top + size, left : left + size] for top, left in offsets]
+        views = [_as_tensor(image.crop((left, top, left + size, top + size)), uint8) for top, left in offsets]
+        return Prepared(torch.stack(views), upscaled)  # float32, or uint8 when `uint8`
+    views = [image[:, top : top + size, left : left + size] for top, left in offsets]
     return Prepared(torch.stack(views).float(), upscaled)

@@ -3,18 +3,26 @@
 Images are decoded and cropped in DataLoader workers; crops go through the model in forwards of a fixed number of
 images (padded at the very end), so a score is bit-identical whatever the batch size, worker count, position or run;
 under torchrun the entries are split across ranks and the rows come back merged, in input order.
+
+On an accelerator the crops travel as uint8 pixels (a quarter of the float32 bytes), pinned by the DataLoader, copied
+on a side stream while the previous forward computes, and turned into [0, 1] floats on the device through a table of
+the 256 floats the CPU path computes (so the scores are those of the float path, bit for bit). Up to `Scorer.in_flight`
+forwards are queued before the host waits for the oldest one's scores: the host syncs when rows come out, not per
+forward.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import stat
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -28,13 +36,14 @@ from ..data.transforms import (
     Crops,
     TruncatedImageError,
     array_to_image,
+    image_to_tensor,
     load_image,
     make_crops,
     parse_crops,
     resize_short_side,
     to_rgb,
 )
-from ..models.base import QualityModel, require_model, set_scorer
+from ..models.base import QualityModel, require_model, set_scorer, values_unchecked
 from ..models.scenes import NUM_LEVELS
 from .calibration import Calibration, score_columns
 from .onnxrt import BACKENDS, OnnxForward
@@ -154,23 +163,23 @@ def _to_pil(image: torch.Tensor) -> Image.Image:
 class _Images(Dataset):
     """Decodes and crops one entry per item; a failure becomes an item with an error, never an exception."""
 
-    def __init__(self, entries: Sequence[tuple[int, Entry]], crops: Crops, size: int, seed: int):
-        """`entries` as (input index, entry); crops of `size` pixels seeded by `seed`."""
-        self.entries, self.crops, self.size, self.seed = entries, crops, size, seed
+    def __init__(self, entries: Sequence[tuple[int, Entry]], crops: Crops, size: int, seed: int, uint8: bool = False):
+        """`entries` as (input index, entry); crops of `size` pixels seeded by `seed`, uint8 where they can be."""
+        self.entries, self.crops, self.size, self.seed, self.uint8 = entries, crops, size, seed, uint8
 
     def __len__(self) -> int:
         """The number of entries."""
         return len(self.entries)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        """Item `i`: its input index and either its crops, (n, 3, size, size), or its error."""
+        """Item `i`: its input index and either its crops, (n, 3, size, size) float32 or uint8, or its error."""
         index, entry = self.entries[i]
         item: dict[str, Any] = {"index": index, "warned": []}
         try:
             image, item["note"], item["warned"] = _decode_noting(entry.source)
             if entry.resize is not None:
                 image = resize_short_side(image if isinstance(image, Image.Image) else _to_pil(image), entry.resize)
-            prepared = make_crops(image, self.crops, self.size, self.seed)
+            prepared = make_crops(image, self.crops, self.size, self.seed, uint8=self.uint8)
             item.update(crops=prepared.crops, upscaled=prepared.upscaled)
         except Exception as e:  # any decoder failure is the input's fault: report it on its row
             item["error"] = describe_error(e)
@@ -182,8 +191,46 @@ def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return items
 
 
+# uint8 pixel -> float32 in [0, 1]: the 256 values of the CPU path's own division (`image_to_tensor`), looked up on the
+# device. Dividing there would not do: CUDA divides a tensor by a scalar as a product with its reciprocal, which is
+# 1 ulp off the quotient for 126 of the 256 values.
+_UNIT = image_to_tensor(Image.frombytes("RGB", (256, 1), bytes(v for v in range(256) for _ in range(3))))[0, 0]
+
+
+def _to_unit(crops: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Crops (n, 3, H, W) on the device, uint8 or float32 -> float32 in [0, 1] (uint8 through `table`, (256,))."""
+    return table[crops.int()] if crops.dtype == torch.uint8 else crops
+
+
+class _Launched(NamedTuple):
+    """A forward on its way: its crops' scores (and level probabilities) landing on the host, and when they have."""
+
+    per: list[int]  # crops per item, in order
+    scores: torch.Tensor  # (sum(per),) float32 on the host, filled by the time `done` has passed
+    probs: torch.Tensor | None  # (sum(per), K) float32 on the host with details, else None
+    done: Any  # a torch.cuda.Event recorded after the copies to the host, or None when they are already there
+
+    def ready(self) -> bool:
+        """Whether the scores are on the host (without waiting)."""
+        return self.done is None or self.done.query()
+
+    def wait(self) -> None:
+        """Block until the scores are on the host."""
+        if self.done is not None:
+            self.done.synchronize()
+
+
 class Scorer:
-    """Scores entries with a model: DataLoader workers decode, fixed-size forwards score, rows come out in order."""
+    """Scores entries with a model: DataLoader workers decode, fixed-size forwards score, rows come out in order.
+
+    Attributes:
+        uint8_crops: crops travel from the workers as uint8 pixels and become floats on the device: True, False, or
+            None (default) for accelerators only. The scores are the same either way, bit for bit.
+        in_flight: forwards queued on an accelerator before the host waits for the oldest one's scores (at least 1).
+    """
+
+    uint8_crops: ClassVar[bool | None] = None
+    in_flight: ClassVar[int] = 2
 
     def __init__(
         self,
@@ -251,6 +298,11 @@ class Scorer:
         self.dtype, note = scoring_dtype(dtype, self.device, cpu_bf16=getattr(model, "cpu_bf16", True), name=name)
         if note is not None:
             warnings.warn(note, stacklevel=2)
+        accelerated = self.device.type != "cpu"
+        self.uint8 = accelerated if self.uint8_crops is None else self.uint8_crops
+        self._table = _UNIT.to(self.device)  # (256,) float32: uint8 pixel -> [0, 1]
+        # Copies to the device on their own stream overlap the forward before them (CUDA only).
+        self._copies = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self._onnx = self._onnx_forward(backend)
         self.backend: dict[str, Any] = {"name": "torch"} if self._onnx is None else self._onnx.info
 
@@ -280,14 +332,35 @@ class Scorer:
         return 0, 1
 
     # ---- model side --------------------------------------------------------------------------------------------
-    @torch.inference_mode()
     def _forward(self, group: list[tuple[dict[str, Any], str | None]]) -> list[tuple[float, float | None, Any]]:
         """(mean score, spread, mean level probabilities) of each (item, scene)'s crops (no details: None, None).
 
         Random/centre crops go in forwards of exactly IMAGES_PER_FORWARD images (zero images pad the last one);
-        whole images ("none") go one by one, since their sizes differ.
+        whole images ("none") go one by one, since their sizes differ. Waits for the result (`_launch` does not).
         """
-        crops = torch.cat([item["crops"] for item, _ in group])
+        return self._results(self._launch(group))
+
+    def _on_device(self, crops: list[torch.Tensor]) -> torch.Tensor:
+        """Items' crops, each (n, 3, H, W) uint8 or float32 on the host -> one float32 batch in [0, 1] on the device.
+
+        On CUDA the copies (from pinned memory, asynchronous) go on the side stream, which the forward's stream then
+        waits for: the host does not, and the copies overlap the forward already queued.
+        """
+        if self._copies is None:
+            moved = [c.to(self.device, non_blocking=True) for c in crops]
+        else:
+            with torch.cuda.stream(self._copies):
+                moved = [c.to(self.device, non_blocking=True) for c in crops]
+            compute = torch.cuda.current_stream(self.device)
+            compute.wait_stream(self._copies)
+            for m in moved:
+                m.record_stream(compute)  # their memory is not reused before the forward has read it
+        return torch.cat([_to_unit(m, self._table) for m in moved])
+
+    @torch.inference_mode()
+    def _launch(self, group: list[tuple[dict[str, Any], str | None]]) -> _Launched:
+        """Queue the forward of `group` (see `_forward`) and the copy of its scores to the host; no wait on a GPU."""
+        crops = self._on_device([item["crops"] for item, _ in group])
         scenes = [scene for item, scene in group for _ in range(len(item["crops"]))]
         per = [len(item["crops"]) for item, _ in group]
         want = len(crops) if self.crops == "none" else per[0] * IMAGES_PER_FORWARD.get(self.device.type, 1)
@@ -295,16 +368,32 @@ class Scorer:
             pad = want - len(crops)
             crops = torch.cat([crops, crops.new_zeros(pad, *crops.shape[1:])])
             scenes += [None] * pad
+        probs = None
+        # The crops are in [0, 1] by construction (8-bit pixels, or arrays checked and clamped by `array_to_image`):
+        # on an accelerator the model's value check, a reduction and a host sync per forward, is skipped.
+        unchecked = values_unchecked() if self.device.type != "cpu" else contextlib.nullcontext()
         forward = self.model if self._onnx is None else self._onnx  # same call, same outputs
-        with autocast(self.device, self.dtype):
+        with autocast(self.device, self.dtype), unchecked:
             if self.details:
-                scores, probs = forward(crops.to(self.device, non_blocking=True), scenes, levels=True)
-                probs = probs.float().cpu()[: sum(per)].split(per)  # per item: (n crops, K)
+                scores, probs = forward(crops, scenes, levels=True)
             else:
-                scores = forward(crops.to(self.device, non_blocking=True), scenes)
-        scores = scores.float().cpu()[: sum(per)].split(per)  # per item: (n crops,)
-        if not self.details:
+                scores = forward(crops, scenes)
+        n = sum(per)
+        if self.device.type != "cuda":  # the CPU (and MPS) path as it always was: the values are there
+            return _Launched(per, scores.float().cpu()[:n], None if probs is None else probs.float().cpu()[:n], None)
+        scores = scores.float()[:n].to("cpu", non_blocking=True)  # into pinned memory, asynchronously
+        probs = None if probs is None else probs.float()[:n].to("cpu", non_blocking=True)
+        done = torch.cuda.Event()
+        done.record(torch.cuda.current_stream(self.device))
+        return _Launched(per, scores, probs, done)
+
+    def _results(self, launched: _Launched) -> list[tuple[float, float | None, Any]]:
+        """`_forward`'s tuples of a launched forward, once its scores are on the host (the means taken there)."""
+        launched.wait()
+        scores = launched.scores.split(launched.per)  # per item: (n crops,)
+        if launched.probs is None:
             return [(float(s.mean()), None, None) for s in scores]
+        probs = launched.probs.split(launched.per)  # per item: (n crops, K)
         return [
             (float(s.mean()), float(s.std(correction=0)), tuple(p.mean(dim=0).tolist()))
             for s, p in zip(scores, probs, strict=True)
@@ -330,13 +419,20 @@ class Scorer:
             queue.append((item, entry.scene, row))
         return failed
 
-    def _drain(self, queue: list, final: bool) -> list[ScoreRow]:
-        """Score full forwards from the front of `queue` (and the padded remainder when `final`)."""
+    def _drain(self, queue: list, flight: deque, final: bool) -> list[ScoreRow]:
+        """Launch full forwards from the front of `queue` (and the padded remainder when `final`) into `flight`.
+
+        Returns the rows of the forwards in `flight` that are done: every one when `final`, else those whose scores
+        are on the host already, and the oldest ones beyond `in_flight` (waiting for them).
+        """
         per_forward = 1 if self.crops == "none" else IMAGES_PER_FORWARD.get(self.device.type, 1)
-        scored = []
         while len(queue) >= per_forward or (final and queue):
             group, queue[:] = queue[:per_forward], queue[per_forward:]
-            for (_, _, row), result in zip(group, self._forward([(it, sc) for it, sc, _ in group]), strict=True):
+            flight.append(([row for _, _, row in group], self._launch([(it, sc) for it, sc, _ in group])))
+        scored = []
+        while flight and (final or len(flight) > max(1, self.in_flight) or flight[0][1].ready()):
+            rows, launched = flight.popleft()
+            for row, result in zip(rows, self._results(launched), strict=True):
                 row.score, row.spread, row.levels = result
                 row.extra = {name: float(f(row.score)) for name, f in self.columns.items()}
                 if row.note is not None:
@@ -351,7 +447,7 @@ class Scorer:
         Returns:
             Its item for `score_prepared`: input index `index` and either its crops or its one-line error.
         """
-        return _Images([(index, entry)], self.crops, self.model.image_size, self.seed)[0]
+        return _Images([(index, entry)], self.crops, self.model.image_size, self.seed, uint8=self.uint8)[0]
 
     def score_prepared(self, items: Sequence[dict[str, Any]], entries: Mapping[int, Entry]) -> list[ScoreRow]:
         """The rows of items from `prepare` (of Scorers with this one's crops), in the fixed-size forwards of `run`.
@@ -365,7 +461,7 @@ class Scorer:
         """
         queue: list = []
         failed = self._accept(list(items), dict(entries), queue)
-        return failed + self._drain(queue, final=True)
+        return failed + self._drain(queue, deque(), final=True)
 
     # ---- the run -----------------------------------------------------------------------------------------------
     def run(self, entries: Sequence[Entry], *, done: int = 0) -> Iterator[ScoreRow]:
@@ -389,7 +485,7 @@ class Scorer:
                 pending[i] = ScoreRow(i, e.name, scene=e.scene or self.model.config.default_scene, error=e.error)
         mine = [(i, e) for i, e in numbered if e.error is None][rank::world]
         loader = DataLoader(
-            _Images(mine, self.crops, self.model.image_size, self.seed),
+            _Images(mine, self.crops, self.model.image_size, self.seed, uint8=self.uint8),
             batch_size=self.batch_size,
             num_workers=self.workers if len(mine) > self.batch_size else 0,  # one batch: a worker only adds start-up
             collate_fn=_collate,
@@ -413,13 +509,14 @@ class Scorer:
         """
         rank, world = self.shard
         queue: list = []
+        flight: deque = deque()  # (rows, _Launched) of the forwards launched and not yet turned into rows
         next_index = 0
         done = False
         while True:
             batch = None if done else next(batches, None)
             done = batch is None
             local = self._accept(batch, lookup, queue) if batch else []
-            local += self._drain(queue, final=done)
+            local += self._drain(queue, flight, final=done)
             if world > 1:
                 gathered: list[Any] = [None] * world
                 dist.all_gather_object(gathered, (local, done))
