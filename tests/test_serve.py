@@ -8,6 +8,7 @@ serve extra.
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import io
 import json
@@ -31,6 +32,7 @@ pytest.importorskip("prometheus_client", reason="the serve extra is not installe
 pytest.importorskip("multipart", reason="the serve extra is not installed (pip install 'gamma-iqa[serve]')")
 
 import gamma_iqa
+import gamma_iqa.cli
 from gamma_iqa.engine import scoring
 from gamma_iqa.outputs import service
 
@@ -55,7 +57,7 @@ def call(port, method, path, body=None, headers=None, token=TOKEN):
     finally:
         conn.close()
     is_json = r.getheader("content-type", "").startswith("application/json")
-    return r.status, dict(r.getheaders()), json.loads(data) if is_json else data.decode()
+    return r.status, dict(r.getheaders()), json.loads(data) if is_json and data else data.decode()
 
 
 def multipart(files, fields=()):
@@ -277,7 +279,7 @@ def test_no_image_gets_422(running, photos):
 def test_a_body_over_the_limit_gets_413(running, photos):
     big = os.urandom(600_000)  # over 0.5 MiB: read and dropped, then 413 (the client sends it all first)
     status, _, body = call(running.port, "POST", "/v1/score", big)
-    assert status == 413 and body == {"error": "request body over 0.5 MiB (`max_body_mb`)"}
+    assert status == 413 and body == {"error": "request body over 0.5 MiB (--max-body-mb)"}
     # A client waiting for `100 Continue` (curl, for large bodies) gets the 413 at once and never sends the body.
     with socket.create_connection(("127.0.0.1", running.port)) as s:
         s.sendall(f"POST /v1/score HTTP/1.1\r\nHost: x\r\n{AUTH}\r\nExpect: 100-continue\r\n".encode())
@@ -287,7 +289,12 @@ def test_a_body_over_the_limit_gets_413(running, photos):
     status, _, body = call(running.port, "POST", "/v1/score", iter([big[:300_000], big[300_000:]]))  # chunked
     assert status == 413 and body["error"].startswith("request body over 0.5 MiB")
     status, _, body = score(running.port, [(f"{i}.png", b"x") for i in range(5)])  # more than the queue holds
-    assert status == 413 and body["error"] == "5 images in one request; at most 4 (`max_queue`)"
+    assert status == 413 and body["error"] == (
+        "5 images of 50 crops in all in one request; the queue holds 4 images of 10 crops, 40 crops (--max-queue): "
+        "send fewer images or crops per request"
+    )
+    status, _, body = score(running.port, [("p0.jpg", photos[1]["p0.jpg"])], "?crops=41")  # crops count, not images
+    assert status == 413 and body["error"].startswith("1 images of 41 crops in all in one request")
     assert_serves(running.port, photos)
 
 
@@ -306,10 +313,12 @@ def test_a_full_queue_gets_503_with_retry_after_and_a_slow_request_504(running, 
             time.sleep(0.02)
         status, headers, body = score(running.port, [("p0.jpg", images["p0.jpg"])])
         assert status == 503 and headers["retry-after"] == "1"
-        assert body == {"error": "the queue is full (4 of 4 images waiting); retry later"}
+        assert body == {
+            "error": "the queue is full (40 of 40 crops waiting, --max-queue 4 images of 10); retry after 1 s"
+        }
         t.join()  # the gate stays closed: the request waits past the timeout
         status, _, body = background["r"]
-        assert status == 504 and body == {"error": "no result within 3 s (`timeout`); retry later"}
+        assert status == 504 and body == {"error": "no result within 3 s (--timeout); retry later"}
     finally:
         gate.set()
     assert metric(running.port, "gamma_iqa_queue_images") == 0
@@ -330,7 +339,7 @@ def test_models_and_metrics(running):
     status, _, body = call(running.port, "GET", "/v1/models")
     (info,) = body["models"]
     assert status == 200 and info["model"] == "gamma-test" and info["default_scene"] == "natural"
-    assert "aigc" in info["scenes"] and info["score_range"] == [0.0, 1.0] and info["higher_is_better"] is True
+    assert "aigc" in info["scenes"] and info["score_range"] == [0.0, 1.0] and info["lower_better"] is False
     assert info["provenance"]["model"]["argument"] == "gamma-test"
     assert len(info["provenance"]["model"]["parameters_sha256"]) == 64
     status, headers, text = call(running.port, "GET", "/metrics")
@@ -443,3 +452,153 @@ def test_limits_are_checked():
     with pytest.raises(ValueError, match="`max_queue` must be >= 1, got 0"):
         service.Limits(max_queue=0)
     assert Path(service.__file__).name == "service.py"
+
+
+# ---- limits that bound the work, and messages in an HTTP client's terms ----------------------------------------------
+def test_crops_are_limited_per_image(running, photos):
+    status, _, body = score(running.port, [("p0.jpg", photos[1]["p0.jpg"])], "?crops=1000000")
+    assert status == 422
+    assert body["error"] == "`crops` 1000000 is over the server's limit of 64 crops per image (--max-crops)"
+    for query, message in (("?crops=", "`crops` must be a positive number"), ("?scene=", "`scene` is empty")):
+        status, _, body = score(running.port, [("p0.jpg", photos[1]["p0.jpg"])], query)
+        assert status == 422 and body["error"].startswith(message)
+    assert_serves(running.port, photos)
+
+
+def test_large_and_thin_images_are_refused_in_the_servers_terms(running, photos, monkeypatch):
+    monkeypatch.setattr(running.svc, "limits", dataclasses.replace(LIMITS, max_pixels=7000))
+    big = png(90, 80, 2)  # 7200 pixels; p0.jpg has 6720
+    status, _, body = score(running.port, [("big.jpg", big), ("p0.jpg", photos[1]["p0.jpg"])])
+    assert status == 200 and body["rows"][1]["score"] is not None
+    assert body["rows"][0]["error"] == (
+        "image of 80 x 90 = 7,200 pixels is over the server's limit of 7,000 pixels (--max-pixels)"
+    )
+    monkeypatch.setattr(service.transforms, "MAX_VIEW_PIXELS", 50_000)
+    side = running.svc.model.image_size
+    status, _, body = score(running.port, [("thin.png", png(2, 2000, 1))])
+    assert status == 422
+    error = body["rows"][0]["error"]
+    assert error.startswith(f"image too thin: 2000 x 2 pixels would be enlarged to {1000 * side} x {side}")
+    assert error.endswith(
+        "over the server's limit of 50,000 pixels per view: pad or crop it to a less extreme aspect ratio"
+    )
+    status, _, body = score(running.port, [("p0.jpg", photos[1]["p0.jpg"])], "?crops=none")
+    assert status == 200  # 70 x 96 fits a view of 50,000 pixels
+    monkeypatch.setattr(service.transforms, "MAX_VIEW_PIXELS", 1000)
+    status, _, body = score(running.port, [("p0.jpg", photos[1]["p0.jpg"])], "?crops=none")
+    assert (
+        status == 422
+        and "over the server's limit of 1,000 pixels per view: use random or 'center' crops" in (body["error"])
+    )
+    assert "gamma_iqa" not in body["error"]
+    monkeypatch.undo()
+    assert_serves(running.port, photos)
+
+
+def test_admission_follows_the_measured_rate(running, photos, monkeypatch):
+    one = [("p0.jpg", photos[1]["p0.jpg"])]
+    monkeypatch.setattr(running.svc, "_seconds_per_crop", 1.0)  # 10 s for an image of 10 crops: over the 3 s timeout
+    status, _, body = score(running.port, one)
+    assert status == 413 and body["error"] == (
+        "1 images of 10 crops in all would take about 10 s at the server's rate (1e+03 ms per crop), over its limit "
+        "of 3 s (--timeout): send fewer images or crops per request"
+    )
+    assert score(running.port, one, "?crops=center")[0] == 200  # 1 s: admitted
+    monkeypatch.setattr(running.svc, "_seconds_per_crop", 0.1)
+    monkeypatch.setattr(running.svc, "_queued_crops", 25)  # 2.5 s queued + 1 s of its own: over 3 s
+    status, headers, body = score(running.port, one)
+    assert status == 503 and headers["retry-after"] == "3"
+    assert body["error"].startswith("the queue's expected wait, 3 s, would leave this request no time within 3 s")
+    monkeypatch.undo()
+    assert_serves(running.port, photos)
+
+
+def test_the_rate_is_a_moving_average_without_the_first_round(gated):
+    svc = service.Service(gated[0])
+    svc._timed(10, 100.0)  # the warm-up round
+    assert svc._seconds_per_crop is None
+    svc._timed(10, 1.0)
+    assert svc._seconds_per_crop == pytest.approx(0.1)
+    svc._timed(10, 2.0)
+    assert svc._seconds_per_crop == pytest.approx(0.7 * 0.1 + 0.3 * 0.2)
+
+
+# ---- the token, the models, request forms ----------------------------------------------------------------------------
+def test_the_bearer_scheme_is_case_insensitive_and_blank_tokens_are_refused(running, photos, capsys):
+    for scheme in ("bearer", "BEARER"):
+        body, headers = multipart([("p0.jpg", photos[1]["p0.jpg"])])
+        status, _, _ = call(
+            running.port, "POST", "/v1/score", body, {**headers, "Authorization": f"{scheme} {TOKEN}"}, None
+        )
+        assert status == 200
+    code, _, err = run_cli(capsys, "serve", "--model", "gamma-test", "--host", "0.0.0.0", "--token", " ")
+    assert code == 2 and err.startswith("gamma-iqa serve: error: --token is blank")
+
+
+def test_models_names_no_server_path(gated):
+    svc = service.Service(gated[0], model_argument="/srv/secret/runs/best.pt")
+    record = {"argument": "/srv/secret/runs/best.pt", "files": [{"file": "/srv/secret/runs/best.pt", "sha256": "ab"}]}
+    assert service._without_paths(record) == {"argument": "best.pt", "files": [{"file": "best.pt", "sha256": "ab"}]}
+    assert "/srv" not in json.dumps(svc.info)
+
+
+def test_request_forms_get_their_own_messages(running, photos):
+    status, _, body = score(running.port, [("a" * 5000 + ".jpg", photos[1]["p0.jpg"])])
+    assert status == 422 and body["error"].startswith("a multipart part's headers are too long")
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, _, body = call(running.port, "POST", "/v1/score", b"scene=natural", form)
+    assert status == 415 and body["error"].startswith("an application/x-www-form-urlencoded body holds no images")
+    status, _, _ = call(running.port, "HEAD", "/healthz", token=None)
+    assert status == 200
+    assert_serves(running.port, photos)
+
+
+# ---- the command line: the port, a second signal ---------------------------------------------------------------------
+def test_bad_or_busy_ports_are_refused_before_the_model_loads(capsys):
+    with pytest.raises(SystemExit) as e:
+        gamma_iqa.cli.main(["serve", "--model", "gamma-test", "--port", "99999"])
+    assert e.value.code == 2 and "must be a port number from 0 to 65535, got '99999'" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, _, err = run_cli(capsys, "serve", "--model", "no-such-model", "--port", str(port))
+    assert code == 2 and err == f"gamma-iqa serve: error: port {port} on 127.0.0.1 is in use\n"
+    server = service.make_server(service.Service(gamma_iqa.create_model("gamma-test")), "::1", 8719)
+    assert server.bound() == "http://[::1]:8719"
+
+
+def test_a_second_signal_stops_at_once_with_503_and_exit_130(photos):
+    _, images = photos
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "gamma_iqa", "serve", "--model", "gamma-test", "--port", "0"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines = []
+        while "at http://" not in (line := proc.stderr.readline()):
+            assert line, f"the server did not start: {lines}"
+            lines.append(line)
+        port = int(line.split("at http://127.0.0.1:")[1].split()[0])  # the port bound, not 0
+        assert port > 0 and call(port, "GET", "/healthz", token=None)[0] == 200
+        data = images["p1.png"]
+        slow = socket.create_connection(("127.0.0.1", port))  # a request in flight: its body half sent
+        slow.sendall(f"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data[:100])
+        time.sleep(0.3)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        answer = b""
+        while chunk := slow.recv(65536):
+            answer += chunk
+        slow.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503") and json.loads(body)["error"].startswith("the server stopped")
+        assert proc.wait(timeout=20) == 130 and time.monotonic() - started < 10
+        err = proc.stderr.read()
+        assert "Traceback" not in err and "never retrieved" not in err
+        assert err.strip().splitlines()[-1].startswith("gamma-iqa serve: stopped at once")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

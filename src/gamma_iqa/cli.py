@@ -508,14 +508,30 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         batch_size=args.batch_size,
         max_wait_ms=args.max_wait_ms,
+        max_crops=args.max_crops,
+        max_pixels=args.max_pixels,
     )
-    service.check_host(args.host, token)  # before the model loads
-    name = _model_name(args)
-    model = create_model(name).to(resolve_device(args.device or "auto"))
-    app = service.Service(model, model_argument=name, token=token, limits=limits, dtype=args.dtype)
-    service.serve(app, args.host, args.port)
+    service.check_host(args.host, token)  # before the model loads, as the port is
+    sock = service.bind(args.host, args.port)
+    try:
+        name = _model_name(args)
+        model = create_model(name).to(resolve_device(args.device or "auto"))
+        app = service.Service(model, model_argument=name, token=token, limits=limits, dtype=args.dtype)
+        drained = service.serve(app, args.host, args.port, sock)
+    finally:
+        sock.close()
+    if not drained:
+        print("gamma-iqa serve: stopped at once (a second signal): the requests in flight got 503", file=sys.stderr)
+        return 130
     print("gamma-iqa serve: stopped", file=sys.stderr)
     return 0
+
+
+def _port(value: str) -> int:
+    """A TCP port number, 0 (any free port) to 65535."""
+    if not value.isdigit() or int(value) > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {value!r}")
+    return int(value)
 
 
 def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -523,7 +539,7 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
     v = sub.add_parser("serve", help="an HTTP scoring service (POST /v1/score); needs pip install 'gamma-iqa[serve]'")
     v.add_argument("--model", help=f"as for score (default: {DEFAULT_MODEL})")
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    v.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    v.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000; 0: any free one, printed)")
     v.add_argument(
         "--token",
         help="bearer token every request but /healthz must carry (default: $GAMMA_IQA_TOKEN); required for a "
@@ -533,7 +549,22 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision")
     v.add_argument("--max-body-mb", type=float, default=64.0, metavar="MB", help="largest request body (default 64)")
     v.add_argument(
-        "--max-queue", type=int, default=256, metavar="N", help="images waiting, all requests together (default 256)"
+        "--max-queue",
+        type=int,
+        default=256,
+        metavar="N",
+        help="images waiting, all requests together, counted at 10 crops (?crops=20 counts 2) (default 256); a request "
+        "the measured rate cannot answer within --timeout is refused at once (503 with Retry-After)",
+    )
+    v.add_argument(
+        "--max-crops", type=int, default=64, metavar="N", help="most crops per image a request may ask for (default 64)"
+    )
+    v.add_argument(
+        "--max-pixels",
+        type=int,
+        default=100_000_000,
+        metavar="N",
+        help="largest uploaded image in pixels, width x height (default 100000000); larger ones are not decoded",
     )
     v.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds a request may wait (default 60)")
     v.add_argument(

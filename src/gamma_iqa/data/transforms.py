@@ -65,6 +65,8 @@ __all__ = [
     "TruncatedImageError",
     "array_to_image",
     "crop_offsets",
+    "enlarged_size",
+    "image_size",
     "image_to_tensor",
     "image_to_uint8",
     "is_heif",
@@ -171,6 +173,16 @@ def load_image(path: str | Path | bytes, *, max_pixels: int | None = None) -> Im
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return to_rgb(im, name=name)
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """The (width, height) an encoded image's header gives, before EXIF orientation; nothing is decoded.
+
+    Raises:
+        UnidentifiedImageError, TruncatedImageError: as `load_image`, for bytes that are no readable image.
+    """
+    with _open_header(io.BytesIO(data), "<bytes>") as im:
+        return im.size
 
 
 def _check_pixel_budget(size: tuple[int, int], max_pixels: int) -> None:
@@ -555,6 +567,14 @@ def crop_offsets(height: int, width: int, size: int, n: int, generator: torch.Ge
     return out
 
 
+def enlarged_size(height: int, width: int, size: int) -> tuple[int, int] | None:
+    """The (height, width) an image with a side under `size` is enlarged to before cropping; None for the others."""
+    if min(height, width) >= size:
+        return None
+    scale = size / min(height, width)
+    return max(size, round(height * scale)), max(size, round(width * scale))
+
+
 def make_crops(
     image: Image.Image | torch.Tensor,
     crops: Crops,
@@ -583,10 +603,9 @@ def make_crops(
     h, w = _size(image)
     if isinstance(crops, int) and generator is None:
         generator = torch.Generator().manual_seed(content_seed(image, seed))
-    upscaled = min(h, w) < size
-    if upscaled:
-        scale = size / min(h, w)
-        new = (max(size, round(h * scale)), max(size, round(w * scale)))
+    new = enlarged_size(h, w, size)
+    upscaled = new is not None
+    if new is not None:
         _check_view((h, w), new, size)
         image = F.interpolate(_as_tensor(image)[None], size=new, mode="bicubic", align_corners=False)[0].clamp(0, 1)
         h, w = new

@@ -29,16 +29,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hmac
 import ipaddress
 import itertools
+import math
 import queue
+import socket
 import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -48,6 +52,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from ..data import transforms
 from ..data.inputs import Entry
 from ..data.transforms import Crops, parse_crops
 from ..engine import scoring
@@ -56,11 +61,15 @@ from ..models.base import QualityModel
 from .provenance import collect
 from .writers import json_row
 
-__all__ = ["Limits", "Service", "check_host", "make_server", "serve"]
+__all__ = ["Limits", "Service", "bind", "check_host", "make_server", "serve"]
 
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded"})  # form bodies without files
 OPTIONS = ("scene", "crops", "seed", "details")  # the request's parameters, as `gamma-iqa score`'s flags
 ROUTES = ("/v1/score", "/v1/models", "/healthz", "/metrics")  # metric labels: any other path counts as "other"
 OPEN_ROUTES = frozenset({"/healthz"})  # answered without the bearer token
+DEFAULT_CROPS = 10  # the crops of an image as `--max-queue` counts images (the default of `crops`)
+ABORT_GRACE = 5.0  # seconds a second signal leaves the requests in flight to be answered 503 before it stops anyway
+RATE_WEIGHT = 0.3  # the weight of the latest round in the moving average of the device worker's seconds per crop
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -70,14 +79,24 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 class Limits:
     """The service's limits and batching settings.
 
+    The queue is measured in crops, so that the admitted work is bounded whatever the requests' crop counts: it holds
+    `max_queue` images at the default 10 crops (an image of n crops counts n, "center" 1, "none" the crops of the
+    largest whole view, `MAX_VIEW_PIXELS` / crop side squared). Once the device worker has measured its rate (seconds
+    per crop, a moving average), a request whose expected wait passes `timeout` is refused at once instead of being
+    admitted to time out.
+
     Attributes:
         max_body_mb: largest request body, in MiB (413 above).
-        max_queue: images admitted and not yet answered, all requests together (a request that would pass it gets
-            503; one with more images than this, 413).
-        timeout: seconds a request waits for its rows (504 after).
+        max_queue: images (at 10 crops each) admitted and not yet answered, all requests together (a request that
+            would pass it gets 503; one with more images or crops than this, 413).
+        timeout: seconds a request waits for its rows (504 after; 503 or 413 at once when the measured rate says it
+            would).
         batch_size: most images the device worker takes from its queue for one round of forwards.
         max_wait_ms: milliseconds the device worker waits for more images when its last forward would be padded.
-        retry_after: seconds a 503 asks the client to wait (its Retry-After header).
+        retry_after: seconds a 503 asks the client to wait (its Retry-After header) before the rate is measured, and
+            while the server drains.
+        max_crops: most crops per image a request may ask for (422 above).
+        max_pixels: most pixels (width x height) of an uploaded image; a larger one is not decoded (its row's error).
     """
 
     max_body_mb: float = 64.0
@@ -86,6 +105,8 @@ class Limits:
     batch_size: int = 32
     max_wait_ms: float = 5.0
     retry_after: int = 1
+    max_crops: int = 64
+    max_pixels: int = 100_000_000
 
     def __post_init__(self) -> None:
         """Check the values.
@@ -96,7 +117,7 @@ class Limits:
         for name in ("max_body_mb", "timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"`{name}` must be > 0, got {getattr(self, name)}")
-        for name in ("max_queue", "batch_size"):
+        for name in ("max_queue", "batch_size", "max_crops", "max_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
@@ -150,13 +171,22 @@ def check_host(host: str, token: str | None) -> None:
     """Refuse to serve on a host reachable from other machines without a bearer token.
 
     Raises:
-        ValueError: `host` is not a loopback address and `token` is empty (names both).
+        ValueError: `token` is given but blank (whitespace only: no client could send it), or `host` is not a loopback
+            address and `token` is empty (names both).
     """
+    if token is not None and token != "" and not token.strip():
+        raise ValueError("`token` is blank: give a token of visible characters, or none on a loopback `host`")
     if not token and not is_loopback(host):
         raise ValueError(
             f"`host` {host} is reachable from other machines: give a `token` (or set GAMMA_IQA_TOKEN) that clients "
             "send as 'Authorization: Bearer TOKEN'"
         )
+
+
+def _without_paths(model: dict[str, Any]) -> dict[str, Any]:
+    """A provenance's model record with file names in place of the server's paths (the argument, the files)."""
+    files = [{**f, "file": Path(f["file"]).name} for f in model.get("files", [])]
+    return {**model, "argument": Path(str(model.get("argument", ""))).name, "files": files}
 
 
 # ---- request options -------------------------------------------------------------------------------------------------
@@ -190,17 +220,23 @@ def _collect_options(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
     return values
 
 
-def _parse_options(pairs: Sequence[tuple[str, str]]) -> _Options:
-    """The checked options of (name, value) pairs, as `gamma-iqa score` checks its flags.
+def _parse_options(pairs: Sequence[tuple[str, str]], max_crops: int) -> _Options:
+    """The checked options of (name, value) pairs, as `gamma-iqa score` checks its flags, at most `max_crops` crops.
 
     Raises:
         ServiceError: 422 with the message of the bad value.
     """
     values = _collect_options(pairs)
+    if values.get("scene") == "":
+        raise ServiceError(422, "`scene` is empty: give a scene name, or leave the parameter out for the default")
     try:
         crops = parse_crops(values.get("crops", "10"))
     except ValueError as e:
         raise ServiceError(422, str(e)) from None
+    if isinstance(crops, int) and crops > max_crops:
+        raise ServiceError(
+            422, f"`crops` {crops} is over the server's limit of {max_crops} crops per image (--max-crops)"
+        )
     seed = values.get("seed", "0")
     if not seed.lstrip("-").isdigit():
         raise ServiceError(422, f"`seed` must be an integer, got {seed!r}")
@@ -263,6 +299,7 @@ class _Job:
     entry: Entry
     scorer: Scorer
     key: tuple[Crops, bool]  # (crop mode, details): images of one key may share a forward
+    cost: int  # its crops, as the queue counts them
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     item: dict[str, Any] | None = None
@@ -290,10 +327,21 @@ class _DeviceWorker:
     together by `Scorer.score_prepared`, in forwards of IMAGES_PER_FORWARD images.
     """
 
-    def __init__(self, device_type: str, batch_size: int, max_wait: float, on_round: Callable[[int], None]) -> None:
-        """A worker for a model on `device_type`; `on_round(n)` is told the images of each round."""
+    def __init__(
+        self,
+        device_type: str,
+        batch_size: int,
+        max_wait: float,
+        on_round: Callable[[int], None],
+        on_scored: Callable[[int, float], None],
+    ) -> None:
+        """A worker for a model on `device_type`.
+
+        `on_round(n)` is told the images of each round before they are scored, `on_scored(crops, seconds)` the crops
+        (as the queue counts them) and the seconds of the round once they are.
+        """
         self.per_forward = scoring.IMAGES_PER_FORWARD.get(device_type, 1)
-        self.batch_size, self.max_wait, self.on_round = batch_size, max_wait, on_round
+        self.batch_size, self.max_wait, self.on_round, self.on_scored = batch_size, max_wait, on_round, on_scored
         self.queue: queue.Queue[_Job | None] = queue.Queue()
         self.thread = threading.Thread(target=self._loop, name="gamma-iqa-device", daemon=True)
 
@@ -305,10 +353,11 @@ class _DeviceWorker:
         """Queue a prepared image."""
         self.queue.put(job)
 
-    def stop(self) -> None:
-        """Score what is queued, then end the thread."""
+    def stop(self, wait: bool = True) -> None:
+        """Score what is queued (whose requests still wait), then end the thread; joined when `wait`."""
         self.queue.put(None)
-        self.thread.join()
+        if wait:
+            self.thread.join()
 
     def _padded(self, jobs: list[_Job]) -> bool:
         """Whether the last forward of some key would be padded with zero images."""
@@ -338,14 +387,17 @@ class _DeviceWorker:
     def _loop(self) -> None:
         """Score rounds until stopped."""
         while (jobs := self._take()) is not None:
-            live = [job for job in jobs if not job.future.cancelled()]  # requests that timed out take nothing
+            live = [job for job in jobs if not job.future.done()]  # requests that timed out or were stopped: nothing
             groups: dict[tuple[Crops, bool], list[_Job]] = {}
             for job in live:
                 groups.setdefault(job.key, []).append(job)
-            if live:  # counted before any request is answered: a client that has its rows sees its round in /metrics
-                self.on_round(len(live))
+            if not live:
+                continue
+            self.on_round(len(live))  # before any request is answered: a client that has its rows sees it in /metrics
+            started = time.perf_counter()
             for group in groups.values():
                 self._score(group)
+            self.on_scored(sum(job.cost for job in live), time.perf_counter() - started)
 
     @staticmethod
     def _score(group: list[_Job]) -> None:
@@ -372,6 +424,7 @@ class Service:
         dtype: the precision scored in (bf16 asked for where it is slower than fp32 is fp32, as in the CLI).
         info: what /v1/models answers for the model.
         draining: set when the server stops: new requests get 503 while the admitted ones finish.
+        aborted: set when it stops at once (`abort`): the requests in flight get 503 too.
         idle: set while no request is being answered (the drain waits for it).
     """
 
@@ -402,11 +455,17 @@ class Service:
         self.dtype = Scorer(model, dtype=dtype).dtype  # resolved once: a bf16 fallback warns now, not per request
         self.metrics = _Metrics()
         self.draining = False
+        self.aborted = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.idle = threading.Event()
         self.idle.set()
         self.info = self._model_info(model_argument)
         self._in_flight = 0  # requests being answered (changed on the event loop only)
         self._queued = 0  # images admitted and not yet answered (idem)
+        self._queued_crops = 0  # their crops, as `_cost` counts them (idem)
+        self._seconds_per_crop: float | None = None  # the device worker's measured rate (set on its thread)
+        self._rounds = 0  # rounds the device worker has scored
+        self._tasks: set[asyncio.Task] = set()  # the tasks of the requests being answered (on the event loop only)
         self._seq = itertools.count()
         self._pool: ThreadPoolExecutor | None = None
         self._worker: _DeviceWorker | None = None
@@ -423,11 +482,15 @@ class Service:
             "scenes": list(model.scenes),
             "default_scene": model.config.default_scene,
             "score_range": [low, high],
-            "higher_is_better": not model.lower_better,
+            "lower_better": model.lower_better,
             "image_size": model.image_size,
             "device": record["device"],
             "dtype": self.dtype,
-            "provenance": {k: record[k] for k in ("gamma_iqa", "model", "versions")},
+            "provenance": {
+                "gamma_iqa": record["gamma_iqa"],
+                "model": _without_paths(record["model"]),
+                "versions": record["versions"],
+            },
         }
 
     # ---- the ASGI layer: refusals, in-flight count, metrics --------------------------------------------------------
@@ -436,21 +499,30 @@ class Service:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started, status = time.perf_counter(), [500]
+        started, status = time.perf_counter(), [0]
 
         async def sending(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
             await send(message)
 
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
         try:
             refusal = self._refusal(scope)
             if refusal is not None:
                 await refusal(scope, receive, sending)
             else:
                 await self._admitted(scope, receive, sending)
+        except asyncio.CancelledError:  # the server stopped at once (a second signal): a JSON 503, no traceback
+            if not self.aborted:
+                raise
+            if not status[0]:
+                await self._stopped()(scope, receive, sending)
         finally:
-            self.metrics.request(scope["path"], status[0], time.perf_counter() - started)
+            self._tasks.discard(task)
+            self.metrics.request(scope["path"], status[0] or 500, time.perf_counter() - started)
 
     def _refusal(self, scope: Scope) -> Callable[[Scope, Receive, Send], Awaitable[None]] | None:
         """The answer to a request refused before it runs (shutting down, no token, a declared body too large).
@@ -458,13 +530,16 @@ class Service:
         A body declared over the limit is dropped unread when the client waits for `100 Continue` or it is over twice
         the limit (the client may then see the connection reset before the answer), else read and dropped first.
         """
+        if self.aborted:
+            return self._stopped()
         if self.draining:
             retry = {"Retry-After": str(self.limits.retry_after), "Connection": "close"}
             return _error(503, "the server is shutting down; retry on another instance or later", retry)
         headers = dict(scope["headers"])
         if self.token is not None and scope["path"] not in OPEN_ROUTES:
-            given = headers.get(b"authorization", b"")
-            if not hmac.compare_digest(given, f"Bearer {self.token}".encode()):
+            scheme, _, given = headers.get(b"authorization", b"").strip().partition(b" ")
+            # The scheme's name is case-insensitive (RFC 7235); the token is compared in constant time.
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token.encode()):
                 return _error(
                     401, "missing or wrong bearer token (Authorization: Bearer TOKEN)", {"WWW-Authenticate": "Bearer"}
                 )
@@ -482,7 +557,28 @@ class Service:
 
     def _too_large(self) -> str:
         """The message of a body over the limit."""
-        return f"request body over {self.limits.max_body_mb:g} MiB (`max_body_mb`)"
+        return f"request body over {self.limits.max_body_mb:g} MiB (--max-body-mb)"
+
+    def _stopped(self) -> JSONResponse:
+        """The answer to a request in flight when the server stopped at once."""
+        return _error(
+            503,
+            "the server stopped before this request was answered; retry on another instance or later",
+            {"Retry-After": str(self.limits.retry_after), "Connection": "close"},
+        )
+
+    def abort(self) -> None:
+        """Stop at once (any thread may call it): every request in flight is answered 503, new ones too."""
+        self.aborted = True
+        loop = self._loop
+
+        def cancel() -> None:  # each request's task answers 503 on its cancellation (`__call__`)
+            for task in list(self._tasks):
+                task.cancel()
+
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing is in flight
+                loop.call_soon_threadsafe(cancel)
 
     async def _admitted(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run an admitted request, counted in flight, its body read within the limit."""
@@ -525,7 +621,7 @@ class Service:
         async def http_error(request: Request, e: HTTPException) -> JSONResponse:  # 404, 405, a malformed form
             return _error(e.status_code, str(e.detail), e.headers)
 
-        app.add_api_route("/healthz", self._health, methods=["GET"])
+        app.add_api_route("/healthz", self._health, methods=["GET", "HEAD"])
         app.add_api_route("/v1/models", self._models, methods=["GET"])
         app.add_api_route("/metrics", self._metrics_text, methods=["GET"])
         app.add_api_route("/v1/score", self._score, methods=["POST"])
@@ -534,17 +630,18 @@ class Service:
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         """Start the decoding thread and the device worker with the server; stop them when it stops."""
+        self._loop = asyncio.get_running_loop()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gamma-iqa-decode")
         device = next(self.model.parameters()).device
         self._worker = _DeviceWorker(
-            device.type, self.limits.batch_size, self.limits.max_wait_ms / 1000, self.metrics.batch.observe
+            device.type, self.limits.batch_size, self.limits.max_wait_ms / 1000, self.metrics.batch.observe, self._timed
         )
         self._worker.start()
         try:
             yield
-        finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._worker.stop()
+        finally:  # stopped at once: neither the decode in progress nor the device worker's round is waited for
+            self._pool.shutdown(wait=not self.aborted, cancel_futures=True)
+            self._worker.stop(wait=not self.aborted)
 
     async def _health(self) -> dict[str, str]:
         """GET /healthz."""
@@ -561,7 +658,7 @@ class Service:
     async def _score(self, request: Request) -> JSONResponse:
         """POST /v1/score (see the module text)."""
         uploads, fields, empty = await self._read(request)
-        options = _parse_options([*request.query_params.multi_items(), *fields])
+        options = _parse_options([*request.query_params.multi_items(), *fields], self.limits.max_crops)
         try:
             self.model.prompt_key(options.scene)  # an unknown scene: the CLI's message
         except ValueError as e:
@@ -576,9 +673,24 @@ class Service:
 
     async def _read(self, request: Request) -> tuple[list[tuple[str, bytes]], list[tuple[str, str]], str]:
         """The images of a request as (name, bytes), its form fields, and the error of an empty image."""
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind in FORM_TYPES:  # fields without files: not an image body
+            raise ServiceError(
+                415,
+                f"an {kind} body holds no images: send files as multipart/form-data parts, or one image as the raw "
+                "body (options go in the query string)",
+            )
+        if kind != "multipart/form-data":
             return [("body", await request.body())], [], "empty input (0 bytes)"  # as `gamma-iqa score -`
-        form = await request.form(max_files=1 << 20, max_fields=len(OPTIONS) * 2)
+        try:
+            form = await request.form(max_files=1 << 20, max_fields=len(OPTIONS) * 2)
+        except HTTPException as e:  # starlette's "Invalid multipart data.": say what was wrong where it is known
+            cause = e.__context__.__cause__ if e.__context__ is not None else None
+            if cause is not None and "header size" in str(cause):
+                raise ServiceError(
+                    422, "a multipart part's headers are too long (a file name of thousands of characters?): shorten it"
+                ) from None
+            raise
         uploads, fields = [], []
         try:
             for key, value in form.multi_items():
@@ -590,41 +702,101 @@ class Service:
             await form.close()
         return uploads, fields, "empty file (0 bytes)"  # as an empty file given to `gamma-iqa score`
 
+    def _timed(self, crops: int, seconds: float) -> None:
+        """Fold a round of `crops` scored in `seconds` into the rate (the first round, a warm-up, is left out)."""
+        self._rounds += 1
+        if self._rounds == 1 or crops < 1:
+            return
+        rate, old = seconds / crops, self._seconds_per_crop
+        self._seconds_per_crop = rate if old is None else (1 - RATE_WEIGHT) * old + RATE_WEIGHT * rate
+
+    def _cost(self, crops: Crops) -> int:
+        """The crops one image of crop mode `crops` counts in the queue ("none": the largest whole view's)."""
+        if isinstance(crops, int):
+            return crops
+        if crops == "center":
+            return 1
+        return math.ceil(transforms.MAX_VIEW_PIXELS / self.model.image_size**2)
+
+    def _admit(self, n: int, cost: int) -> None:
+        """Admit `n` images of `cost` crops in all, or refuse them.
+
+        Raises:
+            ServiceError: 413 more than the queue holds, or more than the measured rate scores within the timeout;
+                503 (with Retry-After) the queue is full or its expected wait passes the timeout.
+        """
+        limits, rate = self.limits, self._seconds_per_crop
+        budget = limits.max_queue * DEFAULT_CROPS
+        if n > limits.max_queue or cost > budget:
+            raise ServiceError(
+                413,
+                f"{n} images of {cost} crops in all in one request; the queue holds {limits.max_queue} images of "
+                f"{DEFAULT_CROPS} crops, {budget} crops (--max-queue): send fewer images or crops per request",
+            )
+        if rate is not None and cost * rate > limits.timeout:
+            raise ServiceError(
+                413,
+                f"{n} images of {cost} crops in all would take about {math.ceil(cost * rate)} s at the server's rate "
+                f"({rate * 1000:.3g} ms per crop), over its limit of {limits.timeout:g} s (--timeout): send fewer "
+                "images or crops per request",
+            )
+        wait = None if rate is None else self._queued_crops * rate
+        retry = {"Retry-After": str(max(limits.retry_after, math.ceil(wait or 0)))}
+        if self._queued_crops + cost > budget:
+            raise ServiceError(
+                503,
+                f"the queue is full ({self._queued_crops} of {budget} crops waiting, --max-queue {limits.max_queue} "
+                f"images of {DEFAULT_CROPS}); retry after {retry['Retry-After']} s",
+                retry,
+            )
+        if wait is not None and wait + cost * rate > limits.timeout:
+            raise ServiceError(
+                503,
+                f"the queue's expected wait, {math.ceil(wait)} s, would leave this request no time within "
+                f"{limits.timeout:g} s (--timeout); retry after {retry['Retry-After']} s",
+                retry,
+            )
+
     async def _rows(self, entries: list[Entry], options: _Options) -> list[ScoreRow]:
         """The rows of `entries`, in order, once admitted to the queue.
 
         Raises:
-            ServiceError: 413 more images than the queue holds, 503 the queue is full, 504 timed out, 500 the model
-                failed.
+            ServiceError: as `_admit`; 504 timed out, 500 the model failed.
         """
-        n, limit = len(entries), self.limits.max_queue
-        if n > limit:
-            raise ServiceError(413, f"{n} images in one request; at most {limit} (`max_queue`)")
-        if self._queued + n > limit:
-            retry = {"Retry-After": str(self.limits.retry_after)}
-            raise ServiceError(503, f"the queue is full ({self._queued} of {limit} images waiting); retry later", retry)
+        n, per_image = len(entries), self._cost(options.crops)
+        cost = n * per_image
+        self._admit(n, cost)
         scorer = Scorer(self.model, crops=options.crops, seed=options.seed, dtype=self.dtype, details=options.details)
         loop = asyncio.get_running_loop()
-        futures = [
-            self._submit(loop, i, entry, scorer, (options.crops, options.details)) for i, entry in enumerate(entries)
-        ]
-        self._queued += n
-        self.metrics.queue.set(self._queued)
+        key = (options.crops, options.details)
+        futures = [self._submit(loop, i, entry, scorer, key, per_image) for i, entry in enumerate(entries)]
+        self._queue(n, cost)
         try:
             return list(await asyncio.wait_for(asyncio.gather(*futures), self.limits.timeout))
         except asyncio.TimeoutError:
-            raise ServiceError(504, f"no result within {self.limits.timeout:g} s (`timeout`); retry later") from None
+            raise ServiceError(504, f"no result within {self.limits.timeout:g} s (--timeout); retry later") from None
         except Exception as e:  # the model failed (the device worker's error)
             first = (str(e).strip().splitlines() or [""])[0]
             raise ServiceError(500, f"scoring failed: {type(e).__name__}: {first}") from None
         finally:
             for future in futures:
                 future.cancel()  # a request that gave up: the worker skips its images (done futures ignore this)
-            self._queued -= n
-            self.metrics.queue.set(self._queued)
+            self._queue(-n, -cost)
+
+    def _queue(self, images: int, crops: int) -> None:
+        """Count `images` of `crops` in all into the queue (negative: out of it)."""
+        self._queued += images
+        self._queued_crops += crops
+        self.metrics.queue.set(self._queued)
 
     def _submit(
-        self, loop: asyncio.AbstractEventLoop, index: int, entry: Entry, scorer: Scorer, key: tuple[Crops, bool]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        index: int,
+        entry: Entry,
+        scorer: Scorer,
+        key: tuple[Crops, bool],
+        cost: int,
     ) -> asyncio.Future:
         """The future row of one entry: settled now for an entry with an error, else by the device worker."""
         future = loop.create_future()
@@ -633,14 +805,19 @@ class Service:
                 ScoreRow(index, entry.name, scene=entry.scene or self.model.config.default_scene, error=entry.error)
             )
             return future
-        job = _Job(next(self._seq), entry, scorer, key, future, loop)
+        job = _Job(next(self._seq), entry, scorer, key, cost, future, loop)
         assert self._pool is not None, "the service runs inside its server (the lifespan starts the pool)"
         self._pool.submit(self._prepare, job)
         return future
 
     def _prepare(self, job: _Job) -> None:
         """Decode and crop one image (on the decoding thread) and queue it for the device worker."""
-        if job.future.cancelled():
+        if job.future.done():  # the request gave up, or the server stopped at once
+            return
+        problem = self._over_budget(job.entry.source, job.key[0])
+        if problem is not None:
+            scene = job.entry.scene or self.model.config.default_scene
+            job.settle(ScoreRow(job.seq, job.entry.name, scene=scene, error=problem))
             return
         try:
             job.item = job.scorer.prepare(job.seq, job.entry)
@@ -649,6 +826,38 @@ class Service:
             return
         assert self._worker is not None
         self._worker.put(job)
+
+    def _over_budget(self, data: bytes, crops: Crops) -> str | None:
+        """Why an image is too large for the server (its header read, nothing decoded), in an HTTP client's terms.
+
+        The limits are the server's `max_pixels` per image and the package's `MAX_VIEW_PIXELS` per view (the whole
+        image with crops "none", or a thin image enlarged to the crop side); None when it fits or when the header
+        cannot be read (the scorer then gives the CLI's reason).
+        """
+        try:
+            width, height = transforms.image_size(data)
+        except Exception:  # not an image: `Scorer.prepare` says why, as the CLI does
+            return None
+        pixels, limit, view_limit = width * height, self.limits.max_pixels, transforms.MAX_VIEW_PIXELS
+        if pixels > limit:
+            return (
+                f"image of {width} x {height} = {pixels:,} pixels is over the server's limit of {limit:,} pixels "
+                "(--max-pixels)"
+            )
+        enlarged = transforms.enlarged_size(height, width, self.model.image_size)
+        if enlarged is not None and enlarged[0] * enlarged[1] > view_limit:
+            eh, ew = enlarged
+            return (
+                f"image too thin: {width} x {height} pixels would be enlarged to {ew} x {eh} = {ew * eh:,} pixels to "
+                f"reach the {self.model.image_size}-pixel crop side, over the server's limit of {view_limit:,} pixels "
+                "per view: pad or crop it to a less extreme aspect ratio"
+            )
+        if enlarged is None and crops == "none" and pixels > view_limit:
+            return (
+                f"image too large to score whole (crops 'none'): {width} x {height} = {pixels:,} pixels, over the "
+                f"server's limit of {view_limit:,} pixels per view: use random or 'center' crops, or a smaller image"
+            )
+        return None
 
     def _answer(self, rows: list[ScoreRow], details: bool) -> JSONResponse:
         """The rows as `gamma-iqa score --format json` writes them; 422 when none could be scored."""
@@ -669,8 +878,9 @@ class Service:
 class _Server(uvicorn.Server):
     """uvicorn's server, whose first SIGTERM or SIGINT drains: new requests get 503 while admitted ones finish.
 
-    Once none is left (or after the drain timeout) it stops as uvicorn does; a second signal stops it at once. The
-    signal is not raised again afterwards (uvicorn's default), so the process exits 0.
+    Once none is left (or after the drain timeout) it stops as uvicorn does. A second signal stops it at once: the
+    requests in flight are answered 503 (`Service.abort`) and the server closes without waiting for the device
+    worker. The signal is not raised again afterwards (uvicorn's default would), so `run` returns either way.
     """
 
     def __init__(self, config: uvicorn.Config, service: Service, drain_timeout: float) -> None:
@@ -679,12 +889,17 @@ class _Server(uvicorn.Server):
         self.service, self.drain_timeout = service, drain_timeout
 
     def handle_exit(self, sig: int, frame: Any) -> None:
-        """Begin the drain (first signal) or stop now (second)."""
+        """Begin the drain (first signal) or stop at once (second)."""
         if self.service.draining:
-            self.should_exit = self.force_exit = True
+            if not self.service.aborted:
+                self.service.abort()
+                threading.Thread(target=self._exit_when_answered, name="gamma-iqa-abort", daemon=True).start()
             return
         self.service.draining = True
-        print("gamma-iqa serve: stopping: finishing the requests in flight, refusing new ones", file=sys.stderr)
+        print(
+            "gamma-iqa serve: stopping: finishing the requests in flight, refusing new ones (again to stop at once)",
+            file=sys.stderr,
+        )
         threading.Thread(target=self._exit_when_idle, name="gamma-iqa-drain", daemon=True).start()
 
     def _exit_when_idle(self) -> None:
@@ -692,16 +907,50 @@ class _Server(uvicorn.Server):
         self.service.idle.wait(self.drain_timeout)
         self.should_exit = True
 
+    def _exit_when_answered(self) -> None:
+        """Stop once the requests in flight have their 503; after `ABORT_GRACE` seconds without waiting for them."""
+        self.should_exit = True
+        if not self.service.idle.wait(ABORT_GRACE):
+            self.force_exit = True
+
+    def bound(self) -> str:
+        """The URL the server listens at (the port it was given, or the one bound for port 0)."""
+        host, port = self.config.host, self.config.port
+        sockets = [sock for server in getattr(self, "servers", []) for sock in server.sockets or ()]
+        if sockets:
+            port = sockets[0].getsockname()[1]
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
     async def startup(self, sockets: list | None = None) -> None:
         """Start, and say where the service listens."""
         await super().startup(sockets)
         if self.started:
-            info, config = self.service.info, self.config
+            info = self.service.info
             print(
-                f"gamma-iqa serve: {info['model']} on {info['device']} at http://{config.host}:{config.port} "
+                f"gamma-iqa serve: {info['model']} on {info['device']} at {self.bound()} "
                 "(Ctrl-C or SIGTERM stops it after the requests in flight)",
                 file=sys.stderr,
             )
+
+
+def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
+    """A socket bound to `host`:`port` as uvicorn binds one, for `serve` (checked before a model is loaded).
+
+    Raises:
+        ValueError: the port is in use, or the address cannot be listened on (one line naming them).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise ValueError(f"port {port} on {host} is in use") from None
+        raise ValueError(f"cannot listen on {host} port {port}: {e.strerror or e}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def make_server(service: Service, host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "warning") -> _Server:
@@ -715,10 +964,21 @@ def make_server(service: Service, host: str = "127.0.0.1", port: int = 8000, *, 
     return _Server(config, service, drain_timeout=service.limits.timeout + 5)
 
 
-def serve(service: Service, host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(service: Service, host: str = "127.0.0.1", port: int = 8000, sock: socket.socket | None = None) -> bool:
     """Serve until SIGTERM or SIGINT, then drain (see `_Server`) and return.
 
+    Args:
+        service: the service.
+        host: the address to listen on.
+        port: its TCP port (0: any free one; the one bound is printed).
+        sock: a socket bound to them already (`bind`); None: bound now.
+
+    Returns:
+        True after a drain, False when a second signal stopped it at once.
+
     Raises:
-        ValueError: as `make_server`.
+        ValueError: as `make_server` and `bind`.
     """
-    make_server(service, host, port).run()
+    server = make_server(service, host, port)
+    server.run(sockets=[sock or bind(host, port)])
+    return not service.aborted
