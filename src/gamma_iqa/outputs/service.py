@@ -20,9 +20,12 @@ process-wide warnings state (`warnings.catch_warnings`), which threads must not 
 
 Status codes (every error body is {"error": "one line"}): 200 with the rows, where an image that failed has a row with
 its `error` as in the CLI; 422 for bad options and when no image of the request could be scored (the body then also
-holds the rows; the message is the first failure as the CLI prints it, `NAME: reason`); 413 for a body over the limit
-or more images than the queue holds; 503 with Retry-After when the queue is full or the server is shutting down; 504
-when the rows are not ready in time; 401 without the bearer token; 500 when the model itself failed.
+holds the rows; the message is the first failure as the CLI prints it, `NAME: reason`), and for more crops per image
+than `--max-crops`; 415 for a urlencoded form (no images); 413 for a body over the limit, more crops than the queue
+holds, or more than the measured rate scores within the timeout; 503 with Retry-After (the queue's expected wait) when
+the queue is full, its expected wait passes the timeout, or the server is stopping; 504 when the rows are not ready in
+time; 401 without the bearer token; 500 when the model itself failed. An image over `--max-pixels` is refused from
+its header (its row's error), in the server's terms rather than the library's.
 """
 
 from __future__ import annotations
