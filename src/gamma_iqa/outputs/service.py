@@ -398,22 +398,24 @@ class _DeviceWorker:
                 continue
             self.on_round(len(live))  # before any request is answered: a client that has its rows sees it in /metrics
             started = time.perf_counter()
-            for group in groups.values():
-                self._score(group)
+            outcomes = [outcome for group in groups.values() for outcome in self._score(group)]
+            # The rate is updated before any request is answered: what a client sees next already includes its round.
             self.on_scored(sum(job.cost for job in live), time.perf_counter() - started)
+            for job, row, error in outcomes:
+                job.settle(row, error)
 
     @staticmethod
-    def _score(group: list[_Job]) -> None:
-        """Score one key's images and settle their futures; a failure of the model fails these requests only."""
+    def _score(group: list[_Job]) -> list[tuple[_Job, ScoreRow | None, BaseException | None]]:
+        """Score one key's images: (job, its row, None), or (job, None, the error) for each when the model failed.
+
+        A failure of the model (out of memory, say) fails these requests only (500); the server goes on.
+        """
         try:
             rows = group[0].scorer.score_prepared([job.item for job in group], {job.seq: job.entry for job in group})
-        except Exception as e:  # a model error (out of memory, say): its requests get 500, the server goes on
-            for job in group:
-                job.settle(error=e)
-            return
+        except Exception as e:
+            return [(job, None, e) for job in group]
         by_seq = {row.index: row for row in rows}
-        for job in group:
-            job.settle(by_seq[job.seq])
+        return [(job, by_seq[job.seq], None) for job in group]
 
 
 # ---- the service -----------------------------------------------------------------------------------------------------
