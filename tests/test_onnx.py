@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -219,3 +222,217 @@ def test_gamma_vit_b16_export(tmp_path):
     index = np.full(2, export_scenes(model).index("natural"), dtype=np.int64)
     got, _ = run_onnx(path, ((x - model.mean) / model.std).numpy(), index)
     assert np.abs(got - want.numpy()).max() < TOLERANCE
+
+
+# --- the documented snippets reproduce `score --crops center` -------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def snippets(doc: str) -> list[str]:
+    """The Python code blocks of `doc` (relative to the repository) that run an onnxruntime session."""
+    blocks = (ROOT / doc).read_text().split("```python\n")[1:]
+    return [b.split("```")[0] for b in blocks if "ort.InferenceSession" in b.split("```")[0]]
+
+
+def test_docs_hold_the_snippets():
+    assert len(snippets("docs/onnx.md")) == 2 and len(snippets("README.md")) == 1
+
+
+def _photo(height: int, width: int, seed: int) -> np.ndarray:
+    """(H, W, 3) float in [0, 1]: smooth structure and noise, so that a resize changes the score."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = 0.5 + 0.4 * np.sin(x / (9 + seed))[..., None] * np.cos(y / (7 + seed))[..., None]
+    return np.clip(base + rng.normal(0, 0.08, (height, width, 3)), 0, 1)
+
+
+@pytest.fixture(scope="module")
+def snippet_images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("snippet-images")
+    paths = {name: folder / f"{name}.png" for name in ("photo8", "small", "grey16", "alpha")}
+    Image.fromarray((_photo(256, 320, 1) * 255).round().astype(np.uint8)).save(paths["photo8"])
+    Image.fromarray((_photo(200, 300, 2) * 255).round().astype(np.uint8)).save(paths["small"])  # enlarged to 336x224
+    grey = (_photo(240, 260, 3)[..., 0] * 65535).round().astype(np.uint16)  # values over 255: PIL's convert saturates
+    Image.fromarray(grey).save(paths["grey16"])
+    rgba = np.dstack([_photo(230, 230, 4), np.linspace(0.2, 1, 230)[None, :, None].repeat(230, 0)])
+    Image.fromarray((rgba * 255).round().astype(np.uint8), "RGBA").save(paths["alpha"])
+    assert Image.open(paths["grey16"]).mode.startswith("I")
+    return list(paths.values())
+
+
+def _run_snippet(code: str, onnx_file: Path, image: Path) -> float:
+    names = {"gamma-lite.onnx": onnx_file, "gamma-lite.json": sidecar_path(onnx_file), "photo.jpg": image}
+    for name, path in names.items():
+        code = code.replace(f'"{name}"', repr(str(path)))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "snippet", "exec"), {"__name__": "snippet"})  # our own documentation
+    return float(out.getvalue().split()[-1])
+
+
+@pytest.mark.parametrize(("doc", "which"), [("docs/onnx.md", 0), ("docs/onnx.md", 1), ("README.md", 0)])
+def test_documented_snippet_equals_cli_center_crop(capsys, exported, snippet_images, doc, which):
+    argv = ["score", "--model", "gamma-lite", "--workers", "0", "--crops", "center"]
+    code, out, err = run_cli(capsys, *argv, *map(str, snippet_images))
+    assert code == 0, err
+    want = {row["path"]: float(row["score"]) for row in csv.DictReader(io.StringIO(out))}
+    code = snippets(doc)[which]
+    for image in snippet_images:
+        got = _run_snippet(code, exported["gamma-lite"], image)
+        assert abs(got - want[str(image)]) < TOLERANCE, image.name
+
+
+# --- the sidecar: default scene, direction ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scene", "scenes", "default"),
+    [
+        (None, None, "natural"),  # every scene, the model's default first
+        ("aigc,natural", ["aigc", "natural"], "natural"),  # the model's default, wherever it is listed
+        ("aigc,face", ["aigc", "face"], "aigc"),  # not exported: the first listed
+    ],
+)
+def test_sidecar_default_scene(tiny_multi, scene, scenes, default):
+    assert tiny_multi.config.default_scene == "natural"
+    table = export_scenes(tiny_multi, None if scene is None else scene.split(","))
+    record = export_module.sidecar_record(tiny_multi, table, OPSET, "0" * 64)
+    assert record["scenes"] == (scenes or table) and record["default_scene"] == default
+    if scene is None:
+        assert table[0] == default
+
+
+def test_sidecar_direction_is_the_packages_lower_better(monkeypatch, lite):
+    record = export_module.sidecar_record(lite, ["natural"], OPSET, "0" * 64)
+    assert record["lower_better"] is False and "higher is better" in record["outputs"]["scores"]["meaning"]
+    monkeypatch.setattr(lite, "lower_better", True, raising=False)
+    record = export_module.sidecar_record(lite, ["natural"], OPSET, "0" * 64)
+    assert record["lower_better"] is True and "lower is better" in record["outputs"]["scores"]["meaning"]
+
+
+def test_sidecar_says_which_resize(lite):
+    pre = export_module.sidecar_record(lite, ["natural"], OPSET, "0" * 64)["preprocessing"]
+    assert "a = -0.75" in pre["upscale"] and "align_corners=False" in pre["upscale"] and "float32" in pre["upscale"]
+    assert "65535" in pre["decode"] and "alpha composited on white" in pre["decode"]
+
+
+# --- export: refused in one line, before the export, and nothing left behind ----------------------------------------
+
+
+def _cli_export_error(capsys, *argv: str) -> str:
+    code, out, err = run_cli(capsys, "export", "--model", "gamma-test", *argv)
+    assert code == 2 and out == "" and err.count("\n") == 1 and err.startswith("gamma-iqa export: error: "), err
+    assert ".tmp" not in err  # never a name the user did not give
+    return err
+
+
+@pytest.mark.parametrize("scene", ["", " ", "natural,,face", "natural,"])
+def test_cli_export_refuses_empty_scenes(capsys, tmp_path, scene):
+    err = _cli_export_error(capsys, "--scene", scene, str(tmp_path / "m.onnx"))
+    assert "--scene" in err and "empty scene name" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_an_empty_scene_list(tmp_path, tiny_multi):
+    with pytest.raises(ValueError, match=r"^`scene`: no scene given"):
+        export_onnx(tiny_multi, tmp_path / "m.onnx", scene=[])
+    with pytest.raises(ValueError, match=r"^`scene`: an empty scene name"):
+        export_onnx(tiny_multi, tmp_path / "m.onnx", scene=["natural", ""])
+
+
+def test_cli_export_sidecar_in_the_way(capsys, tmp_path):
+    (tmp_path / "z.json").mkdir()
+    err = _cli_export_error(capsys, str(tmp_path / "z.onnx"))
+    assert f"cannot write {tmp_path / 'z.onnx'}: its sidecar {tmp_path / 'z.json'} is a folder" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["z.json"]  # no z.onnx, no temporary file
+
+
+def test_cli_export_under_a_file(capsys, tmp_path):
+    (tmp_path / "photo.jpg").write_bytes(b"not a folder")
+    err = _cli_export_error(capsys, str(tmp_path / "photo.jpg" / "x.onnx"))
+    assert f"{tmp_path / 'photo.jpg'} is a file, not a folder" in err
+    err = _cli_export_error(capsys, str(tmp_path / "photo.jpg" / "sub" / "x.onnx"))
+    assert f"{tmp_path / 'photo.jpg'} is a file, not a folder" in err
+    err = _cli_export_error(capsys, str(tmp_path / "nope" / "x.onnx"))
+    assert f"folder {tmp_path / 'nope'} does not exist" in err
+
+
+@pytest.mark.parametrize("path", ["/sys/x.onnx", "/proc/nope.onnx"])
+def test_cli_export_unwritable_system_folders(capsys, path):
+    if not Path(path).parent.is_dir():
+        pytest.skip(f"no {Path(path).parent} here")
+    err = _cli_export_error(capsys, path)
+    assert f"cannot write {path}: folder {Path(path).parent} is not writable" in err
+
+
+def test_export_failing_late_leaves_nothing(monkeypatch, tmp_path, tiny_multi):
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"the previous export")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export_module, "sidecar_record", full_disk)
+    message = f"cannot write {tmp_path / 'm.json'}: no space left on its device"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        export_onnx(tiny_multi, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"] and out.read_bytes() == b"the previous export"
+
+
+@pytest.mark.parametrize("where", ["a-file", "/sys/gamma-iqa", "/proc/gamma-iqa"])
+def test_backend_cache_not_writable_is_one_line(capsys, monkeypatch, tmp_path, where):
+    if where == "a-file":
+        (tmp_path / "a-file").write_text("x")
+        where = str(tmp_path / "a-file")
+    elif not Path(where).parent.is_dir():
+        pytest.skip(f"no {Path(where).parent} here")
+    monkeypatch.setenv("GAMMA_IQA_HOME", where)
+    image = tmp_path / "im.png"
+    from PIL import Image
+
+    Image.fromarray((_photo(80, 80, 5) * 255).astype(np.uint8)).save(image)
+    argv = ["score", "--model", "gamma-test", "--workers", "0", "--backend", "onnxruntime", str(image)]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("gamma-iqa score: error: --backend onnxruntime: ") and "GAMMA_IQA_HOME" in err
+    assert f"{where}/onnx" in err and ".tmp" not in err
+
+
+# --- --backend onnxruntime: the backend's own refusals, on any machine -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--device", "cuda"], "--backend onnxruntime scores on the CPU only; drop --device cuda"),
+        (["--device", "cuda:1"], "--backend onnxruntime scores on the CPU only; drop --device cuda:1"),
+        (["--dtype", "bf16"], "--backend onnxruntime scores in fp32 only; drop --dtype bf16"),
+        (["--crops", "none"], "--backend onnxruntime takes fixed-size crops"),
+    ],
+)
+@pytest.mark.parametrize("gpu", [False, True])
+def test_cli_backend_refusals_come_first(capsys, monkeypatch, tmp_path, argv, message, gpu):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)  # a machine with a GPU, or without
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2 if gpu else 0)
+    image = tmp_path / "im.png"
+    from PIL import Image
+
+    Image.fromarray((_photo(80, 80, 6) * 255).astype(np.uint8)).save(image)
+    code, _, err = run_cli(capsys, "score", "--model", "gamma-test", "--backend", "onnxruntime", *argv, str(image))
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_cli_backend_scores_on_the_cpu_where_there_is_a_gpu(capsys, monkeypatch, home, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # auto would pick cuda; the backend takes the CPU
+    image = tmp_path / "im.png"
+    from PIL import Image
+
+    Image.fromarray((_photo(80, 80, 7) * 255).astype(np.uint8)).save(image)
+    for device in ([], ["--device", "auto"]):
+        argv = ["score", "--model", "gamma-test", "--workers", "0", "--backend", "onnxruntime", *device, str(image)]
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 0, err
+        assert len(list(csv.DictReader(io.StringIO(out)))) == 1

@@ -33,7 +33,7 @@ from .engine.train import TrainingError, train
 from .engine.trainconfig import load_config
 from .models import DEFAULT_MODEL, CheckpointError, convert, create_model, default_model, list_models, model_spec
 from .models.checkpoint import WEIGHTS_FILE
-from .models.export import FORMATS, export_onnx
+from .models.export import FORMATS, check_export_path, export_onnx
 from .models.scenes import describe_scene, list_scenes
 from .outputs.provenance import CHECK_ROWS, TOLERANCE, CheckResult, check_output
 from .outputs.report import DEFAULT_TOP
@@ -259,9 +259,31 @@ def _check_option_pairs(args: argparse.Namespace) -> None:
         raise UsageError(f"--check re-scores with the settings it recorded; it takes no {', '.join(ignored)}")
 
 
+def _check_backend(args: argparse.Namespace) -> None:
+    """Refuse what --backend onnxruntime cannot do before any device or model is touched; its device is the CPU.
+
+    Checked first so that the reason is the backend's on every machine (with a GPU, --device cuda would otherwise
+    load the model there before the Scorer refuses). Without --device (or with auto) it scores on the CPU.
+
+    Raises:
+        UsageError: --device other than cpu/auto, --dtype other than fp32, --crops none (one line each).
+    """
+    if args.backend != "onnxruntime":
+        return
+    if args.device not in (None, "auto", "cpu"):
+        raise UsageError(f"--backend onnxruntime scores on the CPU only; drop --device {args.device} (or use cpu)")
+    if args.dtype != "fp32":
+        raise UsageError(f"--backend onnxruntime scores in fp32 only; drop --dtype {args.dtype}")
+    if str(args.crops).strip().lower() == "none":
+        raise UsageError("--backend onnxruntime takes fixed-size crops: --crops N or center, not none")
+    if not args.check:
+        args.device = "cpu"  # auto would pick a GPU where there is one, which this backend does not use
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     """`score PATHS... [--manifest FILE]`: rows as they finish, to stdout or --output (with --resume)."""
     _check_option_pairs(args)
+    _check_backend(args)
     if args.check:
         return _cmd_check(args)
     if not args.paths and not args.manifest:
@@ -601,9 +623,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     """`export OUT.onnx --model M [--format onnx] [--scene S,...]`: the image path as ONNX and its JSON sidecar."""
     if args.format not in FORMATS:
         raise UsageError(f"--format {args.format}: unknown export format; known: {', '.join(FORMATS)}")
+    scenes = None if args.scene is None else [s.strip() for s in args.scene.split(",")]
+    if scenes is not None and not all(scenes):
+        raise UsageError(f"--scene {args.scene!r}: an empty scene name; give names separated by commas (`list scenes`)")
+    check_export_path(args.output)  # before the model loads and the (slow) trace: a bad path fails at once
     name = _model_name(args)
     model = create_model(name).eval()
-    scenes = None if args.scene is None else [s.strip() for s in args.scene.split(",") if s.strip()]
     side = export_onnx(model, args.output, scene=scenes)
     print(f"gamma-iqa export: wrote {args.output} and {side} (model {name}; docs/onnx.md)", file=sys.stderr)
     return 0

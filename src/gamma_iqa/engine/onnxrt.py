@@ -41,16 +41,28 @@ def cached_export(model: QualityModel, folder: str | os.PathLike[str] | None = N
         `<folder>/<model name>-<weights SHA-256, 16 hex>-<scenes hash, 8 hex>-opset<N>.onnx`, its sidecar beside it.
 
     Raises:
-        ValueError: as `export_onnx` (onnx missing, a model family without an export, an unwritable folder).
+        ValueError: as `export_onnx` (onnx missing, a model family without an export), or a cache folder that cannot
+            be made or written (one line naming it and, for the default, GAMMA_IQA_HOME).
     """
     digest = state_sha256(model)
     scenes = export_scenes(model)
     tag = hashlib.sha256("\n".join(scenes).encode()).hexdigest()[:8]
+    env_folder = folder is None
     folder = Path(folder) if folder is not None else gamma_home() / "onnx"
     path = folder / f"{model.config.name}-{digest[:16]}-{tag}-opset{OPSET}.onnx"
     if not (path.is_file() and sidecar_path(path).is_file()):
-        folder.mkdir(parents=True, exist_ok=True)
-        export_onnx(model, path, opset=OPSET, weights_sha256=digest)
+        hint = "set GAMMA_IQA_HOME to a writable folder" if env_folder else "pass a writable folder"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            reason = "a file is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror
+            raise ValueError(f"cannot create the ONNX export cache {folder}: {str(reason).lower()} ({hint})") from None
+        try:
+            export_onnx(model, path, opset=OPSET, weights_sha256=digest)
+        except ValueError as e:
+            if not str(e).startswith("cannot write"):
+                raise
+            raise ValueError(f"the ONNX export cache: {e} ({hint})") from None
     return path
 
 
@@ -70,18 +82,21 @@ class OnnxForward:
             threads: onnxruntime's intra-op threads; default torch's (`torch.get_num_threads()`, as PyTorch scores).
 
         Raises:
-            ValueError: onnx / onnxruntime not installed (one line naming `pip install 'gamma-iqa[onnx]'`), or a
-                model that cannot be exported (names `backend`).
+            ValueError: onnx / onnxruntime not installed (one line naming `pip install 'gamma-iqa[onnx]'`), a model
+                that cannot be exported, or an export cache that cannot be written (each names `backend`).
         """
         reason = onnx_missing()
         if reason is not None:
             raise ValueError(f"`backend` onnxruntime: {reason}")
         import onnxruntime  # the optional extra, checked just above
 
-        self.path = cached_export(model)
+        try:
+            self.path = cached_export(model)
+        except ValueError as e:
+            raise ValueError(f"`backend` onnxruntime: {e}") from None
         record = json.loads(sidecar_path(self.path).read_text())
         self.index = {name: i for i, name in enumerate(record["scenes"])}
-        self.default = model.config.default_scene
+        self.default = record["default_scene"]
         self.mean = model.mean.detach().float().cpu()  # (1, 3, 1, 1), as the model normalises
         self.std = model.std.detach().float().cpu()
         threads = threads or torch.get_num_threads()

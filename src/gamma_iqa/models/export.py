@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import io
 import json
 import os
@@ -37,7 +38,17 @@ from .lite import GammaLite
 from .scenes import NUM_LEVELS
 from .state import state_sha256
 
-__all__ = ["FORMATS", "OPSET", "ImagePath", "export_onnx", "export_scenes", "onnx_missing", "sidecar_path"]
+__all__ = [
+    "FORMATS",
+    "OPSET",
+    "ImagePath",
+    "check_export_path",
+    "default_scene",
+    "export_onnx",
+    "export_scenes",
+    "onnx_missing",
+    "sidecar_path",
+]
 
 FORMATS = ("onnx",)  # export formats `gamma-iqa export --format` takes
 OPSET = 17  # ONNX opset of the exported graphs (LayerNormalization is native from 17; onnxruntime >= 1.16 runs it)
@@ -68,12 +79,14 @@ def sidecar_path(onnx_file: str | os.PathLike[str]) -> Path:
 
 
 def export_scenes(model: QualityModel, scene: str | Sequence[str] | None = None) -> list[str]:
-    """The scenes an export holds, in table order: the given one(s), else every scene the model accepts.
+    """The scenes an export holds, in table order.
 
-    The model's default scene comes first when it is among them, so that index 0 means "no scene given".
+    The given one(s) in the order given (repeats dropped), else every scene the model accepts with the model's default
+    first (index 0).
 
     Raises:
-        ValueError: a scene the model does not accept (the model's message, listing the valid ones).
+        ValueError: an empty list of scenes, an empty scene name, or a scene the model does not accept (the model's
+            message, listing the valid ones); each names `scene`.
     """
     if scene is None:
         names = list(model.scenes)
@@ -81,9 +94,19 @@ def export_scenes(model: QualityModel, scene: str | Sequence[str] | None = None)
         names = [default, *[s for s in names if s != default]]
     else:
         names = list(dict.fromkeys([scene] if isinstance(scene, str) else scene))
+        if not names:
+            raise ValueError(f"`scene`: no scene given; name one or more of {', '.join(model.scenes)}")
+        if any(not name.strip() for name in names):
+            raise ValueError(f"`scene`: an empty scene name in {','.join(names)!r}")
     for name in names:
         model.prompt_key(name)
     return names
+
+
+def default_scene(model: QualityModel, scenes: Sequence[str]) -> str:
+    """The scene to take when none is given: the model's default if `scenes` holds it, else `scenes[0]`."""
+    default = model.config.default_scene
+    return default if default in scenes else scenes[0]
 
 
 class ImagePath(nn.Module):
@@ -146,6 +169,33 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+def preprocessing_record(model: QualityModel) -> dict[str, Any]:
+    """The sidecar's `preprocessing`: what `gamma-iqa score` does to a file before the graph, step by step.
+
+    Each step is what data/transforms.py does (`load_image`, `make_crops`), told exactly enough to be reimplemented
+    (docs/onnx.md has a numpy version that reproduces the CLI's scores).
+    """
+    size = model.image_size
+    return {
+        "decode": "PIL decode; EXIF orientation applied; an embedded ICC profile converted to sRGB (perceptual intent; "
+        "one that moves no colour by more than one level is not applied); palette and alpha composited on white; "
+        "16-bit greyscale to 8 bits as floor(v / 65535 * 255 + 0.5) (32-bit integer greyscale: / 65535 when some "
+        "value is over 255, else / 255; float greyscale: values in [0, 1], * 255); then RGB uint8 (H, W, 3)",
+        "to_float": "float32 x = uint8 / 255, in [0, 1]",
+        "upscale": f"only an image with a side under {size} px: x (float32, not rounded back to 8 bits) resized to "
+        f"(max({size}, round(H * s)), max({size}, round(W * s))) with s = {size} / min(H, W) (round: half to even) "
+        "by bicubic convolution with a = -0.75, no antialiasing, source coordinate (i + 0.5) * in / out - 0.5, "
+        "edge pixels repeated (PyTorch's F.interpolate(mode='bicubic', align_corners=False); not PIL's bicubic, "
+        "which uses a = -0.5 on uint8), then clamped to [0, 1]",
+        "crops": f"10 random {size}x{size} crops (the paper's protocol; gamma-iqa seeds them with the image's "
+        f"pixels) or one centre crop at ((H - {size}) // 2, (W - {size}) // 2) of the (enlarged) image",
+        "mean": [float(v) for v in model.config.mean],
+        "std": [float(v) for v in model.config.std],
+        "normalise": "crops = (x - mean) / std per channel, in float32, NCHW",
+        "image_score": "the mean of the image's crop scores (levels: the mean of its crops' probabilities)",
+    }
+
+
 def sidecar_record(model: QualityModel, scenes: Sequence[str], opset: int, weights_sha256: str) -> dict[str, Any]:
     """The sidecar's content: what the file is, where it comes from, and the preprocessing it expects (docs/onnx.md).
 
@@ -156,9 +206,11 @@ def sidecar_record(model: QualityModel, scenes: Sequence[str], opset: int, weigh
         weights_sha256: `state_sha256(model)`, the model's parameters as they score.
 
     Returns:
-        A JSON-ready dict.
+        A JSON-ready dict. `lower_better` is the package's own term (`QualityModel.lower_better`, `list datasets`):
+        false means a higher score is better quality.
     """
     size = model.image_size
+    direction = "lower is better" if model.lower_better else "higher is better"
     return {
         "format": "gamma-iqa-onnx/1",
         "model": model.config.name,
@@ -169,31 +221,109 @@ def sidecar_record(model: QualityModel, scenes: Sequence[str], opset: int, weigh
         "torch": torch.__version__,
         "opset": opset,
         "scenes": list(scenes),
-        "default_scene": model.config.default_scene,
+        "default_scene": default_scene(model, scenes),
         "inputs": {
             "crops": {"shape": ["N", 3, size, size], "dtype": "float32", "layout": "NCHW, RGB, normalised"},
             "scene": {"shape": ["N"], "dtype": "int64", "meaning": "index into `scenes`"},
         },
         "outputs": {
-            "scores": {"shape": ["N"], "dtype": "float32", "meaning": "one score per crop, higher is better"},
+            "scores": {"shape": ["N"], "dtype": "float32", "meaning": f"one score per crop, {direction}"},
             "levels": {"shape": ["N", NUM_LEVELS], "dtype": "float32", "meaning": "level probabilities per crop"},
         },
         "level_names": list(LEVEL_NAMES),
         "level_values": [float(v) for v in model.score_level.detach().float().cpu()],
         "score_range": list(model.score_range),
         "lower_better": model.lower_better,
-        "preprocessing": {
-            "decode": "RGB, EXIF orientation applied, embedded ICC profile converted to sRGB; values / 255 in [0, 1]",
-            "upscale": f"an image with a side under {size} px: short side to {size} px, bicubic (then clamped to "
-            "[0, 1])",
-            "crops": f"10 random {size}x{size} crops (the paper's protocol; gamma-iqa seeds them with the image's "
-            f"pixels) or one centre crop at ((H - {size}) // 2, (W - {size}) // 2)",
-            "mean": [float(v) for v in model.config.mean],
-            "std": [float(v) for v in model.config.std],
-            "normalise": "crops = (x - mean) / std per channel, x in [0, 1]",
-            "image_score": "the mean of the image's crop scores (levels: the mean of its crops' probabilities)",
-        },
+        "preprocessing": preprocessing_record(model),
     }
+
+
+def _temp(target: Path) -> Path:
+    """The temporary name `target` is written under before it is moved into place (hidden, beside it)."""
+    return target.with_name(f".{target.name}.{os.getpid()}.tmp")
+
+
+def _nearest_existing(folder: Path) -> Path:
+    """`folder` or its nearest ancestor that exists, as the user wrote it (relative stays relative)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _path_problem(path: Path) -> str | None:
+    """Why `path` or its sidecar cannot be written, judged from the file system alone (no write tried), or None."""
+    side = sidecar_path(path)
+    if path.suffix == ".json":
+        return "a .json file is the sidecar of the .onnx beside it; name the .onnx file"
+    if path.is_dir():
+        return "it is a folder"
+    if side.is_dir():
+        return f"its sidecar {side} is a folder"
+    folder = path.parent
+    existing = _nearest_existing(folder)
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if existing != folder:
+        return f"folder {folder} does not exist"
+    return None
+
+
+_WRITE_REASONS = {  # errno -> why a file cannot be created in an existing folder
+    errno.EACCES: "not writable (permission denied)",
+    errno.EPERM: "not writable (operation not permitted)",
+    errno.EROFS: "not writable (a read-only file system)",
+    errno.ENOENT: "not writable (it takes no new files)",
+    errno.ENOSPC: "no space left on its device",
+    errno.EDQUOT: "over the disk quota",
+}
+
+
+def _write_error(path: Path, error: OSError) -> ValueError:
+    """A one-line error naming the user's `path` (never a temporary name) for `error`, raised while writing it."""
+    reason = _WRITE_REASONS.get(error.errno or 0)
+    if reason in (None, _WRITE_REASONS[errno.ENOSPC], _WRITE_REASONS[errno.EDQUOT]):
+        text = reason or (error.strerror or str(error)).lower()
+        return ValueError(f"cannot write {path}: {text}")
+    return ValueError(f"cannot write {path}: folder {path.parent} is {reason}")
+
+
+def _reserve(path: Path) -> tuple[Path, Path]:
+    """Create the (empty) temporary files of `path` and its sidecar: the proof that both can be written.
+
+    Returns:
+        The temporary (onnx, sidecar) paths; the caller removes them.
+
+    Raises:
+        ValueError: either cannot be created (one line naming `path` or its sidecar and the reason).
+    """
+    problem = _path_problem(path)
+    if problem is not None:
+        raise ValueError(f"cannot write {path}: {problem}")
+    made: list[Path] = []
+    try:
+        for target in (path, sidecar_path(path)):
+            tmp = _temp(target)
+            try:
+                os.close(os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644))
+            except OSError as e:
+                raise _write_error(target, e) from None
+            made.append(tmp)
+    except ValueError:
+        for tmp in made:
+            tmp.unlink(missing_ok=True)
+        raise
+    return made[0], made[1]
+
+
+def check_export_path(path: str | os.PathLike[str]) -> None:
+    """Check, before a (slow) export, that `path` and its sidecar can be written: creates and removes their temps.
+
+    Raises:
+        ValueError: one line naming `path` (or its sidecar) and why not: a .json name, a folder in the way, a missing
+            folder or a file where a folder should be, a folder not writable.
+    """
+    for tmp in _reserve(Path(path)):
+        tmp.unlink(missing_ok=True)
 
 
 def export_onnx(
@@ -206,12 +336,16 @@ def export_onnx(
 ) -> Path:
     """Export `model`'s image path to an ONNX file, with its JSON sidecar beside it (`sidecar_path`).
 
-    The file is written under a temporary name and moved into place, so a reader never sees half a file.
+    Both are written under temporary names beside them (created before the export, so an unwritable place fails at
+    once) and moved into place only when both are complete; on any failure neither appears and the temporary files
+    are removed.
 
     Args:
         model: a Gamma or gamma-lite model (any device and dtype: an fp32 CPU copy is exported).
         path: the .onnx file to write (its folder must exist).
-        scene: one scene or several for the scene table; None: every scene the model accepts, default first.
+        scene: one scene or several for the scene table, in that order; None: every scene the model accepts, its
+            default first. The sidecar's `default_scene` is the model's default if the table holds it, else the
+            table's first.
         opset: the ONNX opset.
         weights_sha256: `state_sha256(model)` when the caller has it already (hashing a large model takes seconds).
 
@@ -219,30 +353,42 @@ def export_onnx(
         The sidecar's path.
 
     Raises:
-        ValueError: a scene the model does not accept, a model family without an export, `path` a folder or a .json
-            file, its folder missing or not writable, or onnx / onnxruntime not installed (the message names the extra
-            to install).
+        ValueError: a scene the model does not accept or an empty scene list or name, a model family without an
+            export, `path` or its sidecar not writable (as `check_export_path`; also a write failing during the export,
+            e.g. a full disk), or onnx / onnxruntime not installed (the message names the extra to install).
     """
     reason = onnx_missing()
     if reason is not None:
         raise ValueError(reason)
     path = Path(path)
-    if not path.parent.is_dir():
-        raise ValueError(f"cannot write {path}: folder {path.parent} does not exist")
-    if not os.access(path.parent, os.W_OK):
-        raise ValueError(f"cannot write {path}: folder {path.parent} is not writable")
-    if path.is_dir() or path.suffix == ".json":
-        what = "a folder" if path.is_dir() else "its sidecar is the .json beside it"
-        raise ValueError(f"cannot write {path}: {what}")
     scenes = export_scenes(model, scene)
     if not isinstance(model, (Gamma, GammaLite)):
         raise ValueError(f"no ONNX export for model {model.config.name} (a {type(model).__name__})")
+    tmp, tmp_side = _reserve(path)
+    try:
+        _write(model, scenes, opset, weights_sha256, (path, tmp, tmp_side))
+        os.replace(tmp, path)
+        os.replace(tmp_side, sidecar_path(path))
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp_side.unlink(missing_ok=True)
+    return sidecar_path(path)
+
+
+def _write(
+    model: QualityModel, scenes: list[str], opset: int, digest: str | None, paths: tuple[Path, Path, Path]
+) -> None:
+    """Trace `model` into `paths[1]` and write its sidecar to `paths[2]` (temporaries of `paths[0]` and its sidecar).
+
+    Raises:
+        ValueError: a write failing (one line naming the user's path, `paths[0]` or its sidecar).
+    """
+    path, tmp, tmp_side = paths
     model = _fp32_cpu(model)
-    digest = weights_sha256 or state_sha256(model)
+    digest = digest or state_sha256(model)
     graph = ImagePath(model, scenes).eval()
     size = model.image_size
     example = (torch.zeros(2, 3, size, size), torch.zeros(2, dtype=torch.int64))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with torch.no_grad(), _quiet():
             torch.onnx.export(
@@ -255,9 +401,9 @@ def export_onnx(
                 opset_version=opset,
                 dynamo=False,  # the TorchScript exporter: no onnxscript needed, and it folds the cached weights
             )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    side = sidecar_path(path)
-    side.write_text(json.dumps(sidecar_record(model, scenes, opset, digest), indent=2) + "\n")
-    return side
+    except OSError as e:
+        raise _write_error(path, e) from None
+    try:
+        tmp_side.write_text(json.dumps(sidecar_record(model, scenes, opset, digest), indent=2) + "\n")
+    except OSError as e:
+        raise _write_error(sidecar_path(path), e) from None
