@@ -420,6 +420,5 @@ def test_a_folder_as_calibration(capsys, labelled, tmp_path):
     assert code == 2 and err == f"gamma-iqa calibrate: error: --csv {labelled}: is a folder; give the label CSV file\n"
     code, _, err = calibrate(capsys, labelled, "--out", str(tmp_path / "no" / "cal.json"))
     assert code == 2 and err == (
-        f"gamma-iqa calibrate: error: --out {tmp_path / 'no' / 'cal.json'}: no folder {tmp_path / 'no'} to write "
-        "it in\n"
+        f"gamma-iqa calibrate: error: --out {tmp_path / 'no' / 'cal.json'}: folder {tmp_path / 'no'} does not exist\n"
     )

@@ -292,6 +292,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
                 command=args.argv,
                 map_dir=args.map,
                 map_stride=args.map_stride,
+                protect=[args.manifest] if args.manifest else [],
                 details=args.details,
                 columns=_score_columns(args, model, crops),
                 crops=crops,
@@ -382,7 +383,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"{cal.method} calibration of {name} ({cal.scene}, crops {cal.crops}) on {cal.labels['scored']} images")
     print(_fit_line("fit", cal.report["fit"]))
     print(_fit_line("held-out", cal.report["held_out"]))
-    print(f"gamma-iqa calibrate: wrote {cal.path}; apply it with gamma-iqa score --calibration", file=sys.stderr)
+    print(
+        f"gamma-iqa calibrate: wrote {cal.path}; apply it with gamma-iqa score --calibration {cal.path}",
+        file=sys.stderr,
+    )
     if failed:
         print(f"gamma-iqa calibrate: {len(failed)} of {cal.labels['rows']} images failed", file=sys.stderr)
     return 1 if failed else 0

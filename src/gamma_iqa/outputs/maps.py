@@ -29,7 +29,7 @@ from ..engine.scoring import ScoreRow, describe_error
 from ..models.base import QualityModel, require_model
 from .writers import shown_name
 
-__all__ = ["MAP_SIDE", "map_paths", "render_map", "require_matplotlib", "upsample", "write_maps"]
+__all__ = ["MAP_SIDE", "draw_map", "map_paths", "render_map", "require_matplotlib", "upsample", "write_maps"]
 
 MAP_SIDE = 1024  # px, the longest side of the image in a map's PNG
 _INSTALL = "pip install 'gamma-iqa[plot]'"
@@ -172,6 +172,11 @@ def _map_figure(qmap: QualityMap, picture: Image.Image, title: str | None) -> An
     return figure
 
 
+def _title(name: str, qmap: QualityMap) -> str:
+    """A map's title: the image's name and the mean of its windows' scores (not the score's crops)."""
+    return f"{shown_name(Path(name).name)} · mean of {qmap.scores.size} windows {qmap.scores.mean():.3f}"
+
+
 def _stem(name: str) -> str:
     """The file-name stem of an entry's name: its file's stem, `stdin` for "-", `input-N` for `<input N>`."""
     if name == "-":
@@ -244,16 +249,48 @@ def write_maps(
     written: dict[str, Path] = {}
     chosen = set(range(len(entries))) if draw is None else set(draw)
     for i, (entry, path) in enumerate(zip(entries, map_paths(entries, folder), strict=True)):
-        if i not in chosen or entry.source is None:
-            continue
-        try:
-            image = decode_image(entry.source)
-            qmap = quality_map(model, image, scene=entry.scene, stride=stride, dtype=dtype)
-            render_map(qmap, image, path, title=f"{shown_name(Path(entry.name).name)} · mean {qmap.scores.mean():.3f}")
-        except Exception as e:  # one image's failure is its own: say so on one line, draw the others
-            if on_error is not None:
-                why = e.reason if isinstance(e, ImageReadError) else describe_error(e)  # the row names the image
-                on_error(ScoreRow(i, entry.name, scene=entry.scene, error=f"quality map not drawn: {why}"))
-            continue
-        written.setdefault(entry.name, path)
+        if i in chosen and draw_map(model, entry, path, index=i, stride=stride, dtype=dtype, on_error=on_error):
+            written.setdefault(entry.name, path)
     return written
+
+
+def draw_map(
+    model: QualityModel,
+    entry: Entry,
+    path: str | os.PathLike[str],
+    *,
+    index: int = 0,
+    stride: int = DEFAULT_STRIDE,
+    dtype: str = "fp32",
+    on_error: Callable[[ScoreRow], None] | None = None,
+) -> bool:
+    """Make and draw one entry's map into `path` (written whole or not at all: a Ctrl-C leaves no half PNG).
+
+    Args:
+        model: the model scoring, on its device.
+        entry: the image (an entry without a source is skipped).
+        path: the PNG file (its folder must exist).
+        index: the entry's position in its run, the `index` of the row `on_error` gets.
+        stride: pixels between windows (see `quality_map`).
+        dtype: autocast precision.
+        on_error: called with a row naming the entry and why its map was not drawn.
+
+    Returns:
+        Whether the map was drawn.
+    """
+    if entry.source is None:
+        return False
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        image = decode_image(entry.source)
+        qmap = quality_map(model, image, scene=entry.scene, stride=stride, dtype=dtype)
+        render_map(qmap, image, tmp, title=_title(entry.name, qmap))
+        os.replace(tmp, path)
+    except Exception as e:  # one image's failure is its own: say so on one line, draw the others
+        tmp.unlink(missing_ok=True)
+        if on_error is not None:
+            why = e.reason if isinstance(e, ImageReadError) else describe_error(e)  # the row names the image
+            on_error(ScoreRow(index, entry.name, scene=entry.scene, error=f"quality map not drawn: {why}"))
+        return False
+    return True

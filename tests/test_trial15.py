@@ -1,0 +1,138 @@
+"""A new user's trial of the readable-scores features: outputs that never clobber inputs, output folders checked before
+any scoring, maps that survive an interrupt, and the other points of that trial."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gamma_iqa.engine.scoring import Scorer
+from gamma_iqa.outputs import runs
+
+from .conftest import run_cli
+
+
+def _photos(folder: Path, n: int = 4, size: int = 72) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        path = folder / f"p{i}.png"
+        Image.fromarray(rng.integers(0, 256, (size, size + 8 * i, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def _labels(tmp_path: Path, n: int = 8) -> Path:
+    paths = _photos(tmp_path / "img", n)
+    with open(tmp_path / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "stars"])
+        w.writerows((f"img/{p.name}", 1 + 0.5 * i) for i, p in enumerate(paths))
+    return tmp_path / "labels.csv"
+
+
+def _calibrate(capsys, labels: Path, *extra: str) -> tuple[int, str, str]:
+    return run_cli(
+        capsys, "calibrate", "--model", "gamma-test", "--csv", str(labels), "--mos-column", "stars", "--crops",
+        "center", "--workers", "0", "--holdout", "0", "--method", "isotonic", *extra,
+    )  # fmt: skip
+
+
+def _score(capsys, *argv: str) -> tuple[int, str, str]:
+    return run_cli(capsys, "score", "--model", "gamma-test", "--workers", "0", "--crops", "center", *argv)
+
+
+# ---- 1: an output never replaces an input, nor a file that is not a previous output of the same kind ---------------
+def test_calibrate_out_never_overwrites_the_labels_or_a_file_not_a_calibration(capsys, tmp_path):
+    labels = _labels(tmp_path)
+    before = labels.read_bytes()
+    code, _, err = _calibrate(capsys, labels, "--out", str(labels))
+    assert code == 2 and err.count("\n") == 1 and "--out" in err and "inputs" in err, err
+    assert labels.read_bytes() == before
+    report = tmp_path / "report.html"
+    report.write_text("<html>someone's page</html>")
+    code, _, err = _calibrate(capsys, labels, "--out", str(report))
+    assert code == 2 and "is not a calibration file" in err and err.count("\n") == 1, err
+    assert report.read_text() == "<html>someone's page</html>"
+    image = tmp_path / "img" / "p0.png"
+    pixels = image.read_bytes()
+    assert _calibrate(capsys, labels, "--out", str(image))[0] == 2 and image.read_bytes() == pixels
+    out = tmp_path / "cal.json"
+    code, _, err = _calibrate(capsys, labels, "--out", str(out))
+    assert code == 0 and err.splitlines()[-1].endswith(f"score --calibration {out}")
+    assert _calibrate(capsys, labels, "--out", str(out))[0] == 0  # a calibration file of ours is replaced
+
+
+def test_score_html_and_output_never_overwrite_an_input_or_a_foreign_page(capsys, tmp_path):
+    (image,) = _photos(tmp_path / "photos", 1)
+    manifest = tmp_path / "list.csv"
+    manifest.write_text(f"path,scene\n{image},\n")
+    page = tmp_path / "mine.html"
+    page.write_text("<html>not a report</html>")
+    for extra, flag in (
+        (["--html", str(page)], "--html"),
+        (["--html", str(manifest)], "--html"),
+        (["--output", str(manifest)], "--output"),
+        (["--html", str(tmp_path)], "--html"),
+    ):
+        code, _, err = _score(capsys, "--manifest", str(manifest), *extra)
+        assert code == 2 and err.count("\n") == 1 and flag in err, (extra, err)
+    assert page.read_text() == "<html>not a report</html>" and manifest.read_text().startswith("path,scene")
+    report = tmp_path / "r.html"
+    assert _score(capsys, str(image), "--html", str(report))[0] == 0
+    assert _score(capsys, str(image), "--html", str(report))[0] == 0  # a report of ours is replaced
+
+
+def test_calibrate_images_folder_without_the_labelled_images_says_so_in_one_line(capsys, tmp_path):
+    labels = _labels(tmp_path)
+    (tmp_path / "wrong").mkdir()
+    code, _, err = _calibrate(capsys, labels, "--images", str(tmp_path / "wrong"), "--out", str(tmp_path / "c.json"))
+    assert code == 2 and err.count("\n") == 1 and "no labelled image found" in err, err
+
+
+# ---- 2: the map folder is checked before any scoring -------------------------------------------------------------
+@pytest.mark.parametrize("where", ["file/sub", "file"])
+def test_a_map_folder_that_cannot_be_made_fails_before_scoring(capsys, tmp_path, where, monkeypatch):
+    (image,) = _photos(tmp_path / "photos", 1)
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setattr(Scorer, "run", lambda *a, **k: pytest.fail("scored before the map folder was checked"))
+    code, out, err = _score(capsys, str(image), "--map", str(tmp_path / where))
+    assert code == 2 and out == "" and err.count("\n") == 1 and "--map" in err, err
+
+
+# ---- 3: maps are drawn as rows finish, and a resumed run draws those an interrupt left missing -------------------
+def test_an_interrupted_run_keeps_its_maps_and_resume_draws_the_missing_ones(capsys, tmp_path, monkeypatch):
+    paths = _photos(tmp_path / "photos", 4)
+    out, maps = tmp_path / "s.csv", tmp_path / "maps"
+    real = Scorer.run
+
+    def interrupted(self, entries, **kw):
+        for n, row in enumerate(real(self, entries, **kw)):
+            if n == 2:
+                raise KeyboardInterrupt
+            yield row
+
+    monkeypatch.setattr(Scorer, "run", interrupted)
+    argv = [str(tmp_path / "photos"), "--output", str(out), "--map", str(maps), "--map-stride", "16"]
+    assert _score(capsys, *argv)[0] == 130
+    assert sorted(p.name for p in maps.iterdir()) == ["p0.map.png", "p1.map.png"]  # the maps of the written rows
+    (maps / "p1.map.png").unlink()  # as if the interrupt had come while it was drawn
+    monkeypatch.setattr(Scorer, "run", real)
+    code, _, err = _score(capsys, *argv, "--resume")
+    assert code == 0, err
+    assert sorted(p.name for p in maps.iterdir()) == [f"{p.stem}.map.png" for p in paths]
+
+
+def test_check_file_target_refuses_a_folder_and_a_missing_folder(tmp_path):
+    with pytest.raises(ValueError, match="is a folder"):
+        runs.check_file_target("out", tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        runs.check_file_target("out", tmp_path / "no" / "x.json")
+    (tmp_path / "c.json").write_text(json.dumps({"format": "gamma-iqa-calibration"}))
+    runs.check_file_target("out", tmp_path / "c.json", ours=runs._is_calibration)
