@@ -136,3 +136,25 @@ def test_check_file_target_refuses_a_folder_and_a_missing_folder(tmp_path):
         runs.check_file_target("out", tmp_path / "no" / "x.json")
     (tmp_path / "c.json").write_text(json.dumps({"format": "gamma-iqa-calibration"}))
     runs.check_file_target("out", tmp_path / "c.json", ours=runs._is_calibration)
+
+
+# ---- 4: the loss has scoring's pixel budget, and refuses empty images and arrays in one line ---------------------
+def test_quality_loss_refuses_huge_empty_and_non_tensor_images(gamma_test_model, monkeypatch):
+    import torch
+
+    import gamma_iqa
+    from gamma_iqa.models import loss
+
+    size = gamma_test_model.image_size
+    thin = torch.rand(1, 3, 1, 4000)  # enlarged to size x (4000 size): over a budget of 64 x 64 x 100
+    monkeypatch.setattr(loss, "MAX_LOSS_PIXELS", size * size * 100)
+    for crops in ("grid", "center"):
+        with pytest.raises(ValueError, match=r"1 x 4000 pixels .* over the budget of 409,600 pixels"):
+            gamma_iqa.QualityLoss(gamma_test_model, crops=crops)(thin)
+    with pytest.raises(ValueError, match=r"`crops` 101 makes 101 crops"):
+        gamma_iqa.QualityLoss(gamma_test_model, crops=101)(torch.rand(1, 3, size, size))
+    assert gamma_iqa.QualityLoss(gamma_test_model, crops=100)(torch.rand(1, 3, size, size)).isfinite()
+    with pytest.raises(ValueError, match=r"B, H, W >= 1, got shape \(1, 3, 0, 8\)"):
+        gamma_iqa.QualityLoss(gamma_test_model)(torch.rand(1, 3, 0, 8))
+    with pytest.raises(TypeError, match=r"torch tensor .* got ndarray .*torch.from_numpy"):
+        gamma_iqa.QualityLoss(gamma_test_model)(np.zeros((1, 3, 8, 8), np.float32))

@@ -621,12 +621,12 @@ def run_calibrate(
     if not root.is_dir():
         raise FileNotFoundError(f"`images` {root}: no such folder")
     labels = read_folder_csv(root, Path(csv), image_column, mos_column)
+    check_rows(len(labels.items), method, holdout, rows="rows in the label CSV")  # known before any scoring
     if labels.items and not any((root / image).exists() for image, _ in labels.items):
         raise FileNotFoundError(
             f"`images` {root}: no labelled image found there (none of the {len(labels.items)} images of the label CSV, "
             f"e.g. {labels.items[0][0]}); give the folder the CSV's image paths are relative to"
         )
-    check_rows(len(labels.items), method, holdout, rows="rows in the label CSV")  # known before any scoring
     model.prompt_key(scene)  # an unknown scene fails before any scoring
     entries = [Entry(image, root / image, scene) for image, _ in labels.items]
     scorer = Scorer(model, **options)
