@@ -149,7 +149,7 @@ def test_check_passes_unchanged_and_detects_a_changed_checkpoint(capsys, tmp_pat
     code, text, _ = score(capsys, "--check", str(out), "--check-rows", "3")
     assert code == 1 and "checked 3 of 5" in text and text.count("mismatch: ") == 3
     assert "note: the model's parameters changed" in text
-    result = check_output(out, rows=2, seed=1)
+    result = check_output(out, check_rows=2, seed=1)
     assert not result.ok and len(result.checked) == 2 and result.max_difference > result.tolerance
 
 

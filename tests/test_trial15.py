@@ -158,3 +158,52 @@ def test_quality_loss_refuses_huge_empty_and_non_tensor_images(gamma_test_model,
         gamma_iqa.QualityLoss(gamma_test_model)(torch.rand(1, 3, 0, 8))
     with pytest.raises(TypeError, match=r"torch tensor .* got ndarray .*torch.from_numpy"):
         gamma_iqa.QualityLoss(gamma_test_model)(np.zeros((1, 3, 8, 8), np.float32))
+
+
+# ---- 6, 7, 11: --check checks the extra columns, its options, and names itself --------------------------------------
+def test_check_finds_a_calibration_changed_in_place(capsys, tmp_path):
+    labels = _labels(tmp_path)
+    cal = tmp_path / "cal.json"
+    assert _calibrate(capsys, labels, "--out", str(cal))[0] == 0
+    out = tmp_path / "c.csv"
+    extra = ["--calibration", str(cal), "--mos-scale", "koniq10k"]
+    assert _score(capsys, str(tmp_path / "img"), "--output", str(out), *extra)[0] == 0
+    code, stdout, _ = run_cli(capsys, "score", "--check", str(out))
+    assert code == 0 and "all match" in stdout, stdout
+    ratings = labels.read_text().splitlines()
+    labels.write_text(
+        "\n".join([ratings[0]] + [f"{r.split(',')[0]},{9 - float(r.split(',')[1])}" for r in ratings[1:]])
+    )
+    assert _calibrate(capsys, labels, "--out", str(cal))[0] == 0  # recalibrated in place: now a decreasing map
+    code, stdout, _ = run_cli(capsys, "score", "--check", str(out))
+    assert code == 1, stdout
+    assert "note: the calibration file" in stdout and "changed (SHA-256" in stdout
+    assert "calibrated recorded" in stdout and "8 do not match" in stdout
+    rows = out.read_text().splitlines()  # a hand-edited mos column is found too
+    head = rows[0].split(",")
+    cells = rows[1].split(",")
+    cells[head.index("mos")] = "1.5"
+    out.write_text("\n".join([rows[0], ",".join(cells), *rows[2:]]) + "\n")
+    assert "mos recorded 1.5" in run_cli(capsys, "score", "--check", str(out))[1]
+
+
+def test_check_options_are_checked_and_named(capsys, tmp_path):
+    (image,) = _photos(tmp_path / "photos", 1)
+    out = tmp_path / "s.csv"
+    assert _score(capsys, str(image), "--output", str(out))[0] == 0
+    for extra, message in (
+        (["--tolerance", "-1"], "--tolerance must be a finite number >= 0, got -1.0"),
+        (["--tolerance", "nan"], "--tolerance must be a finite number >= 0, got nan"),
+        (["--check-rows", "0"], "--check-rows must be >= 1, got 0"),
+    ):
+        code, stdout, err = run_cli(capsys, "score", "--check", str(out), *extra)
+        assert (code, stdout, err) == (2, "", f"gamma-iqa score: error: {message}\n")
+    garbage = tmp_path / "g.json"
+    garbage.write_text("garbage")
+    (tmp_path / "g.json.provenance.json").write_text((tmp_path / "s.csv.provenance.json").read_text())
+    code, _, err = run_cli(capsys, "score", "--check", str(garbage))
+    assert (
+        code == 2
+        and err
+        == f"gamma-iqa score: error: --check {garbage}: not a file of score rows (as gamma-iqa score --output writes)\n"
+    )

@@ -186,6 +186,7 @@ def _check_lines(result: CheckResult, output: str) -> list[str]:
     """What `score --check` prints: notes, each mismatch, the rows that could not be re-read, and the verdict."""
     lines = [f"note: {n}" for n in result.notes]
     lines += [f"mismatch: {shown_name(p)}: recorded {a!r}, now {b!r}" for p, a, b in result.mismatched]
+    lines += [f"mismatch: {shown_name(p)}: {c} recorded {a!r}, now {b!r}" for p, c, a, b in result.columns]
     if result.failures:
         (path, why), k = result.failures[0], len(result.failures)
         more = f" (and {k - 1} more)" if k > 1 else ""
@@ -198,7 +199,8 @@ def _check_lines(result: CheckResult, output: str) -> list[str]:
     if result.ok:
         lines.append(f"{head}: all match within {result.tolerance:g} (largest difference {result.max_difference:.3g})")
     else:
-        lines.append(f"{head}: {len(result.mismatched)} do not match within {result.tolerance:g}")
+        bad = len({p for p, *_ in result.mismatched} | {p for p, *_ in result.columns})
+        lines.append(f"{head}: {bad} do not match within {result.tolerance:g}")
     return lines
 
 
@@ -212,7 +214,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         raise UsageError("--check FILE takes no image paths, --manifest or --output (it re-scores FILE's rows)")
     result = check_output(
         args.check,
-        rows=args.check_rows,
+        check_rows=args.check_rows,
         tolerance=args.tolerance,
         device=None if args.device is None else resolve_device(args.device),
     )

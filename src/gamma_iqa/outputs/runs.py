@@ -105,6 +105,10 @@ def _provenance(
         command=command,
         columns=describe_columns(options.get("columns") or {}),
     )
+    calibration = [c for c in (options.get("columns") or {}).values() if isinstance(c, Calibration) and c.path]
+    if calibration:  # where `score --check` finds it again, and its SHA-256 to tell a file recalibrated in place
+        path = Path(calibration[0].path).resolve()
+        record["calibration"] = {"file": str(path), "sha256": file_sha256(path)}
     if rows.resume and rows.output is not None and sidecar(rows.output).is_file():
         before = read_provenance(rows.output)
         then, now = settings_of(before), settings_of(record)
