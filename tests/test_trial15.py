@@ -207,3 +207,27 @@ def test_check_options_are_checked_and_named(capsys, tmp_path):
         and err
         == f"gamma-iqa score: error: --check {garbage}: not a file of score rows (as gamma-iqa score --output writes)\n"
     )
+
+
+# ---- 5: the example reads images as scoring does -----------------------------------------------------------------
+def test_example_reads_16_bit_and_alpha_images_as_scoring_does(tmp_path, capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "improve_by_gradient.py"
+    spec = importlib.util.spec_from_file_location("improve_by_gradient", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    gray = tmp_path / "gray16.png"
+    Image.fromarray(np.full((64, 80), 20000, dtype=np.uint16)).save(gray)  # mode I;16
+    clean, _ = example.degraded(gray, 64, "blur", seed=0)
+    assert clean.mean().item() == pytest.approx(20000 / 65535, abs=2 / 255)  # not all white, as convert("RGB") gave
+    rgba = tmp_path / "rgba.png"
+    Image.fromarray(np.zeros((64, 80, 4), dtype=np.uint8)).save(rgba)  # black, fully transparent: white composited
+    clean, _ = example.degraded(rgba, 64, "noise", seed=0)
+    assert clean.min().item() == 1.0
+    with pytest.raises(SystemExit):
+        example.parse_args(["--help"])
+    shown = capsys.readouterr().out
+    for helped in ("the photo (default", "registered model or checkpoint", "Adam steps on the pixels", "Gaussian blur"):
+        assert helped in " ".join(shown.split()), shown  # every argument has a help text
+    assert "CLIP BPE vocabulary" in shown
