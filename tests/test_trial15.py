@@ -231,3 +231,18 @@ def test_example_reads_16_bit_and_alpha_images_as_scoring_does(tmp_path, capsys)
     for helped in ("the photo (default", "registered model or checkpoint", "Adam steps on the pixels", "Gaussian blur"):
         assert helped in " ".join(shown.split()), shown  # every argument has a help text
     assert "CLIP BPE vocabulary" in shown
+
+
+# ---- 10: the report's cards show the extra columns asked for -----------------------------------------------------
+def test_report_cards_show_mos_calibrated_and_the_level_mix(capsys, tmp_path):
+    labels = _labels(tmp_path)
+    cal = tmp_path / "cal.json"
+    assert _calibrate(capsys, labels, "--out", str(cal))[0] == 0
+    page = tmp_path / "r.html"
+    extra = ["--mos-scale", "koniq10k", "--calibration", str(cal), "--details", "--html", str(page)]
+    code, out, _ = _score(capsys, str(tmp_path / "img" / "p0.png"), *extra)
+    assert code == 0
+    row = dict(zip(*[line.split(",") for line in out.splitlines()[:2]], strict=True))
+    text = page.read_text()
+    assert f"mos {float(row['mos']):.4g}" in text and f"calibrated {float(row['calibrated']):.4g}" in text
+    assert f"bad {100 * float(row['p_bad']):.0f}%" in text and "perfect " in text
