@@ -246,3 +246,21 @@ def test_report_cards_show_mos_calibrated_and_the_level_mix(capsys, tmp_path):
     text = page.read_text()
     assert f"mos {float(row['mos']):.4g}" in text and f"calibrated {float(row['calibrated']):.4g}" in text
     assert f"bad {100 * float(row['p_bad']):.0f}%" in text and "perfect " in text
+
+
+# ---- 8: a logistic that is nearly a step is warned about ---------------------------------------------------------
+def test_a_step_like_logistic_fit_is_warned_about():
+    import warnings
+
+    from gamma_iqa.engine.calibration import fit_calibration
+
+    scores = np.linspace(0.4, 0.6, 12)
+    stars = np.where(scores < 0.5, 1.9, 4.6) + np.linspace(0, 0.01, 12)  # two levels: the best logistic is a step
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cal = fit_calibration(scores, stars, holdout=0, model={"parameters_sha256": "0" * 64})
+    assert any("nearly a step" in str(w.message) for w in caught), [str(w.message) for w in caught]
+    assert any("nearly a step" in n for n in cal.report["notes"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a smooth fit: no warning
+        fit_calibration(scores, 1 + 4 * scores**2, holdout=0, model={"parameters_sha256": "0" * 64})

@@ -323,6 +323,27 @@ def _logistic_parameters(s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, str 
     return _bounded_logistic(s, y, low, high, increasing), note
 
 
+STEP_WIDTH = 0.02  # a logistic whose width b4 is under this fraction of the fit scores' range is warned about: a step
+
+
+def _step_note(b: np.ndarray, s: np.ndarray, y: np.ndarray) -> str | None:
+    """A note when the fitted logistic is nearly a step, else None.
+
+    Nearly a step: its width b4 under `STEP_WIDTH` of the fit scores' range, or the fit rows mapped to 3 or fewer
+    distinct values (to 1e-6 of the labels' range). Such a map ties the images it saturates, so SRCC can change.
+    """
+    width = float(b[3])
+    spread = float(s.max() - s.min())
+    levels = len(np.unique(np.round(metrics.logistic4(s, b) / (1e-6 * float(np.ptp(y)) or 1.0))))
+    if width >= STEP_WIDTH * spread and levels > 3:
+        return None
+    return (
+        f"the logistic is nearly a step (width b4 {width:.3g}, {width / spread:.2%} of the scores' range "
+        f"{spread:.3g}; the {len(s)} fit rows map to {levels} distinct values): it ties images and can change SRCC; "
+        "label more images, or use `method` isotonic"
+    )
+
+
 def _fit_parameters(method: str, s: np.ndarray, y: np.ndarray) -> tuple[dict[str, Any], list[str]]:
     """The parameters of `method` fitted on scores `s` and MOS `y` (see `Calibration.parameters`), and notes."""
     notes = []
@@ -331,6 +352,7 @@ def _fit_parameters(method: str, s: np.ndarray, y: np.ndarray) -> tuple[dict[str
     if method == "logistic4":
         b, note = _logistic_parameters(s, y)
         notes += [note] if note else []
+        notes += [step] if (step := _step_note(b, s, y)) else []
         return {k: float(v) for k, v in zip(("b1", "b2", "b3", "b4"), b, strict=True)}, notes
     increasing = metrics.srcc(s, y) >= 0  # DMOS-like labels: a non-increasing fit
     kx, ky = _pool_adjacent_violators(s, y if increasing else -y)
@@ -433,7 +455,8 @@ def fit_calibration(
             rows, all MOS or all scores the same, or a logistic fit that fails (no convergence).
 
     Warns:
-        UserWarning: one line, when the fit rows are fewer than `MIN_ROWS` (10), or when the free logistic put an
+        UserWarning: one line, when the fit rows are fewer than `MIN_ROWS` (10), when the logistic is nearly a step
+            (`_step_note`), or when the free logistic put an
             asymptote further than half the labels' range beyond them, so that it was refitted with its range held
             there (few labels: b1 = 57000 on a 1..5 scale, say). Also kept in the report's `notes`.
     """
