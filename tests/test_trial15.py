@@ -264,3 +264,25 @@ def test_a_step_like_logistic_fit_is_warned_about():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a smooth fit: no warning
         fit_calibration(scores, 1 + 4 * scores**2, holdout=0, model={"parameters_sha256": "0" * 64})
+
+
+# ---- 9: maps on a fixed scale, a tiny range flagged, thin strips drawn readable ----------------------------------
+def test_map_scale_tiny_range_and_thin_strips(gamma_test_model, tmp_path):
+    from gamma_iqa.engine.maps import QualityMap
+    from gamma_iqa.outputs import maps
+
+    boxes = np.array([[[0, 0, 64, 64], [0, 36, 64, 100]]])
+    qmap = QualityMap(np.array([[0.409, 0.419]], np.float32), boxes, (64, 100), 64, 36, None, False)
+    assert maps._colour_range(qmap, "auto")[:2] == pytest.approx((0.409, 0.419))
+    assert maps._colour_range(qmap, "fixed")[:2] == (0.0, 1.0)
+    picture = Image.new("RGB", (100, 64))
+    figure = maps._map_figure(qmap, picture, "t", "auto")
+    assert "differ by only 0.010" in figure._suptitle.get_text()
+    assert "differ by only" not in maps._map_figure(qmap, picture, "t", "fixed")._suptitle.get_text()
+    strip = QualityMap(
+        np.array([[0.3, 0.6]], np.float32), np.array([[[0, 0, 3, 60], [0, 40, 3, 100]]]), (3, 100), 60, 40, None, True
+    )
+    figure = maps._map_figure(strip, Image.new("RGB", (100, 3)), "t", "auto")
+    assert "stretched to 100 x 64 px" in figure._suptitle.get_text()
+    with pytest.raises(ValueError, match="map_scale"):
+        maps.render_map(qmap, picture, tmp_path / "x.png", scale="wide")

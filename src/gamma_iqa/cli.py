@@ -231,7 +231,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 # Options of `score` that only mean something with another: (option, the one it needs); and those --check ignores.
-_SCORE_NEEDS = (("map_stride", "map"), ("html_top", "html"), ("check_rows", "check"), ("tolerance", "check"))
+_SCORE_NEEDS = (
+    ("map_stride", "map"),
+    ("map_scale", "map"),
+    ("html_top", "html"),
+    ("check_rows", "check"),
+    ("tolerance", "check"),
+)
 _CHECK_IGNORES = ("model", "scene", "crops", "seed", "dtype", "format", "resume", "details", "mos_scale")
 _CHECK_IGNORES += ("calibration", "map", "html")
 
@@ -294,6 +300,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
                 command=args.argv,
                 map_dir=args.map,
                 map_stride=args.map_stride,
+                map_scale=args.map_scale,
                 protect=[args.manifest] if args.manifest else [],
                 details=args.details,
                 columns=_score_columns(args, model, crops),
@@ -569,6 +576,13 @@ def _map_options(s: argparse.ArgumentParser) -> None:
         default=DEFAULT_STRIDE,
         metavar="N",
         help=f"pixels between the map's windows (default {DEFAULT_STRIDE}; smaller is finer and slower)",
+    )
+    s.add_argument(
+        "--map-scale",
+        choices=("auto", "fixed"),
+        default="auto",
+        help="the maps' colour scale: auto (default; each map its own lowest..highest window score, so small "
+        "differences look large) or fixed (0..1 for every map, so maps compare)",
     )
 
 

@@ -37,7 +37,7 @@ from ..engine.maps import DEFAULT_STRIDE, check_pixels
 from ..engine.scoring import Scorer, ScoreRow
 from ..models.base import QualityModel, require_model
 from ..models.state import file_sha256, state_sha256
-from .maps import draw_map, map_paths, require_matplotlib, write_maps
+from .maps import SCALES, draw_map, map_paths, require_matplotlib, write_maps
 from .provenance import collect, read_provenance, settings_of, sidecar, utc_now, write_provenance
 from .report import DEFAULT_TOP, Report
 from .results import format_markdown, plot_predictions, save_predictions
@@ -267,16 +267,18 @@ def _check_targets(
         check_file_target("html", html, inputs, _is_report, "an HTML report of gamma-iqa score")
 
 
-def _check_maps(map_dir: str | os.PathLike[str] | None, map_stride: int) -> None:
+def _check_maps(map_dir: str | os.PathLike[str] | None, map_stride: int, map_scale: str = "auto") -> None:
     """Refuse, before any scoring, maps that cannot be drawn; create their folder.
 
     Raises:
-        ValueError: `map_stride` not an int >= 1, `map_dir` a file or a folder that cannot be created or written in,
-            or matplotlib missing (naming the extra).
+        ValueError: `map_stride` not an int >= 1, an unknown `map_scale`, `map_dir` a file or a folder that cannot
+            be created or written in, or matplotlib missing (naming the extra).
     """
     if map_dir is None:
         return
     check_pixels(map_stride, "map_stride")
+    if map_scale not in SCALES:
+        raise ValueError(f"`map_scale` must be one of {', '.join(SCALES)}, got {map_scale!r}")
     try:
         require_matplotlib()
     except ImportError as e:
@@ -425,6 +427,7 @@ def run_score(
     command: Sequence[str] | None = None,
     map_dir: str | os.PathLike[str] | None = None,
     map_stride: int = DEFAULT_STRIDE,
+    map_scale: str = "auto",
     protect: Iterable[str | os.PathLike[str]] = (),
     **options: Any,
 ) -> bool:
@@ -451,6 +454,8 @@ def run_score(
             the HTML page shows them. A map that fails goes to `on_error` and the run goes on (it counts as a
             failure in the result).
         map_stride: pixels between the maps' windows.
+        map_scale: the maps' colour scale: "auto" (each map its own lowest..highest score) or "fixed" (0..1, the
+            same for every map, so they compare).
         protect: more files this run reads (a manifest), which no output may overwrite.
         **options: the Scorer's options (crops, seed, batch_size, workers, dtype, progress, details, columns). With
             `details` the writer must write the detail columns (`open_rows(..., details=True)`), with `columns`
@@ -472,7 +477,7 @@ def run_score(
         KeyboardInterrupt: passed on after the rows written so far are complete on disk (no report is written).
     """
     _check_targets(entries, rows.output, html, protect, options)
-    _check_maps(map_dir, map_stride)
+    _check_maps(map_dir, map_stride, map_scale)
     report = Report(html_top) if html else None
     scorer = Scorer(model, distributed=distributed, **options)
     if scorer.details and "spread" not in rows.fields:
@@ -487,7 +492,9 @@ def run_score(
     # One process draws each map as its row is written; a torchrun group draws them all at the end, shared out.
     drawer = None
     if map_dir is not None and world == 1:
-        drawer = _MapDrawer(model, entries, todo, map_dir, on_error, stride=map_stride, dtype=scorer.dtype)
+        drawer = _MapDrawer(
+            model, entries, todo, map_dir, on_error, stride=map_stride, dtype=scorer.dtype, scale=map_scale
+        )
         drawer.earlier(rows)
     if rank == 0:
         used = {**options, "dtype": scorer.dtype}  # the precision scored in (bf16 may fall back to fp32 on a CPU)
@@ -504,7 +511,17 @@ def run_score(
     elif map_dir is not None:
         shard = (rank, world)
         maps, missed = _draw_maps(
-            model, entries, todo, bad, map_dir, on_error, shard, rows, stride=map_stride, dtype=scorer.dtype
+            model,
+            entries,
+            todo,
+            bad,
+            map_dir,
+            on_error,
+            shard,
+            rows,
+            stride=map_stride,
+            dtype=scorer.dtype,
+            scale=map_scale,
         )
         failed = failed or missed
     if rank == 0 and report is not None and html:
