@@ -286,3 +286,33 @@ def test_map_scale_tiny_range_and_thin_strips(gamma_test_model, tmp_path):
     assert "stretched to 100 x 64 px" in figure._suptitle.get_text()
     with pytest.raises(ValueError, match="map_scale"):
         maps.render_map(qmap, picture, tmp_path / "x.png", scale="wide")
+
+
+# ---- 11: the small points --------------------------------------------------------------------------------------------
+def test_small_points_of_the_trial(gamma_test_model, tmp_path):
+    import warnings
+
+    import torch
+
+    from gamma_iqa.engine.calibration import fit_calibration
+
+    (image,) = _photos(tmp_path / "photos", 1)
+    with pytest.raises(TypeError, match=r"`mos_scale` must be a registered dataset's name, got int 3"):
+        gamma_test_model.score([str(image)], mos_scale=3)
+    with pytest.raises(TypeError, match=r"`calibration` must be a calibration file's path .* got dict"):
+        gamma_test_model.score([str(image)], calibration={"method": "isotonic"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gamma_test_model.score([str(image)], mos_scale="gfiqa20k", crops="center")  # faces; these are natural
+    (w,) = [w for w in caught if "mos_scale" in str(w.message)]
+    assert "gfiqa20k is a dataset of face images" in str(w.message) and w.filename == __file__  # the caller's line
+    s = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cal = fit_calibration(
+            s, [4.4, 4.47, 4.4, 4.5, 4.6, 4.7], method="isotonic", holdout=0, model={"parameters_sha256": "0" * 64}
+        )
+    assert all(len(repr(v)) <= 14 for v in cal.parameters["mos"]), cal.parameters["mos"]  # 4.435, no float noise
+    from gamma_iqa.engine.scoring import _spread
+
+    assert _spread(torch.full((10,), 0.7, dtype=torch.float32)) == 0.0  # torch's std of these is 6e-8

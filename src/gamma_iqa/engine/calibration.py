@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -76,12 +77,24 @@ class CalibrationError(ValueError):
     """A calibration file that cannot be used (malformed, or made for another model): one line naming the file."""
 
 
+def _warn(message: str) -> None:
+    """Warn with `message`, pointing at the first frame outside this package (the caller's line, not ours)."""
+    package = str(Path(__file__).resolve().parents[1])
+    frame, level = sys._getframe(1), 2  # level 2: _warn's caller
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, stacklevel=level)
+
+
 def mos_dataset(name: str) -> DatasetSpec:
     """The registered dataset whose MOS scale `mos_scale` names (case ignored).
 
     Raises:
+        TypeError: `name` is not a string (one line naming `mos_scale`).
         ValueError: not a registered dataset (one line listing the known names; `folder+csv` has no scale of its own).
     """
+    if not isinstance(name, str):
+        raise TypeError(f"`mos_scale` must be a registered dataset's name, got {type(name).__name__} {name!r}")
     known = [n for n in list_datasets() if n != FOLDER_CSV]
     if name.strip().lower() not in known:
         raise ValueError(f"`mos_scale` {name!r} is not a registered dataset; known: {', '.join(known)}")
@@ -356,7 +369,9 @@ def _fit_parameters(method: str, s: np.ndarray, y: np.ndarray) -> tuple[dict[str
         return {k: float(v) for k, v in zip(("b1", "b2", "b3", "b4"), b, strict=True)}, notes
     increasing = metrics.srcc(s, y) >= 0  # DMOS-like labels: a non-increasing fit
     kx, ky = _pool_adjacent_violators(s, y if increasing else -y)
-    return {"scores": kx.tolist(), "mos": (ky if increasing else -ky).tolist()}, notes
+    # The pooled means to 12 significant digits: 4.435, not 4.4350000000000005 (rounding keeps them monotone).
+    mos = [float(f"{v:.12g}") for v in (ky if increasing else -ky).tolist()]
+    return {"scores": kx.tolist(), "mos": mos}, notes
 
 
 def _check_varied(s: np.ndarray, y: np.ndarray, part: str = "") -> None:
@@ -470,7 +485,7 @@ def fit_calibration(
     _check_varied(s[fit], y[fit], " fit")
     parameters, notes = _fit_parameters(method, s[fit], y[fit])
     if notes:
-        warnings.warn(f"`method` {method}: {'; '.join(notes)}", stacklevel=2)
+        _warn(f"`method` {method}: {'; '.join(notes)}")
     cal = Calibration(method, parameters, seed=seed, **about)
     report: dict[str, Any] = {"holdout": holdout, "notes": notes}
     for part, rows in (("fit", fit), ("held_out", held)):
@@ -484,7 +499,16 @@ def fit_calibration(
 
 # ---- applying ----------------------------------------------------------------------------------------------------
 def _loaded(calibration: str | os.PathLike[str] | Calibration) -> Calibration:
-    """A Calibration as given, or read from its file."""
+    """A Calibration as given, or read from its file.
+
+    Raises:
+        TypeError: neither a path nor a Calibration (a dict, say: one line naming `calibration`).
+    """
+    if not isinstance(calibration, (str, os.PathLike, Calibration)):
+        raise TypeError(
+            f"`calibration` must be a calibration file's path (or a Calibration), got {type(calibration).__name__}: "
+            "write it with gamma-iqa calibrate --out, or fit one with fit_calibration"
+        )
     return calibration if isinstance(calibration, Calibration) else load_calibration(calibration)
 
 
@@ -509,17 +533,29 @@ def score_columns(
     Raises:
         ValueError: `mos_scale` is not a registered dataset.
         FileNotFoundError, CalibrationError: as `load_calibration`, or the calibration is for another model.
-        TypeError: `model` is not a model (a name, say).
+        TypeError: `model` is not a model (a name, say), `mos_scale` not a string, `calibration` not a path.
+
+    Warns:
+        UserWarning: `mos_scale` is a dataset of another scene than the images', or a calibration was fitted with
+            another scene or crops (pointing at the caller's line).
     """
     require_model(model)
     columns: dict[str, Callable[[float], float]] = {}
+    scenes = [scene] if scene is None or isinstance(scene, str) else list(scene)
+    used = {s or model.config.default_scene for s in scenes}
     if mos_scale is not None:
-        columns[MOS_COLUMN] = mos_dataset(mos_scale).denormalise
+        spec = mos_dataset(mos_scale)
+        other = sorted(s for s in used if s != spec.scene)
+        if other:
+            _warn(
+                f"`mos_scale` {spec.name} is a dataset of {spec.scene} images; these are scored as {', '.join(other)}: "
+                "its MOS scale may not mean much for them"
+            )
+        columns[MOS_COLUMN] = spec.denormalise
     if calibration is not None:
         cal = _loaded(calibration)
         cal.check_model(model)
-        scenes = [scene] if scene is None or isinstance(scene, str) else list(scene)
-        _warn_unlike(cal, "scene", {s or model.config.default_scene for s in scenes})
+        _warn_unlike(cal, "scene", used)
         _warn_unlike(cal, "crops", set() if crops is None else {str(parse_crops(crops))})
         columns[CALIBRATED_COLUMN] = cal
     return columns
@@ -551,7 +587,4 @@ def _warn_unlike(cal: Calibration, key: str, used: set[str]) -> None:
     other = sorted(v for v in used if v != fitted)
     if fitted is not None and other:
         where = f" {cal.path}" if cal.path else ""
-        warnings.warn(
-            f"`calibration`{where} was fitted on scores with {key} {fitted}; these have {key} {', '.join(other)}",
-            stacklevel=3,
-        )
+        _warn(f"`calibration`{where} was fitted on scores with {key} {fitted}; these have {key} {', '.join(other)}")
