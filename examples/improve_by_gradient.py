@@ -26,19 +26,25 @@ import torch
 from PIL import Image, ImageFilter
 
 import gamma_iqa
+from gamma_iqa.data.transforms import image_to_tensor, load_image
+from gamma_iqa.models.loss import crop_grid, enlarged_size
 
 HERE = Path(__file__).resolve().parent
+SLOW_CROPS = 16  # crops per step over which the run is noted as slow (each step is a forward and a backward of each)
 
 
 def degraded(path: Path, size: int, kind: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The photo with its short side at `size` pixels, clean and degraded, each (1, 3, H, W) float32 in [0, 1]."""
-    im = Image.open(path).convert("RGB")
+    """The photo with its short side at `size` pixels, clean and degraded, each (1, 3, H, W) float32 in [0, 1].
+
+    Read as scoring reads it (`load_image`: 16-bit, alpha composited on white, ICC profile, EXIF orientation) and
+    made a tensor the same way (`image_to_tensor`), so "clean" is the image `gamma-iqa score` sees.
+    """
+    im = load_image(path)
     scale = size / min(im.size)
     im = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.LANCZOS)
-    clean = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    clean = image_to_tensor(im)[None]
     if kind == "blur":
-        bad = torch.from_numpy(np.asarray(im.filter(ImageFilter.GaussianBlur(2.5)), dtype=np.float32) / 255)
-        return clean, bad.permute(2, 0, 1)[None]
+        return clean, image_to_tensor(im.filter(ImageFilter.GaussianBlur(2.5)))[None]
     noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed)) * 0.08
     return clean, (clean + noise).clamp(0, 1)
 
@@ -70,11 +76,16 @@ def crop_mode(text: str) -> int | str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The options; a bad value, or an image that is not a file, is an argparse error (usage line, exit status 2)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("image", nargs="?", type=Path, default=HERE / "grace_hopper.jpg")
-    p.add_argument("--model", default="gamma-lite")
+    p.add_argument(
+        "image", nargs="?", type=Path, default=HERE / "grace_hopper.jpg", help="the photo (default grace_hopper.jpg)"
+    )
+    p.add_argument(
+        "--model", default="gamma-lite", help="registered model or checkpoint (default gamma-lite; see gamma-iqa list)"
+    )
+    p.add_argument("--bpe", type=Path, help="CLIP BPE vocabulary file, for a model that needs one (gamma-test, Gamma)")
     p.add_argument("--size", type=positive, default=224, help="short side in pixels after shrinking (default 224)")
-    p.add_argument("--degrade", choices=("blur", "noise"), default="blur")
-    p.add_argument("--steps", type=positive, default=20)
+    p.add_argument("--degrade", choices=("blur", "noise"), default="blur", help="Gaussian blur (default) or noise")
+    p.add_argument("--steps", type=positive, default=20, help="Adam steps on the pixels (default 20)")
     p.add_argument("--lr", type=float, default=0.002, help="Adam's step size, in [0, 1] pixel units")
     p.add_argument("--crops", type=crop_mode, default="grid", help='"center", "grid" (default) or a number of crops')
     p.add_argument("--fidelity", type=float, default=0.0, help="weight of the mean squared pull to the start")
@@ -85,6 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"{args.image}: {'is a folder, not an image' if args.image.is_dir() else 'no such file'}")
     if not (args.lr > 0 and math.isfinite(args.lr)) or not (args.fidelity >= 0 and math.isfinite(args.fidelity)):
         p.error(f"--lr must be > 0 and --fidelity >= 0, got {args.lr} and {args.fidelity}")
+    if args.bpe is not None and not args.bpe.is_file():
+        p.error(f"--bpe {args.bpe}: no such file")
     if args.output is not None and not args.output.parent.is_dir():
         p.error(f"--output {args.output}: no folder {args.output.parent} to write it in")
     return args
@@ -105,9 +118,15 @@ def run(args: argparse.Namespace) -> None:
     """Degrade the photo, take the steps against the loss, print the scores (and save the pair with --output)."""
     torch.manual_seed(0)
     model = gamma_iqa.create_model(args.model)
+    if args.bpe is not None:
+        model.vocab_path = str(args.bpe)
     loss_fn = gamma_iqa.QualityLoss(model, crops=args.crops)
     clean, start = degraded(args.image, args.size, args.degrade, seed=0)
     print(f"{args.image.name} at {clean.shape[-1]} x {clean.shape[-2]}, {args.degrade}, {args.model}, {loss_fn}")
+    size = model.image_size
+    views = len(crop_grid(*enlarged_size(clean.shape[-2], clean.shape[-1], size), size, args.crops))
+    if views > SLOW_CROPS:
+        print(f"note: {views} crops per step (a long or large image) make it slow: --crops center or --size is faster")
     report(model, loss_fn, clean, "clean")
     report(model, loss_fn, start, "degraded")
 

@@ -156,7 +156,7 @@ def test_the_crops_are_the_grid_windows_of_the_image_whatever_its_content(tiny):
     [
         (torch.rand(3, 64, 64), r"\(B, 3, H, W\).*got shape \(3, 64, 64\)"),
         (torch.rand(1, 1, 64, 64), r"got shape \(1, 1, 64, 64\)"),
-        (torch.rand(0, 3, 64, 64), "B >= 1"),
+        (torch.rand(0, 3, 64, 64), "B, H, W >= 1"),
         ((torch.rand(1, 3, 64, 64) * 255).to(torch.uint8), "divide by 255"),
         (torch.rand(1, 3, 64, 64) * 255, r"outside RGB's \[0, 1\]; 8-bit values"),
         (torch.full((1, 3, 64, 64), float("nan")), "NaN"),

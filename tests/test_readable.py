@@ -149,7 +149,7 @@ def test_check_passes_unchanged_and_detects_a_changed_checkpoint(capsys, tmp_pat
     code, text, _ = score(capsys, "--check", str(out), "--check-rows", "3")
     assert code == 1 and "checked 3 of 5" in text and text.count("mismatch: ") == 3
     assert "note: the model's parameters changed" in text
-    result = check_output(out, rows=2, seed=1)
+    result = check_output(out, check_rows=2, seed=1)
     assert not result.ok and len(result.checked) == 2 and result.max_difference > result.tolerance
 
 
@@ -276,7 +276,7 @@ def test_gradient_example_unreadable_image_or_unknown_model_is_one_line(capsys, 
     (tmp_path / "notes.jpg").write_text("not an image")
     assert example.main([str(tmp_path / "notes.jpg"), "--model", "gamma-test"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("improve_by_gradient.py: error: cannot identify image file")
+    assert err.count("\n") == 1 and err.startswith("improve_by_gradient.py: error: ") and "image" in err
     assert example.main(["--model", "no-such-model"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("improve_by_gradient.py: error: unknown model 'no-such-model'")

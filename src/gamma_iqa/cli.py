@@ -186,6 +186,7 @@ def _check_lines(result: CheckResult, output: str) -> list[str]:
     """What `score --check` prints: notes, each mismatch, the rows that could not be re-read, and the verdict."""
     lines = [f"note: {n}" for n in result.notes]
     lines += [f"mismatch: {shown_name(p)}: recorded {a!r}, now {b!r}" for p, a, b in result.mismatched]
+    lines += [f"mismatch: {shown_name(p)}: {c} recorded {a!r}, now {b!r}" for p, c, a, b in result.columns]
     if result.failures:
         (path, why), k = result.failures[0], len(result.failures)
         more = f" (and {k - 1} more)" if k > 1 else ""
@@ -198,7 +199,8 @@ def _check_lines(result: CheckResult, output: str) -> list[str]:
     if result.ok:
         lines.append(f"{head}: all match within {result.tolerance:g} (largest difference {result.max_difference:.3g})")
     else:
-        lines.append(f"{head}: {len(result.mismatched)} do not match within {result.tolerance:g}")
+        bad = len({p for p, *_ in result.mismatched} | {p for p, *_ in result.columns})
+        lines.append(f"{head}: {bad} do not match within {result.tolerance:g}")
     return lines
 
 
@@ -212,7 +214,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         raise UsageError("--check FILE takes no image paths, --manifest or --output (it re-scores FILE's rows)")
     result = check_output(
         args.check,
-        rows=args.check_rows,
+        check_rows=args.check_rows,
         tolerance=args.tolerance,
         device=None if args.device is None else resolve_device(args.device),
     )
@@ -229,7 +231,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 # Options of `score` that only mean something with another: (option, the one it needs); and those --check ignores.
-_SCORE_NEEDS = (("map_stride", "map"), ("html_top", "html"), ("check_rows", "check"), ("tolerance", "check"))
+_SCORE_NEEDS = (
+    ("map_stride", "map"),
+    ("map_scale", "map"),
+    ("html_top", "html"),
+    ("check_rows", "check"),
+    ("tolerance", "check"),
+)
 _CHECK_IGNORES = ("model", "scene", "crops", "seed", "dtype", "format", "resume", "details", "mos_scale")
 _CHECK_IGNORES += ("calibration", "map", "html")
 
@@ -314,6 +322,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
                 command=args.argv,
                 map_dir=args.map,
                 map_stride=args.map_stride,
+                map_scale=args.map_scale,
+                protect=[args.manifest] if args.manifest else [],
                 details=args.details,
                 columns=_score_columns(args, model, crops),
                 crops=crops,
@@ -404,7 +414,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"{cal.method} calibration of {name} ({cal.scene}, crops {cal.crops}) on {cal.labels['scored']} images")
     print(_fit_line("fit", cal.report["fit"]))
     print(_fit_line("held-out", cal.report["held_out"]))
-    print(f"gamma-iqa calibrate: wrote {cal.path}; apply it with gamma-iqa score --calibration", file=sys.stderr)
+    print(
+        f"gamma-iqa calibrate: wrote {cal.path}; apply it with gamma-iqa score --calibration {cal.path}",
+        file=sys.stderr,
+    )
     if failed:
         print(f"gamma-iqa calibrate: {len(failed)} of {cal.labels['rows']} images failed", file=sys.stderr)
     return 1 if failed else 0
@@ -616,6 +629,13 @@ def _map_options(s: argparse.ArgumentParser) -> None:
         default=DEFAULT_STRIDE,
         metavar="N",
         help=f"pixels between the map's windows (default {DEFAULT_STRIDE}; smaller is finer and slower)",
+    )
+    s.add_argument(
+        "--map-scale",
+        choices=("auto", "fixed"),
+        default="auto",
+        help="the maps' colour scale: auto (default; each map its own lowest..highest window score, so small "
+        "differences look large) or fixed (0..1 for every map, so maps compare)",
     )
 
 

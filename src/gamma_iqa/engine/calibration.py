@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -76,12 +77,24 @@ class CalibrationError(ValueError):
     """A calibration file that cannot be used (malformed, or made for another model): one line naming the file."""
 
 
+def _warn(message: str) -> None:
+    """Warn with `message`, pointing at the first frame outside this package (the caller's line, not ours)."""
+    package = str(Path(__file__).resolve().parents[1])
+    frame, level = sys._getframe(1), 2  # level 2: _warn's caller
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, stacklevel=level)
+
+
 def mos_dataset(name: str) -> DatasetSpec:
     """The registered dataset whose MOS scale `mos_scale` names (case ignored).
 
     Raises:
+        TypeError: `name` is not a string (one line naming `mos_scale`).
         ValueError: not a registered dataset (one line listing the known names; `folder+csv` has no scale of its own).
     """
+    if not isinstance(name, str):
+        raise TypeError(f"`mos_scale` must be a registered dataset's name, got {type(name).__name__} {name!r}")
     known = [n for n in list_datasets() if n != FOLDER_CSV]
     if name.strip().lower() not in known:
         raise ValueError(f"`mos_scale` {name!r} is not a registered dataset; known: {', '.join(known)}")
@@ -323,6 +336,27 @@ def _logistic_parameters(s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, str 
     return _bounded_logistic(s, y, low, high, increasing), note
 
 
+STEP_WIDTH = 0.02  # a logistic whose width b4 is under this fraction of the fit scores' range is warned about: a step
+
+
+def _step_note(b: np.ndarray, s: np.ndarray, y: np.ndarray) -> str | None:
+    """A note when the fitted logistic is nearly a step, else None.
+
+    Nearly a step: its width b4 under `STEP_WIDTH` of the fit scores' range, or the fit rows mapped to 3 or fewer
+    distinct values (to 1e-6 of the labels' range). Such a map ties the images it saturates, so SRCC can change.
+    """
+    width = float(b[3])
+    spread = float(s.max() - s.min())
+    levels = len(np.unique(np.round(metrics.logistic4(s, b) / (1e-6 * float(np.ptp(y)) or 1.0))))
+    if width >= STEP_WIDTH * spread and levels > 3:
+        return None
+    return (
+        f"the logistic is nearly a step (width b4 {width:.3g}, {width / spread:.2%} of the scores' range "
+        f"{spread:.3g}; the {len(s)} fit rows map to {levels} distinct values): it ties images and can change SRCC; "
+        "label more images, or use `method` isotonic"
+    )
+
+
 def _fit_parameters(method: str, s: np.ndarray, y: np.ndarray) -> tuple[dict[str, Any], list[str]]:
     """The parameters of `method` fitted on scores `s` and MOS `y` (see `Calibration.parameters`), and notes."""
     notes = []
@@ -331,10 +365,13 @@ def _fit_parameters(method: str, s: np.ndarray, y: np.ndarray) -> tuple[dict[str
     if method == "logistic4":
         b, note = _logistic_parameters(s, y)
         notes += [note] if note else []
+        notes += [step] if (step := _step_note(b, s, y)) else []
         return {k: float(v) for k, v in zip(("b1", "b2", "b3", "b4"), b, strict=True)}, notes
     increasing = metrics.srcc(s, y) >= 0  # DMOS-like labels: a non-increasing fit
     kx, ky = _pool_adjacent_violators(s, y if increasing else -y)
-    return {"scores": kx.tolist(), "mos": (ky if increasing else -ky).tolist()}, notes
+    # The pooled means to 12 significant digits: 4.435, not 4.4350000000000005 (rounding keeps them monotone).
+    mos = [float(f"{v:.12g}") for v in (ky if increasing else -ky).tolist()]
+    return {"scores": kx.tolist(), "mos": mos}, notes
 
 
 def _check_varied(s: np.ndarray, y: np.ndarray, part: str = "") -> None:
@@ -433,7 +470,8 @@ def fit_calibration(
             rows, all MOS or all scores the same, or a logistic fit that fails (no convergence).
 
     Warns:
-        UserWarning: one line, when the fit rows are fewer than `MIN_ROWS` (10), or when the free logistic put an
+        UserWarning: one line, when the fit rows are fewer than `MIN_ROWS` (10), when the logistic is nearly a step
+            (`_step_note`), or when the free logistic put an
             asymptote further than half the labels' range beyond them, so that it was refitted with its range held
             there (few labels: b1 = 57000 on a 1..5 scale, say). Also kept in the report's `notes`.
     """
@@ -447,7 +485,7 @@ def fit_calibration(
     _check_varied(s[fit], y[fit], " fit")
     parameters, notes = _fit_parameters(method, s[fit], y[fit])
     if notes:
-        warnings.warn(f"`method` {method}: {'; '.join(notes)}", stacklevel=2)
+        _warn(f"`method` {method}: {'; '.join(notes)}")
     cal = Calibration(method, parameters, seed=seed, **about)
     report: dict[str, Any] = {"holdout": holdout, "notes": notes}
     for part, rows in (("fit", fit), ("held_out", held)):
@@ -461,7 +499,16 @@ def fit_calibration(
 
 # ---- applying ----------------------------------------------------------------------------------------------------
 def _loaded(calibration: str | os.PathLike[str] | Calibration) -> Calibration:
-    """A Calibration as given, or read from its file."""
+    """A Calibration as given, or read from its file.
+
+    Raises:
+        TypeError: neither a path nor a Calibration (a dict, say: one line naming `calibration`).
+    """
+    if not isinstance(calibration, (str, os.PathLike, Calibration)):
+        raise TypeError(
+            f"`calibration` must be a calibration file's path (or a Calibration), got {type(calibration).__name__}: "
+            "write it with gamma-iqa calibrate --out, or fit one with fit_calibration"
+        )
     return calibration if isinstance(calibration, Calibration) else load_calibration(calibration)
 
 
@@ -486,17 +533,29 @@ def score_columns(
     Raises:
         ValueError: `mos_scale` is not a registered dataset.
         FileNotFoundError, CalibrationError: as `load_calibration`, or the calibration is for another model.
-        TypeError: `model` is not a model (a name, say).
+        TypeError: `model` is not a model (a name, say), `mos_scale` not a string, `calibration` not a path.
+
+    Warns:
+        UserWarning: `mos_scale` is a dataset of another scene than the images', or a calibration was fitted with
+            another scene or crops (pointing at the caller's line).
     """
     require_model(model)
     columns: dict[str, Callable[[float], float]] = {}
+    scenes = [scene] if scene is None or isinstance(scene, str) else list(scene)
+    used = {s or model.config.default_scene for s in scenes}
     if mos_scale is not None:
-        columns[MOS_COLUMN] = mos_dataset(mos_scale).denormalise
+        spec = mos_dataset(mos_scale)
+        other = sorted(s for s in used if s != spec.scene)
+        if other:
+            _warn(
+                f"`mos_scale` {spec.name} is a dataset of {spec.scene} images; these are scored as {', '.join(other)}: "
+                "its MOS scale may not mean much for them"
+            )
+        columns[MOS_COLUMN] = spec.denormalise
     if calibration is not None:
         cal = _loaded(calibration)
         cal.check_model(model)
-        scenes = [scene] if scene is None or isinstance(scene, str) else list(scene)
-        _warn_unlike(cal, "scene", {s or model.config.default_scene for s in scenes})
+        _warn_unlike(cal, "scene", used)
         _warn_unlike(cal, "crops", set() if crops is None else {str(parse_crops(crops))})
         columns[CALIBRATED_COLUMN] = cal
     return columns
@@ -528,7 +587,4 @@ def _warn_unlike(cal: Calibration, key: str, used: set[str]) -> None:
     other = sorted(v for v in used if v != fitted)
     if fitted is not None and other:
         where = f" {cal.path}" if cal.path else ""
-        warnings.warn(
-            f"`calibration`{where} was fitted on scores with {key} {fitted}; these have {key} {', '.join(other)}",
-            stacklevel=3,
-        )
+        _warn(f"`calibration`{where} was fitted on scores with {key} {fitted}; these have {key} {', '.join(other)}")

@@ -72,7 +72,7 @@ class ScoreRow:
         crops: the crop mode, e.g. `10`, `center`, `none`, with ` (upscaled)` when the image was smaller than a crop.
         error: why the entry has no score (one line); None when it was scored.
         spread: with details, the population standard deviation of the crop scores (`torch.std(correction=0)`, 0 for
-            one crop), in score units; None otherwise.
+            one crop or equal crop scores), in score units; None otherwise.
         levels: with details, the head's level probabilities averaged over the crops, worst first (one per
             LEVEL_NAMES, summing to 1; their expectation under the model's level values is `score`); None otherwise.
         extra: the columns a Scorer's `columns` add (`mos`, `calibrated`), by name; empty without them or on error.
@@ -101,6 +101,14 @@ class ScoreRow:
         values.update(zip(DETAIL_FIELDS[1:], levels, strict=True))
         values.update(self.extra)
         return values
+
+
+def _spread(scores: torch.Tensor) -> float:
+    """The population standard deviation of one image's crop scores; exactly 0 when they are all equal.
+
+    (float32's mean of equal values can be off in its last bit, and the std with it.)
+    """
+    return 0.0 if bool((scores == scores[0]).all()) else float(scores.std(correction=0))
 
 
 def describe_error(e: BaseException) -> str:
@@ -395,8 +403,7 @@ class Scorer:
             return [(float(s.mean()), None, None) for s in scores]
         probs = launched.probs.split(launched.per)  # per item: (n crops, K)
         return [
-            (float(s.mean()), float(s.std(correction=0)), tuple(p.mean(dim=0).tolist()))
-            for s, p in zip(scores, probs, strict=True)
+            (float(s.mean()), _spread(s), tuple(p.mean(dim=0).tolist())) for s, p in zip(scores, probs, strict=True)
         ]
 
     def _accept(self, items: list[dict[str, Any]], entries: dict[int, Entry], queue: list) -> list[ScoreRow]:

@@ -28,9 +28,14 @@ from torch.func import functional_call
 
 from .base import QualityModel, range_problem, require_model, values_unchecked
 
-__all__ = ["QualityLoss", "crop_grid"]
+__all__ = ["MAX_LOSS_PIXELS", "QualityLoss", "crop_grid"]
 
 Reduction = Literal["mean", "sum", "none"]
+# Most pixels one image may become on the way to the model: its enlarged view (a thin image is enlarged to the crop
+# size) and its crops together. The same budget as scoring's views (data.transforms.MAX_VIEW_PIXELS, which this layer
+# may not import): 2**24 float pixels are 200 MB, and the graph kept for the gradient holds several times that.
+# Read at each call, so an application may raise it.
+MAX_LOSS_PIXELS = 1 << 24
 
 
 def _grid_shape(n: int, height: int, width: int) -> tuple[int, int]:
@@ -82,6 +87,37 @@ def crop_grid(height: int, width: int, size: int, crops: int | str) -> list[tupl
     return [(top, left) for top in _spread(rows, height - size) for left in _spread(cols, width - size)]
 
 
+def enlarged_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(height, width) of an image after `enlarge`: short side to `size` when under it, else as it is."""
+    if min(height, width) >= size:
+        return height, width
+    scale = size / min(height, width)
+    return max(size, round(height * scale)), max(size, round(width * scale))
+
+
+def check_budget(height: int, width: int, size: int, crops: int | str) -> None:
+    """Refuse an image whose enlarged view or whose crops would exceed `MAX_LOSS_PIXELS` (before any allocation).
+
+    Raises:
+        ValueError: one line naming the image's shape, the pixels and the budget, and how to get under it.
+    """
+    budget = MAX_LOSS_PIXELS
+    eh, ew = enlarged_size(height, width, size)
+    lift = "raise gamma_iqa.models.loss.MAX_LOSS_PIXELS"
+    if eh * ew > budget:
+        raise ValueError(
+            f"`images` of {height} x {width} pixels (H x W) would be enlarged to {eh} x {ew} = {eh * ew:,} pixels to "
+            f"reach the {size}-pixel crop side, over the budget of {budget:,} pixels per image (pad or crop it to a "
+            f"less extreme aspect ratio, or {lift})"
+        )
+    n = len(crop_grid(eh, ew, size, crops))
+    if n * size * size > budget:
+        raise ValueError(
+            f"`crops` {crops!r} makes {n} crops of {size} x {size} of each {height} x {width} image, "
+            f"{n * size * size:,} pixels, over the budget of {budget:,} pixels per image (use fewer crops, or {lift})"
+        )
+
+
 def enlarge(images: torch.Tensor, size: int) -> torch.Tensor:
     """Images (B, 3, H, W) with a side under `size`, enlarged (short side to `size`) as `make_crops` does.
 
@@ -91,8 +127,7 @@ def enlarge(images: torch.Tensor, size: int) -> torch.Tensor:
     h, w = images.shape[-2:]
     if min(h, w) >= size:
         return images
-    scale = size / min(h, w)
-    new = (max(size, round(h * scale)), max(size, round(w * scale)))
+    new = enlarged_size(h, w, size)
     return F.interpolate(images, size=new, mode="bicubic", align_corners=False).clamp(0, 1)
 
 
@@ -184,13 +219,22 @@ class QualityLoss(nn.Module):
         return f"{self.model.config.name}, {settings}, {kind}"
 
     def _checked(self, images: torch.Tensor) -> None:
-        """Refuse images that are not (B, 3, H, W) float with B >= 1 (and, per `check`, not in [0, 1]).
+        """Refuse images that are not (B, 3, H, W) float with B, H, W >= 1 (and, per `check`, not in [0, 1]).
 
         Raises:
-            ValueError: naming what is wrong.
+            TypeError: not a torch tensor (a numpy array, a PIL image).
+            ValueError: naming what is wrong, or the image is over `MAX_LOSS_PIXELS` once enlarged and cropped.
         """
-        if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] == 0:
-            raise ValueError(f"`images` must be (B, 3, H, W) RGB in [0, 1], B >= 1, got shape {tuple(images.shape)}")
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(
+                f"`images` must be a torch tensor (B, 3, H, W) of RGB in [0, 1], got {type(images).__name__} (a numpy "
+                "array: torch.from_numpy(a).permute(0, 3, 1, 2) for (B, H, W, 3), divided by 255 if uint8)"
+            )
+        if images.dim() != 4 or images.shape[1] != 3 or min(images.shape[0], images.shape[2], images.shape[3]) == 0:
+            raise ValueError(
+                f"`images` must be (B, 3, H, W) RGB in [0, 1], B, H, W >= 1, got shape {tuple(images.shape)}"
+            )
+        check_budget(images.shape[2], images.shape[3], self.model.image_size, self.crops)
         if not images.is_floating_point():
             raise ValueError(f"`images` must be float RGB in [0, 1], got {images.dtype} (uint8 images: divide by 255)")
         if self.check or (self.check is None and not images.requires_grad):
@@ -213,7 +257,8 @@ class QualityLoss(nn.Module):
             images: (B, 3, H, W) float RGB in [0, 1], any H, W (a side under the model's `image_size` is enlarged).
 
         Raises:
-            ValueError: wrong shape, dtype or (when checked) values.
+            TypeError: not a tensor.
+            ValueError: wrong shape, dtype, size (over `MAX_LOSS_PIXELS`) or (when checked) values.
         """
         self._checked(images)
         model = self.model
@@ -241,7 +286,9 @@ class QualityLoss(nn.Module):
             "none". Float32 under autocast too (the head runs in float32); the model's dtype otherwise.
 
         Raises:
-            ValueError: `images` is not (B, 3, H, W) float with B >= 1, or (when checked) not in [0, 1].
+            TypeError: `images` is not a tensor (a numpy array, say).
+            ValueError: `images` is not (B, 3, H, W) float with B, H, W >= 1, is over `MAX_LOSS_PIXELS` once enlarged
+                (a thin image) or cropped, or (when checked) not in [0, 1].
         """
         low, high = self.model.score_range
         s = self.scores(images)

@@ -29,9 +29,23 @@ from ..engine.scoring import ScoreRow, describe_error
 from ..models.base import QualityModel, require_model
 from .writers import shown_name
 
-__all__ = ["MAP_SIDE", "map_paths", "render_map", "require_matplotlib", "upsample", "write_maps"]
+__all__ = [
+    "MAP_SIDE",
+    "MIN_SIDE",
+    "SCALES",
+    "TINY_RANGE",
+    "draw_map",
+    "map_paths",
+    "render_map",
+    "require_matplotlib",
+    "upsample",
+    "write_maps",
+]
 
 MAP_SIDE = 1024  # px, the longest side of the image in a map's PNG
+MIN_SIDE = 64  # px, the shortest side a map is drawn at: a thinner image's strip is stretched to it
+SCALES = ("auto", "fixed")  # a map's colour scale: its own lowest..highest score, or the nominal 0..1
+TINY_RANGE = 0.02  # an auto scale spanning less than this is flagged in the title: small differences look large
 _INSTALL = "pip install 'gamma-iqa[plot]'"
 _ODD = re.compile(r"[\x00-\x1f\x7f\\/:*?\"<>|]")  # characters a file name had better not hold on any system
 
@@ -84,8 +98,10 @@ def _as_pil(image: Image.Image | torch.Tensor) -> Image.Image:
     return Image.fromarray(pixels.permute(1, 2, 0).numpy())
 
 
-def _colour_range(qmap: QualityMap) -> tuple[float, float, str]:
+def _colour_range(qmap: QualityMap, scale: str = "auto") -> tuple[float, float, str]:
     """(low, high, label) of the colour bar.
+
+    `scale` "fixed": always [0, 1] (widened to hold the scores), so maps compare with one another.
 
     A map of several windows spans its own lowest to highest score. One window (an image no larger than a window) has
     no range: a fixed scale, [0, 1] (the scores' nominal range, widened to hold the score), says how good it is, and
@@ -95,6 +111,8 @@ def _colour_range(qmap: QualityMap) -> tuple[float, float, str]:
     windows = f"{qmap.window} px windows, stride {qmap.stride}"
     if qmap.single:
         return min(0.0, lo), max(1.0, hi), f"one window (the image is no larger): score {lo:.3f}"
+    if scale == "fixed":
+        return min(0.0, lo), max(1.0, hi), f"score of {windows} (fixed scale)"
     if hi - lo < 1e-6:
         return min(0.0, lo), max(1.0, hi), f"every window scores {lo:.3f} ({windows})"
     return lo, hi, f"score of {windows}"
@@ -114,7 +132,9 @@ def _figure_size(picture: Image.Image, vertical: bool) -> tuple[float, float, fl
     return max(width + 0.4, 4.8), height + 1.3, scale
 
 
-def render_map(qmap: QualityMap, image: Any, path: str | os.PathLike[str], *, title: str | None = None) -> Path:
+def render_map(
+    qmap: QualityMap, image: Any, path: str | os.PathLike[str], *, title: str | None = None, scale: str = "auto"
+) -> Path:
     """Draw `qmap` over `image` into a PNG file.
 
     The colour bar stands beside the picture, or lies below it when the picture is shown under 300 px tall (a wide
@@ -126,6 +146,8 @@ def render_map(qmap: QualityMap, image: Any, path: str | os.PathLike[str], *, ti
         image: the image it was made of: a PIL image, a (3, H, W) tensor in [0, 1], or anything `quality_map` takes.
         path: the PNG file written (replaced if it exists).
         title: a line above the picture; default none.
+        scale: the colour scale: "auto" (the map's own lowest to highest score: small differences look large) or
+            "fixed" (0..1, comparable between maps).
 
     Returns:
         `path`.
@@ -134,25 +156,38 @@ def render_map(qmap: QualityMap, image: Any, path: str | os.PathLike[str], *, ti
         ImportError: matplotlib is not installed (naming the extra).
         ValueError: `image` cannot be read (an `ImageReadError`) or is not the size the map was made for.
     """
+    if scale not in SCALES:
+        raise ValueError(f"`map_scale` must be one of {', '.join(SCALES)}, got {scale!r}")
     require_matplotlib()
     picture = _as_pil(decode_image(image))
     if (picture.height, picture.width) != qmap.size:
         raise ValueError(
             f"the map is of a {qmap.size[1]} x {qmap.size[0]} image, not {picture.width} x {picture.height}"
         )
-    _map_figure(qmap, picture, title).savefig(path, format="png")
+    _map_figure(qmap, picture, title, scale).savefig(path, format="png")
     return Path(path)
 
 
-def _map_figure(qmap: QualityMap, picture: Image.Image, title: str | None) -> Any:
-    """The matplotlib Figure of `render_map` (on an Agg canvas): the map over `picture`, its colour bar and title."""
+def _map_figure(qmap: QualityMap, picture: Image.Image, title: str | None, scale: str = "auto") -> Any:
+    """The matplotlib Figure of `render_map` (on an Agg canvas): the map over `picture`, its colour bar and title.
+
+    A side under `MIN_SIDE` pixels (a thin strip) is stretched to it, and the title says so.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     picture = picture.copy()
     picture.thumbnail((MAP_SIDE, MAP_SIDE))
+    if min(picture.size) < MIN_SIDE:  # a strip a few pixels thin: stretched across, so it can be seen
+        size = (max(picture.width, MIN_SIDE), max(picture.height, MIN_SIDE))
+        picture = picture.resize(size, Image.Resampling.NEAREST)
+        title = f"{title or ''} · stretched to {size[0]} x {size[1]} px to be seen"
     values = upsample(qmap, picture.height, picture.width)
-    lo, hi, label = _colour_range(qmap)
+    lo, hi, label = _colour_range(qmap, scale)
+    if scale == "auto" and not qmap.single and 1e-6 <= hi - lo < TINY_RANGE:
+        title = (
+            f"{title or ''}\nnote: the windows differ by only {hi - lo:.3f}: the colours exaggerate it (fixed scale)"
+        )
     vertical = picture.height * _figure_size(picture, True)[2] >= 300  # shown height, px: room for the label
     width, height, _ = _figure_size(picture, vertical)
     figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
@@ -170,6 +205,11 @@ def _map_figure(qmap: QualityMap, picture: Image.Image, title: str | None) -> An
     if qmap.single:  # mark the one score on the fixed scale
         (bar.ax.axhline if vertical else bar.ax.axvline)(float(qmap.scores.flat[0]), color="black", linewidth=2)
     return figure
+
+
+def _title(name: str, qmap: QualityMap) -> str:
+    """A map's title: the image's name and the mean of its windows' scores (not the score's crops)."""
+    return f"{shown_name(Path(name).name)} · mean of {qmap.scores.size} windows {qmap.scores.mean():.3f}"
 
 
 def _stem(name: str) -> str:
@@ -216,6 +256,7 @@ def write_maps(
     stride: int = DEFAULT_STRIDE,
     dtype: str = "fp32",
     on_error: Callable[[ScoreRow], None] | None = None,
+    scale: str = "auto",
 ) -> dict[str, Path]:
     """Make and draw the map of each entry into `folder` (created), one image at a time.
 
@@ -228,6 +269,7 @@ def write_maps(
         dtype: autocast precision.
         on_error: called with a row naming the entry and why its map was not drawn (its position in `entries` as
             `index`); the other maps are still drawn.
+        scale: the colour scale, "auto" or "fixed" (`render_map`).
 
     Returns:
         {entry name: PNG path} of the maps drawn (an entry name listed twice keeps its first map).
@@ -244,16 +286,53 @@ def write_maps(
     written: dict[str, Path] = {}
     chosen = set(range(len(entries))) if draw is None else set(draw)
     for i, (entry, path) in enumerate(zip(entries, map_paths(entries, folder), strict=True)):
-        if i not in chosen or entry.source is None:
-            continue
-        try:
-            image = decode_image(entry.source)
-            qmap = quality_map(model, image, scene=entry.scene, stride=stride, dtype=dtype)
-            render_map(qmap, image, path, title=f"{shown_name(Path(entry.name).name)} · mean {qmap.scores.mean():.3f}")
-        except Exception as e:  # one image's failure is its own: say so on one line, draw the others
-            if on_error is not None:
-                why = e.reason if isinstance(e, ImageReadError) else describe_error(e)  # the row names the image
-                on_error(ScoreRow(i, entry.name, scene=entry.scene, error=f"quality map not drawn: {why}"))
-            continue
-        written.setdefault(entry.name, path)
+        drawn = i in chosen and draw_map(
+            model, entry, path, index=i, stride=stride, dtype=dtype, on_error=on_error, scale=scale
+        )
+        if drawn:
+            written.setdefault(entry.name, path)
     return written
+
+
+def draw_map(
+    model: QualityModel,
+    entry: Entry,
+    path: str | os.PathLike[str],
+    *,
+    index: int = 0,
+    stride: int = DEFAULT_STRIDE,
+    dtype: str = "fp32",
+    on_error: Callable[[ScoreRow], None] | None = None,
+    scale: str = "auto",
+) -> bool:
+    """Make and draw one entry's map into `path` (written whole or not at all: a Ctrl-C leaves no half PNG).
+
+    Args:
+        model: the model scoring, on its device.
+        entry: the image (an entry without a source is skipped).
+        path: the PNG file (its folder must exist).
+        index: the entry's position in its run, the `index` of the row `on_error` gets.
+        stride: pixels between windows (see `quality_map`).
+        dtype: autocast precision.
+        on_error: called with a row naming the entry and why its map was not drawn.
+        scale: the colour scale (`render_map`).
+
+    Returns:
+        Whether the map was drawn.
+    """
+    if entry.source is None:
+        return False
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        image = decode_image(entry.source)
+        qmap = quality_map(model, image, scene=entry.scene, stride=stride, dtype=dtype)
+        render_map(qmap, image, tmp, title=_title(entry.name, qmap), scale=scale)
+        os.replace(tmp, path)
+    except Exception as e:  # one image's failure is its own: say so on one line, draw the others
+        tmp.unlink(missing_ok=True)
+        if on_error is not None:
+            why = e.reason if isinstance(e, ImageReadError) else describe_error(e)  # the row names the image
+            on_error(ScoreRow(index, entry.name, scene=entry.scene, error=f"quality map not drawn: {why}"))
+        return False
+    return True

@@ -10,13 +10,16 @@ same record except for its `started` and `finished` times (UTC, ISO 8601).
 `check_output` re-scores a seeded sample of an earlier output's rows with the settings its record gives, and says
 whether the scores still match within `tolerance` (fp32: 1e-5; bf16 and fp16: 1e-2, as their 8 and 11 bits allow).
 Rows whose image cannot be read again (moved, deleted, or read from standard input) are set apart as failures: they
-neither match nor mismatch.
+neither match nor mismatch. The extra columns are checked too: `mos` recomputed from the score now with the recorded
+MOS scale, `calibrated` through the calibration file the record names (`calibration`: its path and SHA-256), a file
+changed since giving a note and, where its values differ, mismatches.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 import random
@@ -32,6 +35,7 @@ from PIL import features
 
 from .._version import __version__
 from ..data.inputs import Entry, is_stream
+from ..engine.calibration import CALIBRATED_COLUMN, MOS_COLUMN, load_calibration, mos_dataset
 from ..engine.scoring import Scorer
 from ..models.base import QualityModel
 from ..models.factory import create_model
@@ -193,6 +197,8 @@ class CheckResult:
 
     Attributes:
         checked: (path, recorded score, score now) of each re-scored row, in file order.
+        columns: (path, column, recorded value, value now) of each extra column (`mos`, `calibrated`) of the re-scored
+            rows that no longer matches: recomputed from the score now with the recorded scale or calibration file.
         tolerance: the largest difference that still matches.
         total: the scored rows of the output (the sample was drawn from them).
         notes: differences between the recorded setup and this one (weights, versions, device), one line each.
@@ -201,6 +207,7 @@ class CheckResult:
     """
 
     checked: list[tuple[str, float, float]] = field(default_factory=list)
+    columns: list[tuple[str, str, float, float]] = field(default_factory=list)
     tolerance: float = 0.0
     total: int = 0
     notes: list[str] = field(default_factory=list)
@@ -213,8 +220,8 @@ class CheckResult:
 
     @property
     def ok(self) -> bool:
-        """Whether every row scored again matched within `tolerance` (rows that could not be re-read aside)."""
-        return not self.mismatched
+        """Whether every row scored again matched within `tolerance`, extra columns too (unreadable rows aside)."""
+        return not self.mismatched and not self.columns
 
     @property
     def max_difference(self) -> float:
@@ -223,8 +230,21 @@ class CheckResult:
 
 
 def _scored_rows(output: Path, fmt: str) -> list[dict[str, Any]]:
-    """The rows of `output` that carry a score (csv, jsonl or json)."""
-    rows = json.loads(output.read_text(encoding="utf-8")) if fmt == "json" else list(read_rows(output, fmt))
+    """The rows of `output` that carry a score (csv, jsonl or json).
+
+    Raises:
+        ValueError: `output` is not a file of score rows (one line naming `check`).
+    """
+    try:
+        with open(output, encoding="utf-8", errors="replace") as f:
+            header = f.readline()
+        if fmt == "csv" and "path" not in header.strip().split(","):  # a CSV of rows starts with its header line
+            raise ValueError("no header")
+        rows = json.loads(output.read_text(encoding="utf-8")) if fmt == "json" else list(read_rows(output, fmt))
+        if not (isinstance(rows, list) and all(isinstance(r, dict) and "path" in r for r in rows)):
+            raise ValueError("rows without a path")
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError(f"`check` {output}: not a file of score rows (as gamma-iqa score --output writes)") from None
     return [r for r in rows if r.get("score") not in (None, "")]
 
 
@@ -247,7 +267,7 @@ def _notes(record: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
 def check_output(
     output: str | os.PathLike[str],
     *,
-    rows: int = CHECK_ROWS,
+    check_rows: int = CHECK_ROWS,
     seed: int = 0,
     tolerance: float | None = None,
     device: str | torch.device | None = None,
@@ -260,9 +280,10 @@ def check_output(
 
     Args:
         output: an output file of `gamma-iqa score --output` (csv, jsonl or json) with its provenance file.
-        rows: how many scored rows to re-score (all of them when there are fewer), >= 1.
+        check_rows: how many scored rows to re-score (all of them when there are fewer), >= 1.
         seed: seeds the choice of rows.
-        tolerance: the largest |recorded - now| that matches; default TOLERANCE of the recorded dtype.
+        tolerance: the largest |recorded - now| score that matches, a finite number >= 0; default TOLERANCE of the
+            recorded dtype. The extra columns match within what it allows through their map.
         device: where to score; default the recorded device.
         load: makes the model from the recorded argument (`create_model`).
 
@@ -271,18 +292,21 @@ def check_output(
 
     Raises:
         FileNotFoundError: no output or no provenance file.
-        ValueError: `rows` below 1, a bad provenance file, or an output that is not score rows.
+        ValueError: `check_rows` below 1, `tolerance` negative or not finite, a bad provenance file, or an output that
+            is not score rows (naming `check`).
         CheckpointError: the recorded model cannot be made any more.
     """
-    if rows < 1:
-        raise ValueError(f"`rows` must be >= 1, got {rows}")
+    if check_rows < 1:
+        raise ValueError(f"`check_rows` must be >= 1, got {check_rows}")
+    if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"`tolerance` must be a finite number >= 0, got {tolerance}")
     output = Path(output)
     if not output.is_file():
         raise FileNotFoundError(f"{output}: no such file")
     record = read_provenance(output)
     model = load(record["model"]["argument"]).to(device if device is not None else record["device"])
     scored = _scored_rows(output, record.get("format", "csv"))
-    picked = sorted(random.Random(seed).sample(range(len(scored)), min(rows, len(scored))))
+    picked = sorted(random.Random(seed).sample(range(len(scored)), min(check_rows, len(scored))))
     entries = [_entry(scored[i], record.get("cwd")) for i in picked]
     dtype = record.get("dtype", "fp32")
     scorer = Scorer(model, crops=_crops(record.get("crops", "10")), seed=int(record.get("seed", 0)), dtype=dtype)
@@ -294,7 +318,62 @@ def check_output(
             result.checked.append((row.path, float(scored[i]["score"]), row.score))
     now = collect(model, dtype=scorer.dtype)
     result.notes = _notes(record, now)
+    maps, notes = _column_maps(record)
+    result.notes += notes
+    by_path = {}
+    for i in picked:
+        by_path.setdefault(scored[i]["path"], scored[i])
+    for path, _, score in result.checked:
+        result.columns += _column_mismatches(by_path[path], score, maps, result.tolerance)
     return result
+
+
+def _column_maps(record: Mapping[str, Any]) -> tuple[dict[str, Callable[[float], float]], list[str]]:
+    """The maps that made the record's extra columns, made again ({column: map}), and notes on what changed.
+
+    `mos`: the recorded MOS scale. `calibrated`: the calibration file the record names, with a note when its SHA-256
+    differs from the recorded one (recalibrated in place), or when it is gone (the column is then not checked).
+    """
+    columns = record.get("columns") or {}
+    maps: dict[str, Callable[[float], float]] = {}
+    notes: list[str] = []
+    source = columns.get(MOS_COLUMN, "")
+    if source.startswith("mos scale "):
+        maps[MOS_COLUMN] = mos_dataset(source[len("mos scale ") :]).denormalise
+    if CALIBRATED_COLUMN in columns:
+        cal = record.get("calibration") or {}
+        path = cal.get("file")
+        if not path or not Path(path).is_file():
+            gone = f"the calibration file {path} is gone" if path else "the record names no calibration file"
+            notes.append(f"{gone}: the calibrated column is not checked")
+        else:
+            if file_sha256(path) != cal.get("sha256"):
+                notes.append(
+                    f"the calibration file {path} changed (SHA-256 {str(cal.get('sha256'))[:12]} then, "
+                    f"{file_sha256(path)[:12]} now)"
+                )
+            maps[CALIBRATED_COLUMN] = load_calibration(path)
+    return maps, notes
+
+
+def _column_mismatches(
+    row: Mapping[str, Any], score: float, maps: Mapping[str, Callable[[float], float]], tolerance: float
+) -> list[tuple[str, str, float, float]]:
+    """(path, column, recorded, now) of each extra column of `row` whose recorded value is not its map of `score`.
+
+    A value matches within what `tolerance` on the score allows through the map (its change over score +- tolerance),
+    plus a relative 1e-9 for the digits the output kept.
+    """
+    out = []
+    for column, fn in maps.items():
+        recorded = row.get(column)
+        if recorded in (None, ""):
+            continue
+        then, now = float(recorded), float(fn(score))
+        allowed = max(abs(float(fn(score + d)) - now) for d in (-tolerance, tolerance)) + 1e-9 * max(1.0, abs(now))
+        if not abs(then - now) <= allowed:
+            out.append((row["path"], column, then, now))
+    return out
 
 
 def _entry(row: Mapping[str, Any], cwd: str | None) -> Entry:

@@ -26,7 +26,8 @@ import torch
 from PIL import Image
 
 from ..data.transforms import load_image, to_rgb
-from ..engine.scoring import ScoreRow
+from ..engine.calibration import CALIBRATED_COLUMN, MOS_COLUMN
+from ..engine.scoring import LEVEL_NAMES, ScoreRow
 from .writers import shown_name
 
 __all__ = ["DEFAULT_TOP", "ERRORS_SHOWN", "THUMB_SIDE", "Report", "thumbnail", "write_html"]
@@ -55,6 +56,9 @@ dl.provenance{display:grid;grid-template-columns:max-content auto;gap:2px 16px;f
 """
 
 
+EXTRA_COLUMNS = (MOS_COLUMN, CALIBRATED_COLUMN)  # shown on a card when the rows have them
+
+
 @dataclass
 class _Shown:
     """A row the page may show: its position among the rows fed (ties in score keep input order) and its columns."""
@@ -66,6 +70,8 @@ class _Shown:
     crops: str
     thumbnail: str | None = None
     spread: float | None = None  # with details: the crops' standard deviation
+    levels: tuple[float, ...] | None = None  # with details: the head's level probabilities, worst first
+    extra: tuple[tuple[str, float], ...] = ()  # the extra columns asked for (mos, calibrated), in order
     map: str | None = None  # with maps: the URL of its quality map's PNG, relative to the page
 
 
@@ -138,6 +144,10 @@ class Report:
         self.scored += 1
         shown = _Shown(position, str(values["path"]), score, str(values.get("scene") or ""), str(values.get("crops")))
         shown.spread = _number(values.get("spread"))
+        levels = [_number(values.get(f"p_{name}")) for name in LEVEL_NAMES]
+        shown.levels = None if None in levels else tuple(levels)
+        extra = ((k, _number(values.get(k))) for k in EXTRA_COLUMNS)
+        shown.extra = tuple((k, v) for k, v in extra if v is not None)
         for heap, key in ((self._best, (score, -position)), (self._worst, (-score, position))):
             if len(heap) < self.top:
                 heapq.heappush(heap, (*key, shown))
@@ -234,18 +244,23 @@ def _map_url(maps: Mapping[str, str | Path] | None, name: str, page: Path) -> st
 
 
 def _card(s: _Shown, lo: float, hi: float) -> str:
-    """One image's card: thumbnail (and its quality map, linked), path, score and its bar, scene and crops."""
+    """One image's card: thumbnail (and its map, linked), path, score and its bar, scene and crops, extra columns."""
     width = 100.0 * min(1.0, max(0.0, (s.score - lo) / (hi - lo)))
     img = f'<img alt="" src="data:image/jpeg;base64,{s.thumbnail}">' if s.thumbnail else "<img alt=''>"
     if s.map is not None:
         link = f'<a class="map" href="{html.escape(s.map)}"><img alt="quality map" src="{html.escape(s.map)}"></a>'
         img = f'<div class="pics">{img}{link}</div>'
     spread = f' <span class="spread">± {s.spread:.4f}</span>' if s.spread is not None else ""
+    extra = " · ".join(f"{k} {v:.4g}" for k, v in s.extra)
+    if s.levels is not None:  # the level mix, as percentages worst first: "bad 2 · poor 10 · ..."
+        mix = " ".join(f"{name} {100 * p:.0f}%" for name, p in zip(LEVEL_NAMES, s.levels, strict=True))
+        extra = f"{extra}<br>{mix}" if extra else mix
+    extra = f'<div class="scene extra">{extra}</div>' if extra else ""
     return (
         f'<div class="card{" mapped" if s.map else ""}" data-score="{s.score:.6f}">{img}'
         f'<div class="path">{html.escape(shown_name(s.path))}</div>'
         f'<div class="score">{s.score:.4f}{spread}</div><div class="bar"><div style="width:{width:.1f}%"></div></div>'
-        f'<div class="scene">{html.escape(s.scene)} · crops {html.escape(s.crops)}</div></div>'
+        f'<div class="scene">{html.escape(s.scene)} · crops {html.escape(s.crops)}</div>{extra}</div>'
     )
 
 
