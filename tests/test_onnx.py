@@ -129,6 +129,14 @@ def test_backend_scores_equal_torch(crops, home, lite):
     assert len(list((home / "onnx").glob("gamma-lite-*.onnx"))) == 1  # exported once, into the cache
 
 
+def test_backend_sessions_do_not_spin(home, tiny_multi):
+    # Idle onnxruntime threads that spin take the core the decoding between forwards needs (benchmarks/README.md).
+    from gamma_iqa.engine import onnxrt
+
+    forward = onnxrt.OnnxForward(tiny_multi)
+    assert forward.session.get_session_options().get_session_config_entry(onnxrt.SPINNING) == "0"
+
+
 def test_backend_mixed_scenes_and_cache_key(home, tiny_multi):
     x = images(4, 80, seed=2)
     scenes = ["natural", "aigc", "face", None]

@@ -28,6 +28,7 @@ __all__ = ["BACKENDS", "OnnxForward", "cached_export"]
 
 BACKENDS = ("torch", "onnxruntime")  # the Scorer's `backend` choices; torch is the default
 _SESSIONS: dict[tuple[str, int], Any] = {}  # (file, threads) -> InferenceSession, reused by later Scorers
+SPINNING = "session.intra_op.allow_spinning"  # onnxruntime's session option: idle intra-op threads spin ("1") or sleep
 
 
 def cached_export(model: QualityModel, folder: str | os.PathLike[str] | None = None) -> Path:
@@ -105,6 +106,10 @@ class OnnxForward:
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+            # Idle intra-op threads sleep instead of spinning: between forwards this process decodes and crops, and a
+            # spinning thread takes the core it needs (gamma-lite, centre crop, 2 threads: 24 images/s spinning, 54
+            # without; benchmarks/README.md).
+            options.add_session_config_entry(SPINNING, "0")
             _SESSIONS[key] = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.session = _SESSIONS[key]
         self.info = {"name": "onnxruntime", "onnxruntime": onnxruntime.__version__, "opset": record["opset"]}
