@@ -153,6 +153,15 @@ def gamma_test_model() -> gamma_iqa.Gamma:
     return gamma_iqa.create_model("gamma-test")
 
 
+@pytest.fixture(scope="module")
+def perturbed_model() -> gamma_iqa.Gamma:
+    """`gamma-test` with its experts, routers and scales perturbed (`perturb`): scores differ from image to image; once
+    per test module, so its cached text features serve every test there."""
+    built = gamma_iqa.create_model("gamma-test")
+    perturb(built)
+    return built
+
+
 def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
     """`gamma-iqa ARGV` in this process: exit code, stdout, stderr."""
     code = main(list(argv))

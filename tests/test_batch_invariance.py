@@ -14,7 +14,7 @@ import torch
 import gamma_iqa
 from gamma_iqa.engine import scoring
 
-from .conftest import images, perturb
+from .conftest import images
 
 PER_FORWARD = 4
 
@@ -30,11 +30,9 @@ def photos(n: int, seed: int = 0) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def model() -> gamma_iqa.Gamma:
-    """The perturbed gamma-test, built once: its cached text features then serve every test here."""
-    built = gamma_iqa.create_model("gamma-test")
-    perturb(built)
-    return built
+def model(perturbed_model) -> gamma_iqa.Gamma:
+    """The perturbed gamma-test (conftest's `perturbed_model`)."""
+    return perturbed_model
 
 
 @pytest.fixture

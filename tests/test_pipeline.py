@@ -18,17 +18,15 @@ from gamma_iqa.data.transforms import image_to_tensor, make_crops
 from gamma_iqa.engine import scoring
 from gamma_iqa.engine.scoring import Scorer
 
-from .conftest import images, perturb
+from .conftest import images
 
 PER_FORWARD = 4
 
 
 @pytest.fixture(scope="module")
-def model() -> gamma_iqa.Gamma:
-    """The perturbed gamma-test (scores that differ from image to image)."""
-    built = gamma_iqa.create_model("gamma-test")
-    perturb(built)
-    return built
+def model(perturbed_model) -> gamma_iqa.Gamma:
+    """The perturbed gamma-test (conftest's `perturbed_model`)."""
+    return perturbed_model
 
 
 @pytest.fixture
