@@ -182,6 +182,19 @@ def test_backend_refuses_what_it_cannot_do(home, tiny_multi):
         tiny_multi.score(x, backend="tensorrt")
 
 
+def test_a_built_forward_is_shared_and_still_checked(monkeypatch, home, tiny_multi):
+    from gamma_iqa.engine import onnxrt
+    from gamma_iqa.engine.scoring import Scorer
+
+    first = Scorer(tiny_multi, backend="onnxruntime")
+    monkeypatch.setattr(onnxrt, "cached_export", lambda *args, **kwargs: pytest.fail("exported (and hashed) again"))
+    second = Scorer(tiny_multi, crops="center", backend=first.onnx)
+    assert second.onnx is first.onnx and second.backend == first.backend
+    assert Scorer(tiny_multi).onnx is None
+    with pytest.raises(ValueError, match="`backend` onnxruntime takes fixed-size crops"):
+        Scorer(tiny_multi, crops="none", backend=first.onnx)
+
+
 def test_missing_extra_is_one_line(monkeypatch, home, tiny_multi, tmp_path):
     monkeypatch.setattr(export_module, "_importable", lambda module: module != "onnxruntime")
     with pytest.raises(ValueError, match=r"^`backend` onnxruntime: onnxruntime not installed.*gamma-iqa\[onnx\]'$"):

@@ -33,7 +33,8 @@ pytest.importorskip("multipart", reason="the serve extra is not installed (pip i
 
 import gamma_iqa
 import gamma_iqa.cli
-from gamma_iqa.engine import scoring
+from gamma_iqa.engine import onnxrt, scoring
+from gamma_iqa.models.export import onnx_missing
 from gamma_iqa.outputs import service
 
 from .conftest import free_port, run_cli
@@ -341,6 +342,7 @@ def test_models_and_metrics(running):
     assert status == 200 and info["model"] == "gamma-test" and info["default_scene"] == "natural"
     assert "aigc" in info["scenes"] and info["score_range"] == [0.0, 1.0] and info["lower_better"] is False
     assert info["provenance"]["model"]["argument"] == "gamma-test"
+    assert info["backend"] == info["provenance"]["backend"] == {"name": "torch"}
     assert len(info["provenance"]["model"]["parameters_sha256"]) == 64
     status, headers, text = call(running.port, "GET", "/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain")
@@ -602,3 +604,98 @@ def test_a_second_signal_stops_at_once_with_503_and_exit_130(photos):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# ---- --backend onnxruntime: one forward built at start-up, the CLI's rows --------------------------------------------
+def counted(calls, name, real):
+    """`real`, counting its calls in `calls[name]`."""
+
+    def counting(*args, **kwargs):
+        calls[name] += 1
+        return real(*args, **kwargs)
+
+    return counting
+
+
+@pytest.fixture(scope="module")
+def onnx_running(tmp_path_factory):
+    """A gamma-test server scoring through onnxruntime, its export cached in a fresh $GAMMA_IQA_HOME, and the calls
+    of the export cache and the weights hash ({name: count}) since before the service was made."""
+    reason = onnx_missing()
+    if reason is not None:
+        pytest.skip(reason)
+    calls = {"cached_export": 0, "state_sha256": 0}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GAMMA_IQA_HOME", str(tmp_path_factory.mktemp("home")))
+        for name in calls:
+            mp.setattr(onnxrt, name, counted(calls, name, getattr(onnxrt, name)))
+        model = gamma_iqa.create_model("gamma-test")
+        svc = service.Service(model, model_argument="gamma-test", token=TOKEN, limits=LIMITS, backend="onnxruntime")
+        run = Running(svc)
+        yield run, calls
+        run.stop()
+
+
+def test_onnxruntime_is_built_once_not_per_request(onnx_running, photos):
+    run, calls = onnx_running
+    assert calls == {"cached_export": 1, "state_sha256": 1}  # at start-up
+    _, images = photos
+    for query in ("", "?crops=center&scene=aigc", "?details=true&crops=3&seed=7"):
+        status, _, body = score(run.port, list(images.items()), query)
+        assert status == 200 and all(row["score"] is not None for row in body["rows"])
+    assert calls == {"cached_export": 1, "state_sha256": 1}  # three requests later: no export, no hash
+
+
+@pytest.mark.parametrize(
+    ("query", "flags"),
+    [
+        ("", ()),
+        ("?crops=center&scene=aigc", ("--crops", "center", "--scene", "aigc")),
+        ("?details=true&seed=7&crops=3", ("--details", "--seed", "7", "--crops", "3")),
+    ],
+)
+def test_onnxruntime_rows_equal_the_cli_rows_bit_for_bit(onnx_running, photos, capsys, monkeypatch, query, flags):
+    run, _ = onnx_running
+    folder, images = photos
+    code, expected, _ = cli_rows(capsys, monkeypatch, folder, *images, "--backend", "onnxruntime", *flags)
+    assert code == 0
+    status, _, body = score(run.port, list(images.items()), query)
+    assert status == 200
+    assert body["rows"] == expected  # JSON floats round-trip exactly: == is bit for bit
+    assert len({row["score"] for row in expected}) == len(images)
+
+
+def test_onnxruntime_models_record_the_backend(onnx_running):
+    import onnxruntime
+
+    run, _ = onnx_running
+    _, _, body = call(run.port, "GET", "/v1/models")
+    (info,) = body["models"]
+    assert info["backend"] == info["provenance"]["backend"]
+    assert info["backend"]["name"] == "onnxruntime" and info["backend"]["onnxruntime"] == onnxruntime.__version__
+    assert info["dtype"] == "fp32" and info["device"] == "cpu"
+
+
+def test_onnxruntime_refuses_whole_images_with_422(onnx_running, photos):
+    run, _ = onnx_running
+    _, images = photos
+    status, _, body = score(run.port, [("p0.jpg", images["p0.jpg"])], "?crops=none")
+    assert status == 422
+    assert body == {
+        "error": "`crops` none: this server scores with onnxruntime (--backend), which takes fixed-size crops: "
+        "`crops` N or center"
+    }
+    assert_serves(run.port, photos)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--dtype", "bf16"), "--backend onnxruntime scores in fp32 only; drop --dtype bf16"),
+        (("--device", "cuda"), "--backend onnxruntime scores on the CPU only; drop --device cuda (or use cpu)"),
+    ],
+)
+def test_serve_refuses_what_onnxruntime_cannot_do_at_start_up(capsys, flags, message):
+    # no-such-model: the refusal comes before the model (or the port) is touched
+    code, out, err = run_cli(capsys, "serve", "--model", "no-such-model", "--backend", "onnxruntime", *flags)
+    assert (code, out, err) == (2, "", f"gamma-iqa serve: error: {message}\n")

@@ -271,7 +271,8 @@ def _check_backend(args: argparse.Namespace) -> None:
     """Refuse what --backend onnxruntime cannot do before any device or model is touched; its device is the CPU.
 
     Checked first so that the reason is the backend's on every machine (with a GPU, --device cuda would otherwise
-    load the model there before the Scorer refuses). Without --device (or with auto) it scores on the CPU.
+    load the model there before the Scorer refuses). Without --device (or with auto) it scores on the CPU. `serve`
+    has no --crops (its requests' crops none get 422) and no --check.
 
     Raises:
         UsageError: --device other than cpu/auto, --dtype other than fp32, --crops none (one line each).
@@ -282,9 +283,9 @@ def _check_backend(args: argparse.Namespace) -> None:
         raise UsageError(f"--backend onnxruntime scores on the CPU only; drop --device {args.device} (or use cpu)")
     if args.dtype != "fp32":
         raise UsageError(f"--backend onnxruntime scores in fp32 only; drop --dtype {args.dtype}")
-    if str(args.crops).strip().lower() == "none":
+    if str(getattr(args, "crops", "")).strip().lower() == "none":
         raise UsageError("--backend onnxruntime takes fixed-size crops: --crops N or center, not none")
-    if not args.check:
+    if not getattr(args, "check", False):
         args.device = "cpu"  # auto would pick a GPU where there is one, which this backend does not use
 
 
@@ -530,6 +531,7 @@ SERVE_MODULES = frozenset({"fastapi", "starlette", "uvicorn", "multipart", "pyth
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     """`serve --model M [--host H] [--port P] [--token T]`: the scoring service until SIGTERM or Ctrl-C; 0 after it."""
+    _check_backend(args)
     token = args.token or os.environ.get("GAMMA_IQA_TOKEN") or None
     try:
         from .outputs import service
@@ -551,7 +553,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         name = _model_name(args)
         model = create_model(name).to(resolve_device(args.device or "auto"))
-        app = service.Service(model, model_argument=name, token=token, limits=limits, dtype=args.dtype)
+        app = service.Service(
+            model, model_argument=name, token=token, limits=limits, dtype=args.dtype, backend=args.backend
+        )
         drained = service.serve(app, args.host, args.port, sock)
     finally:
         sock.close()
@@ -582,6 +586,13 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
     )
     v.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     v.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision")
+    v.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="as for score: torch (default) or onnxruntime (CPU, fp32, built once at start-up; requests with "
+        "crops=none get 422; pip install 'gamma-iqa[onnx]')",
+    )
     v.add_argument("--max-body-mb", type=float, default=64.0, metavar="MB", help="largest request body (default 64)")
     v.add_argument(
         "--max-queue",

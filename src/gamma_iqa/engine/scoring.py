@@ -235,6 +235,8 @@ class Scorer:
         uint8_crops: crops travel from the workers as uint8 pixels and become floats on the device: True, False, or
             None (default) for accelerators only. The scores are the same either way, bit for bit.
         in_flight: forwards queued on an accelerator before the host waits for the oldest one's scores (at least 1).
+        onnx: the onnxruntime forward (`engine.onnxrt.OnnxForward`) with `backend` onnxruntime, else None; another
+            Scorer of the same model takes it as its `backend` to share it.
     """
 
     uint8_crops: ClassVar[bool | None] = None
@@ -253,7 +255,7 @@ class Scorer:
         distributed: bool = False,
         details: bool = False,
         columns: Mapping[str, Callable[[float], float]] | None = None,
-        backend: str = "torch",
+        backend: str | OnnxForward = "torch",
     ) -> None:
         """Check the options; the model stays on its device.
 
@@ -276,6 +278,8 @@ class Scorer:
             backend: what runs the forward on the crops: "torch" (the model itself) or "onnxruntime" (its exported
                 image path, `engine.onnxrt.OnnxForward`: CPU, fp32, fixed-size crops; the optional extra
                 `gamma-iqa[onnx]`). `self.backend` is what provenance records (name, and onnxruntime's version).
+                An `OnnxForward` already built for `model` (another Scorer's `onnx`) is used as it is: Scorers made
+                one after another (a service's, one per request) then neither hash the weights nor open a session.
 
         Raises:
             TypeError: `model` is not a model (a name, say).
@@ -311,15 +315,18 @@ class Scorer:
         self._table = _UNIT.to(self.device)  # (256,) float32: uint8 pixel -> [0, 1]
         # Copies to the device on their own stream overlap the forward before them (CUDA only).
         self._copies = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
-        self._onnx = self._onnx_forward(backend)
-        self.backend: dict[str, Any] = {"name": "torch"} if self._onnx is None else self._onnx.info
+        self.onnx = self._onnx_forward(backend)  # None, or the forward a later Scorer may take as its `backend`
+        self.backend: dict[str, Any] = {"name": "torch"} if self.onnx is None else self.onnx.info
 
-    def _onnx_forward(self, backend: str) -> Any:
-        """None for the torch backend, else the onnxruntime forward (`engine.onnxrt.OnnxForward`).
+    def _onnx_forward(self, backend: str | OnnxForward) -> OnnxForward | None:
+        """None for the torch backend, else the onnxruntime forward: `backend` itself when one is given, else new.
 
         Raises:
             ValueError: an unknown `backend`, or onnxruntime with options it cannot honour.
         """
+        given = backend if isinstance(backend, OnnxForward) else None
+        if given is not None:
+            backend = "onnxruntime"
         if backend not in BACKENDS:
             raise ValueError(f"`backend` must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if backend == "torch":
@@ -330,7 +337,7 @@ class Scorer:
             raise ValueError("`backend` onnxruntime scores in fp32; drop `dtype` " + self.dtype)
         if self.crops == "none":
             raise ValueError("`backend` onnxruntime takes fixed-size crops: `crops` N or center, not none")
-        return OnnxForward(self.model)
+        return given if given is not None else OnnxForward(self.model)
 
     @property
     def shard(self) -> tuple[int, int]:
@@ -380,7 +387,7 @@ class Scorer:
         # The crops are in [0, 1] by construction (8-bit pixels, or arrays checked and clamped by `array_to_image`):
         # on an accelerator the model's value check, a reduction and a host sync per forward, is skipped.
         unchecked = values_unchecked() if self.device.type != "cpu" else contextlib.nullcontext()
-        forward = self.model if self._onnx is None else self._onnx  # same call, same outputs
+        forward = self.model if self.onnx is None else self.onnx  # same call, same outputs
         with autocast(self.device, self.dtype), unchecked:
             if self.details:
                 scores, probs = forward(crops, scenes, levels=True)

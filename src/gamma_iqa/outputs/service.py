@@ -8,7 +8,7 @@ Routes:
         scene, crops, seed and details as query parameters or form fields. Answers {"model": NAME, "rows": [...]},
         the rows `gamma-iqa score --format json` writes for the same images and options (bit for bit), each `path`
         the part's filename (`body` for a raw body). Images come only from the request: no server path is read.
-    GET /v1/models: the model served (name, scenes, score range and direction, provenance).
+    GET /v1/models: the model served (name, scenes, score range and direction, backend, provenance).
     GET /healthz: liveness, without the token.
     GET /metrics: Prometheus text (requests and errors by route and status, latency, images per device batch, queue).
 
@@ -59,6 +59,7 @@ from ..data import transforms
 from ..data.inputs import Entry
 from ..data.transforms import Crops, parse_crops
 from ..engine import scoring
+from ..engine.onnxrt import OnnxForward
 from ..engine.scoring import DETAIL_FIELDS, Scorer, ScoreRow
 from ..models.base import QualityModel
 from .provenance import collect
@@ -427,6 +428,8 @@ class Service:
         token: the bearer token every request but /healthz must carry; None: none needed.
         limits: the limits and batching settings.
         dtype: the precision scored in (bf16 asked for where it is slower than fp32 is fp32, as in the CLI).
+        backend: what runs the forward, as provenance records it (`Scorer.backend`: torch, or onnxruntime and its
+            version).
         info: what /v1/models answers for the model.
         draining: set when the server stops: new requests get 503 while the admitted ones finish.
         aborted: set when it stops at once (`abort`): the requests in flight get 503 too.
@@ -441,6 +444,7 @@ class Service:
         token: str | None = None,
         limits: Limits | None = None,
         dtype: str = "fp32",
+        backend: str = "torch",
     ) -> None:
         """A service for `model` (on its device); nothing runs until a server starts it (its lifespan).
 
@@ -450,14 +454,20 @@ class Service:
             token: the bearer token; None or empty: none needed (only on a loopback host: `check_host`).
             limits: the limits; default `Limits()`.
             dtype: autocast precision, a DTYPES name.
+            backend: "torch" or "onnxruntime" (CPU, fp32; requests with `crops` none are refused, 422), as `Scorer`.
+                The onnxruntime forward is built here, once (export found or made, session opened), and shared by
+                every request's Scorer.
 
         Raises:
-            ValueError: a bad `dtype` (as `Scorer`).
+            ValueError: a bad `dtype` or `backend`, or onnxruntime where it cannot score (as `Scorer`).
         """
         self.model = model.eval()
         self.token = token or None
         self.limits = limits or Limits()
-        self.dtype = Scorer(model, dtype=dtype).dtype  # resolved once: a bf16 fallback warns now, not per request
+        # Once, not per request: a bf16 fallback warns now; onnxruntime hashes the weights and opens its session now.
+        probe = Scorer(model, dtype=dtype, backend=backend)
+        self.dtype, self.backend = probe.dtype, probe.backend
+        self._forward: str | OnnxForward = "torch" if probe.onnx is None else probe.onnx  # each request's `backend`
         self.metrics = _Metrics()
         self.draining = False
         self.aborted = False
@@ -491,10 +501,12 @@ class Service:
             "image_size": model.image_size,
             "device": record["device"],
             "dtype": self.dtype,
+            "backend": self.backend,
             "provenance": {
                 "gamma_iqa": record["gamma_iqa"],
                 "model": _without_paths(record["model"]),
                 "versions": record["versions"],
+                "backend": self.backend,
             },
         }
 
@@ -664,6 +676,12 @@ class Service:
         """POST /v1/score (see the module text)."""
         uploads, fields, empty = await self._read(request)
         options = _parse_options([*request.query_params.multi_items(), *fields], self.limits.max_crops)
+        if options.crops == "none" and self.backend["name"] == "onnxruntime":
+            raise ServiceError(
+                422,
+                "`crops` none: this server scores with onnxruntime (--backend), which takes fixed-size crops: "
+                "`crops` N or center",
+            )
         try:
             self.model.prompt_key(options.scene)  # an unknown scene: the CLI's message
         except ValueError as e:
@@ -771,7 +789,14 @@ class Service:
         n, per_image = len(entries), self._cost(options.crops)
         cost = n * per_image
         self._admit(n, cost)
-        scorer = Scorer(self.model, crops=options.crops, seed=options.seed, dtype=self.dtype, details=options.details)
+        scorer = Scorer(
+            self.model,
+            crops=options.crops,
+            seed=options.seed,
+            dtype=self.dtype,
+            details=options.details,
+            backend=self._forward,
+        )
         loop = asyncio.get_running_loop()
         key = (options.crops, options.details)
         futures = [self._submit(loop, i, entry, scorer, key, per_image) for i, entry in enumerate(entries)]
