@@ -212,6 +212,58 @@ def test_score_map_writes_pngs_and_the_report_links_them(gamma_test_model, tmp_p
     assert "base64,iVBOR" not in html  # linked, not embedded
 
 
+def _colour_limits(monkeypatch) -> dict[str, tuple[float, float]]:
+    """{map title's image name: (vmin, vmax) of its overlay}, filled as `score --map` draws the maps in this process."""
+    from gamma_iqa.outputs import maps
+
+    drawn: dict[str, tuple[float, float]] = {}
+    figure_of = maps._map_figure
+
+    def spy(qmap, picture, title, scale="auto"):
+        figure = figure_of(qmap, picture, title, scale)
+        overlay = figure.axes[0].images[1]  # [0] is the picture, [1] the map coloured by its colour scale
+        drawn[title.split(" ")[0]] = overlay.get_clim()
+        return figure
+
+    monkeypatch.setattr(maps, "_map_figure", spy)
+    return drawn
+
+
+@pytest.mark.parametrize(
+    ("extra", "shared"),
+    [(["--html", "page.html"], True), ([], False), (["--html", "page.html", "--map-scale", "auto"], False)],
+)
+def test_the_reports_maps_share_one_colour_scale_unless_told_otherwise(tmp_path, capsys, monkeypatch, extra, shared):
+    pytest.importorskip("matplotlib", reason="maps are drawn with matplotlib (the plot extra)")
+    for i, name in enumerate(("p.png", "q.png")):  # two unlike images: their windows' ranges differ
+        pixels = (images(1, size=128, seed=i)[0].permute(1, 2, 0) * 255).round().byte().numpy()
+        Image.fromarray(pixels if i == 0 else np.ascontiguousarray(pixels[::-1, :, ::-1])).save(tmp_path / name)
+    drawn = _colour_limits(monkeypatch)
+    argv = ["score", "--model", "gamma-test", "--workers", "0", "--crops", "center", "--map-stride", "16"]
+    argv += ["--map", str(tmp_path / "maps"), "--output", str(tmp_path / "s.csv"), str(tmp_path / "p.png")]
+    extra = [str(tmp_path / a) if a.endswith(".html") else a for a in extra]
+    assert run_cli(capsys, *argv, str(tmp_path / "q.png"), *extra)[0] == 0
+    assert sorted(drawn) == ["p.png", "q.png"]
+    if shared:  # one 0..1 scale: a colour is one score on every map of the page
+        assert drawn["p.png"] == drawn["q.png"] == (0.0, 1.0)
+        legend = re.search(r"<p class='legend' id='map-legend'>(.*?)</p>", (tmp_path / "page.html").read_text())
+        assert "one colour scale for every map" in legend[1] and "#a50026" in legend[1] and "#006837" in legend[1]
+    else:  # each map its own lowest..highest window score
+        assert drawn["p.png"] != drawn["q.png"] and all(hi - lo < 0.5 for lo, hi in drawn.values())
+        if extra:
+            assert "each on its own colour scale" in (tmp_path / "page.html").read_text()
+
+
+def test_the_reports_colour_ramp_is_the_maps_colour_map():
+    matplotlib = pytest.importorskip("matplotlib", reason="maps are drawn with matplotlib (the plot extra)")
+    from gamma_iqa.outputs.report import MAP_COLOURS
+
+    stops = np.linspace(0, 1, len(MAP_COLOURS))  # RdYlGn interpolates linearly between these 11 colours
+    drawn = matplotlib.colormaps["RdYlGn"](stops)[:, :3] * 255  # (11, 3); its 256-entry table rounds by a unit
+    named = np.array([matplotlib.colors.to_rgb(c) for c in MAP_COLOURS]) * 255
+    assert np.abs(drawn - named).max() <= 1.5
+
+
 def test_score_map_failures_are_one_line_and_the_run_goes_on(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(engine_maps, "MAX_MAP_WINDOWS", 4)
     for name, side in (("big", 160), ("small", 64)):
@@ -304,7 +356,10 @@ def test_report_shows_the_linked_map_in_chromium(tmp_path, capsys):
     (tmp_path / "maps" / "grey.map.png").unlink()
     missing = _screenshot(chromium, page, tmp_path / "without.png")
     # The page is the same but for the map's picture, where the browser drew the PNG (else a broken-image icon).
-    assert (shown != missing).any(axis=1).sum() > 10_000  # pixels; the map's frame is 160 x 160
+    assert (shown != missing).any(axis=1).sum() > 20_000  # pixels; the map is shown 300 px wide
+    # The legend's colour ramp, drawn by the page itself (the map's file is gone): its two ends' colours are there.
+    for end in ((0xA5, 0x00, 0x26), (0x00, 0x68, 0x37)):
+        assert (np.abs(missing.astype(int) - end).max(axis=1) <= 8).sum() > 20  # pixels
 
 
 # ---- a new user's trial: wide and one-window images, unreadable images, bad strides, a name for a model -------------

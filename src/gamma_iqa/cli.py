@@ -644,9 +644,10 @@ def _map_options(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--map-scale",
         choices=("auto", "fixed"),
-        default="auto",
-        help="the maps' colour scale: auto (default; each map its own lowest..highest window score, so small "
-        "differences look large) or fixed (0..1 for every map, so maps compare)",
+        default=None,
+        help="the maps' colour scale: fixed (0..1 for every map, so maps compare; the default with --html, whose "
+        "page names the colours once) or auto (the default without --html; each map its own lowest..highest window "
+        "score, so small differences look large, and colours differ in meaning between maps)",
     )
 
 

@@ -5,7 +5,9 @@ the `top` best and the `top` worst, and it says so. It gives the counts of the w
 first `ERRORS_SHOWN`; the output file holds all of them). Thumbnails are embedded JPEGs of at most `THUMB_SIDE` pixels
 a side, made when the page is written, only for the images it shows. `Report` takes the rows one at a time and keeps
 only what the page shows (about 2 x `top` rows), so memory and page size do not grow with the number of images.
-Quality maps (`score --map`) are shown beside their images as links to their PNG files, not embedded.
+Quality maps (`score --map`) are shown beside their images, larger than the thumbnails, as links to their PNG files
+(not embedded: a click opens one full size, its colour bar readable); a legend above the cards names their colours:
+the one 0..1 scale of maps drawn with `--map-scale fixed` (the default with `--html`), or says each map has its own.
 """
 
 from __future__ import annotations
@@ -30,11 +32,14 @@ from ..engine.calibration import CALIBRATED_COLUMN, MOS_COLUMN
 from ..engine.scoring import LEVEL_NAMES, ScoreRow
 from .writers import shown_name
 
-__all__ = ["DEFAULT_TOP", "ERRORS_SHOWN", "THUMB_SIDE", "Report", "thumbnail", "write_html"]
+__all__ = ["DEFAULT_TOP", "ERRORS_SHOWN", "MAP_COLOURS", "THUMB_SIDE", "Report", "thumbnail", "write_html"]
 
 DEFAULT_TOP = 100  # best and worst images shown by default: about 2 x 100 x 7.5 KB = 1.5 MB of page
 ERRORS_SHOWN = 1000  # failures listed (one table row each, no image)
 THUMB_SIDE = 160  # px, the longest side of a thumbnail
+# The maps' colour map (matplotlib's RdYlGn, outputs/maps.py), low to high: the 11 colours it interpolates between.
+MAP_COLOURS = ("#a50026", "#d73027", "#f46d43", "#fdae61", "#fee08b", "#ffffbf")
+MAP_COLOURS += ("#d9ef8b", "#a6d96a", "#66bd63", "#1a9850", "#006837")
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;background:#fafafa}
@@ -50,7 +55,10 @@ h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:20px 0 8px} p.meta{co
 table.errors{border-collapse:collapse;margin-top:8px}
 .errors td{border-top:1px solid #ddd;padding:4px 8px;font-size:13px}
 .spread{font-weight:400;color:#666;font-size:12px}
-.card.mapped{width:352px} .card.mapped .pics{display:flex;gap:12px} .card.mapped a{display:block}
+.card.mapped{width:472px} .card.mapped .pics{display:flex;gap:12px;align-items:flex-start} .card.mapped a{display:block}
+.card.mapped a.map img{width:300px;height:auto;max-height:240px;min-height:40px}
+.legend{font-size:13px;line-height:22px;color:#444;margin:0 0 12px} .legend .scale{white-space:nowrap}
+.legend .ramp{display:inline-block;width:240px;height:14px;margin:0 6px;border:1px solid #bbb;vertical-align:middle}
 dl.provenance{display:grid;grid-template-columns:max-content auto;gap:2px 16px;font-size:12px;margin:8px 0}
 .provenance dt{color:#666} .provenance dd{margin:0;word-break:break-all}
 """
@@ -199,6 +207,7 @@ class Report:
         sources: Mapping[str, Any] | None = None,
         provenance: Mapping[str, Any] | None = None,
         maps: Mapping[str, str | Path] | None = None,
+        map_scale: str = "auto",
     ) -> Path:
         """Write the page to `path`, UTF-8; returns the path.
 
@@ -211,6 +220,8 @@ class Report:
             provenance: the run's provenance record (outputs/provenance.py), listed at the end.
             maps: {path: its quality map's PNG file} (outputs/maps.py); each shown beside its image, linked by a
                 relative URL rather than embedded, so the page stays small (keep the files beside it).
+            map_scale: the colour scale the maps were drawn on (`render_map`), which the legend above the cards
+                names: "fixed" (one 0..1 scale, drawn as a colour ramp) or "auto" (each map its own range).
         """
         sources = {} if sources is None else sources
         lo, hi = score_range
@@ -226,13 +237,32 @@ class Report:
             f"<title>gamma-iqa scores</title><style>{_STYLE}</style></head><body>"
             f"<h1>gamma-iqa scores</h1><p class='meta'>model {html.escape(model)} · {self.scored:,} scored · "
             f"{self.failed:,} failed · higher is better</p>"
-            f"<p class='meta' id='shown'>{html.escape(self._summary())}</p>"
+            f"<p class='meta' id='shown'>{html.escape(self._summary())}</p>{_legend_html(bool(maps), map_scale)}"
             f"<div id='scored'>{''.join(grids)}</div>{self._errors_html()}{_provenance_html(provenance)}"
             "</body></html>\n"
         )
         path = Path(path)
         path.write_text(page, encoding="utf-8")
         return path
+
+
+def _legend_html(mapped: bool, scale: str) -> str:
+    """The maps' legend: their colours on the fixed scale (a ramp from 0 to 1), or that each has its own range."""
+    if not mapped:
+        return ""
+    if scale == "fixed":
+        ramp = f'<span class="ramp" style="background:linear-gradient(90deg,{",".join(MAP_COLOURS)})"></span>'
+        what = (
+            f"<b>Quality maps</b> (beside each image): the score of each window, one colour scale for every map: "
+            f"<span class='scale'>0{ramp}1</span> (red low, green high). Click a map to open it full size."
+        )
+    else:
+        what = (
+            "<b>Quality maps</b> (beside each image): each on its own colour scale, its lowest to highest window "
+            "score, so a colour means a different score on each map (--map-scale fixed puts them on one). Click a "
+            "map to open it full size with its colour bar."
+        )
+    return f"<p class='legend' id='map-legend'>{what}</p>"
 
 
 def _map_url(maps: Mapping[str, str | Path] | None, name: str, page: Path) -> str | None:

@@ -427,7 +427,7 @@ def run_score(
     command: Sequence[str] | None = None,
     map_dir: str | os.PathLike[str] | None = None,
     map_stride: int = DEFAULT_STRIDE,
-    map_scale: str = "auto",
+    map_scale: str | None = None,
     protect: Iterable[str | os.PathLike[str]] = (),
     **options: Any,
 ) -> bool:
@@ -455,7 +455,8 @@ def run_score(
             failure in the result).
         map_stride: pixels between the maps' windows.
         map_scale: the maps' colour scale: "auto" (each map its own lowest..highest score) or "fixed" (0..1, the
-            same for every map, so they compare).
+            same for every map, so they compare); None (default): "fixed" with `html` (the page's maps compare, and
+            its one legend names their colours), else "auto".
         protect: more files this run reads (a manifest), which no output may overwrite.
         **options: the Scorer's options (crops, seed, batch_size, workers, dtype, progress, details, columns). With
             `details` the writer must write the detail columns (`open_rows(..., details=True)`), with `columns`
@@ -477,6 +478,7 @@ def run_score(
         KeyboardInterrupt: passed on after the rows written so far are complete on disk (no report is written).
     """
     _check_targets(entries, rows.output, html, protect, options)
+    map_scale = map_scale if map_scale is not None else "fixed" if html else "auto"
     _check_maps(map_dir, map_stride, map_scale)
     report = Report(html_top) if html else None
     scorer = Scorer(model, distributed=distributed, **options)
@@ -527,7 +529,15 @@ def run_score(
     if rank == 0 and report is not None and html:
         sources = _sources(entries, report.names())
         name = model_name or model.config.name
-        report.write(html, model=name, score_range=model.score_range, sources=sources, provenance=record, maps=maps)
+        report.write(
+            html,
+            model=name,
+            score_range=model.score_range,
+            sources=sources,
+            provenance=record,
+            maps=maps,
+            map_scale=map_scale,
+        )
     if world > 1:
         flag = [failed]
         dist.broadcast_object_list(flag, src=0)
