@@ -8,8 +8,9 @@ absolute. The layers, lowest first (docs/architecture.md):
     2  data
     3  corpus, engine                      the same rank: neither imports the other
     4  outputs
-    5  cli
-    6  the package root (__init__, __main__)
+    5  serve                               the scoring service (`gamma-iqa serve`, the optional extra)
+    6  cli
+    7  the package root (__init__, __main__)
 
 Inside one unit (a subpackage, or a top-level module) imports are free: a subpackage's `__init__` re-exports its
 submodules, and a submodule uses its siblings; only cycles are checked there.
@@ -35,8 +36,9 @@ RANKS = {
     "corpus": 3,
     "engine": 3,
     "outputs": 4,
-    "cli": 5,
-    "": 6,  # the package root: __init__ and __main__
+    "serve": 5,
+    "cli": 6,
+    "": 7,  # the package root: __init__ and __main__
 }
 
 

@@ -33,9 +33,10 @@ pytest.importorskip("multipart", reason="the serve extra is not installed (pip i
 
 import gamma_iqa
 import gamma_iqa.cli
+from gamma_iqa import serve as service
+from gamma_iqa.data import transforms
 from gamma_iqa.engine import onnxrt, scoring
 from gamma_iqa.models.export import onnx_missing
-from gamma_iqa.outputs import service
 
 from .conftest import free_port, run_cli
 
@@ -434,8 +435,9 @@ def test_another_host_needs_a_token(capsys, monkeypatch):
 
 def test_without_the_extra_one_line_says_what_to_install(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "fastapi", None)  # import fastapi fails as it does where it is not installed
-    monkeypatch.delitem(sys.modules, "gamma_iqa.outputs.service")
-    monkeypatch.delattr(gamma_iqa.outputs, "service")
+    for name in [name for name in sys.modules if name == "gamma_iqa.serve" or name.startswith("gamma_iqa.serve.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.delattr(gamma_iqa, "serve")
     monkeypatch.delenv("GAMMA_IQA_TOKEN", raising=False)
     # --host 0.0.0.0 without a token: were the import to pass, the command would stop there, not serve
     code, _, err = run_cli(capsys, "serve", "--model", "gamma-test", "--host", "0.0.0.0")
@@ -444,7 +446,7 @@ def test_without_the_extra_one_line_says_what_to_install(capsys, monkeypatch):
 
 
 def test_the_core_does_not_import_the_service():
-    names = "{'fastapi', 'uvicorn', 'gamma_iqa.outputs.service'}"
+    names = "{'fastapi', 'uvicorn', 'prometheus_client', 'gamma_iqa.serve'}"
     code = f"import sys, gamma_iqa, gamma_iqa.cli, gamma_iqa.outputs; print(sorted(set(sys.modules) & {names}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -453,7 +455,7 @@ def test_the_core_does_not_import_the_service():
 def test_limits_are_checked():
     with pytest.raises(ValueError, match="`max_queue` must be >= 1, got 0"):
         service.Limits(max_queue=0)
-    assert Path(service.__file__).name == "service.py"
+    assert Path(service.__file__).parent.name == "serve"
 
 
 # ---- limits that bound the work, and messages in an HTTP client's terms ----------------------------------------------
@@ -475,7 +477,7 @@ def test_large_and_thin_images_are_refused_in_the_servers_terms(running, photos,
     assert body["rows"][0]["error"] == (
         "image of 80 x 90 = 7,200 pixels is over the server's limit of 7,000 pixels (--max-pixels)"
     )
-    monkeypatch.setattr(service.transforms, "MAX_VIEW_PIXELS", 50_000)
+    monkeypatch.setattr(transforms, "MAX_VIEW_PIXELS", 50_000)
     side = running.svc.model.image_size
     status, _, body = score(running.port, [("thin.png", png(2, 2000, 1))])
     assert status == 422
@@ -486,7 +488,7 @@ def test_large_and_thin_images_are_refused_in_the_servers_terms(running, photos,
     )
     status, _, body = score(running.port, [("p0.jpg", photos[1]["p0.jpg"])], "?crops=none")
     assert status == 200  # 70 x 96 fits a view of 50,000 pixels
-    monkeypatch.setattr(service.transforms, "MAX_VIEW_PIXELS", 1000)
+    monkeypatch.setattr(transforms, "MAX_VIEW_PIXELS", 1000)
     status, _, body = score(running.port, [("p0.jpg", photos[1]["p0.jpg"])], "?crops=none")
     assert (
         status == 422
@@ -540,7 +542,7 @@ def test_the_bearer_scheme_is_case_insensitive_and_blank_tokens_are_refused(runn
 def test_models_names_no_server_path(gated):
     svc = service.Service(gated[0], model_argument="/srv/secret/runs/best.pt")
     record = {"argument": "/srv/secret/runs/best.pt", "files": [{"file": "/srv/secret/runs/best.pt", "sha256": "ab"}]}
-    assert service._without_paths(record) == {"argument": "best.pt", "files": [{"file": "best.pt", "sha256": "ab"}]}
+    assert service.app._without_paths(record) == {"argument": "best.pt", "files": [{"file": "best.pt", "sha256": "ab"}]}
     assert "/srv" not in json.dumps(svc.info)
 
 

@@ -525,7 +525,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 1 if any(r.errors for r in results) else 0
 
 
-# ---- serve (outputs/service.py, the optional extra gamma-iqa[serve]) ------------------------------------------------
+# ---- serve (the serve/ subpackage, the optional extra gamma-iqa[serve]) ----------------------------------------------
 SERVE_MODULES = frozenset({"fastapi", "starlette", "uvicorn", "multipart", "python_multipart", "prometheus_client"})
 
 
@@ -534,7 +534,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     _check_backend(args)
     token = args.token or os.environ.get("GAMMA_IQA_TOKEN") or None
     try:
-        from .outputs import service
+        from . import serve as service
     except ModuleNotFoundError as e:  # the optional extra is missing
         if (e.name or "").split(".")[0] not in SERVE_MODULES:
             raise

@@ -454,7 +454,7 @@ class Scorer:
                 scored.append(row)
         return scored
 
-    # ---- one group at a time (the device worker of `gamma-iqa serve`, outputs/service.py) -------------------------
+    # ---- one group at a time (the device worker of `gamma-iqa serve`, serve/worker.py) ---------------------------
     def prepare(self, index: int, entry: Entry) -> dict[str, Any]:
         """Decode and crop `entry` as `run`'s loader does; any thread may call it (the model is not used).
 

@@ -1,7 +1,4 @@
-"""The scoring service behind `gamma-iqa serve`: HTTP on FastAPI and uvicorn, Prometheus metrics, dynamic batching.
-
-Needs the optional extra `gamma-iqa[serve]` (fastapi, uvicorn, python-multipart, prometheus-client); nothing else in
-the package imports this module (the command line does, when `serve` runs).
+"""The ASGI application of `gamma-iqa serve` (`Service`): its routes on FastAPI, and the checks around them.
 
 Routes:
     POST /v1/score: images as multipart/form-data file parts (one or more), or one image as the raw body; options
@@ -32,118 +29,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import hmac
-import ipaddress
 import itertools
 import math
-import queue
-import socket
-import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from ..data import transforms
 from ..data.inputs import Entry
-from ..data.transforms import Crops, parse_crops
-from ..engine import scoring
+from ..data.transforms import Crops
 from ..engine.onnxrt import OnnxForward
 from ..engine.scoring import DETAIL_FIELDS, Scorer, ScoreRow
 from ..models.base import QualityModel
-from .provenance import collect
-from .writers import json_row
+from ..outputs.provenance import collect
+from ..outputs.writers import json_row
+from .limits import DEFAULT_CROPS, Limits, ServiceError, TooLarge
+from .metrics import Metrics
+from .options import OPTIONS, Options, parse_options
+from .worker import DeviceWorker, Job
 
-__all__ = ["Limits", "Service", "bind", "check_host", "make_server", "serve"]
+__all__ = ["Service"]
 
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded"})  # form bodies without files
-OPTIONS = ("scene", "crops", "seed", "details")  # the request's parameters, as `gamma-iqa score`'s flags
-ROUTES = ("/v1/score", "/v1/models", "/healthz", "/metrics")  # metric labels: any other path counts as "other"
 OPEN_ROUTES = frozenset({"/healthz"})  # answered without the bearer token
-DEFAULT_CROPS = 10  # the crops of an image as `--max-queue` counts images (the default of `crops`)
-ABORT_GRACE = 5.0  # seconds a second signal leaves the requests in flight to be answered 503 before it stops anyway
 RATE_WEIGHT = 0.3  # the weight of the latest round in the moving average of the device worker's seconds per crop
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The service's limits and batching settings.
-
-    The queue is measured in crops, so that the admitted work is bounded whatever the requests' crop counts: it holds
-    `max_queue` images at the default 10 crops (an image of n crops counts n, "center" 1, "none" the crops of the
-    largest whole view, `MAX_VIEW_PIXELS` / crop side squared). Once the device worker has measured its rate (seconds
-    per crop, a moving average), a request whose expected wait passes `timeout` is refused at once instead of being
-    admitted to time out.
-
-    Attributes:
-        max_body_mb: largest request body, in MiB (413 above).
-        max_queue: images (at 10 crops each) admitted and not yet answered, all requests together (a request that
-            would pass it gets 503; one with more images or crops than this, 413).
-        timeout: seconds a request waits for its rows (504 after; 503 or 413 at once when the measured rate says it
-            would).
-        batch_size: most images the device worker takes from its queue for one round of forwards.
-        max_wait_ms: milliseconds the device worker waits for more images when its last forward would be padded.
-        retry_after: seconds a 503 asks the client to wait (its Retry-After header) before the rate is measured, and
-            while the server drains.
-        max_crops: most crops per image a request may ask for (422 above).
-        max_pixels: most pixels (width x height) of an uploaded image; a larger one is not decoded (its row's error).
-    """
-
-    max_body_mb: float = 64.0
-    max_queue: int = 256
-    timeout: float = 60.0
-    batch_size: int = 32
-    max_wait_ms: float = 5.0
-    retry_after: int = 1
-    max_crops: int = 64
-    max_pixels: int = 100_000_000
-
-    def __post_init__(self) -> None:
-        """Check the values.
-
-        Raises:
-            ValueError: a value out of range (names its parameter).
-        """
-        for name in ("max_body_mb", "timeout"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"`{name}` must be > 0, got {getattr(self, name)}")
-        for name in ("max_queue", "batch_size", "max_crops", "max_pixels"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}")
-        if self.max_wait_ms < 0:
-            raise ValueError(f"`max_wait_ms` must be >= 0, got {self.max_wait_ms}")
-
-    @property
-    def max_body(self) -> int:
-        """The body limit in bytes."""
-        return int(self.max_body_mb * (1 << 20))
-
-
-class ServiceError(Exception):
-    """A request the service answers with an error: its HTTP status, one-line message and extra headers."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        """An error answered with `status` and {"error": `message`}."""
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
-
-
-class _TooLarge(Exception):
-    """Raised while reading a body that passes the limit (a body without Content-Length, or a lying one)."""
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -161,265 +83,12 @@ async def _discard(receive: Receive, most: int, more: bool = True) -> None:
         more = message.get("more_body", False)
 
 
-def is_loopback(host: str) -> bool:
-    """Whether `host` is reachable only from this machine: `localhost` or a loopback address (127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:  # a host name: it may resolve to any interface
-        return False
-
-
-def check_host(host: str, token: str | None) -> None:
-    """Refuse to serve on a host reachable from other machines without a bearer token.
-
-    Raises:
-        ValueError: `token` is given but blank (whitespace only: no client could send it), or `host` is not a loopback
-            address and `token` is empty (names both).
-    """
-    if token is not None and token != "" and not token.strip():
-        raise ValueError("`token` is blank: give a token of visible characters, or none on a loopback `host`")
-    if not token and not is_loopback(host):
-        raise ValueError(
-            f"`host` {host} is reachable from other machines: give a `token` (or set GAMMA_IQA_TOKEN) that clients "
-            "send as 'Authorization: Bearer TOKEN'"
-        )
-
-
 def _without_paths(model: dict[str, Any]) -> dict[str, Any]:
     """A provenance's model record with file names in place of the server's paths (the argument, the files)."""
     files = [{**f, "file": Path(f["file"]).name} for f in model.get("files", [])]
     return {**model, "argument": Path(str(model.get("argument", ""))).name, "files": files}
 
 
-# ---- request options -------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Options:
-    """A request's options, checked: scene (None: the model's default), crop mode, seed, and details."""
-
-    scene: str | None = None
-    crops: Crops = 10
-    seed: int = 0
-    details: bool = False
-
-
-def _collect_options(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
-    """The option values of a request's query parameters and form fields, each given once.
-
-    Raises:
-        ServiceError: 422 for an unknown parameter or one given twice.
-    """
-    values: dict[str, str] = {}
-    for key, value in pairs:
-        if key not in OPTIONS:
-            raise ServiceError(
-                422,
-                f"unknown parameter {key!r}: the options are {', '.join(OPTIONS)}; images go in file parts "
-                "(with a filename) or as the raw body",
-            )
-        if key in values:
-            raise ServiceError(422, f"`{key}` is given more than once")
-        values[key] = value
-    return values
-
-
-def _parse_options(pairs: Sequence[tuple[str, str]], max_crops: int) -> _Options:
-    """The checked options of (name, value) pairs, as `gamma-iqa score` checks its flags, at most `max_crops` crops.
-
-    Raises:
-        ServiceError: 422 with the message of the bad value.
-    """
-    values = _collect_options(pairs)
-    if values.get("scene") == "":
-        raise ServiceError(422, "`scene` is empty: give a scene name, or leave the parameter out for the default")
-    try:
-        crops = parse_crops(values.get("crops", "10"))
-    except ValueError as e:
-        raise ServiceError(422, str(e)) from None
-    if isinstance(crops, int) and crops > max_crops:
-        raise ServiceError(
-            422, f"`crops` {crops} is over the server's limit of {max_crops} crops per image (--max-crops)"
-        )
-    seed = values.get("seed", "0")
-    if not seed.lstrip("-").isdigit():
-        raise ServiceError(422, f"`seed` must be an integer, got {seed!r}")
-    details = values.get("details", "false").lower()
-    if details not in ("1", "true", "yes", "0", "false", "no"):
-        raise ServiceError(422, f"`details` must be true or false, got {values['details']!r}")
-    return _Options(values.get("scene") or None, crops, int(seed), details in ("1", "true", "yes"))
-
-
-# ---- metrics ---------------------------------------------------------------------------------------------------------
-class _Metrics:
-    """The service's Prometheus metrics, in a registry of their own (several services may share a process)."""
-
-    def __init__(self) -> None:
-        """Register every metric (prometheus_client adds `_total` to counters)."""
-        self.registry = CollectorRegistry()
-        by_status = ["route", "status"]
-        self.requests = Counter("gamma_iqa_requests", "HTTP requests answered", by_status, registry=self.registry)
-        self.errors = Counter(
-            "gamma_iqa_errors", "HTTP requests answered with status >= 400", by_status, registry=self.registry
-        )
-        self.latency = Histogram(
-            "gamma_iqa_request_seconds",
-            "Time from a request's arrival to its answer, in seconds",
-            ["route"],
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-            registry=self.registry,
-        )
-        self.images = Counter(
-            "gamma_iqa_images", "Images answered, scored or failed", ["outcome"], registry=self.registry
-        )
-        self.batch = Histogram(
-            "gamma_iqa_batch_images",
-            "Images the device worker scored in one round of forwards (merged across requests)",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-            registry=self.registry,
-        )
-        self.queue = Gauge("gamma_iqa_queue_images", "Images admitted and not yet answered", registry=self.registry)
-        self.in_flight = Gauge("gamma_iqa_requests_in_flight", "Requests being answered", registry=self.registry)
-
-    def request(self, path: str, status: int, seconds: float) -> None:
-        """Count one answered request of `path` with `status`, taking `seconds`."""
-        route = path if path in ROUTES else "other"
-        self.requests.labels(route, str(status)).inc()
-        if status >= 400:
-            self.errors.labels(route, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
-
-    def text(self) -> bytes:
-        """The metrics in Prometheus's text format."""
-        return generate_latest(self.registry)
-
-
-# ---- the device worker -----------------------------------------------------------------------------------------------
-@dataclass(eq=False)
-class _Job:
-    """One image on its way: its entry, the Scorer of its request's options, and the future its row goes to."""
-
-    seq: int  # unique across requests: the index of its item and row
-    entry: Entry
-    scorer: Scorer
-    key: tuple[Crops, bool]  # (crop mode, details): images of one key may share a forward
-    cost: int  # its crops, as the queue counts them
-    future: asyncio.Future
-    loop: asyncio.AbstractEventLoop
-    item: dict[str, Any] | None = None
-
-    def settle(self, row: ScoreRow | None = None, error: BaseException | None = None) -> None:
-        """Hand the row (or the error) to the request, on its event loop; a request that gave up takes none."""
-
-        def done() -> None:
-            if self.future.done():
-                return
-            if error is not None:
-                self.future.set_exception(error)
-            else:
-                self.future.set_result(row)
-
-        with contextlib.suppress(RuntimeError):  # the loop closed: the server has stopped
-            self.loop.call_soon_threadsafe(done)
-
-
-class _DeviceWorker:
-    """The only thread using the model: merges the prepared images of all requests into the model's forwards.
-
-    Each round takes up to `batch_size` images from the queue: all that are waiting, and while the last forward of
-    a crop mode would be padded, more for up to `max_wait` seconds. Images of one (crop mode, details) are scored
-    together by `Scorer.score_prepared`, in forwards of IMAGES_PER_FORWARD images.
-    """
-
-    def __init__(
-        self,
-        device_type: str,
-        batch_size: int,
-        max_wait: float,
-        on_round: Callable[[int], None],
-        on_scored: Callable[[int, float], None],
-    ) -> None:
-        """A worker for a model on `device_type`.
-
-        `on_round(n)` is told the images of each round before they are scored, `on_scored(crops, seconds)` the crops
-        (as the queue counts them) and the seconds of the round once they are.
-        """
-        self.per_forward = scoring.IMAGES_PER_FORWARD.get(device_type, 1)
-        self.batch_size, self.max_wait, self.on_round, self.on_scored = batch_size, max_wait, on_round, on_scored
-        self.queue: queue.Queue[_Job | None] = queue.Queue()
-        self.thread = threading.Thread(target=self._loop, name="gamma-iqa-device", daemon=True)
-
-    def start(self) -> None:
-        """Start the thread."""
-        self.thread.start()
-
-    def put(self, job: _Job) -> None:
-        """Queue a prepared image."""
-        self.queue.put(job)
-
-    def stop(self, wait: bool = True) -> None:
-        """Score what is queued (whose requests still wait), then end the thread; joined when `wait`."""
-        self.queue.put(None)
-        if wait:
-            self.thread.join()
-
-    def _padded(self, jobs: list[_Job]) -> bool:
-        """Whether the last forward of some key would be padded with zero images."""
-        counts: dict[tuple[Crops, bool], int] = {}
-        for job in jobs:
-            counts[job.key] = counts.get(job.key, 0) + 1
-        return any(n % (1 if key[0] == "none" else self.per_forward) for key, n in counts.items())
-
-    def _take(self) -> list[_Job] | None:
-        """The images of the next round; None once stopped."""
-        first = self.queue.get()
-        if first is None:
-            return None
-        jobs, deadline = [first], time.monotonic() + self.max_wait
-        while len(jobs) < self.batch_size:
-            try:
-                wait = max(0.0, deadline - time.monotonic()) if self._padded(jobs) else 0.0
-                job = self.queue.get(timeout=wait) if wait else self.queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is None:  # stop after this round
-                self.queue.put(None)
-                break
-            jobs.append(job)
-        return jobs
-
-    def _loop(self) -> None:
-        """Score rounds until stopped."""
-        while (jobs := self._take()) is not None:
-            live = [job for job in jobs if not job.future.done()]  # requests that timed out or were stopped: nothing
-            groups: dict[tuple[Crops, bool], list[_Job]] = {}
-            for job in live:
-                groups.setdefault(job.key, []).append(job)
-            if not live:
-                continue
-            self.on_round(len(live))  # before any request is answered: a client that has its rows sees it in /metrics
-            started = time.perf_counter()
-            outcomes = [outcome for group in groups.values() for outcome in self._score(group)]
-            # The rate is updated before any request is answered: what a client sees next already includes its round.
-            self.on_scored(sum(job.cost for job in live), time.perf_counter() - started)
-            for job, row, error in outcomes:
-                job.settle(row, error)
-
-    @staticmethod
-    def _score(group: list[_Job]) -> list[tuple[_Job, ScoreRow | None, BaseException | None]]:
-        """Score one key's images: (job, its row, None), or (job, None, the error) for each when the model failed.
-
-        A failure of the model (out of memory, say) fails these requests only (500); the server goes on.
-        """
-        try:
-            rows = group[0].scorer.score_prepared([job.item for job in group], {job.seq: job.entry for job in group})
-        except Exception as e:
-            return [(job, None, e) for job in group]
-        by_seq = {row.index: row for row in rows}
-        return [(job, by_seq[job.seq], None) for job in group]
-
-
-# ---- the service -----------------------------------------------------------------------------------------------------
 class Service:
     """The ASGI application of `gamma-iqa serve`: checks (drain, token, body size) around the FastAPI routes.
 
@@ -468,7 +137,7 @@ class Service:
         probe = Scorer(model, dtype=dtype, backend=backend)
         self.dtype, self.backend = probe.dtype, probe.backend
         self._forward: str | OnnxForward = "torch" if probe.onnx is None else probe.onnx  # each request's `backend`
-        self.metrics = _Metrics()
+        self.metrics = Metrics()
         self.draining = False
         self.aborted = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -483,7 +152,7 @@ class Service:
         self._tasks: set[asyncio.Task] = set()  # the tasks of the requests being answered (on the event loop only)
         self._seq = itertools.count()
         self._pool: ThreadPoolExecutor | None = None
-        self._worker: _DeviceWorker | None = None
+        self._worker: DeviceWorker | None = None
         self.app = self._build_app()
 
     def _model_info(self, argument: str | None) -> dict[str, Any]:
@@ -607,7 +276,7 @@ class Service:
                 left[0] -= len(message.get("body", b""))
                 if left[0] < 0:  # drop the rest, up to the limit again, so that the client reads the 413
                     await _discard(receive, self.limits.max_body, message.get("more_body", False))
-                    raise _TooLarge
+                    raise TooLarge
             return message
 
         self._in_flight += 1
@@ -630,8 +299,8 @@ class Service:
         async def service_error(request: Request, e: ServiceError) -> JSONResponse:
             return _error(e.status, e.message, e.headers)
 
-        @app.exception_handler(_TooLarge)
-        async def too_large(request: Request, e: _TooLarge) -> JSONResponse:
+        @app.exception_handler(TooLarge)
+        async def too_large(request: Request, e: TooLarge) -> JSONResponse:
             return _error(413, self._too_large(), {"Connection": "close"})
 
         @app.exception_handler(HTTPException)
@@ -650,7 +319,7 @@ class Service:
         self._loop = asyncio.get_running_loop()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gamma-iqa-decode")
         device = next(self.model.parameters()).device
-        self._worker = _DeviceWorker(
+        self._worker = DeviceWorker(
             device.type, self.limits.batch_size, self.limits.max_wait_ms / 1000, self.metrics.batch.observe, self._timed
         )
         self._worker.start()
@@ -675,7 +344,7 @@ class Service:
     async def _score(self, request: Request) -> JSONResponse:
         """POST /v1/score (see the module text)."""
         uploads, fields, empty = await self._read(request)
-        options = _parse_options([*request.query_params.multi_items(), *fields], self.limits.max_crops)
+        options = parse_options([*request.query_params.multi_items(), *fields], self.limits.max_crops)
         if options.crops == "none" and self.backend["name"] == "onnxruntime":
             raise ServiceError(
                 422,
@@ -780,7 +449,7 @@ class Service:
                 retry,
             )
 
-    async def _rows(self, entries: list[Entry], options: _Options) -> list[ScoreRow]:
+    async def _rows(self, entries: list[Entry], options: Options) -> list[ScoreRow]:
         """The rows of `entries`, in order, once admitted to the queue.
 
         Raises:
@@ -835,12 +504,12 @@ class Service:
                 ScoreRow(index, entry.name, scene=entry.scene or self.model.config.default_scene, error=entry.error)
             )
             return future
-        job = _Job(next(self._seq), entry, scorer, key, cost, future, loop)
+        job = Job(next(self._seq), entry, scorer, key, cost, future, loop)
         assert self._pool is not None, "the service runs inside its server (the lifespan starts the pool)"
         self._pool.submit(self._prepare, job)
         return future
 
-    def _prepare(self, job: _Job) -> None:
+    def _prepare(self, job: Job) -> None:
         """Decode and crop one image (on the decoding thread) and queue it for the device worker."""
         if job.future.done():  # the request gave up, or the server stopped at once
             return
@@ -902,113 +571,3 @@ class Service:
                 {"error": f"{failed[0].path}: {failed[0].error}{more}", "rows": records}, status_code=422
             )
         return JSONResponse({"model": self.info["model"], "rows": records})
-
-
-# ---- the server ------------------------------------------------------------------------------------------------------
-class _Server(uvicorn.Server):
-    """uvicorn's server, whose first SIGTERM or SIGINT drains: new requests get 503 while admitted ones finish.
-
-    Once none is left (or after the drain timeout) it stops as uvicorn does. A second signal stops it at once: the
-    requests in flight are answered 503 (`Service.abort`) and the server closes without waiting for the device
-    worker. The signal is not raised again afterwards (uvicorn's default would), so `run` returns either way.
-    """
-
-    def __init__(self, config: uvicorn.Config, service: Service, drain_timeout: float) -> None:
-        """A server of `service`, draining for at most `drain_timeout` seconds."""
-        super().__init__(config)
-        self.service, self.drain_timeout = service, drain_timeout
-
-    def handle_exit(self, sig: int, frame: Any) -> None:
-        """Begin the drain (first signal) or stop at once (second)."""
-        if self.service.draining:
-            if not self.service.aborted:
-                self.service.abort()
-                threading.Thread(target=self._exit_when_answered, name="gamma-iqa-abort", daemon=True).start()
-            return
-        self.service.draining = True
-        print(
-            "gamma-iqa serve: stopping: finishing the requests in flight, refusing new ones (again to stop at once)",
-            file=sys.stderr,
-        )
-        threading.Thread(target=self._exit_when_idle, name="gamma-iqa-drain", daemon=True).start()
-
-    def _exit_when_idle(self) -> None:
-        """Stop the server once no request is in flight."""
-        self.service.idle.wait(self.drain_timeout)
-        self.should_exit = True
-
-    def _exit_when_answered(self) -> None:
-        """Stop once the requests in flight have their 503; after `ABORT_GRACE` seconds without waiting for them."""
-        self.should_exit = True
-        if not self.service.idle.wait(ABORT_GRACE):
-            self.force_exit = True
-
-    def bound(self) -> str:
-        """The URL the server listens at (the port it was given, or the one bound for port 0)."""
-        host, port = self.config.host, self.config.port
-        sockets = [sock for server in getattr(self, "servers", []) for sock in server.sockets or ()]
-        if sockets:
-            port = sockets[0].getsockname()[1]
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-    async def startup(self, sockets: list | None = None) -> None:
-        """Start, and say where the service listens."""
-        await super().startup(sockets)
-        if self.started:
-            info = self.service.info
-            print(
-                f"gamma-iqa serve: {info['model']} on {info['device']} at {self.bound()} "
-                "(Ctrl-C or SIGTERM stops it after the requests in flight)",
-                file=sys.stderr,
-            )
-
-
-def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
-    """A socket bound to `host`:`port` as uvicorn binds one, for `serve` (checked before a model is loaded).
-
-    Raises:
-        ValueError: the port is in use, or the address cannot be listened on (one line naming them).
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host.strip("[]"), port))
-    except OSError as e:
-        sock.close()
-        if e.errno == errno.EADDRINUSE:
-            raise ValueError(f"port {port} on {host} is in use") from None
-        raise ValueError(f"cannot listen on {host} port {port}: {e.strerror or e}") from None
-    sock.set_inheritable(True)
-    return sock
-
-
-def make_server(service: Service, host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "warning") -> _Server:
-    """A uvicorn server of `service` on `host`:`port` (not started: call its `run`, or `serve`).
-
-    Raises:
-        ValueError: a host reachable from other machines without the service's token (`check_host`).
-    """
-    check_host(host, service.token)
-    config = uvicorn.Config(service, host=host, port=port, log_level=log_level, access_log=False, lifespan="on")
-    return _Server(config, service, drain_timeout=service.limits.timeout + 5)
-
-
-def serve(service: Service, host: str = "127.0.0.1", port: int = 8000, sock: socket.socket | None = None) -> bool:
-    """Serve until SIGTERM or SIGINT, then drain (see `_Server`) and return.
-
-    Args:
-        service: the service.
-        host: the address to listen on.
-        port: its TCP port (0: any free one; the one bound is printed).
-        sock: a socket bound to them already (`bind`); None: bound now.
-
-    Returns:
-        True after a drain, False when a second signal stopped it at once.
-
-    Raises:
-        ValueError: as `make_server` and `bind`.
-    """
-    server = make_server(service, host, port)
-    server.run(sockets=[sock or bind(host, port)])
-    return not service.aborted
