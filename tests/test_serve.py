@@ -572,10 +572,32 @@ def test_bad_or_busy_ports_are_refused_before_the_model_loads(capsys):
     assert server.bound() == "http://[::1]:8719"
 
 
+# `gamma-iqa serve` whose model's forward runs torch work for up to a minute (a forward in flight on demand); it says
+# "forward" on stderr when one begins.
+SLOW_SERVE = """
+import sys, time, torch
+import gamma_iqa.cli as cli
+real = cli.create_model
+def create_model(name):
+    model = real(name)
+    forward = model.forward
+    def slow(*args, **kwargs):
+        print("forward", file=sys.stderr, flush=True)
+        x, until = torch.randn(128, 128), time.monotonic() + 60
+        while time.monotonic() < until:
+            x = torch.tanh(x @ x)
+        return forward(*args, **kwargs)
+    model.forward = slow
+    return model
+cli.create_model = create_model
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
 def test_a_second_signal_stops_at_once_with_503_and_exit_130(photos):
     _, images = photos
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "gamma_iqa", "serve", "--model", "gamma-test", "--port", "0"]
+    cmd = [sys.executable, "-c", SLOW_SERVE, "serve", "--model", "gamma-test", "--port", "0"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
     try:
         lines = []
@@ -587,10 +609,13 @@ def test_a_second_signal_stops_at_once_with_503_and_exit_130(photos):
         data = images["p1.png"]
         slow = socket.create_connection(("127.0.0.1", port))  # a request in flight: its body half sent
         slow.sendall(f"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data[:100])
-        time.sleep(0.3)
+        scored = {}  # and one in the model's forward, a torch op running on the device thread
+        t = threading.Thread(target=lambda: scored.setdefault("r", score(port, [("p1.png", data)], token=None)))
+        t.start()
+        assert proc.stderr.readline() == "forward\n"
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        time.sleep(0.3)
+        time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         answer = b""
         while chunk := slow.recv(65536):
@@ -598,10 +623,15 @@ def test_a_second_signal_stops_at_once_with_503_and_exit_130(photos):
         slow.close()
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 503") and json.loads(body)["error"].startswith("the server stopped")
+        t.join(timeout=20)
+        status, _, body = scored["r"]
+        assert status == 503 and body["error"].startswith("the server stopped")
         assert proc.wait(timeout=20) == 130 and time.monotonic() - started < 10
         err = proc.stderr.read()
-        assert "Traceback" not in err and "never retrieved" not in err
-        assert err.strip().splitlines()[-1].startswith("gamma-iqa serve: stopped at once")
+        assert err == (
+            "gamma-iqa serve: stopping: finishing the requests in flight, refusing new ones (again to stop at once)\n"
+            "gamma-iqa serve: stopped at once (a second signal): the requests in flight got 503\n"
+        )
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -561,7 +561,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         sock.close()
     if not drained:
         print("gamma-iqa serve: stopped at once (a second signal): the requests in flight got 503", file=sys.stderr)
-        return 130
+        # The device thread may be inside a forward: a normal interpreter shutdown would tear torch down under it
+        # (abort, "terminate called without an active exception"). The 503s are sent; nothing else is left to do.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     print("gamma-iqa serve: stopped", file=sys.stderr)
     return 0
 

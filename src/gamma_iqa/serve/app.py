@@ -470,8 +470,12 @@ class Service:
         key = (options.crops, options.details)
         futures = [self._submit(loop, i, entry, scorer, key, per_image) for i, entry in enumerate(entries)]
         self._queue(n, cost)
+        gathered = asyncio.gather(*futures)
+        # Cancelled (a second signal, or the timeout), the gathering future ends with a CancelledError nobody awaits:
+        # retrieved here, else asyncio logs "exception was never retrieved" as the server stops.
+        gathered.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
-            return list(await asyncio.wait_for(asyncio.gather(*futures), self.limits.timeout))
+            return list(await asyncio.wait_for(gathered, self.limits.timeout))
         except asyncio.TimeoutError:
             raise ServiceError(504, f"no result within {self.limits.timeout:g} s (--timeout); retry later") from None
         except Exception as e:  # the model failed (the device worker's error)
