@@ -552,6 +552,13 @@ def test_request_forms_get_their_own_messages(running, photos):
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     status, _, body = call(running.port, "POST", "/v1/score", b"scene=natural", form)
     assert status == 415 and body["error"].startswith("an application/x-www-form-urlencoded body holds no images")
+    assert "-H 'Content-Type: application/octet-stream' --data-binary @FILE" in body["error"]
+    # `curl --data-binary @photo.jpg` labels the image a urlencoded form: its signature says it is an image.
+    raw = call(running.port, "POST", "/v1/score", photos[1]["p1.png"])
+    for name in ("p0.jpg", "p1.png"):
+        status, _, body = call(running.port, "POST", "/v1/score", photos[1][name], form)
+        assert status == 200 and body["rows"][0]["path"] == "body" and body["rows"][0]["score"] is not None
+    assert body == raw[2]
     status, _, _ = call(running.port, "HEAD", "/healthz", token=None)
     assert status == 200
     assert_serves(running.port, photos)

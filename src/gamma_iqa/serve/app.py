@@ -18,7 +18,8 @@ process-wide warnings state (`warnings.catch_warnings`), which threads must not 
 Status codes (every error body is {"error": "one line"}): 200 with the rows, where an image that failed has a row with
 its `error` as in the CLI; 422 for bad options and when no image of the request could be scored (the body then also
 holds the rows; the message is the first failure as the CLI prints it, `NAME: reason`), and for more crops per image
-than `--max-crops`; 415 for a urlencoded form (no images); 413 for a body over the limit, more crops than the queue
+than `--max-crops`; 415 for a urlencoded form (no images; a body labelled so that is an image by its signature, as
+`curl --data-binary` sends one, is scored as the raw body); 413 for a body over the limit, more crops than the queue
 holds, or more than the measured rate scores within the timeout; 503 with Retry-After (the queue's expected wait) when
 the queue is full, its expected wait passes the timeout, or the server is stopping; 504 when the rows are not ready in
 time; 401 without the bearer token; 500 when the model itself failed. An image over `--max-pixels` is refused from
@@ -32,6 +33,7 @@ import contextlib
 import hmac
 import itertools
 import math
+import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,6 +43,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -81,6 +84,28 @@ async def _discard(receive: Receive, most: int, more: bool = True) -> None:
             return
         most -= len(message.get("body", b""))
         more = message.get("more_body", False)
+
+
+def _is_image(data: bytes) -> bool:
+    """Whether `data` begins with the signature (magic bytes) of an image format PIL reads; nothing is decoded.
+
+    Only formats with a signature check count: text such as a urlencoded form (`key=value`) carries none.
+    """
+    Image.init()
+    prefix = data[:16]
+    if transforms.is_heif(prefix, ""):
+        return True
+    for fmt in Image.ID:
+        accept = Image.OPEN[fmt][1]
+        if accept is None:
+            continue
+        try:
+            verdict = accept(prefix)
+        except (struct.error, IndexError, ValueError):  # a check that needs more bytes than a short body has
+            continue
+        if verdict and not isinstance(verdict, str):  # a string is PIL's reason for rejecting the file
+            return True
+    return False
 
 
 def _without_paths(model: dict[str, Any]) -> dict[str, Any]:
@@ -366,14 +391,17 @@ class Service:
     async def _read(self, request: Request) -> tuple[list[tuple[str, bytes]], list[tuple[str, str]], str]:
         """The images of a request as (name, bytes), its form fields, and the error of an empty image."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind in FORM_TYPES:  # fields without files: not an image body
-            raise ServiceError(
-                415,
-                f"an {kind} body holds no images: send files as multipart/form-data parts, or one image as the raw "
-                "body (options go in the query string)",
-            )
         if kind != "multipart/form-data":
-            return [("body", await request.body())], [], "empty input (0 bytes)"  # as `gamma-iqa score -`
+            body = await request.body()
+            # curl --data-binary labels a raw body a urlencoded form unless told otherwise: an image is taken as one.
+            if kind in FORM_TYPES and not _is_image(body):
+                raise ServiceError(
+                    415,
+                    f"an {kind} body holds no images: send files as multipart/form-data parts, or one image as the raw "
+                    "body with its own type (curl: -H 'Content-Type: application/octet-stream' --data-binary @FILE); "
+                    "options go in the query string",
+                )
+            return [("body", body)], [], "empty input (0 bytes)"  # as `gamma-iqa score -`
         try:
             form = await request.form(max_files=1 << 20, max_fields=len(OPTIONS) * 2)
         except HTTPException as e:  # starlette's "Invalid multipart data.": say what was wrong where it is known
