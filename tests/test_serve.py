@@ -290,13 +290,49 @@ def test_a_body_over_the_limit_gets_413(running, photos):
     assert head.startswith(b"HTTP/1.1 413") and json.loads(body)["error"].startswith("request body over 0.5 MiB")
     status, _, body = call(running.port, "POST", "/v1/score", iter([big[:300_000], big[300_000:]]))  # chunked
     assert status == 413 and body["error"].startswith("request body over 0.5 MiB")
-    status, _, body = score(running.port, [(f"{i}.png", b"x") for i in range(5)])  # more than the queue holds
+    assert_serves(running.port, photos)
+
+
+def test_a_request_over_the_queue_gets_413_naming_the_limit_it_passes(running, photos):
+    # 5 images at crops center are 5 crops, within the 40 the queue holds: the image count is what is over.
+    status, _, body = score(running.port, [(f"{i}.png", b"x") for i in range(5)], "?crops=center")
     assert status == 413 and body["error"] == (
-        "5 images of 50 crops in all in one request; the queue holds 4 images of 10 crops, 40 crops (--max-queue): "
-        "send fewer images or crops per request"
+        "5 images in one request, over the server's limit of 4 images per request (--max-queue): send at most 4 "
+        "images per request"
     )
     status, _, body = score(running.port, [("p0.jpg", photos[1]["p0.jpg"])], "?crops=41")  # crops count, not images
-    assert status == 413 and body["error"].startswith("1 images of 41 crops in all in one request")
+    assert status == 413 and body["error"] == (
+        "1 image of 41 crops in one request, over the server's limit of 40 crops per request (--max-queue 4 images "
+        "of 10 crops): send fewer images or crops per request"
+    )
+    status, _, body = score(running.port, [(f"{i}.jpg", photos[1]["p0.jpg"]) for i in range(3)], "?crops=14")
+    assert status == 413 and body["error"].startswith("3 images of 42 crops in all in one request")
+    assert_serves(running.port, photos)
+
+
+def test_whole_images_count_their_own_size(running, photos, monkeypatch):
+    """`crops` none counts an image as its view's pixels / the crop side squared (at least 1), not the largest view."""
+    side = running.svc.model.image_size
+    small = png(side // 2, 3 * side // 4, 3)  # enlarged to side x 1.5 side: 1.5 crops, counted 2
+    large = png(3 * side + 1, 4 * side, 4)  # just over 12 crops: counted 13
+    assert [running.svc._whole_cost(data) for data in (small, large, b"x")] == [2, 13, 1]
+    status, _, body = score(running.port, [(f"{i}.png", small) for i in range(4)], "?crops=none")
+    assert status == 200 and all(row["score"] is not None for row in body["rows"])  # 8 crops of the 40
+    status, _, body = score(running.port, [(f"{i}.png", large) for i in range(4)], "?crops=none")
+    assert status == 413 and body["error"] == (
+        f"4 whole images (crops none), the size of 52 crops of {side} x {side} pixels in all in one request, over the "
+        "server's limit of 40 crops per request (--max-queue 4 images of 10 crops): send fewer or smaller images per "
+        "request"
+    )
+    monkeypatch.setattr(running.svc, "_seconds_per_crop", 1.0)
+    status, _, body = score(running.port, [("0.png", small)], "?crops=none")
+    assert status == 200  # 2 s at 1 s per crop: within the 3 s timeout
+    monkeypatch.setattr(running.svc, "_seconds_per_crop", 1.0)  # again: the round just scored measured the rate
+    status, _, body = score(running.port, [("0.png", large)], "?crops=none")
+    assert status == 413 and body["error"].startswith(
+        f"1 whole image (crops none), the size of 13 crops of {side} x {side} pixels would take about 13 s"
+    )
+    monkeypatch.undo()
     assert_serves(running.port, photos)
 
 
@@ -504,7 +540,7 @@ def test_admission_follows_the_measured_rate(running, photos, monkeypatch):
     monkeypatch.setattr(running.svc, "_seconds_per_crop", 1.0)  # 10 s for an image of 10 crops: over the 3 s timeout
     status, _, body = score(running.port, one)
     assert status == 413 and body["error"] == (
-        "1 images of 10 crops in all would take about 10 s at the server's rate (1e+03 ms per crop), over its limit "
+        "1 image of 10 crops would take about 10 s at the server's rate (1e+03 ms per crop), over its limit "
         "of 3 s (--timeout): send fewer images or crops per request"
     )
     assert score(running.port, one, "?crops=center")[0] == 200  # 1 s: admitted

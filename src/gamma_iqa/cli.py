@@ -530,7 +530,11 @@ SERVE_MODULES = frozenset({"fastapi", "starlette", "uvicorn", "multipart", "pyth
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    """`serve --model M [--host H] [--port P] [--token T]`: the scoring service until SIGTERM or Ctrl-C; 0 after it."""
+    """`serve --model M [--host H] [--port P] [--token T]`: the scoring service until SIGTERM or Ctrl-C; 0 after it.
+
+    A second signal (stop at once) ends the process with status 130 (`os._exit`) once the requests in flight have
+    their 503: the device thread may still be inside a forward.
+    """
     _check_backend(args)
     token = args.token or os.environ.get("GAMMA_IQA_TOKEN") or None
     try:

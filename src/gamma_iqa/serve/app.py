@@ -86,6 +86,11 @@ async def _discard(receive: Receive, most: int, more: bool = True) -> None:
         more = message.get("more_body", False)
 
 
+def _count(n: int, noun: str) -> str:
+    """`n` and `noun`, plural unless `n` is 1 ("1 image", "4 crops")."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _is_image(data: bytes) -> bool:
     """Whether `data` begins with the signature (magic bytes) of an image format PIL reads; nothing is decoded.
 
@@ -171,7 +176,7 @@ class Service:
         self.info = self._model_info(model_argument)
         self._in_flight = 0  # requests being answered (changed on the event loop only)
         self._queued = 0  # images admitted and not yet answered (idem)
-        self._queued_crops = 0  # their crops, as `_cost` counts them (idem)
+        self._queued_crops = 0  # their crops, as `_costs` counts them (idem)
         self._seconds_per_crop: float | None = None  # the device worker's measured rate (set on its thread)
         self._rounds = 0  # rounds the device worker has scored
         self._tasks: set[asyncio.Task] = set()  # the tasks of the requests being answered (on the event loop only)
@@ -430,35 +435,69 @@ class Service:
         rate, old = seconds / crops, self._seconds_per_crop
         self._seconds_per_crop = rate if old is None else (1 - RATE_WEIGHT) * old + RATE_WEIGHT * rate
 
-    def _cost(self, crops: Crops) -> int:
-        """The crops one image of crop mode `crops` counts in the queue ("none": the largest whole view's)."""
+    def _costs(self, entries: list[Entry], crops: Crops) -> list[int]:
+        """The crops each image of crop mode `crops` counts in the queue: N, 1 ("center"), or its whole view's size."""
         if isinstance(crops, int):
-            return crops
+            return [crops] * len(entries)
         if crops == "center":
-            return 1
-        return math.ceil(transforms.MAX_VIEW_PIXELS / self.model.image_size**2)
+            return [1] * len(entries)
+        return [self._whole_cost(entry.source) for entry in entries]
 
-    def _admit(self, n: int, cost: int) -> None:
-        """Admit `n` images of `cost` crops in all, or refuse them.
+    def _whole_cost(self, data: bytes) -> int:
+        """The crops an image scored whole ("none") counts: its view's pixels / the crop side squared, at least 1.
+
+        The view is the image, or the image enlarged to the crop side when a side is under it; only the header is
+        read. An image that will not be scored (no image, over `max_pixels`) counts 1; none counts more than the
+        largest view the package scores (`MAX_VIEW_PIXELS`).
+        """
+        side = self.model.image_size
+        try:
+            width, height = transforms.image_size(data)
+        except Exception:  # not an image: its row's error, no forward
+            return 1
+        if width * height > self.limits.max_pixels:
+            return 1
+        view_height, view_width = transforms.enlarged_size(height, width, side) or (height, width)
+        pixels = min(view_height * view_width, transforms.MAX_VIEW_PIXELS)
+        return max(1, math.ceil(pixels / side**2))
+
+    def _describe(self, n: int, cost: int, crops: Crops) -> str:
+        """A request's size in its own terms: "1 image of 40 crops", "8 whole images (crops none), the size of ..."."""
+        in_all = " in all" if n > 1 else ""
+        if crops == "none":
+            side = self.model.image_size
+            whole = _count(n, "whole image")
+            return f"{whole} (crops none), the size of {_count(cost, 'crop')} of {side} x {side} pixels{in_all}"
+        return f"{_count(n, 'image')} of {_count(cost, 'crop')}{in_all}"
+
+    def _admit(self, n: int, cost: int, crops: Crops) -> None:
+        """Admit `n` images of crop mode `crops`, `cost` crops in all, or refuse them.
 
         Raises:
-            ServiceError: 413 more than the queue holds, or more than the measured rate scores within the timeout;
-                503 (with Retry-After) the queue is full or its expected wait passes the timeout.
+            ServiceError: 413 more images or crops than the queue holds, or more than the measured rate scores within
+                the timeout; 503 (with Retry-After) the queue is full or its expected wait passes the timeout.
         """
         limits, rate = self.limits, self._seconds_per_crop
         budget = limits.max_queue * DEFAULT_CROPS
-        if n > limits.max_queue or cost > budget:
+        fewer = "fewer or smaller images" if crops == "none" else "fewer images or crops"
+        if n > limits.max_queue:
             raise ServiceError(
                 413,
-                f"{n} images of {cost} crops in all in one request; the queue holds {limits.max_queue} images of "
-                f"{DEFAULT_CROPS} crops, {budget} crops (--max-queue): send fewer images or crops per request",
+                f"{_count(n, 'image')} in one request, over the server's limit of {limits.max_queue} images per "
+                f"request (--max-queue): send at most {limits.max_queue} images per request",
+            )
+        if cost > budget:
+            raise ServiceError(
+                413,
+                f"{self._describe(n, cost, crops)} in one request, over the server's limit of {budget} crops per "
+                f"request (--max-queue {limits.max_queue} images of {DEFAULT_CROPS} crops): send {fewer} per request",
             )
         if rate is not None and cost * rate > limits.timeout:
             raise ServiceError(
                 413,
-                f"{n} images of {cost} crops in all would take about {math.ceil(cost * rate)} s at the server's rate "
-                f"({rate * 1000:.3g} ms per crop), over its limit of {limits.timeout:g} s (--timeout): send fewer "
-                "images or crops per request",
+                f"{self._describe(n, cost, crops)} would take about {math.ceil(cost * rate)} s at the server's rate "
+                f"({rate * 1000:.3g} ms per crop), over its limit of {limits.timeout:g} s (--timeout): send {fewer} "
+                "per request",
             )
         wait = None if rate is None else self._queued_crops * rate
         retry = {"Retry-After": str(max(limits.retry_after, math.ceil(wait or 0)))}
@@ -483,9 +522,9 @@ class Service:
         Raises:
             ServiceError: as `_admit`; 504 timed out, 500 the model failed.
         """
-        n, per_image = len(entries), self._cost(options.crops)
-        cost = n * per_image
-        self._admit(n, cost)
+        n, costs = len(entries), self._costs(entries, options.crops)
+        cost = sum(costs)
+        self._admit(n, cost, options.crops)
         scorer = Scorer(
             self.model,
             crops=options.crops,
@@ -496,7 +535,7 @@ class Service:
         )
         loop = asyncio.get_running_loop()
         key = (options.crops, options.details)
-        futures = [self._submit(loop, i, entry, scorer, key, per_image) for i, entry in enumerate(entries)]
+        futures = [self._submit(loop, i, entry, scorer, key, costs[i]) for i, entry in enumerate(entries)]
         self._queue(n, cost)
         gathered = asyncio.gather(*futures)
         # Cancelled (a second signal, or the timeout), the gathering future ends with a CancelledError nobody awaits:

@@ -18,15 +18,15 @@ class Limits:
     """The service's limits and batching settings.
 
     The queue is measured in crops, so that the admitted work is bounded whatever the requests' crop counts: it holds
-    `max_queue` images at the default 10 crops (an image of n crops counts n, "center" 1, "none" the crops of the
-    largest whole view, `MAX_VIEW_PIXELS` / crop side squared). Once the device worker has measured its rate (seconds
-    per crop, a moving average), a request whose expected wait passes `timeout` is refused at once instead of being
-    admitted to time out.
+    `max_queue` images at the default 10 crops (an image of n crops counts n, "center" 1, "none" its whole view's
+    pixels / crop side squared, at least 1), and a request at most `max_queue` images. Once the device worker has
+    measured its rate (seconds per crop, a moving average), a request whose expected wait passes `timeout` is refused
+    at once instead of being admitted to time out.
 
     Attributes:
         max_body_mb: largest request body, in MiB (413 above).
         max_queue: images (at 10 crops each) admitted and not yet answered, all requests together (a request that
-            would pass it gets 503; one with more images or crops than this, 413).
+            would pass it gets 503; one with more images than this, or more crops than this many images', 413).
         timeout: seconds a request waits for its rows (504 after; 503 or 413 at once when the measured rate says it
             would).
         batch_size: most images the device worker takes from its queue for one round of forwards.
