@@ -658,6 +658,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     scenes = None if args.scene is None else [s.strip() for s in args.scene.split(",")]
     if scenes is not None and not all(scenes):
         raise UsageError(f"--scene {args.scene!r}: an empty scene name; give names separated by commas (`list scenes`)")
+    if not Path(args.output).is_dir() and Path(args.output).suffix.lower() != ".onnx":
+        raise UsageError(f"cannot write {args.output}: OUT must end in .onnx (its sidecar OUT.json goes beside it)")
     check_export_path(args.output)  # before the model loads and the (slow) trace: a bad path fails at once
     name = _model_name(args)
     model = create_model(name).eval()
