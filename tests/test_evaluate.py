@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -243,3 +244,23 @@ def test_list_datasets(capsys):
     assert lines["live"].startswith("natural\t779 images\tMOS [1, 100], lower is better\trandom split")
     assert lines["ava"].startswith("aesthetic\t255530 images\tMOS [0, 10], higher is better\tofficial split")
     assert "--csv FILE" in lines["folder+csv"]
+
+
+def test_eval_a_dead_worker_is_one_line(capsys, monkeypatch, kadid):
+    from gamma_iqa.engine import scoring
+
+    decode = scoring._Images.__getitem__
+
+    def dying(self, i):
+        if i == 1:
+            os._exit(3)  # in the (forked) DataLoader worker, as one killed for memory
+        return decode(self, i)
+
+    monkeypatch.setattr(scoring._Images, "__getitem__", dying)
+    code, out, err = eval_kadid(capsys, kadid, "--workers", "1", "--batch-size", "1", "--crops", "center")
+    lines = [line for line in err.splitlines() if "error" in line]
+    assert code == 1 and out == "" and len(lines) == 1, err
+    assert lines[0].startswith("gamma-iqa eval: error: a decoding worker (pid ")
+    assert lines[0].endswith(
+        "died unexpectedly (exit code 3: out of memory?); rerun with fewer --workers or --workers 0"
+    )

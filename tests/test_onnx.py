@@ -334,6 +334,22 @@ def test_sidecar_direction_is_the_packages_lower_better(monkeypatch, lite):
     assert record["lower_better"] is True and "lower is better" in record["outputs"]["scores"]["meaning"]
 
 
+def test_sidecar_names_the_decoders_rendering_intent(monkeypatch, lite):
+    from PIL import ImageCms
+
+    from gamma_iqa.data import transforms
+    from gamma_iqa.models import base
+
+    assert transforms.RENDERING_INTENT is base.RENDERING_INTENT == ImageCms.Intent.RELATIVE_COLORIMETRIC
+    assert all(base.INTENT_NAMES[int(i)] == i.name.lower().replace("_", " ") for i in ImageCms.Intent)
+    pre = export_module.sidecar_record(lite, ["natural"], OPSET, "0" * 64)["preprocessing"]
+    assert "sRGB (relative colorimetric intent;" in pre["decode"] and "perceptual" not in pre["decode"]
+    monkeypatch.setattr(export_module, "RENDERING_INTENT", 0)  # the text follows the constant
+    assert "sRGB (perceptual intent;" in export_module.preprocessing_record(lite)["decode"]
+    doc = " ".join((ROOT / "docs/onnx.md").read_text().split())
+    assert "to sRGB (relative colorimetric intent;" in doc and "perceptual intent" not in doc
+
+
 def test_sidecar_says_which_resize(lite):
     pre = export_module.sidecar_record(lite, ["natural"], OPSET, "0" * 64)["preprocessing"]
     assert "a = -0.75" in pre["upscale"] and "align_corners=False" in pre["upscale"] and "float32" in pre["upscale"]
@@ -371,6 +387,66 @@ def test_cli_export_sidecar_in_the_way(capsys, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["z.json"]  # no z.onnx, no temporary file
 
 
+@pytest.mark.parametrize("name", ["photo.jpg", "keep.png", "m.json", "m.ONNX.bak", "noext"])
+def test_cli_export_refuses_a_name_not_ending_in_onnx(capsys, tmp_path, name):
+    target = tmp_path / name
+    target.write_bytes(b"the user's file")
+    err = _cli_export_error(capsys, str(target))
+    assert f"cannot write {target}: OUT must end in .onnx" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name] and target.read_bytes() == b"the user's file"
+    with pytest.raises(ValueError, match=r"the name must end in \.onnx"):
+        export_module.check_export_path(target)
+
+
+@pytest.mark.parametrize("folder", [".", ".."])
+def test_cli_export_to_a_folder_names_it(capsys, monkeypatch, tmp_path, folder):
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    assert _cli_export_error(capsys, folder).endswith(f"cannot write {folder}: it is a folder\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"] and list((tmp_path / "sub").iterdir()) == []
+
+
+def test_cli_export_never_replaces_a_file_that_is_not_an_export(capsys, tmp_path):
+    theirs = tmp_path / "theirs.onnx"  # another tool's model, no sidecar of ours beside it
+    theirs.write_bytes(b"someone's model")
+    err = _cli_export_error(capsys, str(theirs))
+    assert (
+        f"cannot write {theirs}: it exists and is not an earlier export (no sidecar of one, {tmp_path / 'theirs.json'})"
+        in err
+    )
+    (tmp_path / "theirs.json").write_text('{"format": "their-tool/2"}')  # a sidecar, but not ours
+    assert "theirs.json exists and is not an earlier export's" in _cli_export_error(capsys, str(theirs))
+    mine = tmp_path / "photo.json"  # the user's own JSON where the sidecar of photo.onnx would go
+    for text in ('{"title": "my photo"}', "not json", "[1, 2]", '{"format": 7}'):
+        mine.write_text(text)
+        err = _cli_export_error(capsys, str(tmp_path / "photo.onnx"))
+        assert (
+            f"cannot write {tmp_path / 'photo.onnx'}: its sidecar {mine} exists and is not an earlier export's" in err
+        )
+        assert mine.read_text() == text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.json", "theirs.json", "theirs.onnx"]
+    assert theirs.read_bytes() == b"someone's model"
+
+
+def test_cli_export_replaces_an_earlier_export(capsys, tmp_path):
+    out = tmp_path / "m.onnx"
+    for _ in range(2):  # the second replaces the first: its sidecar is ours
+        code, _, err = run_cli(capsys, "export", "--model", "gamma-test", "--scene", "natural", str(out))
+        assert code == 0, err
+    out.unlink()  # an export's sidecar left alone (the .onnx deleted): replaced too
+    code, _, err = run_cli(capsys, "export", "--model", "gamma-test", "--scene", "natural", str(out))
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.onnx"]
+
+
+def test_backend_cache_recovers_from_half_an_export(home, tiny_multi):
+    from gamma_iqa.engine.onnxrt import cached_export
+
+    path = cached_export(tiny_multi)
+    sidecar_path(path).unlink()  # cut between its two moves: the .onnx without its sidecar
+    assert cached_export(tiny_multi) == path and sidecar_path(path).is_file()
+
+
 def test_cli_export_under_a_file(capsys, tmp_path):
     (tmp_path / "photo.jpg").write_bytes(b"not a folder")
     err = _cli_export_error(capsys, str(tmp_path / "photo.jpg" / "x.onnx"))
@@ -392,6 +468,8 @@ def test_cli_export_unwritable_system_folders(capsys, path):
 def test_export_failing_late_leaves_nothing(monkeypatch, tmp_path, tiny_multi):
     out = tmp_path / "m.onnx"
     out.write_bytes(b"the previous export")
+    earlier = json.dumps({"format": export_module.SIDECAR_FORMAT})  # an earlier export's: it may be replaced
+    (tmp_path / "m.json").write_text(earlier)
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -400,7 +478,8 @@ def test_export_failing_late_leaves_nothing(monkeypatch, tmp_path, tiny_multi):
     message = f"cannot write {tmp_path / 'm.json'}: no space left on its device"
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         export_onnx(tiny_multi, out)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"] and out.read_bytes() == b"the previous export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.onnx"]
+    assert out.read_bytes() == b"the previous export" and (tmp_path / "m.json").read_text() == earlier
 
 
 @pytest.mark.parametrize("where", ["a-file", "/sys/gamma-iqa", "/proc/gamma-iqa"])

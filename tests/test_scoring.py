@@ -344,3 +344,77 @@ def test_html_report_renders_in_chromium(capsys, folder, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
     # The thumbnails are photos: thousands of distinct colours, where text and bars alone give a few hundred.
     assert len(np.unique(pixels, axis=0)) > 2000
+
+
+# ---- a decoding worker that dies (killed for memory, say) -----------------------------------------------------------
+def _workers_die_at(monkeypatch: pytest.MonkeyPatch, item: int) -> None:
+    """Make the DataLoader worker that decodes dataset item `item` exit at once, as one killed for memory does."""
+    from gamma_iqa.engine import scoring
+
+    decode = scoring._Images.__getitem__
+
+    def dying(self, i):
+        if i == item:
+            os._exit(3)  # in the worker process (forked: it has this patch too)
+        return decode(self, i)
+
+    monkeypatch.setattr(scoring._Images, "__getitem__", dying)
+
+
+def test_a_dead_worker_is_one_line_and_the_rows_so_far_stand(capsys, monkeypatch, folder, tmp_path):
+    out = tmp_path / "scores.csv"
+    argv = [str(folder), "--crops", "center", "--workers", "1", "--batch-size", "1", "--output", str(out)]
+    _workers_die_at(monkeypatch, 4)
+    code, _, err = score_csv(capsys, *argv)
+    assert code == 1 and err.count("\n") == 1, err
+    head, _, tail = err.partition(" died unexpectedly (exit code 3: out of memory?): the ")
+    assert head.startswith("gamma-iqa score: error: a decoding worker (pid ") and tail, err
+    written = int(tail.split()[0])
+    assert tail.endswith(f"so far are in {out}; rerun with --resume, and fewer --workers or --workers 0\n"), err
+    kept = list(csv.DictReader(out.open()))
+    assert len(kept) == written <= 4 and all(r["score"] and not r["error"] for r in kept)
+    monkeypatch.undo()
+    code, _, err = score_csv(capsys, *argv, "--resume")
+    assert code == 0, err
+    assert [Path(r["path"]).name for r in csv.DictReader(out.open())] == [p.name for p in sorted_images(folder)]
+
+
+def sorted_images(folder: Path) -> list[Path]:
+    """The images `score FOLDER` takes, in its order (recursive, sorted by relative path)."""
+    suffixes = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif"}
+    return sorted((p for p in folder.rglob("*") if p.suffix.lower() in suffixes), key=lambda p: p.relative_to(folder))
+
+
+def test_a_dead_worker_while_scoring_to_stdout(capsys, monkeypatch, folder):
+    _workers_die_at(monkeypatch, 2)
+    code, rows, err = score_csv(capsys, str(folder), "--crops", "center", "--workers", "1", "--batch-size", "1")
+    assert code == 1 and err.count("\n") == 1, err
+    assert err.startswith("gamma-iqa score: error: a decoding worker (pid ") and "died unexpectedly" in err
+    assert err.endswith(
+        f"after {len(rows)} row{'' if len(rows) == 1 else 's'}; rerun with fewer --workers or --workers 0\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("message", "line"),
+    [
+        (
+            "DataLoader worker (pid 12) exited unexpectedly with exit code 1. Details are lost due to multiprocessing.",
+            "a decoding worker (pid 12) died unexpectedly (exit code 1: out of memory?)",
+        ),
+        (
+            "DataLoader worker (pid 12) is killed by signal: Killed. ",
+            "a decoding worker (pid 12) died unexpectedly (killed by signal Killed: out of memory?)",
+        ),
+        ("DataLoader worker (pid(s) 12, 13) exited unexpectedly", "a decoding worker (pid 12, 13) died unexpectedly"),
+        ("CUDA out of memory", None),
+    ],
+)
+def test_torchs_dead_worker_messages(message, line):
+    from gamma_iqa import cli
+    from gamma_iqa.engine.scoring import WorkerDied
+
+    got = cli._worker_died(RuntimeError(message))
+    assert got == line or (line is not None and got.startswith(line))
+    assert cli._worker_died(ValueError(message)) is None
+    assert cli._worker_died(WorkerDied("a decoding worker (pid 5) died")) == "a decoding worker (pid 5) died"

@@ -6,7 +6,8 @@ Each subcommand parses its arguments into one library call (`outputs.runs.run_sc
 
 Exit status: 0 all good, 1 some inputs failed (`score --check`: some scores no longer match), 2 usage errors (bad
 arguments, unusable model or checkpoint; `score --check`: no sampled row could be re-read), 130 interrupted (Ctrl-C;
-`score` says how many rows it wrote and how to go on).
+`score` says how many rows it wrote and how to go on). A decoding worker that dies (killed for memory, say) is one
+error line and status 1; `score` says how many rows it wrote and how to go on.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .data.transforms import ColourWarning, parse_crops
 from .engine.calibration import CALIBRATED_COLUMN, METHODS, MOS_COLUMN, Calibration, mos_dataset, score_columns
 from .engine.maps import DEFAULT_STRIDE
 from .engine.runtime import default_workers, process_group, resolve_device
-from .engine.scoring import ScoreRow
+from .engine.scoring import ScoreRow, WorkerDied
 from .engine.train import TrainingError, train
 from .engine.trainconfig import load_config
 from .models import DEFAULT_MODEL, CheckpointError, convert, create_model, default_model, list_models, model_spec
@@ -180,6 +181,37 @@ def _interrupted(rows: RowWriter) -> str:
     if rows.output is not None and rows.fmt != "json":
         line += f" (complete in {shown_name(str(rows.output))}); rerun the same command with --resume to score the rest"
     return line
+
+
+# torch's messages for a DataLoader worker that died, raised by its SIGCHLD handler wherever the main process then is
+# (scoring, writing a row): "(pid N) exited unexpectedly with exit code C. ..." or "(pid N) is killed by signal: X."
+# (and "(pid(s) N, M) exited unexpectedly" from its queue check). One that reaches the Scorer is its WorkerDied.
+_WORKER_DIED = re.compile(
+    r"DataLoader worker \(pid(?:\(s\))? ([\d, ]+)\) (?:exited unexpectedly(?: with exit code (-?\d+))?|is killed by "
+    r"signal: ([^.]+))"
+)
+
+
+def _worker_died(error: BaseException) -> str | None:
+    """The line for a decoding worker that died (killed for memory, say), or None for any other error."""
+    if isinstance(error, WorkerDied):
+        return str(error)
+    match = _WORKER_DIED.match(str(error)) if isinstance(error, RuntimeError) else None
+    if match is None:
+        return None
+    pids, code, killed = match.groups()
+    how = f"killed by signal {killed}: " if killed else f"exit code {code}: " if code else ""
+    return f"a decoding worker (pid {pids}) died unexpectedly ({how}out of memory?)"
+
+
+def _worker_died_during_score(line: str, rows: RowWriter) -> str:
+    """The line for a decoding worker that died during `score`: what was written and how to go on."""
+    head = f"gamma-iqa score: error: {line}"
+    advice = "fewer --workers or --workers 0"
+    if rows.output is not None and rows.fmt != "json":
+        written = f"{rows.written} row{'' if rows.written == 1 else 's'}"
+        return f"{head}: the {written} so far are in {shown_name(str(rows.output))}; rerun with --resume, and {advice}"
+    return f"{head} after {rows.written} row{'' if rows.written == 1 else 's'}; rerun with {advice}"
 
 
 def _check_lines(result: CheckResult, output: str) -> list[str]:
@@ -338,6 +370,12 @@ def _cmd_score(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:  # the rows so far are complete on disk: one line, not a traceback
             print(_interrupted(rows), file=sys.stderr)
             return 130
+        except RuntimeError as e:  # so are they when a decoding worker dies (killed for memory, say)
+            line = _worker_died(e)
+            if line is None:
+                raise
+            print(_worker_died_during_score(line, rows), file=sys.stderr)
+            return 1
     if rows.failed:  # one summary line after the per-image ones (rank 0 writes, and counts, the rows)
         print(f"gamma-iqa score: {rows.failed} of {rows.written} images failed", file=sys.stderr)
     return 1 if failed else 0
@@ -666,6 +704,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     scenes = None if args.scene is None else [s.strip() for s in args.scene.split(",")]
     if scenes is not None and not all(scenes):
         raise UsageError(f"--scene {args.scene!r}: an empty scene name; give names separated by commas (`list scenes`)")
+    if not Path(args.output).is_dir() and Path(args.output).suffix.lower() != ".onnx":
+        raise UsageError(f"cannot write {args.output}: OUT must end in .onnx (its sidecar OUT.json goes beside it)")
     check_export_path(args.output)  # before the model loads and the (slow) trace: a bad path fails at once
     name = _model_name(args)
     model = create_model(name).eval()
@@ -836,6 +876,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C before or after the work (`score` reports one during it itself)
         print(f"gamma-iqa {args.command}: interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as e:  # a decoding worker died (eval, calibrate, train; `score` reports one itself)
+        line = _worker_died(e)
+        if line is None:
+            raise
+        advice = "fewer --workers or --workers 0" if hasattr(args, "workers") else "fewer workers (--set workers=0)"
+        print(f"gamma-iqa {args.command}: error: {line}; rerun with {advice}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

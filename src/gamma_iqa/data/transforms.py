@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from ..models.base import range_problem
+from ..models.base import RENDERING_INTENT, range_problem  # the intent: models/base.py, the ONNX sidecar reads it
 
 __all__ = [
     "HEIF_SUFFIXES",
@@ -86,8 +86,6 @@ MAX_PIXELS = 1 << 30
 # enlarged to the crop size. 2**24 is a 16-megapixel photo, or an aspect ratio of about 330:1 at a 224-pixel crop.
 # Read at each call, so an application may raise it.
 MAX_VIEW_PIXELS = 1 << 24
-# The ICC rendering intent of embedded profiles to sRGB: 1, relative colorimetric (0 would be perceptual); see above.
-RENDERING_INTENT = 1
 # The major brands of an ISO base media file (bytes 8..12, after b"ftyp") that are HEIF images.
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"})
 # The file name suffixes of HEIF images (read by the optional package pillow-heif).

@@ -9,6 +9,7 @@ optional extra `gamma-iqa[onnx]`, imported only when this backend is asked for.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -58,6 +59,9 @@ def cached_export(model: QualityModel, folder: str | os.PathLike[str] | None = N
         except OSError as e:
             reason = "a file is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror
             raise ValueError(f"cannot create the ONNX export cache {folder}: {str(reason).lower()} ({hint})") from None
+        for half in (path, sidecar_path(path)):  # half an earlier export (cut between its two moves): ours, by name
+            with contextlib.suppress(OSError):  # a folder not writable: export_onnx says so, in one line
+                half.unlink(missing_ok=True)
         try:
             export_onnx(model, path, opset=OPSET, weights_sha256=digest)
         except ValueError as e:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import signal
 import stat
 import warnings
 from collections import deque
@@ -50,7 +51,7 @@ from .onnxrt import BACKENDS, OnnxForward
 from .progress import Progress
 from .runtime import DTYPES, autocast, holding_warnings, replay_warnings, scoring_dtype
 
-__all__ = ["DETAIL_FIELDS", "LEVEL_NAMES", "ScoreRow", "Scorer", "describe_error", "score_inputs"]
+__all__ = ["DETAIL_FIELDS", "LEVEL_NAMES", "ScoreRow", "Scorer", "WorkerDied", "describe_error", "score_inputs"]
 
 IMAGES_PER_FORWARD = {"cpu": 1, "cuda": 32, "mps": 8}  # fixed per device: results never depend on --batch-size
 ORIENTATION = 0x0112  # the EXIF tag of the camera's orientation
@@ -192,6 +193,42 @@ class _Images(Dataset):
         except Exception as e:  # any decoder failure is the input's fault: report it on its row
             item["error"] = describe_error(e)
         return item
+
+
+class WorkerDied(RuntimeError):
+    """A decoding worker process died (killed for memory, say): the run cannot go on; the rows before it stand."""
+
+
+def _stop_loader(batches: Iterator[Any]) -> list[Any]:
+    """Stop a DataLoader iterator's worker processes now; returns those that died rather than stopped (none: []).
+
+    SIGCHLD is blocked meanwhile: torch's handler raises for a dead worker until the iterator has forgotten its
+    workers (the end of its shutdown), and a raise in the middle of the shutdown would leave them registered, to
+    raise again later (in an except block, at exit).
+    """
+    shutdown = getattr(batches, "_shutdown_workers", None)  # a multi-process iterator (workers > 0) only
+    if shutdown is None:
+        return []
+    can_block = hasattr(signal, "pthread_sigmask") and hasattr(signal, "SIGCHLD")
+    if can_block:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    try:
+        shutdown()
+    finally:
+        if can_block:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+    return [w for w in getattr(batches, "_workers", []) if w.exitcode not in (0, None)]
+
+
+def _death(workers: list[Any]) -> WorkerDied:
+    """The error for decoding workers that died: their pids and how (a signal's name, or the exit code)."""
+    pids = ", ".join(str(w.pid) for w in workers)
+    code = workers[0].exitcode
+    try:
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    except ValueError:  # a signal number without a name here
+        how = f"killed by signal {-code}"
+    return WorkerDied(f"a decoding worker (pid {pids}) died unexpectedly ({how}: out of memory?)")
 
 
 def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -489,6 +526,10 @@ class Scorer:
 
         With `distributed=True` inside a torchrun group, every rank must call this with the same entries; each scores
         its share and rank 0 gets all the rows (the others get none). Otherwise this process scores everything.
+
+        Raises:
+            WorkerDied: a decoding worker process died (killed for memory, say; names its pid and how); the rows
+                yielded before it stand.
         """
         rank, world = self.shard
         numbered = list(enumerate(entries))
@@ -508,12 +549,19 @@ class Scorer:
         progress = Progress(
             done + len(entries), desc="score", unit="image", done=done, enabled=self.progress and rank == 0
         )
+        batches = iter(loader)
         try:
-            for row in self._gather(iter(loader), lookup, pending):
+            for row in self._gather(batches, lookup, pending):
                 progress.update()
                 yield row
             progress.finish()
-        finally:  # also when the caller stops early (an interrupt): the bar goes
+        except Exception as e:  # a dead worker shows as torch's RuntimeError or a broken queue (EOF, reset)
+            dead = _stop_loader(batches)
+            if dead:
+                raise _death(dead) from e
+            raise
+        finally:  # also when the caller stops early (an interrupt): the bar and the workers go
+            _stop_loader(batches)
             progress.close()
 
     def _gather(self, batches: Iterator[Any], lookup: dict[int, Entry], pending: dict[int, ScoreRow]) -> Iterator:

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 
 __all__ = [
+    "INTENT_NAMES",
+    "RENDERING_INTENT",
     "UNIT_TOLERANCE",
     "Adapter",
     "QualityModel",
@@ -36,6 +38,12 @@ __all__ = [
 # How far float RGB may stray outside [0, 1] and still count as [0, 1] (rounding, resampling overshoot); beyond it
 # the values are on another scale (0..255, say) and the input is refused rather than scored wrongly.
 UNIT_TOLERANCE = 1e-3
+# The ICC rendering intent of an embedded colour profile to sRGB: 1, relative colorimetric (data/transforms.py's
+# module text says why). Here rather than there so that the ONNX export's sidecar (models/export.py), which tells
+# the preprocessing, names the intent the decoder uses: both read this one constant.
+RENDERING_INTENT = 1
+# ImageCms's (and the ICC's) numbering of the rendering intents.
+INTENT_NAMES = {0: "perceptual", 1: "relative colorimetric", 2: "saturation", 3: "absolute colorimetric"}
 
 
 def check_keys(cls: type, d: Mapping[str, Any], what: str) -> None:

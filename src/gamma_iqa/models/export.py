@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from .base import QualityModel, level_head
+from .base import INTENT_NAMES, RENDERING_INTENT, QualityModel, level_head
 from .gamma import Gamma
 from .lite import GammaLite
 from .scenes import NUM_LEVELS
@@ -46,12 +46,15 @@ __all__ = [
     "default_scene",
     "export_onnx",
     "export_scenes",
+    "is_sidecar",
     "onnx_missing",
     "sidecar_path",
 ]
 
 FORMATS = ("onnx",)  # export formats `gamma-iqa export --format` takes
 OPSET = 17  # ONNX opset of the exported graphs (LayerNormalization is native from 17; onnxruntime >= 1.16 runs it)
+SIDECAR_FORMAT = "gamma-iqa-onnx/1"  # the sidecar's `format`: ours, and its version
+SIDECAR_MAX_BYTES = 1 << 20  # a sidecar is a few kB; a larger JSON file is not one of ours (and is not read whole)
 INSTALL_HINT = "pip install 'gamma-iqa[onnx]'"
 LEVEL_NAMES = ("bad", "poor", "fair", "good", "perfect")  # the head's levels, worst first (as engine/scoring's)
 
@@ -176,8 +179,9 @@ def preprocessing_record(model: QualityModel) -> dict[str, Any]:
     (docs/onnx.md has a numpy version that reproduces the CLI's scores).
     """
     size = model.image_size
+    intent = INTENT_NAMES[RENDERING_INTENT]  # the decoder's own (data/transforms.py reads the same constant)
     return {
-        "decode": "PIL decode; EXIF orientation applied; an embedded ICC profile converted to sRGB (perceptual intent; "
+        "decode": f"PIL decode; EXIF orientation applied; an embedded ICC profile converted to sRGB ({intent} intent; "
         "one that moves no colour by more than one level is not applied); palette and alpha composited on white; "
         "16-bit greyscale to 8 bits as floor(v / 65535 * 255 + 0.5) (32-bit integer greyscale: / 65535 when some "
         "value is over 255, else / 255; float greyscale: values in [0, 1], * 255); then RGB uint8 (H, W, 3)",
@@ -212,7 +216,7 @@ def sidecar_record(model: QualityModel, scenes: Sequence[str], opset: int, weigh
     size = model.image_size
     direction = "lower is better" if model.lower_better else "higher is better"
     return {
-        "format": "gamma-iqa-onnx/1",
+        "format": SIDECAR_FORMAT,
         "model": model.config.name,
         "kind": model.kind,
         "weights_sha256": weights_sha256,
@@ -250,15 +254,38 @@ def _nearest_existing(folder: Path) -> Path:
     return folder
 
 
+def is_sidecar(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is a sidecar an export of ours wrote: a small JSON object whose `format` is ours.
+
+    Only such a file (and the .onnx beside it) may be replaced by a new export; a user's own JSON never is.
+    """
+    path = Path(path)
+    try:
+        if not path.is_file() or path.stat().st_size > SIDECAR_MAX_BYTES:
+            return False
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # unreadable, not UTF-8 (UnicodeDecodeError is a ValueError) or not JSON
+        return False
+    return isinstance(record, dict) and str(record.get("format", "")).startswith(SIDECAR_FORMAT.split("/")[0] + "/")
+
+
 def _path_problem(path: Path) -> str | None:
-    """Why `path` or its sidecar cannot be written, judged from the file system alone (no write tried), or None."""
-    side = sidecar_path(path)
-    if path.suffix == ".json":
-        return "a .json file is the sidecar of the .onnx beside it; name the .onnx file"
-    if path.is_dir():
+    """Why `path` or its sidecar cannot be written, judged from the file system alone (no write tried), or None.
+
+    Never replaces a file that is not an earlier export: `path` must end in .onnx, an existing `path` must have a
+    sidecar of ours beside it, and an existing sidecar must be one of ours.
+    """
+    if path.is_dir():  # first: `.` and `..` have no suffix to check (nor to replace)
         return "it is a folder"
+    if path.suffix.lower() != ".onnx":
+        return "the name must end in .onnx (its JSON sidecar goes beside it)"
+    side = sidecar_path(path)
     if side.is_dir():
         return f"its sidecar {side} is a folder"
+    if side.exists() and not is_sidecar(side):
+        return f"its sidecar {side} exists and is not an earlier export's; move it away or name another file"
+    if path.exists() and not is_sidecar(side):
+        return f"it exists and is not an earlier export (no sidecar of one, {side}); move it away or name another file"
     folder = path.parent
     existing = _nearest_existing(folder)
     if not existing.is_dir():
@@ -319,8 +346,9 @@ def check_export_path(path: str | os.PathLike[str]) -> None:
     """Check, before a (slow) export, that `path` and its sidecar can be written: creates and removes their temps.
 
     Raises:
-        ValueError: one line naming `path` (or its sidecar) and why not: a .json name, a folder in the way, a missing
-            folder or a file where a folder should be, a folder not writable.
+        ValueError: one line naming `path` (or its sidecar) and why not: a name not ending in .onnx, a file there (or
+            at the sidecar's place) that is not an earlier export, a folder in the way, a missing folder or a file
+            where a folder should be, a folder not writable.
     """
     for tmp in _reserve(Path(path)):
         tmp.unlink(missing_ok=True)
@@ -342,7 +370,8 @@ def export_onnx(
 
     Args:
         model: a Gamma or gamma-lite model (any device and dtype: an fp32 CPU copy is exported).
-        path: the .onnx file to write (its folder must exist).
+        path: the .onnx file to write (its folder must exist); an existing one is replaced only when it is an earlier
+            export (its sidecar one of ours), and an existing sidecar only when it is one of ours.
         scene: one scene or several for the scene table, in that order; None: every scene the model accepts, its
             default first. The sidecar's `default_scene` is the model's default if the table holds it, else the
             table's first.
