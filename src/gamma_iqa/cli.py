@@ -476,9 +476,11 @@ def _add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--scene", help="scene of the images (see `list scenes`); default: the model's")
     k.add_argument("--method", choices=METHODS, default="logistic4", help="4-parameter logistic (default) or isotonic")
     k.add_argument("--holdout", type=float, default=0.2, help="fraction of rows held out and reported on (default 0.2)")
-    k.add_argument("--seed", type=int, default=0, help="seed of the random crops and of the held-out rows")
+    k.add_argument("--seed", type=int, default=0, help="seed of the random crops and of the held-out rows (default 0)")
     k.add_argument("--crops", default="10", help="as for score (apply the calibration to scores made alike)")
-    k.add_argument("--batch-size", type=int, default=8, help="images decoded per batch (scores do not depend on it)")
+    k.add_argument(
+        "--batch-size", type=int, default=8, help="images decoded per batch (default 8; scores do not depend on it)"
+    )
     k.add_argument("--workers", type=int, default=default_workers(), help="decoding processes (default: from CPUs)")
     k.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     k.add_argument(
@@ -631,7 +633,9 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
         "--host other than a loopback address",
     )
     v.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
-    v.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision")
+    v.add_argument(
+        "--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision (default fp32)"
+    )
     v.add_argument(
         "--backend",
         choices=("torch", "onnxruntime"),
@@ -645,8 +649,10 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=256,
         metavar="N",
-        help="images waiting, all requests together, counted at 10 crops (?crops=20 counts 2) (default 256); a request "
-        "the measured rate cannot answer within --timeout is refused at once (503 with Retry-After)",
+        help="images waiting, all requests together, counted at 10 crops: ?crops=20 counts 2, center 0.1, none by the "
+        "image's size in 224-px crops (default 256); also the most images in one request (413 above). A request the "
+        "queue's measured rate cannot answer within --timeout gets 503 with Retry-After, one that alone would take "
+        "longer 413",
     )
     v.add_argument(
         "--max-crops", type=int, default=64, metavar="N", help="most crops per image a request may ask for (default 64)"
@@ -660,7 +666,11 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
     )
     v.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds a request may wait (default 60)")
     v.add_argument(
-        "--batch-size", type=int, default=32, metavar="N", help="most images merged into one round of forwards"
+        "--batch-size",
+        type=int,
+        default=32,
+        metavar="N",
+        help="most images merged into one round of forwards (default 32)",
     )
     v.add_argument(
         "--max-wait-ms",
@@ -738,11 +748,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--scene", default=None, help="scene of the images (see `list scenes`); default: the model's")
     s.add_argument("--crops", default="10", help="N random crops (default 10), 'center' or 'none' (whole image)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the random crops (mixed with each image's pixels)")
-    s.add_argument("--batch-size", type=int, default=8, help="images decoded per batch (scores do not depend on it)")
+    s.add_argument(
+        "--seed", type=int, default=0, help="seed of the random crops, mixed with each image's pixels (default 0)"
+    )
+    s.add_argument(
+        "--batch-size", type=int, default=8, help="images decoded per batch (default 8; scores do not depend on it)"
+    )
     s.add_argument("--workers", type=int, default=default_workers(), help="decoding processes (default: from CPUs)")
     s.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps; with --check: the recorded one")
-    s.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision")
+    s.add_argument(
+        "--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision (default fp32)"
+    )
     s.add_argument(
         "--backend",
         choices=("torch", "onnxruntime"),
@@ -750,7 +766,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="what runs the forward: torch (default) or onnxruntime (CPU, fp32; the model's ONNX export, cached; "
         "pip install 'gamma-iqa[onnx]')",
     )
-    s.add_argument("--format", choices=("csv", "json", "jsonl"), default="csv")
+    s.add_argument(
+        "--format",
+        choices=("csv", "json", "jsonl"),
+        default="csv",
+        help="rows as CSV, a JSON array or JSON lines (default csv)",
+    )
     s.add_argument("--output", help="write to FILE instead of stdout")
     s.add_argument("--resume", action="store_true", help="skip the rows already in --output and append the rest")
     s.add_argument("--html", metavar="REPORT.html", help="also write a self-contained HTML page of the results")
