@@ -39,7 +39,7 @@ from .. import metrics
 from ..data.datasets import FOLDER_CSV, DatasetSpec, get_dataset, list_datasets
 from ..data.transforms import parse_crops
 from ..models.base import QualityModel, require_model
-from ..models.state import state_sha256
+from ..models.state import read_json, state_sha256, write_json
 
 __all__ = [
     "CALIBRATED_COLUMN",
@@ -176,11 +176,7 @@ class Calibration:
 
         A folder `path` (a model or run folder) gets the file `FILE_NAME` inside it.
         """
-        path = calibration_file(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_json(calibration_file(path), self.to_dict())
 
 
 # ---- reading a file ----------------------------------------------------------------------------------------------
@@ -252,11 +248,9 @@ def load_calibration(path: str | os.PathLike[str]) -> Calibration:
     if not path.is_file():
         raise FileNotFoundError(f"`calibration` {path}: no such file")
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise CalibrationError(f"`calibration` {path}: not JSON ({e.msg}, line {e.lineno})") from None
-    except UnicodeDecodeError:
-        raise CalibrationError(f"`calibration` {path}: not JSON (not UTF-8 text)") from None
+        d = read_json(path)
+    except ValueError as e:
+        raise CalibrationError(f"`calibration` {path}: {e}") from None
     problem = _file_problem(d)
     if problem is not None:
         raise CalibrationError(f"`calibration` {path}: {problem}")

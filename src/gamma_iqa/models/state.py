@@ -1,8 +1,13 @@
-"""State-dict plumbing shared by every weight format: the one error type, reading PyTorch files, key renames."""
+"""State-dict plumbing shared by every weight format: the one error type, reading PyTorch files, key renames.
+
+Also the small file helpers the layers above share: SHA-256 of a file or state dict, and reading and writing the
+package's small JSON files (calibration files, provenance records) with one-line errors.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import re
@@ -12,7 +17,17 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckpointError", "Renames", "first_line", "rename_keys", "state_sha256", "torch_load"]
+__all__ = [
+    "CheckpointError",
+    "Renames",
+    "file_sha256",
+    "first_line",
+    "read_json",
+    "rename_keys",
+    "state_sha256",
+    "torch_load",
+    "write_json",
+]
 
 Renames = Sequence[tuple[re.Pattern[str], str]]  # (pattern, replacement) applied in order to each key
 
@@ -52,6 +67,31 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """The parsed content of a JSON file (any JSON value: the caller checks its shape).
+
+    Raises:
+        ValueError: not JSON: "not JSON (REASON, line N)" or "not JSON (not UTF-8 text)", without the path (the
+            caller puts it, and the parameter it came from, in front).
+        OSError: the file cannot be read.
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not JSON ({e.msg}, line {e.lineno})") from None
+    except UnicodeDecodeError:
+        raise ValueError("not JSON (not UTF-8 text)") from None
+
+
+def write_json(path: str | os.PathLike[str], record: Any) -> Path:
+    """Write `record` to `path` as indented JSON, atomically (a kill never leaves half a file); returns the path."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
 
 
 def first_line(e: BaseException) -> str:

@@ -39,7 +39,7 @@ from ..engine.calibration import CALIBRATED_COLUMN, MOS_COLUMN, load_calibration
 from ..engine.scoring import Scorer
 from ..models.base import QualityModel
 from ..models.factory import create_model
-from ..models.state import file_sha256, state_sha256
+from ..models.state import file_sha256, read_json, state_sha256, write_json
 from .writers import read_rows
 
 __all__ = [
@@ -165,11 +165,7 @@ def settings_of(record: Mapping[str, Any]) -> dict[str, Any]:
 
 def write_provenance(path: str | os.PathLike[str], record: Mapping[str, Any]) -> Path:
     """Write `record` to `path` as indented JSON, atomically (a kill never leaves half a file); returns the path."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_json(path, record)
 
 
 def read_provenance(output: str | os.PathLike[str]) -> dict[str, Any]:
@@ -183,9 +179,9 @@ def read_provenance(output: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{output}: no provenance file {path} (written by gamma-iqa score --output)")
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not JSON ({e.msg})") from None
+        record = read_json(path)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     if not isinstance(record, dict) or "model" not in record:
         raise ValueError(f"{path}: not a gamma-iqa provenance record")
     return record
