@@ -425,10 +425,7 @@ def _fit_line(part: str, values: dict | None) -> str:
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     """`calibrate --csv LABELS --out CAL.json`: fit a score-to-MOS map; 1 when some images could not be scored."""
-    if Path(args.csv).is_dir():
-        raise UsageError(f"--csv {args.csv}: is a folder; give the label CSV file")
-    if not Path(args.csv).is_file():
-        raise UsageError(f"--csv {args.csv}: no such file")
+    _check_label_csv(args.csv)
     name = _model_name(args)
     model = create_model(name).to(resolve_device(args.device))
     failed = []
@@ -504,14 +501,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_label_csv(csv: str) -> None:
+    """Refuse a --csv (of `eval --dataset folder+csv` and `calibrate`) that is a folder or no file, in one line.
+
+    Raises:
+        UsageError: naming --csv and what it is.
+    """
+    if Path(csv).is_dir():
+        raise UsageError(f"--csv {csv}: is a folder; give the label CSV file")
+    if not Path(csv).is_file():
+        raise UsageError(f"--csv {csv}: no such file")
+
+
 def _own_dataset(args: argparse.Namespace) -> DatasetSpec:
     """`--dataset folder+csv`: the user's own dataset from its flags (the keys of a training config's entry)."""
     if args.csv is None or args.mos_range is None or args.scene is None:
         raise UsageError("--dataset folder+csv needs --csv FILE, --mos-range LO HI and --scene S")
-    if Path(args.csv).is_dir():
-        raise UsageError(f"--csv {args.csv}: is a folder; give the label CSV file")
-    if not Path(args.csv).is_file():
-        raise UsageError(f"--csv {args.csv}: no such file")
+    _check_label_csv(args.csv)
     flags = {
         "csv": args.csv,
         "mos_range": args.mos_range,
