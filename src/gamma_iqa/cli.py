@@ -26,7 +26,7 @@ from ._version import __version__
 from .data.datasets import FOLDER_CSV, DatasetSpec, get_dataset, list_datasets, user_dataset
 from .data.inputs import expand_paths, read_manifest
 from .data.transforms import ColourWarning, parse_crops
-from .engine.calibration import CALIBRATED_COLUMN, METHODS, MOS_COLUMN, Calibration, mos_dataset, score_columns
+from .engine.calibration import CALIBRATED_COLUMN, METHODS, MOS_COLUMN, mos_dataset, score_columns
 from .engine.maps import DEFAULT_STRIDE
 from .engine.runtime import default_workers, process_group, resolve_device
 from .engine.scoring import ScoreRow, WorkerDied
@@ -358,7 +358,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
                 map_scale=args.map_scale,
                 protect=[args.manifest] if args.manifest else [],
                 details=args.details,
-                columns=_score_columns(args, model, crops),
+                columns=score_columns(
+                    model, mos_scale=args.mos_scale, calibration=args.calibration, scene=args.scene, crops=crops
+                ),
                 crops=crops,
                 seed=args.seed,
                 batch_size=args.batch_size,
@@ -387,11 +389,6 @@ def _column_names(args: argparse.Namespace) -> list[str]:
     if args.mos_scale is not None:
         mos_dataset(args.mos_scale)
     return [name for name, asked in ((MOS_COLUMN, args.mos_scale), (CALIBRATED_COLUMN, args.calibration)) if asked]
-
-
-def _score_columns(args: argparse.Namespace, model: object, crops: object) -> dict:
-    """The maps behind those columns; a calibration for another model (or a malformed one) is refused."""
-    return score_columns(model, mos_scale=args.mos_scale, calibration=args.calibration, scene=args.scene, crops=crops)
 
 
 def _add_scale_options(s: argparse.ArgumentParser) -> None:
@@ -428,8 +425,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     _check_label_csv(args.csv)
     name = _model_name(args)
     model = create_model(name).to(resolve_device(args.device))
-    failed = []
-    cal: Calibration = run_calibrate(
+    cal = run_calibrate(
         model,
         args.csv,
         images=args.images,
@@ -440,7 +436,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         holdout=args.holdout,
         out=args.out,
         model_name=name,
-        on_error=lambda row: (failed.append(row), _print_error(row)),
+        on_error=_print_error,
         crops=parse_crops(args.crops),
         seed=args.seed,
         batch_size=args.batch_size,
@@ -454,8 +450,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         f"gamma-iqa calibrate: wrote {cal.path}; apply it with gamma-iqa score --calibration {cal.path}",
         file=sys.stderr,
     )
+    failed = cal.labels["failed"]  # the rows on_error printed
     if failed:
-        print(f"gamma-iqa calibrate: {len(failed)} of {cal.labels['rows']} images failed", file=sys.stderr)
+        print(f"gamma-iqa calibrate: {failed} of {cal.labels['rows']} images failed", file=sys.stderr)
     return 1 if failed else 0
 
 
