@@ -115,20 +115,18 @@ def sync(device: torch.device) -> None:
 
 def decode_rate(scorer: scoring.Scorer, entries: list, n: int) -> float:
     """Seconds per image to decode and crop in this process, as one DataLoader worker does (the scorer's settings)."""
-    images = scoring._Images(list(enumerate(entries[:n])), scorer.crops, scorer.model.image_size, 0, scorer.uint8)
-    images[0]  # warm: imports, the first file's page cache
+    sample = entries[:n]
+    scorer.prepare(0, sample[0])  # warm: imports, the first file's page cache
     start = time.perf_counter()
-    for i in range(len(images)):
-        item = images[i]
+    for i, entry in enumerate(sample):
+        item = scorer.prepare(i, entry)
         assert "error" not in item, item.get("error")
-    return (time.perf_counter() - start) / len(images)
+    return (time.perf_counter() - start) / len(sample)
 
 
 def one_forward_crops(scorer: scoring.Scorer, entries: list) -> tuple[list, list]:
     """The host crops of one of the engine's forwards (images of the first entries, as the workers give them)."""
-    per_forward = 1 if scorer.crops == "none" else scoring.IMAGES_PER_FORWARD.get(scorer.device.type, 1)
-    images = scoring._Images(list(enumerate(entries)), scorer.crops, scorer.model.image_size, 0, scorer.uint8)
-    items = [images[i % len(entries)] for i in range(per_forward)]
+    items = [scorer.prepare(i, entries[i % len(entries)]) for i in range(scorer.per_forward)]
     crops = [item["crops"].pin_memory() if scorer.device.type == "cuda" else item["crops"] for item in items]
     return crops, [None] * sum(len(c) for c in crops)
 

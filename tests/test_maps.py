@@ -173,6 +173,12 @@ def test_shipped_model_maps_a_blurred_left_half_lower_on_the_left():
     assert blurred.scores[0, 1] == sharp.scores[0, 1]  # the untouched right window kept its score exactly
 
 
+def score_maps(capsys, maps, *args: str) -> tuple[int, str, str]:
+    """`gamma-iqa score` of gamma-test, centre crops, drawing maps at stride 16 into `maps`; (code, stdout, stderr)."""
+    argv = ["score", "--model", "gamma-test", "--workers", "0", "--crops", "center", "--map-stride", "16"]
+    return run_cli(capsys, *argv, "--map", str(maps), *args)
+
+
 def test_score_map_writes_pngs_and_the_report_links_them(gamma_test_model, tmp_path, capsys):
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
@@ -180,25 +186,8 @@ def test_score_map_writes_pngs_and_the_report_links_them(gamma_test_model, tmp_p
         Image.fromarray(pixels).save(tmp_path / folder / "x.png")
     (tmp_path / "b" / "broken.png").write_bytes(b"not an image")
     out, page = tmp_path / "maps", tmp_path / "report.html"
-    code, _, err = run_cli(
-        capsys,
-        "score",
-        "--model",
-        "gamma-test",
-        "--workers",
-        "0",
-        "--crops",
-        "center",
-        "--map",
-        str(out),
-        "--map-stride",
-        "16",
-        "--html",
-        str(page),
-        "--output",
-        str(tmp_path / "s.csv"),
-        str(tmp_path / "a"),
-        str(tmp_path / "b"),
+    code, _, err = score_maps(
+        capsys, out, "--html", str(page), "--output", str(tmp_path / "s.csv"), str(tmp_path / "a"), str(tmp_path / "b")
     )
     assert code == 1  # the broken image
     assert sorted(p.name for p in out.iterdir()) == ["x-2.map.png", "x.map.png"]  # the broken image has no map
@@ -239,10 +228,9 @@ def test_the_reports_maps_share_one_colour_scale_unless_told_otherwise(tmp_path,
         pixels = (images(1, size=128, seed=i)[0].permute(1, 2, 0) * 255).round().byte().numpy()
         Image.fromarray(pixels if i == 0 else np.ascontiguousarray(pixels[::-1, :, ::-1])).save(tmp_path / name)
     drawn = _colour_limits(monkeypatch)
-    argv = ["score", "--model", "gamma-test", "--workers", "0", "--crops", "center", "--map-stride", "16"]
-    argv += ["--map", str(tmp_path / "maps"), "--output", str(tmp_path / "s.csv"), str(tmp_path / "p.png")]
+    argv = ["--output", str(tmp_path / "s.csv"), str(tmp_path / "p.png"), str(tmp_path / "q.png")]
     extra = [str(tmp_path / a) if a.endswith(".html") else a for a in extra]
-    assert run_cli(capsys, *argv, str(tmp_path / "q.png"), *extra)[0] == 0
+    assert score_maps(capsys, tmp_path / "maps", *argv, *extra)[0] == 0
     assert sorted(drawn) == ["p.png", "q.png"]
     if shared:  # one 0..1 scale: a colour is one score on every map of the page
         assert drawn["p.png"] == drawn["q.png"] == (0.0, 1.0)
@@ -269,22 +257,7 @@ def test_score_map_failures_are_one_line_and_the_run_goes_on(tmp_path, capsys, m
     for name, side in (("big", 160), ("small", 64)):
         pixels = (images(1, size=side)[0].permute(1, 2, 0) * 255).round().byte().numpy()
         Image.fromarray(pixels).save(tmp_path / f"{name}.png")
-    code, out, err = run_cli(
-        capsys,
-        "score",
-        "--model",
-        "gamma-test",
-        "--workers",
-        "0",
-        "--crops",
-        "center",
-        "--map",
-        str(tmp_path / "maps"),
-        "--map-stride",
-        "16",
-        str(tmp_path / "big.png"),
-        str(tmp_path / "small.png"),
-    )
+    code, out, err = score_maps(capsys, tmp_path / "maps", str(tmp_path / "big.png"), str(tmp_path / "small.png"))
     assert code == 1 and out.count("\n") == 3  # header and both scores: the rows are unchanged
     lines = err.strip().splitlines()
     assert len(lines) == 1 and re.match(r"error: .*big\.png: quality map not drawn: too many windows", lines[0])

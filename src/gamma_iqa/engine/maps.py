@@ -5,7 +5,7 @@ back to end at the image's border, so every pixel is in some window: an axis of 
 ceil((L - window) / stride) + 1 windows (one when L <= window). An image with a side under `window` is first enlarged
 as `make_crops` enlarges it (short side to `window`, bicubic), and the boxes are given back in the original's pixels.
 
-Each window is scored as the Scorer scores one centre crop of an image that size: through `Scorer._forward`, in its
+Each window is scored as the Scorer scores one centre crop of an image that size: through `Scorer.score_items`, in its
 fixed-size forwards on the model's device and under its dtype, so a window's score is the one
 `model.score(window, crops="center")` gives (bit-identical on the CPU) and a map does not depend on anything else.
 Windows are cut from the decoded image one forward at a time, so memory is the image plus one forward's windows.
@@ -26,7 +26,7 @@ from PIL import Image
 
 from ..data.transforms import image_to_tensor, make_crops
 from ..models.base import QualityModel, require_model
-from .scoring import IMAGES_PER_FORWARD, Scorer, _decode, describe_error
+from .scoring import Scorer, decode_input, describe_error
 
 __all__ = [
     "DEFAULT_STRIDE",
@@ -107,7 +107,7 @@ def decode_image(image: Any) -> Image.Image | torch.Tensor:
             `image`, and why, as `QualityModel.score` says it: "no such file", "not an image, ...").
     """
     try:
-        return _decode(image)
+        return decode_input(image)
     except Exception as e:  # any failure to read it is the input's: one line, as scoring words it
         name = str(image) if isinstance(image, (str, os.PathLike)) else "`image`"
         raise ImageReadError(name, describe_error(e)) from None
@@ -180,14 +180,13 @@ def _scored(
     scorer: Scorer, view: Any, offsets: list[tuple[int, int]], window: int, scene: str | None
 ) -> Iterator[float]:
     """The score of each window, in the Scorer's fixed-size forwards (one window an item, as a centre crop)."""
-    per_forward = IMAGES_PER_FORWARD.get(scorer.device.type, 1)
-    size = scorer.model.image_size
+    per_forward, size = scorer.per_forward, scorer.model.image_size
     for start in range(0, len(offsets), per_forward):
         views = _windows(view, offsets[start : start + per_forward], window)  # (n, 3, window, window)
         if window != size:  # another window side: seen at the model's crop size
             views = F.interpolate(views, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         group = [({"crops": v[None]}, scene) for v in views]  # each (1, 3, size, size)
-        for mean, _, _ in scorer._forward(group):  # the Scorer's own forward: same batching, device and dtype
+        for mean, _, _ in scorer.score_items(group):  # the Scorer's own forward: same batching, device and dtype
             yield mean
 
 

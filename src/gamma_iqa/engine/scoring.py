@@ -51,7 +51,16 @@ from .onnxrt import BACKENDS, OnnxForward
 from .progress import Progress
 from .runtime import DTYPES, autocast, holding_warnings, replay_warnings, scoring_dtype
 
-__all__ = ["DETAIL_FIELDS", "LEVEL_NAMES", "ScoreRow", "Scorer", "WorkerDied", "describe_error", "score_inputs"]
+__all__ = [
+    "DETAIL_FIELDS",
+    "LEVEL_NAMES",
+    "ScoreRow",
+    "Scorer",
+    "WorkerDied",
+    "decode_input",
+    "describe_error",
+    "score_inputs",
+]
 
 IMAGES_PER_FORWARD = {"cpu": 1, "cuda": 32, "mps": 8}  # fixed per device: results never depend on --batch-size
 ORIENTATION = 0x0112  # the EXIF tag of the camera's orientation
@@ -132,11 +141,14 @@ def describe_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}"
 
 
-def _decode(source: Any) -> Image.Image | torch.Tensor:
+def decode_input(source: Any) -> Image.Image | torch.Tensor:
     """A file path or its bytes, PIL image, numpy array or (3, H, W) tensor -> PIL RGB image or float tensor in [0, 1].
 
     A PIL image gets what `load_image` does to a file (EXIF orientation, then sRGB through its colour profile), so one
     file gives one score whichever way it comes; arrays and tensors are checked and scaled by `array_to_image`.
+
+    Raises:
+        Exception: what reading it raised (OSError, ValueError, PIL's errors...); `describe_error` words it.
     """
     if isinstance(source, (str, Path)):
         info = os.stat(source)
@@ -155,11 +167,11 @@ def _decode(source: Any) -> Image.Image | torch.Tensor:
 
 
 def _decode_noting(source: Any) -> tuple[Image.Image | torch.Tensor, str | None, list[Warning]]:
-    """`_decode(source)`, the reason of a `ColourWarning` it gave (None without one) and its other warnings, held.
+    """`decode_input(source)`, the reason of a `ColourWarning` it gave (None without one) and its other warnings, held.
 
     The other warnings (PIL's on a damaged file, say) are held for the main process to show (`holding_warnings`).
     """
-    image, held = holding_warnings(lambda: _decode(source))
+    image, held = holding_warnings(lambda: decode_input(source))
     notes = [w.reason for w in held if isinstance(w, ColourWarning)]
     return image, "; ".join(notes) or None, [w for w in held if not isinstance(w, ColourWarning)]
 
@@ -272,6 +284,8 @@ class Scorer:
         uint8_crops: crops travel from the workers as uint8 pixels and become floats on the device: True, False, or
             None (default) for accelerators only. The scores are the same either way, bit for bit.
         in_flight: forwards queued on an accelerator before the host waits for the oldest one's scores (at least 1).
+        per_forward: images in each forward: IMAGES_PER_FORWARD of the model's device, 1 for `crops` "none" (whole
+            images differ in size).
         onnx: the onnxruntime forward (`engine.onnxrt.OnnxForward`) with `backend` onnxruntime, else None; another
             Scorer of the same model takes it as its `backend` to share it.
     """
@@ -341,6 +355,7 @@ class Scorer:
         self.details = details
         self.columns = dict(columns or {})
         self.device = next(model.parameters()).device
+        self.per_forward = 1 if self.crops == "none" else IMAGES_PER_FORWARD.get(self.device.type, 1)
         if dtype == "fp16" and self.device.type == "cpu":
             raise ValueError("`dtype` fp16 needs a GPU; use bf16 or fp32 on the CPU")
         name = getattr(model.config, "name", type(model).__name__)
@@ -384,11 +399,12 @@ class Scorer:
         return 0, 1
 
     # ---- model side --------------------------------------------------------------------------------------------
-    def _forward(self, group: list[tuple[dict[str, Any], str | None]]) -> list[tuple[float, float | None, Any]]:
+    def score_items(self, group: list[tuple[dict[str, Any], str | None]]) -> list[tuple[float, float | None, Any]]:
         """(mean score, spread, mean level probabilities) of each (item, scene)'s crops (no details: None, None).
 
-        Random/centre crops go in forwards of exactly IMAGES_PER_FORWARD images (zero images pad the last one);
-        whole images ("none") go one by one, since their sizes differ. Waits for the result (`_launch` does not).
+        One forward, as `run` makes them: at most `per_forward` items, each a dict whose `crops` are (n, 3, S, S)
+        float32 in [0, 1] or uint8 (zero images pad a short group to `per_forward`, so a score never depends on the
+        group; "none" crops go one item at a time). Waits for the result (`_launch` does not).
         """
         return self._results(self._launch(group))
 
@@ -411,11 +427,11 @@ class Scorer:
 
     @torch.inference_mode()
     def _launch(self, group: list[tuple[dict[str, Any], str | None]]) -> _Launched:
-        """Queue the forward of `group` (see `_forward`) and the copy of its scores to the host; no wait on a GPU."""
+        """Queue the forward of `group` (see `score_items`) and the copy of its scores to the host; no wait on a GPU."""
         crops = self._on_device([item["crops"] for item, _ in group])
         scenes = [scene for item, scene in group for _ in range(len(item["crops"]))]
         per = [len(item["crops"]) for item, _ in group]
-        want = len(crops) if self.crops == "none" else per[0] * IMAGES_PER_FORWARD.get(self.device.type, 1)
+        want = len(crops) if self.crops == "none" else per[0] * self.per_forward
         if len(crops) < want:
             pad = want - len(crops)
             crops = torch.cat([crops, crops.new_zeros(pad, *crops.shape[1:])])
@@ -440,7 +456,7 @@ class Scorer:
         return _Launched(per, scores, probs, done)
 
     def _results(self, launched: _Launched) -> list[tuple[float, float | None, Any]]:
-        """`_forward`'s tuples of a launched forward, once its scores are on the host (the means taken there)."""
+        """`score_items`' tuples of a launched forward, once its scores are on the host (the means taken there)."""
         launched.wait()
         scores = launched.scores.split(launched.per)  # per item: (n crops,)
         if launched.probs is None:
@@ -476,9 +492,8 @@ class Scorer:
         Returns the rows of the forwards in `flight` that are done: every one when `final`, else those whose scores
         are on the host already, and the oldest ones beyond `in_flight` (waiting for them).
         """
-        per_forward = 1 if self.crops == "none" else IMAGES_PER_FORWARD.get(self.device.type, 1)
-        while len(queue) >= per_forward or (final and queue):
-            group, queue[:] = queue[:per_forward], queue[per_forward:]
+        while len(queue) >= self.per_forward or (final and queue):
+            group, queue[:] = queue[: self.per_forward], queue[self.per_forward :]
             flight.append(([row for _, _, row in group], self._launch([(it, sc) for it, sc, _ in group])))
         scored = []
         while flight and (final or len(flight) > max(1, self.in_flight) or flight[0][1].ready()):
@@ -550,19 +565,20 @@ class Scorer:
             done + len(entries), desc="score", unit="image", done=done, enabled=self.progress and rank == 0
         )
         batches = iter(loader)
+        failure: Exception | None = None
         try:
             for row in self._gather(batches, lookup, pending):
                 progress.update()
                 yield row
             progress.finish()
         except Exception as e:  # a dead worker shows as torch's RuntimeError or a broken queue (EOF, reset)
-            dead = _stop_loader(batches)
-            if dead:
-                raise _death(dead) from e
+            failure = e
             raise
         finally:  # also when the caller stops early (an interrupt): the bar and the workers go
-            _stop_loader(batches)
+            dead = _stop_loader(batches)
             progress.close()
+            if dead and failure is not None:
+                raise _death(dead) from failure
 
     def _gather(self, batches: Iterator[Any], lookup: dict[int, Entry], pending: dict[int, ScoreRow]) -> Iterator:
         """The rows of `run`, in order, as their batches finish (on rank 0; the other ranks yield none).

@@ -32,11 +32,12 @@ from ..engine.calibration import CALIBRATED_COLUMN, MOS_COLUMN
 from ..engine.scoring import LEVEL_NAMES, ScoreRow
 from .writers import shown_name
 
-__all__ = ["DEFAULT_TOP", "ERRORS_SHOWN", "MAP_COLOURS", "THUMB_SIDE", "Report", "thumbnail", "write_html"]
+__all__ = ["DEFAULT_TOP", "ERRORS_SHOWN", "MAP_COLOURS", "PAGE_MARK", "THUMB_SIDE", "Report", "thumbnail", "write_html"]
 
 DEFAULT_TOP = 100  # best and worst images shown by default: about 2 x 100 x 7.5 KB = 1.5 MB of page
 ERRORS_SHOWN = 1000  # failures listed (one table row each, no image)
 THUMB_SIDE = 160  # px, the longest side of a thumbnail
+PAGE_MARK = "<title>gamma-iqa scores</title>"  # in the head of every page: how a page of ours is told (runs.py)
 # The maps' colour map (matplotlib's RdYlGn, outputs/maps.py), low to high: the 11 colours it interpolates between.
 MAP_COLOURS = ("#a50026", "#d73027", "#f46d43", "#fdae61", "#fee08b", "#ffffbf")
 MAP_COLOURS += ("#d9ef8b", "#a6d96a", "#66bd63", "#1a9850", "#006837")
@@ -234,7 +235,7 @@ class Report:
             grids.append(f"{title}<div class='grid'>{''.join(_card(s, lo, hi) for s in shown)}</div>")
         page = (
             "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<title>gamma-iqa scores</title><style>{_STYLE}</style></head><body>"
+            f"{PAGE_MARK}<style>{_STYLE}</style></head><body>"
             f"<h1>gamma-iqa scores</h1><p class='meta'>model {html.escape(model)} · {self.scored:,} scored · "
             f"{self.failed:,} failed · higher is better</p>"
             f"<p class='meta' id='shown'>{html.escape(self._summary())}</p>{_legend_html(bool(maps), map_scale)}"

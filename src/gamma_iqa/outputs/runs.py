@@ -39,7 +39,7 @@ from ..models.base import QualityModel, require_model
 from ..models.state import file_sha256, state_sha256
 from .maps import SCALES, draw_map, map_paths, require_matplotlib, write_maps
 from .provenance import collect, read_provenance, settings_of, sidecar, utc_now, write_provenance
-from .report import DEFAULT_TOP, Report
+from .report import DEFAULT_TOP, PAGE_MARK, Report
 from .results import format_markdown, plot_predictions, save_predictions
 from .writers import RowWriter
 
@@ -105,9 +105,9 @@ def _provenance(
         command=command,
         columns=describe_columns(options.get("columns") or {}),
     )
-    calibration = [c for c in (options.get("columns") or {}).values() if isinstance(c, Calibration) and c.path]
+    calibration = _calibration_files(options)
     if calibration:  # where `score --check` finds it again, and its SHA-256 to tell a file recalibrated in place
-        path = Path(calibration[0].path).resolve()
+        path = Path(calibration[0]).resolve()
         record["calibration"] = {"file": str(path), "sha256": file_sha256(path)}
     if rows.resume and rows.output is not None and sidecar(rows.output).is_file():
         before = read_provenance(rows.output)
@@ -152,13 +152,10 @@ def _score_and_record(
     return failed
 
 
-_REPORT_MARK = "<title>gamma-iqa scores</title>"  # in the head of every page `Report.write` writes
-
-
 def _is_report(path: Path) -> bool:
     """Whether `path` is an HTML page `Report.write` wrote (its title, in its first few kilobytes)."""
     with open(path, "rb") as f:
-        return _REPORT_MARK.encode() in f.read(4096)
+        return PAGE_MARK.encode() in f.read(4096)
 
 
 def _is_calibration(path: Path) -> bool:
@@ -235,11 +232,15 @@ def check_folder_target(name: str, folder: str | os.PathLike[str]) -> None:
     _probe(name, folder)
 
 
+def _calibration_files(options: dict[str, Any]) -> list[str | os.PathLike[str]]:
+    """The files of the calibrations among the Scorer options' `columns` (one loaded from a file has its `path`)."""
+    return [c.path for c in (options.get("columns") or {}).values() if isinstance(c, Calibration) and c.path]
+
+
 def _run_inputs(entries: Sequence[Entry], protect: Iterable[str | os.PathLike[str]], options: dict) -> set[Path]:
     """Resolved paths of what a score run reads: its images, the `protect` files, a calibration's file."""
     files = [e.source for e in entries if isinstance(e.source, (str, os.PathLike))] + list(protect)
-    files += [c.path for c in (options.get("columns") or {}).values() if isinstance(c, Calibration) and c.path]
-    return {Path(f).resolve() for f in files}
+    return {Path(f).resolve() for f in files + _calibration_files(options)}
 
 
 def _check_targets(
@@ -316,6 +317,12 @@ def _missing_maps(entries: Sequence[Entry], at: Sequence[int], paths: Sequence[P
     return [i for i in kept if entries[i].name not in failed]
 
 
+def _earlier_maps(entries: Sequence[Entry], at: Sequence[int], paths: Sequence[Path]) -> dict[str, Path]:
+    """{name: PNG} of the maps on disk for the entries not at positions `at` (this call's): an earlier call's."""
+    now = set(at)
+    return {e.name: paths[i] for i, e in enumerate(entries) if i not in now and paths[i].is_file()}
+
+
 class _MapDrawer:
     """Draws each scored row's map as soon as the row is written (one process), so an interrupted run keeps them.
 
@@ -361,11 +368,7 @@ class _MapDrawer:
 
     def maps(self) -> dict[str, Path]:
         """{name: PNG} for the report: the maps drawn now, and those an earlier call drew."""
-        now = set(self.at)
-        earlier = {
-            e.name: self.paths[i] for i, e in enumerate(self.entries) if i not in now and self.paths[i].is_file()
-        }
-        return {**earlier, **self.drawn}
+        return {**_earlier_maps(self.entries, self.at, self.paths), **self.drawn}
 
 
 def _draw_maps(
@@ -409,9 +412,7 @@ def _draw_maps(
         missed = sorted((row for _, part in gathered for row in part), key=lambda row: row.index)
     for row in missed if rank == 0 and on_error is not None else []:
         on_error(row)
-    now = set(at)
-    earlier = {e.name: paths[i] for i, e in enumerate(entries) if i not in now and paths[i].is_file()}
-    return {**earlier, **drawn}, bool(missed)
+    return {**_earlier_maps(entries, at, paths), **drawn}, bool(missed)
 
 
 def run_score(

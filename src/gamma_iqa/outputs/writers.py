@@ -291,7 +291,8 @@ class RowWriter:
             raise RuntimeError("RowWriter.write outside its `with` block (or before open())")
         values = row.as_dict() if isinstance(row, ScoreRow) else row
         if self.fmt == "csv":
-            self._emit(self._csv_line(["" if values.get(k) is None else values.get(k) for k in self.fields]))
+            cells = (values.get(k) for k in self.fields)
+            self._emit(self._csv_line(["" if v is None else v for v in cells]))
         elif self.fmt == "jsonl":
             self._emit(json.dumps(json_row(values, self.fields)) + "\n")  # ASCII: odd characters, bytes as \u escapes
         else:
