@@ -35,7 +35,7 @@ from .._version import __version__
 from .base import INTENT_NAMES, RENDERING_INTENT, QualityModel, level_head
 from .gamma import Gamma
 from .lite import GammaLite
-from .scenes import NUM_LEVELS
+from .scenes import LEVEL_NAMES, NUM_LEVELS
 from .state import state_sha256
 
 __all__ = [
@@ -56,7 +56,6 @@ OPSET = 17  # ONNX opset of the exported graphs (LayerNormalization is native fr
 SIDECAR_FORMAT = "gamma-iqa-onnx/1"  # the sidecar's `format`: ours, and its version
 SIDECAR_MAX_BYTES = 1 << 20  # a sidecar is a few kB; a larger JSON file is not one of ours (and is not read whole)
 INSTALL_HINT = "pip install 'gamma-iqa[onnx]'"
-LEVEL_NAMES = ("bad", "poor", "fair", "good", "perfect")  # the head's levels, worst first (as engine/scoring's)
 
 
 def onnx_missing() -> str | None:
