@@ -119,11 +119,11 @@ class DeviceWorker:
         """Score rounds until stopped."""
         while (jobs := self._take()) is not None:
             live = [job for job in jobs if not job.future.done()]  # requests that timed out or were stopped: nothing
+            if not live:
+                continue
             groups: dict[tuple[Crops, bool], list[Job]] = {}
             for job in live:
                 groups.setdefault(job.key, []).append(job)
-            if not live:
-                continue
             self.on_round(len(live))  # before any request is answered: a client that has its rows sees it in /metrics
             started = time.perf_counter()
             outcomes = [outcome for group in groups.values() for outcome in self._score(group)]
