@@ -542,8 +542,7 @@ class Service:
             backend=self._forward,
         )
         loop = asyncio.get_running_loop()
-        key = (options.crops, options.details)
-        futures = [self._submit(loop, i, entry, scorer, key, costs[i]) for i, entry in enumerate(entries)]
+        futures = [self._submit(loop, i, entry, scorer, costs[i]) for i, entry in enumerate(entries)]
         self._queue(n, cost)
         gathered = asyncio.gather(*futures)
         # Cancelled (a second signal, or the timeout), the gathering future ends with a CancelledError nobody awaits:
@@ -573,7 +572,6 @@ class Service:
         index: int,
         entry: Entry,
         scorer: Scorer,
-        key: tuple[Crops, bool],
         cost: int,
     ) -> asyncio.Future:
         """The future row of one entry: settled now for an entry with an error, else by the device worker."""
@@ -581,7 +579,7 @@ class Service:
         if entry.error is not None:
             future.set_result(self._failed(index, entry, entry.error))
             return future
-        job = Job(next(self._seq), entry, scorer, key, cost, future, loop)
+        job = Job(next(self._seq), entry, scorer, cost, future)
         assert self._pool is not None, "the service runs inside its server (the lifespan starts the pool)"
         self._pool.submit(self._prepare, job)
         return future
@@ -594,7 +592,7 @@ class Service:
         """Decode and crop one image (on the decoding thread) and queue it for the device worker."""
         if job.future.done():  # the request gave up, or the server stopped at once
             return
-        problem = self._over_budget(job.entry.source, job.key[0])
+        problem = self._over_budget(job.entry.source, job.scorer.crops)
         if problem is not None:
             job.settle(self._failed(job.seq, job.entry, problem))
             return
