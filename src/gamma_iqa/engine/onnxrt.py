@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..models.base import QualityModel
-from ..models.export import OPSET, export_onnx, export_scenes, onnx_missing, sidecar_path
+from ..models.export import OPSET, ExportPathError, export_onnx, export_scenes, onnx_missing, sidecar_path
 from ..models.state import state_sha256
 from ..paths import gamma_home
 
@@ -62,9 +62,7 @@ def cached_export(model: QualityModel) -> Path:
                 half.unlink(missing_ok=True)
         try:
             export_onnx(model, path, opset=OPSET, weights_sha256=digest)
-        except ValueError as e:
-            if not str(e).startswith("cannot write"):
-                raise
+        except ExportPathError as e:
             raise ValueError(f"the ONNX export cache: {e} ({hint})") from None
     return path
 
