@@ -29,22 +29,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from score_e2e import make_photos as draw_photos  # a sibling script: benchmarks/ is on the path when run
 
 from gamma_iqa.cli import main as cli_main
 
 
 def make_photos(folder: Path, n: int, width: int, height: int) -> list[Path]:
-    """n JPEGs (quality 90) with smooth structure and noise, like photos as far as the decoder is concerned."""
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:height, 0:width]
-    paths = []
-    for i in range(n):
-        base = np.stack([np.sin(x / (20 + i) + c) * np.cos(y / (30 + 2 * i) - c) for c in (0.0, 1.0, 2.0)], -1)
-        pixels = np.clip(127 + 90 * base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-        paths.append(folder / f"{i:05d}.jpg")
-        Image.fromarray(pixels).save(paths[-1], quality=90)
-    return paths
+    """n JPEGs (quality 90) with smooth structure and noise: score_e2e.py's synthetic photos, their paths in order."""
+    draw_photos(folder, n, width, height)
+    return [folder / f"{i:05d}.jpg" for i in range(n)]
 
 
 def cli_scores(model: str, paths: list[Path]) -> tuple[float, dict[str, float]]:

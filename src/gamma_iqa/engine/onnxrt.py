@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 from ..models.base import QualityModel
-from ..models.export import OPSET, export_onnx, export_scenes, onnx_missing, sidecar_path
+from ..models.export import OPSET, ExportPathError, export_onnx, export_scenes, onnx_missing, sidecar_path
 from ..models.state import state_sha256
 from ..paths import gamma_home
 
@@ -32,28 +31,27 @@ _SESSIONS: dict[tuple[str, int], Any] = {}  # (file, threads) -> InferenceSessio
 SPINNING = "session.intra_op.allow_spinning"  # onnxruntime's session option: idle intra-op threads spin ("1") or sleep
 
 
-def cached_export(model: QualityModel, folder: str | os.PathLike[str] | None = None) -> Path:
+def cached_export(model: QualityModel) -> Path:
     """The ONNX file of `model`'s image path with every scene it accepts, exported on first use.
 
     Args:
         model: a Gamma or gamma-lite model.
-        folder: the cache folder (created); default `$GAMMA_IQA_HOME/onnx`.
 
     Returns:
-        `<folder>/<model name>-<weights SHA-256, 16 hex>-<scenes hash, 8 hex>-opset<N>.onnx`, its sidecar beside it.
+        `$GAMMA_IQA_HOME/onnx/<model name>-<weights SHA-256, 16 hex>-<scenes hash, 8 hex>-opset<N>.onnx`, its sidecar
+        beside it (the folder is created).
 
     Raises:
         ValueError: as `export_onnx` (onnx missing, a model family without an export), or a cache folder that cannot
-            be made or written (one line naming it and, for the default, GAMMA_IQA_HOME).
+            be made or written (one line naming it and GAMMA_IQA_HOME).
     """
     digest = state_sha256(model)
     scenes = export_scenes(model)
     tag = hashlib.sha256("\n".join(scenes).encode()).hexdigest()[:8]
-    env_folder = folder is None
-    folder = Path(folder) if folder is not None else gamma_home() / "onnx"
+    folder = gamma_home() / "onnx"
     path = folder / f"{model.config.name}-{digest[:16]}-{tag}-opset{OPSET}.onnx"
     if not (path.is_file() and sidecar_path(path).is_file()):
-        hint = "set GAMMA_IQA_HOME to a writable folder" if env_folder else "pass a writable folder"
+        hint = "set GAMMA_IQA_HOME to a writable folder"
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -64,9 +62,7 @@ def cached_export(model: QualityModel, folder: str | os.PathLike[str] | None = N
                 half.unlink(missing_ok=True)
         try:
             export_onnx(model, path, opset=OPSET, weights_sha256=digest)
-        except ValueError as e:
-            if not str(e).startswith("cannot write"):
-                raise
+        except ExportPathError as e:
             raise ValueError(f"the ONNX export cache: {e} ({hint})") from None
     return path
 
@@ -116,8 +112,12 @@ class OnnxForward:
             options.add_session_config_entry(SPINNING, "0")
             _SESSIONS[key] = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.session = _SESSIONS[key]
-        self.info = {"name": "onnxruntime", "onnxruntime": onnxruntime.__version__, "opset": record["opset"]}
-        self.info["file"] = self.path.name
+        self.info = {
+            "name": "onnxruntime",
+            "onnxruntime": onnxruntime.__version__,
+            "opset": record["opset"],
+            "file": self.path.name,
+        }
 
     def __call__(
         self, crops: torch.Tensor, scenes: Sequence[str | None], *, levels: bool = False

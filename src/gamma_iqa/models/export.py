@@ -35,12 +35,13 @@ from .._version import __version__
 from .base import INTENT_NAMES, RENDERING_INTENT, QualityModel, level_head
 from .gamma import Gamma
 from .lite import GammaLite
-from .scenes import NUM_LEVELS
+from .scenes import LEVEL_NAMES, NUM_LEVELS
 from .state import state_sha256
 
 __all__ = [
     "FORMATS",
     "OPSET",
+    "ExportPathError",
     "ImagePath",
     "check_export_path",
     "default_scene",
@@ -56,7 +57,6 @@ OPSET = 17  # ONNX opset of the exported graphs (LayerNormalization is native fr
 SIDECAR_FORMAT = "gamma-iqa-onnx/1"  # the sidecar's `format`: ours, and its version
 SIDECAR_MAX_BYTES = 1 << 20  # a sidecar is a few kB; a larger JSON file is not one of ours (and is not read whole)
 INSTALL_HINT = "pip install 'gamma-iqa[onnx]'"
-LEVEL_NAMES = ("bad", "poor", "fair", "good", "perfect")  # the head's levels, worst first (as engine/scoring's)
 
 
 def onnx_missing() -> str | None:
@@ -305,13 +305,17 @@ _WRITE_REASONS = {  # errno -> why a file cannot be created in an existing folde
 }
 
 
-def _write_error(path: Path, error: OSError) -> ValueError:
+class ExportPathError(ValueError):
+    """An export's file or sidecar cannot be written: "cannot write PATH: why", naming the user's path."""
+
+
+def _write_error(path: Path, error: OSError) -> ExportPathError:
     """A one-line error naming the user's `path` (never a temporary name) for `error`, raised while writing it."""
     reason = _WRITE_REASONS.get(error.errno or 0)
     if reason in (None, _WRITE_REASONS[errno.ENOSPC], _WRITE_REASONS[errno.EDQUOT]):
         text = reason or (error.strerror or str(error)).lower()
-        return ValueError(f"cannot write {path}: {text}")
-    return ValueError(f"cannot write {path}: folder {path.parent} is {reason}")
+        return ExportPathError(f"cannot write {path}: {text}")
+    return ExportPathError(f"cannot write {path}: folder {path.parent} is {reason}")
 
 
 def _reserve(path: Path) -> tuple[Path, Path]:
@@ -325,7 +329,7 @@ def _reserve(path: Path) -> tuple[Path, Path]:
     """
     problem = _path_problem(path)
     if problem is not None:
-        raise ValueError(f"cannot write {path}: {problem}")
+        raise ExportPathError(f"cannot write {path}: {problem}")
     made: list[Path] = []
     try:
         for target in (path, sidecar_path(path)):
@@ -346,9 +350,9 @@ def check_export_path(path: str | os.PathLike[str]) -> None:
     """Check, before a (slow) export, that `path` and its sidecar can be written: creates and removes their temps.
 
     Raises:
-        ValueError: one line naming `path` (or its sidecar) and why not: a name not ending in .onnx, a file there (or
-            at the sidecar's place) that is not an earlier export, a folder in the way, a missing folder or a file
-            where a folder should be, a folder not writable.
+        ExportPathError: (a ValueError) one line naming `path` (or its sidecar) and why not: a name not ending in
+            .onnx, a file there (or at the sidecar's place) that is not an earlier export, a folder in the way, a
+            missing folder or a file where a folder should be, a folder not writable.
     """
     for tmp in _reserve(Path(path)):
         tmp.unlink(missing_ok=True)
@@ -382,9 +386,10 @@ def export_onnx(
         The sidecar's path.
 
     Raises:
+        ExportPathError: (a ValueError) `path` or its sidecar not writable (as `check_export_path`; also a write
+            failing during the export, e.g. a full disk).
         ValueError: a scene the model does not accept or an empty scene list or name, a model family without an
-            export, `path` or its sidecar not writable (as `check_export_path`; also a write failing during the export,
-            e.g. a full disk), or onnx / onnxruntime not installed (the message names the extra to install).
+            export, or onnx / onnxruntime not installed (the message names the extra to install).
     """
     reason = onnx_missing()
     if reason is not None:

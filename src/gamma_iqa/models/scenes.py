@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["GENERIC", "SDP_SCENES", "get_scene", "list_scenes", "register_scene"]
+__all__ = ["GENERIC", "LEVEL_NAMES", "SDP_SCENES", "get_scene", "list_scenes", "register_scene"]
 
 GENERIC = "generic"  # the plain Gamma prompt set's scene name
 NUM_LEVELS = 5  # quality levels K, bad to perfect (gamma.md §4)
+LEVEL_NAMES = ("bad", "poor", "fair", "good", "perfect")  # the levels' names, worst first (the prompts' order)
 
 _SCENES: dict[str, tuple[str, ...]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
@@ -66,17 +67,15 @@ def describe_scene(name: str) -> str:
     return _DESCRIPTIONS[name]
 
 
-_LEVELS = ("bad", "poor", "fair", "good", "perfect")
-
-register_scene(GENERIC, [f"{lv} image" for lv in _LEVELS], "plain Gamma's prompts, used for every kind of image")
+register_scene(GENERIC, [f"{lv} image" for lv in LEVEL_NAMES], "plain Gamma's prompts, used for every kind of image")
 register_scene(
     "natural",
-    [f"natural {lv}-quality image" for lv in _LEVELS],
+    [f"natural {lv}-quality image" for lv in LEVEL_NAMES],
     "natural photos, synthetic and authentic distortions (LIVE, CSIQ, TID2013, KADID, LIVEC, KonIQ, SPAQ)",
 )
-register_scene("aigc", [f"AI-generated {lv}-quality image" for lv in _LEVELS], "AI-generated images (AGIQA-3K)")
-register_scene("underwater", [f"underwater {lv}-quality image" for lv in _LEVELS], "underwater images (UWIQA)")
-register_scene("face", [f"face {lv}-quality image" for lv in _LEVELS], "face images (GFIQA-20k)")
-register_scene("aesthetic", [f"natural {lv}-aesthetics image" for lv in _LEVELS], "image aesthetics (AVA, AADB)")
+register_scene("aigc", [f"AI-generated {lv}-quality image" for lv in LEVEL_NAMES], "AI-generated images (AGIQA-3K)")
+register_scene("underwater", [f"underwater {lv}-quality image" for lv in LEVEL_NAMES], "underwater images (UWIQA)")
+register_scene("face", [f"face {lv}-quality image" for lv in LEVEL_NAMES], "face images (GFIQA-20k)")
+register_scene("aesthetic", [f"natural {lv}-aesthetics image" for lv in LEVEL_NAMES], "image aesthetics (AVA, AADB)")
 
 SDP_SCENES: tuple[str, ...] = ("natural", "aigc", "underwater", "face", "aesthetic")  # gamma.md §4.2, in its order

@@ -450,16 +450,24 @@ class Service:
         read. An image that will not be scored (no image, over `max_pixels`) counts 1; none counts more than the
         largest view the package scores (`MAX_VIEW_PIXELS`).
         """
-        side = self.model.image_size
+        header = self._header(data)
+        if header is None or header[0] * header[1] > self.limits.max_pixels:  # not scored: its row's error, no forward
+            return 1
+        width, height, enlarged = header
+        view_height, view_width = enlarged or (height, width)
+        pixels = min(view_height * view_width, transforms.MAX_VIEW_PIXELS)
+        return max(1, math.ceil(pixels / self.model.image_size**2))
+
+    def _header(self, data: bytes) -> tuple[int, int, tuple[int, int] | None] | None:
+        """(width, height, the (height, width) it is enlarged to or None) of an image's header; None: no image.
+
+        Only the header is read, nothing decoded (`transforms.image_size`, `transforms.enlarged_size`).
+        """
         try:
             width, height = transforms.image_size(data)
-        except Exception:  # not an image: its row's error, no forward
-            return 1
-        if width * height > self.limits.max_pixels:
-            return 1
-        view_height, view_width = transforms.enlarged_size(height, width, side) or (height, width)
-        pixels = min(view_height * view_width, transforms.MAX_VIEW_PIXELS)
-        return max(1, math.ceil(pixels / side**2))
+        except Exception:  # not an image: `Scorer.prepare` says why, as the CLI does
+            return None
+        return width, height, transforms.enlarged_size(height, width, self.model.image_size)
 
     def _describe(self, n: int, cost: int, crops: Crops) -> str:
         """A request's size in its own terms: "1 image of 40 crops", "8 whole images (crops none), the size of ..."."""
@@ -534,8 +542,7 @@ class Service:
             backend=self._forward,
         )
         loop = asyncio.get_running_loop()
-        key = (options.crops, options.details)
-        futures = [self._submit(loop, i, entry, scorer, key, costs[i]) for i, entry in enumerate(entries)]
+        futures = [self._submit(loop, i, entry, scorer, costs[i]) for i, entry in enumerate(entries)]
         self._queue(n, cost)
         gathered = asyncio.gather(*futures)
         # Cancelled (a second signal, or the timeout), the gathering future ends with a CancelledError nobody awaits:
@@ -565,29 +572,29 @@ class Service:
         index: int,
         entry: Entry,
         scorer: Scorer,
-        key: tuple[Crops, bool],
         cost: int,
     ) -> asyncio.Future:
         """The future row of one entry: settled now for an entry with an error, else by the device worker."""
         future = loop.create_future()
         if entry.error is not None:
-            future.set_result(
-                ScoreRow(index, entry.name, scene=entry.scene or self.model.config.default_scene, error=entry.error)
-            )
+            future.set_result(self._failed(index, entry, entry.error))
             return future
-        job = Job(next(self._seq), entry, scorer, key, cost, future, loop)
+        job = Job(next(self._seq), entry, scorer, cost, future)
         assert self._pool is not None, "the service runs inside its server (the lifespan starts the pool)"
         self._pool.submit(self._prepare, job)
         return future
+
+    def _failed(self, index: int, entry: Entry, error: str) -> ScoreRow:
+        """The row of an image that is not scored, with its one-line `error` (as the CLI's row of a failed image)."""
+        return ScoreRow(index, entry.name, scene=entry.scene or self.model.config.default_scene, error=error)
 
     def _prepare(self, job: Job) -> None:
         """Decode and crop one image (on the decoding thread) and queue it for the device worker."""
         if job.future.done():  # the request gave up, or the server stopped at once
             return
-        problem = self._over_budget(job.entry.source, job.key[0])
+        problem = self._over_budget(job.entry.source, job.scorer.crops)
         if problem is not None:
-            scene = job.entry.scene or self.model.config.default_scene
-            job.settle(ScoreRow(job.seq, job.entry.name, scene=scene, error=problem))
+            job.settle(self._failed(job.seq, job.entry, problem))
             return
         try:
             job.item = job.scorer.prepare(job.seq, job.entry)
@@ -604,17 +611,16 @@ class Service:
         image with crops "none", or a thin image enlarged to the crop side); None when it fits or when the header
         cannot be read (the scorer then gives the CLI's reason).
         """
-        try:
-            width, height = transforms.image_size(data)
-        except Exception:  # not an image: `Scorer.prepare` says why, as the CLI does
+        header = self._header(data)
+        if header is None:  # not an image: `Scorer.prepare` says why, as the CLI does
             return None
+        width, height, enlarged = header
         pixels, limit, view_limit = width * height, self.limits.max_pixels, transforms.MAX_VIEW_PIXELS
         if pixels > limit:
             return (
                 f"image of {width} x {height} = {pixels:,} pixels is over the server's limit of {limit:,} pixels "
                 "(--max-pixels)"
             )
-        enlarged = transforms.enlarged_size(height, width, self.model.image_size)
         if enlarged is not None and enlarged[0] * enlarged[1] > view_limit:
             eh, ew = enlarged
             return (

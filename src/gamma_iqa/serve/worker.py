@@ -29,11 +29,14 @@ class Job:
     seq: int  # unique across requests: the index of its item and row
     entry: Entry
     scorer: Scorer
-    key: tuple[Crops, bool]  # (crop mode, details): images of one key may share a forward
     cost: int  # its crops, as the queue counts them
-    future: asyncio.Future
-    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future  # on its request's event loop
     item: dict[str, Any] | None = None
+
+    @property
+    def key(self) -> tuple[Crops, bool]:
+        """(crop mode, details) of its Scorer: images of one key may share a forward."""
+        return self.scorer.crops, self.scorer.details
 
     def settle(self, row: ScoreRow | None = None, error: BaseException | None = None) -> None:
         """Hand the row (or the error) to the request, on its event loop; a request that gave up takes none."""
@@ -47,7 +50,7 @@ class Job:
                 self.future.set_result(row)
 
         with contextlib.suppress(RuntimeError):  # the loop closed: the server has stopped
-            self.loop.call_soon_threadsafe(done)
+            self.future.get_loop().call_soon_threadsafe(done)
 
 
 class DeviceWorker:
@@ -119,11 +122,11 @@ class DeviceWorker:
         """Score rounds until stopped."""
         while (jobs := self._take()) is not None:
             live = [job for job in jobs if not job.future.done()]  # requests that timed out or were stopped: nothing
+            if not live:
+                continue
             groups: dict[tuple[Crops, bool], list[Job]] = {}
             for job in live:
                 groups.setdefault(job.key, []).append(job)
-            if not live:
-                continue
             self.on_round(len(live))  # before any request is answered: a client that has its rows sees it in /metrics
             started = time.perf_counter()
             outcomes = [outcome for group in groups.values() for outcome in self._score(group)]
