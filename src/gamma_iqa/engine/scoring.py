@@ -45,7 +45,7 @@ from ..data.transforms import (
     to_rgb,
 )
 from ..models.base import QualityModel, require_model, set_scorer, values_unchecked
-from ..models.scenes import NUM_LEVELS
+from ..models.scenes import LEVEL_NAMES
 from .calibration import Calibration, score_columns
 from .onnxrt import BACKENDS, OnnxForward
 from .progress import Progress
@@ -64,8 +64,6 @@ __all__ = [
 
 IMAGES_PER_FORWARD = {"cpu": 1, "cuda": 32, "mps": 8}  # fixed per device: results never depend on --batch-size
 ORIENTATION = 0x0112  # the EXIF tag of the camera's orientation
-LEVEL_NAMES = ("bad", "poor", "fair", "good", "perfect")  # the head's levels, worst first (models/scenes.py)
-assert len(LEVEL_NAMES) == NUM_LEVELS
 # The columns `details` adds after ScoreRow.FIELDS: the crops' spread, then each level's probability.
 DETAIL_FIELDS = ("spread", *(f"p_{name}" for name in LEVEL_NAMES))
 

@@ -348,9 +348,8 @@ class Service:
         """Start the decoding thread and the device worker with the server; stop them when it stops."""
         self._loop = asyncio.get_running_loop()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gamma-iqa-decode")
-        device = next(self.model.parameters()).device
         self._worker = DeviceWorker(
-            device.type, self.limits.batch_size, self.limits.max_wait_ms / 1000, self.metrics.batch.observe, self._timed
+            self.limits.batch_size, self.limits.max_wait_ms / 1000, self.metrics.batch.observe, self._timed
         )
         self._worker.start()
         try:

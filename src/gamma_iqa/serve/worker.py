@@ -16,7 +16,6 @@ from typing import Any
 
 from ..data.inputs import Entry
 from ..data.transforms import Crops
-from ..engine import scoring
 from ..engine.scoring import Scorer, ScoreRow
 
 __all__ = ["DeviceWorker", "Job"]
@@ -58,23 +57,21 @@ class DeviceWorker:
 
     Each round takes up to `batch_size` images from the queue: all that are waiting, and while the last forward of
     a crop mode would be padded, more for up to `max_wait` seconds. Images of one (crop mode, details) are scored
-    together by `Scorer.score_prepared`, in forwards of IMAGES_PER_FORWARD images.
+    together by `Scorer.score_prepared`, in forwards of the Scorer's `per_forward` images.
     """
 
     def __init__(
         self,
-        device_type: str,
         batch_size: int,
         max_wait: float,
         on_round: Callable[[int], None],
         on_scored: Callable[[int, float], None],
     ) -> None:
-        """A worker for a model on `device_type`.
+        """A worker merging the images of requests into rounds of at most `batch_size`.
 
         `on_round(n)` is told the images of each round before they are scored, `on_scored(crops, seconds)` the crops
         (as the queue counts them) and the seconds of the round once they are.
         """
-        self.per_forward = scoring.IMAGES_PER_FORWARD.get(device_type, 1)
         self.batch_size, self.max_wait, self.on_round, self.on_scored = batch_size, max_wait, on_round, on_scored
         self.queue: queue.Queue[Job | None] = queue.Queue()
         self.thread = threading.Thread(target=self._loop, name="gamma-iqa-device", daemon=True)
@@ -95,10 +92,10 @@ class DeviceWorker:
 
     def _padded(self, jobs: list[Job]) -> bool:
         """Whether the last forward of some key would be padded with zero images."""
-        counts: dict[tuple[Crops, bool], int] = {}
+        counts: dict[tuple[Crops, bool], list[int]] = {}  # key -> [images, images per forward]
         for job in jobs:
-            counts[job.key] = counts.get(job.key, 0) + 1
-        return any(n % (1 if key[0] == "none" else self.per_forward) for key, n in counts.items())
+            counts.setdefault(job.key, [0, job.scorer.per_forward])[0] += 1
+        return any(n % per for n, per in counts.values())
 
     def _take(self) -> list[Job] | None:
         """The images of the next round; None once stopped."""
