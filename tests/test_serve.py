@@ -260,6 +260,8 @@ def test_an_unknown_scene_gets_the_cli_message(running, photos, capsys, monkeypa
     [
         ("?crops=0", "`crops` must be a positive number, 'center' or 'none', got '0'"),
         ("?seed=x", "`seed` must be an integer, got 'x'"),
+        ("?seed=--5", "`seed` must be an integer, got '--5'"),
+        ("?seed=1.5", "`seed` must be an integer, got '1.5'"),
         ("?path=/etc/passwd", "unknown parameter 'path'"),  # no server paths: images only from the body
         ("?crops=3&crops=4", "`crops` is given more than once"),
     ],

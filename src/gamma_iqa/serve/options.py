@@ -61,7 +61,7 @@ def parse_options(pairs: Sequence[tuple[str, str]], max_crops: int) -> Options:
             422, f"`crops` {crops} is over the server's limit of {max_crops} crops per image (--max-crops)"
         )
     seed = values.get("seed", "0")
-    if not seed.lstrip("-").isdigit():
+    if not seed.removeprefix("-").isdigit():  # one optional sign: "--5" is not a number
         raise ServiceError(422, f"`seed` must be an integer, got {seed!r}")
     details = values.get("details", "false").lower()
     if details not in ("1", "true", "yes", "0", "false", "no"):
