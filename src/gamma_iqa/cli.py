@@ -29,7 +29,7 @@ from .data.transforms import ColourWarning, parse_crops
 from .engine.calibration import CALIBRATED_COLUMN, METHODS, MOS_COLUMN, mos_dataset, score_columns
 from .engine.maps import DEFAULT_STRIDE
 from .engine.runtime import default_workers, process_group, resolve_device
-from .engine.scoring import ScoreRow, WorkerDied
+from .engine.scoring import COMPILE_MODES, ScoreRow, WorkerDied
 from .engine.train import TrainingError, train
 from .engine.trainconfig import load_config
 from .models import DEFAULT_MODEL, CheckpointError, convert, create_model, default_model, list_models, model_spec
@@ -271,7 +271,7 @@ _SCORE_NEEDS = (
     ("tolerance", "check"),
 )
 _CHECK_IGNORES = ("model", "scene", "crops", "seed", "dtype", "format", "resume", "details", "mos_scale")
-_CHECK_IGNORES += ("calibration", "map", "html")
+_CHECK_IGNORES += ("calibration", "map", "html", "compile", "compile_mode")
 
 
 @functools.cache
@@ -299,6 +299,38 @@ def _check_option_pairs(args: argparse.Namespace) -> None:
         raise UsageError(f"--check re-scores with the settings it recorded; it takes no {', '.join(ignored)}")
 
 
+def _add_compile_options(p: argparse.ArgumentParser) -> None:
+    """`score`'s --compile and --compile-mode (engine.scoring.COMPILE_MODES)."""
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the model's image tower with torch.compile (Gamma models, torch backend): the first forward "
+        "compiles (about a minute), the scores equal the eager ones to float rounding; worth it for long GPU runs",
+    )
+    p.add_argument(
+        "--compile-mode",
+        choices=COMPILE_MODES,
+        help="torch.compile mode, implies --compile: default, reduce-overhead (CUDA graphs of the fixed-size "
+        "forwards, on a GPU), max-autotune or max-autotune-no-cudagraphs",
+    )
+
+
+def _say_compiling(args: argparse.Namespace) -> None:
+    """With --compile, one line saying why the first forward is silent for a minute or so."""
+    mode = _compile_mode(args)
+    if mode is not None:
+        print(
+            f"gamma-iqa score: compiling the image tower (torch.compile, mode {mode}); the first forward takes a "
+            "minute or so",
+            file=sys.stderr,
+        )
+
+
+def _compile_mode(args: argparse.Namespace) -> str | None:
+    """The Scorer's `compile`: --compile-mode, "default" for --compile alone, None for neither."""
+    return args.compile_mode or ("default" if args.compile else None)
+
+
 def _check_backend(args: argparse.Namespace) -> None:
     """Refuse what --backend onnxruntime cannot do before any device or model is touched; its device is the CPU.
 
@@ -307,10 +339,12 @@ def _check_backend(args: argparse.Namespace) -> None:
     has no --crops (its requests' crops none get 422) and no --check.
 
     Raises:
-        UsageError: --device other than cpu/auto, --dtype other than fp32, --crops none (one line each).
+        UsageError: --device other than cpu/auto, --dtype other than fp32, --crops none, --compile (one line each).
     """
     if args.backend != "onnxruntime":
         return
+    if hasattr(args, "compile_mode") and _compile_mode(args) is not None:  # serve has no --compile
+        raise UsageError("--compile is for the torch backend; drop it with --backend onnxruntime (its graph is built)")
     if args.device not in (None, "auto", "cpu"):
         raise UsageError(f"--backend onnxruntime scores on the CPU only; drop --device {args.device} (or use cpu)")
     if args.dtype != "fp32":
@@ -342,6 +376,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         entries = expand_paths(args.paths, args.scene, hidden=args.hidden)
         if args.manifest:
             entries += read_manifest(args.manifest, args.scene, hidden=args.hidden)
+        _say_compiling(args)
         try:
             failed = run_score(
                 model,
@@ -367,6 +402,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 dtype=args.dtype,
                 backend=args.backend,
+                compile=_compile_mode(args),
                 progress=True,
             )
         except KeyboardInterrupt:  # the rows so far are complete on disk: one line, not a traceback
@@ -601,7 +637,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         name = _model_name(args)
         model = create_model(name).to(resolve_device(args.device or "auto"))
         app = service.Service(
-            model, model_argument=name, token=token, limits=limits, dtype=args.dtype, backend=args.backend
+            model,
+            model_argument=name,
+            token=token,
+            limits=limits,
+            dtype=args.dtype,
+            backend=args.backend,
         )
         drained = service.serve(app, args.host, args.port, sock)
     finally:
@@ -769,6 +810,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="what runs the forward: torch (default) or onnxruntime (CPU, fp32; the model's ONNX export, cached; "
         "pip install 'gamma-iqa[onnx]')",
     )
+    _add_compile_options(s)
     s.add_argument(
         "--format",
         choices=("csv", "json", "jsonl"),

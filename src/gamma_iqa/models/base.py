@@ -286,6 +286,7 @@ class QualityModel(nn.Module):
         mos_scale: str | None = None,
         calibration: Any = None,
         backend: str = "torch",
+        compile: str | None = None,
     ) -> list[float] | list[dict[str, Any]]:
         """Score images, with the same semantics as `gamma-iqa score`.
 
@@ -319,6 +320,9 @@ class QualityModel(nn.Module):
             backend: "torch" (the model's forward) or "onnxruntime": the model's ONNX export run by onnxruntime
                 on the CPU in fp32 (exported once, cached under $GAMMA_IQA_HOME/onnx; the extra `gamma-iqa[onnx]`),
                 as `gamma-iqa score --backend onnxruntime`; scores equal torch's to about 1e-6.
+            compile: a torch.compile mode ("default", "reduce-overhead" for CUDA graphs on a GPU, "max-autotune",
+                "max-autotune-no-cudagraphs") to compile the image tower in before scoring (Gamma models; it stays
+                compiled), as `gamma-iqa score --compile-mode`; scores equal the eager ones to float rounding.
 
         Returns:
             One score per image, in input order; higher is better for every family here (`lower_better`). With
@@ -329,7 +333,8 @@ class QualityModel(nn.Module):
             ValueError: a bad input, naming it (its path or `<input N>`): unreadable, another integer type (int64...),
                 float values outside [0, 1] or not finite, a folder or glob in a list, a view over the pixel budget;
                 or a bad argument (naming the parameter in backticks): an unknown `mos_scale`, a malformed `calibration`
-                or one fitted for another model.
+                or one fitted for another model; an unknown `compile` mode, or one for a model without a compiled
+                path (gamma-lite).
             FileNotFoundError: `calibration` is not a file.
             RuntimeError: the engine is not installed (only when gamma_iqa.models is used without gamma_iqa).
 
@@ -352,7 +357,7 @@ class QualityModel(nn.Module):
         if _scorer is None:  # never in practice: importing any part of gamma_iqa imports the engine
             raise RuntimeError("scoring is provided by gamma_iqa.engine; import gamma_iqa first")
         options = {"scene": scene, "crops": crops, "seed": seed, "batch_size": batch_size, "dtype": dtype}
-        options["backend"] = backend
+        options |= {"backend": backend, "compile": compile}
         return _scorer(self, inputs, details=details, mos_scale=mos_scale, calibration=calibration, **options)
 
 

@@ -148,7 +148,7 @@ class Gamma(QualityModel):
         self.vocab_path: str | None = None  # where the tokenizer vocabulary is looked for first
         self._tokens: dict[str, torch.Tensor] = {}
         self._trimmed_tokens: dict[tuple[str, torch.device], torch.Tensor] = {}
-        self.compiled = False  # set by compile_towers
+        self.compiled: str | bool = False  # the torch.compile mode, set by compile_towers
         self._text_cache: dict[tuple, tuple[tuple[int, ...], torch.Tensor]] = {}
 
     def assets(self) -> dict[str, Path]:
@@ -283,21 +283,25 @@ class Gamma(QualityModel):
             text = torch.stack([features[k] for k in keys])  # (B, K, E), without a host-to-device index tensor
         return self.head(self.encode_image(images), text, levels=levels)
 
-    def compile_towers(self, **options: Any) -> Gamma:
+    def compile_towers(self, *, text: bool = True, **options: Any) -> Gamma:
         """Compile the image tower and the text transformer with `torch.compile` (torch >= 2.2); off by default.
 
         Parameters and state-dict keys do not change. The first calls compile; the text transformer recompiles for a
-        new prompt length.
+        new prompt length. `compiled` then holds the mode ("default" without one).
 
         Args:
-            **options: passed to `torch.compile` (e.g. `mode="max-autotune"`).
+            text: also compile the text transformer. Scoring leaves it out (`engine.scoring.Scorer`'s `compile`): its
+                features are computed once per prompt set and cached, and a cached output of a CUDA-graph mode would
+                be overwritten by the next replay.
+            **options: passed to `torch.compile` (e.g. `mode="max-autotune"`, `mode="reduce-overhead"` for CUDA
+                graphs).
 
         Returns:
             The model itself.
         """
-        for tower in (self.clip.visual, self.clip.transformer):
+        for tower in (self.clip.visual, self.clip.transformer) if text else (self.clip.visual,):
             tower.compile(**options)
-        self.compiled = True
+        self.compiled = options.get("mode") or "default"
         return self
 
 
