@@ -302,7 +302,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", default="gamma-vit-b16", help="registered name or checkpoint path")
     p.add_argument("--dtype", default="fp32", help="scoring precision (fp32: the decoders' difference alone)")
     p.add_argument("--size", default="1024x768", help="WIDTHxHEIGHT of the generated JPEGs")
-    p.add_argument("--qualities", default="75,90,95", help="JPEG qualities; the first one is timed")
+    p.add_argument("--qualities", default="90,75,95", help="JPEG qualities; the first one is timed")
     p.add_argument("--distinct", type=int, default=None, help="distinct images per kind (default: 4 cuda, 1 cpu)")
     p.add_argument("--speed-images", type=int, default=None, help="images per timed round (default: 128 cuda, 4 cpu)")
     p.add_argument("--batch-sizes", default=None, help="gpu batch sizes (default: 1,8,32,128 cuda; 1,2 cpu)")
