@@ -150,9 +150,21 @@ def test_the_metrics_import_and_work_without_scipy():
     code = (
         "import sys; sys.modules['scipy'] = None\n"  # a None entry makes every `import scipy...` fail
         "import gamma_iqa, gamma_iqa.metrics as m\n"
-        "assert m._stats is None and m._optimize is None\n"
         "squares = [x * x for x in range(9)]\n"
-        "print(round(m.srcc([1, 2, 3, 4], [1, 3, 2, 4]), 6), round(m.plcc_logistic(range(9), squares), 3))"
+        "print(round(m.srcc([1, 2, 3, 4], [1, 3, 2, 4]), 6), round(m.plcc_logistic(range(9), squares), 3))\n"
+        "assert m._stats is None and m._optimize is None\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["0.8", str(round(metrics.plcc_logistic(range(9), [x * x for x in range(9)]), 3))]
+
+
+def test_scipy_is_imported_only_when_a_metric_needs_it():
+    """Importing the package (or scoring) does not pay scipy's import time, over a second; a correlation does."""
+    code = (
+        "import sys, gamma_iqa, gamma_iqa.cli, gamma_iqa.metrics as m\n"
+        "print('scipy' in sys.modules)\n"
+        "m.srcc([1, 2, 3], [1, 3, 2])\n"
+        "print('scipy.stats' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True"]

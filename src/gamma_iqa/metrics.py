@@ -13,16 +13,31 @@ The paper reports raw PLCC (`plcc`); `plcc_logistic` is PLCC after the 4- (or 5-
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-try:
-    from scipy import optimize as _optimize
-    from scipy import stats as _stats
-except ImportError:  # the core runs without scipy: the numpy fallbacks below take over
-    _optimize = _stats = None
+# scipy.stats and scipy.optimize, imported on first use: importing them takes over a second, which a `gamma-iqa score`
+# that never correlates anything should not pay. None once an import failed: the numpy fallbacks below take over.
+_UNSET: Any = object()
+_stats: Any = _UNSET
+_optimize: Any = _UNSET
+
+
+def _scipy(name: str) -> Any:
+    """scipy.stats ("_stats") or scipy.optimize ("_optimize"), imported once; None without scipy."""
+    module = globals()[name]
+    if module is _UNSET:
+        try:
+            module = importlib.import_module(f"scipy.{name[1:]}")
+        except ImportError:  # the core runs without scipy
+            module = None
+        globals()[name] = module
+    return module
+
 
 __all__ = [
     "ConstantInputWarning",
@@ -149,9 +164,10 @@ def _correlation(
     x, y = _pair(x, y)
     if _degenerate(x, y, what):
         return float("nan")
-    if _stats is None:
+    stats = _scipy("_stats")
+    if stats is None:
         return fallback(x, y)
-    return float(getattr(_stats, scipy_name)(x, y)[0])
+    return float(getattr(stats, scipy_name)(x, y)[0])
 
 
 def plcc(x: ArrayLike, y: ArrayLike) -> float:
@@ -275,12 +291,13 @@ def _fit(xs: np.ndarray, ys: np.ndarray, params: int, iterations: int) -> np.nda
     """Fitted parameters on standardised data, by curve_fit (or the numpy fallback); None if the fit failed."""
     f, jac, start = _LOGISTICS[params]
     b0 = np.asarray(start(xs, ys), dtype=np.float64)
-    if _optimize is None:
+    optimize = _scipy("_optimize")
+    if optimize is None:
         return _levenberg_marquardt(f, jac, xs, ys, b0, iterations)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", _optimize.OptimizeWarning)  # an unestimable covariance; only b is used
+        warnings.simplefilter("ignore", optimize.OptimizeWarning)  # an unestimable covariance; only b is used
         try:
-            return _optimize.curve_fit(f, xs, ys, p0=b0, jac=jac, method="lm", maxfev=100 * iterations)[0]
+            return optimize.curve_fit(f, xs, ys, p0=b0, jac=jac, method="lm", maxfev=100 * iterations)[0]
         except RuntimeError:  # no convergence within the evaluation budget
             return None
 
