@@ -152,6 +152,8 @@ def split_time(scorer: scoring.Scorer, entries: list, iters: int) -> dict:
 
     @torch.inference_mode()
     def forward():
+        if scorer.compile in scoring.CUDA_GRAPH_MODES and device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()  # as the Scorer marks each forward
         with autocast(device, scorer.dtype), values_unchecked():  # as the engine on an accelerator: no host sync
             model(on_device, scenes)
 
@@ -173,11 +175,13 @@ def steady(args: argparse.Namespace, photos: Path, tmp: Path) -> dict:
     sync(device)
     start = time.perf_counter()
     model = gamma_iqa.create_model(args.model or random_b16(tmp)).to(device)
-    if args.compile:
-        model.compile_towers()  # the first forward compiles: it counts in the time to the first row
     sync(device)
     load_s = time.perf_counter() - start
-    scorer = scoring.Scorer(model, crops=args.crops, batch_size=args.batch_size, workers=args.workers, dtype=args.dtype)
+    mode = args.compile_mode or ("default" if args.compile else None)
+    # Compiled as `score --compile-mode` does; the first forward compiles: it counts in the time to the first row.
+    scorer = scoring.Scorer(
+        model, crops=args.crops, batch_size=args.batch_size, workers=args.workers, dtype=args.dtype, compile=mode
+    )
     entries = expand_paths([str(photos)], None)
     sample = min(len(entries), args.decode_sample)
     decode_before = decode_rate(scorer, entries, sample)  # before and after the run: load from others hits both
@@ -234,7 +238,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--uint8", choices=("auto", "on", "off"), default="auto", help="Scorer.uint8_crops (auto: accelerators)"
     )
-    p.add_argument("--compile", action="store_true", help="compile the model's towers (Gamma.compile_towers)")
+    p.add_argument("--compile", action="store_true", help="compile the image tower (score --compile)")
+    p.add_argument(
+        "--compile-mode", choices=scoring.COMPILE_MODES, help="torch.compile mode (score --compile-mode; implies it)"
+    )
     p.add_argument("--iters", type=int, default=5, help="timed repeats of the copy and of the forward alone")
     p.add_argument("--decode-sample", type=int, default=32, help="images decoded in this process for the decode rate")
     p.add_argument("--compare", action="store_true", help="time the CLI: gamma-lite's CPU inference variants")
@@ -271,7 +278,7 @@ def main(argv: list[str] | None = None) -> dict:
         "device": args.device,
         "device_name": torch.cuda.get_device_name() if resolve_device(args.device).type == "cuda" else "cpu",
         "dtype": args.dtype,
-        "compile": args.compile,
+        "compile": args.compile_mode or args.compile,
         "threads": torch.get_num_threads(),
         "model": args.model or "gamma-vit-b16 (random weights)",
         "torch": torch.__version__,
