@@ -90,6 +90,16 @@ class GammaLiteConfig:
         return cls(**{**d, **tuples})
 
 
+def _standard_normal(*shape: int) -> torch.Tensor:
+    """`torch.randn(*shape)`, the same values; left empty when built on the meta device (a checkpoint being loaded).
+
+    A normal_ on the meta device runs a Python reference that imports sympy: about 0.3 s of every `gamma-iqa score`
+    that loads gamma-lite, for values the checkpoint then replaces.
+    """
+    t = torch.empty(*shape)
+    return t if t.device.type == "meta" else t.normal_()
+
+
 class GammaLite(QualityModel):
     """gamma-lite: `forward(images, scene)` takes RGB in [0, 1] and returns scores (B,), higher is better.
 
@@ -132,7 +142,7 @@ class GammaLite(QualityModel):
         self.proj = nn.Linear(self.backbone.num_features, config.embed_dim)
         self.adapter = Adapter(dim=config.embed_dim, hidden=config.adapter_dim)
         k = len(config.level_init)
-        self.anchors = nn.ParameterDict({s: nn.Parameter(torch.randn(k, config.embed_dim)) for s in config.scenes})
+        self.anchors = nn.ParameterDict({s: nn.Parameter(_standard_normal(k, config.embed_dim)) for s in config.scenes})
         self.score_level = nn.Parameter(torch.tensor(config.level_init, dtype=torch.float32))
         self.register_buffer("logit_scale", torch.tensor(config.logit_scale))  # frozen; saved like CLIP's
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
