@@ -171,6 +171,7 @@ def assert_serves(port, photos):
         ("", (), ()),
         ("?crops=center&scene=aigc", (), ("--crops", "center", "--scene", "aigc")),
         ("?details=true", (("seed", "7"), ("crops", "3")), ("--details", "--seed", "7", "--crops", "3")),
+        ("?seed=%2B7&crops=3", (), ("--seed", "+7", "--crops", "3")),  # a sign, as the CLI's int() takes it
     ],
 )
 def test_rows_equal_the_cli_rows_bit_for_bit(running, photos, capsys, monkeypatch, query, fields, flags):
@@ -262,6 +263,7 @@ def test_an_unknown_scene_gets_the_cli_message(running, photos, capsys, monkeypa
         ("?seed=x", "`seed` must be an integer, got 'x'"),
         ("?seed=--5", "`seed` must be an integer, got '--5'"),
         ("?seed=1.5", "`seed` must be an integer, got '1.5'"),
+        ("?seed=%C2%B2", "`seed` must be an integer, got '²'"),  # a digit to str.isdigit, not to int()
         ("?path=/etc/passwd", "unknown parameter 'path'"),  # no server paths: images only from the body
         ("?crops=3&crops=4", "`crops` is given more than once"),
     ],

@@ -61,9 +61,11 @@ def parse_options(pairs: Sequence[tuple[str, str]], max_crops: int) -> Options:
             422, f"`crops` {crops} is over the server's limit of {max_crops} crops per image (--max-crops)"
         )
     seed = values.get("seed", "0")
-    if not seed.removeprefix("-").isdigit():  # one optional sign: "--5" is not a number
-        raise ServiceError(422, f"`seed` must be an integer, got {seed!r}")
+    try:  # what `gamma-iqa score --seed` takes (argparse's int): "+5" and " 5" too, not "--5", "1.5" or "²"
+        number = int(seed)
+    except ValueError:
+        raise ServiceError(422, f"`seed` must be an integer, got {seed!r}") from None
     details = values.get("details", "false").lower()
     if details not in ("1", "true", "yes", "0", "false", "no"):
         raise ServiceError(422, f"`details` must be true or false, got {values['details']!r}")
-    return Options(values.get("scene") or None, crops, int(seed), details in ("1", "true", "yes"))
+    return Options(values.get("scene") or None, crops, number, details in ("1", "true", "yes"))
