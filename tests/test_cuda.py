@@ -103,6 +103,24 @@ def test_scoring_on_the_gpu_matches_the_cpu_and_is_batch_invariant(tmp_path):
     np.testing.assert_allclose(low, on_cpu, atol=2e-2)
 
 
+@pytest.mark.parametrize("backend", ["FLASH_ATTENTION", "EFFICIENT_ATTENTION"])
+@torch.no_grad()
+def test_the_fast_attention_kernels_take_our_shapes_in_bf16(backend):
+    """Flash and memory-efficient attention accept both towers' attention in bf16 (head dim 64; the text tower's
+    causal mask as `is_causal`, no explicit mask), so torch's choice is not forced onto the slow math kernel; the
+    scores are those of the default choice to bf16 rounding."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    _, gpu = _pair("gamma-vit-b16")
+    x = images(4, size=224).to(CUDA)
+    with autocast(CUDA, "bf16"):
+        default = gpu(x, SCENES[:4])
+        gpu._text_cache.clear()  # the text tower runs again, under the forced kernel too
+        with sdpa_kernel(getattr(SDPBackend, backend)):  # raises when the kernel cannot take the inputs
+            forced = gpu(x, SCENES[:4])
+    torch.testing.assert_close(forced.float(), default.float(), rtol=0, atol=2e-2)
+
+
 @torch.no_grad()
 def test_compiled_towers_equal_eager():
     _, gpu = _pair()

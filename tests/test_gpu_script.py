@@ -1,0 +1,43 @@
+"""benchmarks/gpu_run.sh in its CPU smoke mode: every step runs and ends with its JSON line, within the budget (a
+lent GPU gives one call of it; a broken step there costs a session's only chance). Slow: about 1 to 3 minutes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = ["tests", "e2e", "tp_eager", "tp_compiled", "train_b64", "tp_graphs", "train_compiled", "e2e_graphs"]
+STEPS += ["decode", "tp_sdpa"]
+
+
+@pytest.mark.slow
+def test_the_gpu_script_runs_every_step_in_smoke_mode(tmp_path: Path):
+    env = {**os.environ, "SMOKE": "1", "OUT": str(tmp_path), "BUDGET": "900"}
+    done = subprocess.run(
+        ["bash", "benchmarks/gpu_run.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200
+    )
+    assert done.returncode == 0, done.stderr
+    summary = (tmp_path / "summary.txt").read_text().splitlines()
+    assert [line.split()[1].rstrip(":") for line in summary[:-1]] == STEPS
+    for name in STEPS:
+        assert f"== {name}: exit 0 in" in done.stdout, done.stdout
+        last = (tmp_path / f"{name}.log").read_text().strip().splitlines()[-1]
+        if name != "tests":  # pytest's summary line; the benchmarks end with one JSON object
+            assert isinstance(json.loads(last), dict), (name, last)
+
+
+def test_a_spent_budget_skips_the_remaining_steps(tmp_path: Path):
+    """BUDGET 0: every step is skipped with a line saying so, nothing runs, the script still ends normally."""
+    env = {**os.environ, "SMOKE": "1", "OUT": str(tmp_path), "BUDGET": "0"}
+    done = subprocess.run(
+        ["bash", "benchmarks/gpu_run.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    summary = (tmp_path / "summary.txt").read_text().splitlines()
+    assert summary[:-1] == [f"== {name}: skipped, budget spent" for name in STEPS]
+    assert json.loads((tmp_path / "e2e.log").read_text()) == {"skipped": "budget spent (0 s)"}
