@@ -7,10 +7,12 @@ import pytest
 import torch
 
 import gamma_iqa
+from gamma_iqa.data.datasets import user_dataset
 from gamma_iqa.engine import train as train_module
+from gamma_iqa.engine.evaluate import evaluate
 from gamma_iqa.engine.train import TrainingError, train
 from gamma_iqa.engine.trainconfig import load_config, save_config
-from gamma_iqa.models.checkpoint import save_checkpoint
+from gamma_iqa.models.checkpoint import load_checkpoint, save_checkpoint
 from gamma_iqa.models.gamma import Gamma
 
 from .test_train import toy_config, weights
@@ -167,3 +169,15 @@ def test_adam_fused_is_refused_where_torch_has_no_kernel(monkeypatch):
     assert train_module._adam_implementation("auto", params) == "default"
     with pytest.raises(TrainingError, match=r"^adam: fused: torch .* has no fused Adam .*set adam=auto$"):
         train_module._adam_implementation("fused", params)
+
+
+def test_evaluation_after_fused_adam_steps_sees_the_stepped_weights(tmp_path):
+    # Fused Adam leaves the weights' version counters alone; the model's no-grad caches (text features, MoAE fused
+    # weights) key on them, so without the run bumping them the second evaluation would score with epoch 1's weights.
+    cfg = toy_config(tmp_path, adam="fused", epochs=2, eval_epochs=(1,))
+    out = train(cfg)
+    rows = [line.split(",") for line in (out / "metrics.csv").read_text().splitlines()[1:]]
+    logged = [float(r[4]) for r in rows if r[2:4] == ["eval", "toy/plcc"]]
+    spec, root = user_dataset(cfg.datasets[0])
+    (fresh,) = evaluate(load_checkpoint(out / "last"), [spec], root, split=1, crops=2, seed=cfg.seed, workers=0)
+    assert len(logged) == 2 and logged[0] != logged[1] and logged[1] == fresh.plcc

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from PIL import Image
+from torch.autograd.graph import increment_version
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
@@ -465,6 +466,8 @@ class _Run:
             online_types=cfg.online_types, anchor_every=cfg.group_size,
         )  # fmt: skip
         self.optimizer = _optimizer(self.model, cfg)
+        self.fused_adam = _adam_name(self.optimizer) == "fused"
+        self.trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs, eta_min=0.0)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.dtype == "fp16")
         self.net = (
@@ -631,6 +634,10 @@ class _Run:
                 self.scaler.scale(loss / len(micro)).backward()
             total += torch.stack([loss.detach(), rank.detach()]) / len(micro)
         self.scaler.step(self.optimizer)
+        if self.fused_adam:
+            # torch's fused Adam writes the weights without bumping their version counters, which the model's
+            # no-grad caches (text features, MoAE fused weights) key on: evaluation would see stale weights.
+            increment_version(self.trainable)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return total
