@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from PIL import Image
+from torch.autograd.graph import increment_version
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
@@ -377,7 +378,59 @@ def _optimizer(model: QualityModel, cfg: TrainConfig) -> torch.optim.Optimizer:
     groups = [{"params": moe, "lr": cfg.moe_lr or cfg.lr}, {"params": head, "lr": cfg.lr}]
     if backbone:
         groups.append({"params": backbone, "lr": cfg.backbone_lr})
-    return torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    impl = _adam_implementation(cfg.adam, [p for _, p in trainable])
+    flags = {"fused": {"fused": True}, "foreach": {"foreach": True}, "default": {}}[impl]
+    return torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, **flags)
+
+
+def _fused_adam_runs(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether this torch has a fused Adam kernel for parameters on `device` of `dtype` (one step on a probe)."""
+    probe = torch.nn.Parameter(torch.zeros(1, device=device, dtype=dtype))
+    probe.grad = torch.ones_like(probe)
+    try:
+        torch.optim.Adam([probe], fused=True).step()
+    except (RuntimeError, TypeError):  # no kernel for the device or dtype; TypeError: a torch without `fused`
+        return False
+    return True
+
+
+def _adam_implementation(choice: str, params: list[torch.nn.Parameter]) -> str:
+    """The Adam implementation to run for setting `adam` (`ADAM_IMPLEMENTATIONS`): fused, foreach or default.
+
+    `auto` is fused where this torch has the kernel for every (device, dtype) of `params`, else torch's default.
+
+    Raises:
+        TrainingError: `adam: fused` where torch has no fused kernel for the parameters.
+    """
+    if choice in ("foreach", "default"):
+        return choice
+    fused = all(_fused_adam_runs(device, dtype) for device, dtype in {(p.device, p.dtype) for p in params})
+    if choice == "fused" and not fused:
+        raise TrainingError(
+            f"adam: fused: torch {torch.__version__} has no fused Adam for these parameters' device; set adam=auto"
+        )
+    return "fused" if fused else "default"
+
+
+def _adam_name(optimizer: torch.optim.Optimizer) -> str:
+    """The implementation `optimizer` runs: fused, foreach, or default (torch's choice per step)."""
+    group = optimizer.param_groups[0]
+    return "fused" if group.get("fused") else "foreach" if group.get("foreach") else "default"
+
+
+def _compile(model: QualityModel, cfg: TrainConfig) -> None:
+    """Compile `model` in place as setting `compile` asks: its towers (`compile_towers`) where it has them, else whole.
+
+    In place (nn.Module.compile), so parameters, state-dict keys and checkpoints stay as without compiling.
+    """
+    if cfg.compile is False:
+        return
+    mode = "default" if cfg.compile is True else cfg.compile
+    compile_towers = getattr(model, "compile_towers", None)
+    if compile_towers is not None:
+        compile_towers(mode=mode)
+    else:
+        model.compile(mode=mode)
 
 
 class _Run:
@@ -398,6 +451,7 @@ class _Run:
         self.model.train()
         if cfg.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
+        _compile(self.model, cfg)  # before DDP wraps it
         self.datasets = _datasets(cfg)
         self.train_sets, test_sizes = _samples(self.datasets, cfg.split, _group_names(cfg), self.rank == 0)
         for (spec, _), n in zip(self.datasets, test_sizes, strict=True):
@@ -412,6 +466,8 @@ class _Run:
             online_types=cfg.online_types, anchor_every=cfg.group_size,
         )  # fmt: skip
         self.optimizer = _optimizer(self.model, cfg)
+        self.fused_adam = _adam_name(self.optimizer) == "fused"
+        self.trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs, eta_min=0.0)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.dtype == "fp16")
         self.net = (
@@ -433,7 +489,11 @@ class _Run:
         if resume:
             self.log.truncate_after(self.global_step)
         if self.rank == 0:
-            save_config(cfg, self.out / "config.yaml")
+            note = (
+                f"this run: Adam {_adam_name(self.optimizer)}, compile {cfg.compile}, torch {torch.__version__}, "
+                f"device {self.device}"
+            )
+            save_config(cfg, self.out / "config.yaml", note)
 
     def _sampler(self, samples: list[Sample]) -> JointSampler:
         """The run's sampler; a grouped one checks that no micro-batch splits a group."""
@@ -456,9 +516,8 @@ class _Run:
     # ---- checkpoints -------------------------------------------------------------------------------------------
     def _check_finite(self, loss: float) -> None:
         """Stop before a checkpoint could save diverged weights."""
-        bad = not math.isfinite(loss) or any(
-            not torch.isfinite(p).all() for p in self.model.parameters() if p.requires_grad
-        )
+        weights = [torch.isfinite(p).all() for p in self.model.parameters() if p.requires_grad]
+        bad = not math.isfinite(loss) or not bool(torch.stack(weights).all())  # one host sync, not one per tensor
         if bad:
             raise TrainingError(
                 f"loss became {loss} by epoch {self.epoch + 1}, step {self.global_step}: the run stopped; the last "
@@ -497,7 +556,12 @@ class _Run:
         saved = load_checkpoint(folder)
         self.model.load_state_dict(saved.state_dict())
         state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
-        self.optimizer.load_state_dict(state["optimizer"])
+        optimizer = state["optimizer"]
+        for group, now in zip(optimizer["param_groups"], self.optimizer.param_groups, strict=True):
+            # The saved groups' flags would replace this run's, and decide where `step` lives: run the
+            # implementation this config asks for, whichever one wrote the state.
+            group.update(fused=now["fused"], foreach=now["foreach"])
+        self.optimizer.load_state_dict(optimizer)
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
@@ -556,23 +620,34 @@ class _Run:
             with sync:
                 with autocast(self.device, self.cfg.dtype):
                     pred = self.net(crops.to(self.device, non_blocking=True), scenes)
+                labelled = (~targets.isnan()).nonzero().squeeze(1)  # (n,) on the host: a device mask would sync
                 targets = targets.to(self.device, non_blocking=True)
-                labelled = ~targets.isnan()  # (B,): on-the-fly versions have no label
-                loss = torch.nn.functional.mse_loss(pred.float()[labelled], targets[labelled])
+                loss = self._mse(pred.float(), targets, labelled)
                 rank = torch.zeros((), device=self.device)
                 if self.cfg.rank_weight:  # pairs within this micro-batch (grouped batches keep a group in one)
-                    groups = groups.to(self.device)
+                    groups = groups.to(self.device, non_blocking=True)
                     rank = rank_loss(pred, targets, groups, self.cfg.rank_margin)
                     if self.cfg.online_versions:  # the anchor above its versions, the weaker above the stronger
-                        online = order.to(self.device) * ONLINE_GAP
+                        online = order.to(self.device, non_blocking=True) * ONLINE_GAP
                         rank = rank + rank_loss(pred, online, groups, self.cfg.rank_margin)
                     loss = loss + self.cfg.rank_weight * rank
                 self.scaler.scale(loss / len(micro)).backward()
             total += torch.stack([loss.detach(), rank.detach()]) / len(micro)
         self.scaler.step(self.optimizer)
+        if self.fused_adam:
+            # torch's fused Adam writes the weights without bumping their version counters, which the model's
+            # no-grad caches (text features, MoAE fused weights) key on: evaluation would see stale weights.
+            increment_version(self.trainable)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return total
+
+    def _mse(self, pred: torch.Tensor, targets: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
+        """The MSE of `pred` against `targets` (both (B,), on the device) over the rows `labelled` (n,) on the host."""
+        if len(labelled) < len(targets):  # on-the-fly versions (NaN targets) have no label
+            index = labelled.to(self.device, non_blocking=True)
+            pred, targets = pred.index_select(0, index), targets.index_select(0, index)
+        return torch.nn.functional.mse_loss(pred, targets)
 
     def _log_train(self, running: torch.Tensor, count: int) -> float:
         """Log the mean loss (and ranking loss, when on) of the last `count` steps; returns the loss.

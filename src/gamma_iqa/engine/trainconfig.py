@@ -15,7 +15,12 @@ from ..data.datasets import user_dataset
 from ..data.distortions import DISTORTIONS
 from .runtime import default_workers
 
-__all__ = ["TrainConfig", "load_config", "save_config"]
+__all__ = ["ADAM_IMPLEMENTATIONS", "COMPILE_MODES", "TrainConfig", "load_config", "save_config"]
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's modes
+# auto: torch's fused kernel where it has one for the parameters' device and dtype, else torch's default choice
+# (foreach on CUDA, a loop over the tensors on the CPU); the others force one (fused fails where torch has none).
+ADAM_IMPLEMENTATIONS = ("auto", "fused", "foreach", "default")
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,10 @@ class TrainConfig:
     device: str = "auto"
     dtype: str = "fp32"  # autocast: fp32, bf16, fp16 (with loss scaling)
     grad_checkpointing: bool = False
+    # torch.compile the towers (Gamma.compile_towers; a family without them: the whole module) before any DDP wrapping:
+    # false (eager), true or "default", or a mode of COMPILE_MODES. Checkpoints are the same either way.
+    compile: bool | str = False
+    adam: str = "auto"  # the Adam implementation (ADAM_IMPLEMENTATIONS); each gives the same updates up to rounding
     log_every_steps: int = 50
     save_every_steps: int = 1000  # plus at every epoch end
     max_steps: int = 0  # stop (with a checkpoint) after this many steps in all; 0: the whole schedule
@@ -110,6 +119,14 @@ class TrainConfig:
             ),
             (1 <= self.backbone_stages <= 7, "backbone_stages must be in [1, 7]"),
             (self.dtype in ("fp32", "bf16", "fp16"), f"dtype must be fp32, bf16 or fp16, not {self.dtype!r}"),
+            (
+                isinstance(self.compile, bool) or self.compile in COMPILE_MODES,
+                f"compile must be false, true or one of {', '.join(COMPILE_MODES)}, not {self.compile!r}",
+            ),
+            (
+                self.adam in ADAM_IMPLEMENTATIONS,
+                f"adam must be one of {', '.join(ADAM_IMPLEMENTATIONS)}, not {self.adam!r}",
+            ),
             (self.log_every_steps >= 1, "log_every_steps must be >= 1"),
             (bool(self.datasets), "datasets: name at least one training dataset (gamma-iqa list datasets)"),
         ]
@@ -138,6 +155,18 @@ def _dataset_entry(value: Any) -> str | dict:
     raise ValueError(f"datasets: each entry is a dataset name or a mapping, got {value!r}")
 
 
+def _datasets_value(value: Any) -> tuple[str | dict, ...]:
+    """The `datasets` setting from a list or a comma-separated string of entries (`_dataset_entry`).
+
+    Raises:
+        ValueError: not a list, or a bad entry (naming `datasets`).
+    """
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"datasets must be a list, got {value!r}")
+    return tuple(_dataset_entry(v) for v in items if v != "")
+
+
 def _coerce(name: str, value: Any) -> Any:
     """A YAML or command-line value as setting `name`'s type (tuples from lists or comma-separated strings).
 
@@ -145,10 +174,9 @@ def _coerce(name: str, value: Any) -> Any:
         ValueError: the value does not fit the setting's type (naming the setting).
     """
     if name == "datasets":
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)):
-            raise ValueError(f"datasets must be a list, got {value!r}")
-        return tuple(_dataset_entry(v) for v in items if v != "")
+        return _datasets_value(value)
+    if name == "compile" and value is not None:
+        return value  # a bool or a mode name; TrainConfig checks which
     hint = _HINTS[name]
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if value is None:
@@ -203,7 +231,14 @@ def load_config(config: str | Path | None = None, overrides: Sequence[str] = ())
     return TrainConfig(**{k: _coerce(k, v) for k, v in values.items()})
 
 
-def save_config(cfg: TrainConfig, path: Path) -> None:
-    """Write `cfg` to `path` as YAML that `load_config` reads back to an equal config."""
+def save_config(cfg: TrainConfig, path: Path, note: str = "") -> None:
+    """Write `cfg` to `path` as YAML that `load_config` reads back to an equal config.
+
+    Args:
+        cfg: the settings.
+        path: the YAML file to write.
+        note: written first as YAML comments (one per line), e.g. what the run resolved `auto` settings to.
+    """
     data = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    comments = "".join(f"# {line}\n" for line in note.splitlines())
+    path.write_text(comments + yaml.safe_dump(data, sort_keys=False))
