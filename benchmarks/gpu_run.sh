@@ -8,9 +8,9 @@
 #   e2e            score_e2e.py steady state: 2000 JPEGs, 10 crops, bf16, one decoding worker per CPU core, eager
 #   tp_eager       throughput.py, bf16, batch 256: ours, naive, plain and ours in fp32 (the score difference)
 #   tp_compiled    ours compiled (torch.compile's default mode), scores against eager
-#   train_b64      train_step.py, bf16, batch 64, eager (fused MoAE form)
+#   train_b64      train_step.py, bf16, batch 64, eager (fused MoAE form), default and fused Adam
 #   tp_graphs      ours compiled with CUDA graphs (mode reduce-overhead)
-#   train_compiled train_step.py compiled
+#   train_compiled train_step.py compiled, fused Adam
 #   e2e_graphs     the e2e step through `score --compile-mode reduce-overhead` (the compile counts in its start-up)
 #   decode         gpu_decode.py: nvJPEG (torchcodec or torchvision, from .whl/) against the CPU decoder
 #   tp_sdpa        ours and plain eager with cuDNN attention (torch.nn.attention.sdpa_kernel)
@@ -71,10 +71,12 @@ step() {  # step NAME CAP COMMAND...: under `timeout` (CAP, or what is left of t
   step e2e 90 python3 benchmarks/score_e2e.py $DEV $MODEL --dtype bf16 --crops 10 $E2E
   step tp_eager 60 python3 benchmarks/throughput.py $DEV $MODEL --dtype bf16 $TP
   step tp_compiled 100 python3 benchmarks/throughput.py $DEV $MODEL --dtype bf16 $TP --compile --paths ours,plain
-  step train_b64 45 python3 benchmarks/train_step.py $DEV $MODEL --dtype bf16 $TRAIN --forms fused
+  step train_b64 45 python3 benchmarks/train_step.py $DEV $MODEL --dtype bf16 $TRAIN --forms fused \
+    --optimizer default fused
   step tp_graphs 100 python3 benchmarks/throughput.py $DEV $MODEL --dtype bf16 $TP --compile-mode reduce-overhead \
     --paths ours
-  step train_compiled 120 python3 benchmarks/train_step.py $DEV $MODEL --dtype bf16 $TRAIN --forms fused --compile
+  step train_compiled 120 python3 benchmarks/train_step.py $DEV $MODEL --dtype bf16 $TRAIN --forms fused \
+    --optimizer fused --compile
   step e2e_graphs 120 python3 benchmarks/score_e2e.py $DEV $MODEL --dtype bf16 --crops 10 $E2E \
     --compile-mode reduce-overhead
   step decode 60 python3 benchmarks/gpu_decode.py $DECODE

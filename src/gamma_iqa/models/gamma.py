@@ -230,7 +230,9 @@ class Gamma(QualityModel):
         versions = self._text_versions()
         hit = self._text_cache.get(cache_key)
         if hit is None or hit[0] != versions:
-            hit = (versions, self.clip.encode_text(tokens, trim=False))
+            # A copy: compiled in a CUDA-graph mode (training's `compile`), the text tower's output lives in the
+            # graphs' memory pool, which the next replay of any graph may write over.
+            hit = (versions, self.clip.encode_text(tokens, trim=False).clone())
             self._text_cache[cache_key] = hit
         return hit[1]
 
