@@ -36,10 +36,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import statistics
 import sys
 import tempfile
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,7 +47,7 @@ import numpy as np
 import PIL
 import torch
 from PIL import Image, features
-from score_e2e import make_photos  # sibling scripts: benchmarks/ is on the path when run
+from score_e2e import make_photos, timed  # sibling scripts: benchmarks/ is on the path when run
 from throughput import build
 
 import gamma_iqa
@@ -174,22 +172,9 @@ def encoded(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.fromfile(path, dtype=np.uint8))
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def median_rate(fn: Callable[[], None], images: int, rounds: int, device: torch.device) -> float:
     """images / the median seconds of `fn()` over `rounds` rounds, after one untimed round; synchronised."""
-    fn()
-    sync(device)
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return images / statistics.median(times)
+    return images / timed(fn, device, rounds)
 
 
 def decode_rates(decoder: Decoder | None, paths: list[Path], batches: list[int], rounds: int) -> dict:

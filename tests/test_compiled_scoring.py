@@ -56,7 +56,7 @@ def test_compile_modes_reach_the_image_tower_once(recorded):
 def test_bad_compile_options_are_refused(recorded, options, words):
     model = gamma_iqa.create_model("gamma-test")
     if options.get("backend") == "onnxruntime":
-        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnxruntime", reason="the onnx extra (pip install gamma-iqa[onnx])")
     with pytest.raises(ValueError) as e:
         Scorer(model, **options)
     assert all(w in str(e.value) for w in words) and not recorded

@@ -15,14 +15,19 @@ STEPS = ["tests", "e2e", "tp_eager", "tp_compiled", "train_b64", "tp_graphs", "t
 STEPS += ["decode", "tp_sdpa"]
 
 
-@pytest.mark.slow
-def test_the_gpu_script_runs_every_step_in_smoke_mode(tmp_path: Path):
-    env = {**os.environ, "SMOKE": "1", "OUT": str(tmp_path), "BUDGET": "900"}
+def smoke_run(out: Path, budget: int, timeout: float) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """`SMOKE=1 bash benchmarks/gpu_run.sh` into `out` with `budget` seconds: the process and summary.txt's lines."""
+    env = {**os.environ, "SMOKE": "1", "OUT": str(out), "BUDGET": str(budget)}
     done = subprocess.run(
-        ["bash", "benchmarks/gpu_run.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200
+        ["bash", "benchmarks/gpu_run.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
     assert done.returncode == 0, done.stderr
-    summary = (tmp_path / "summary.txt").read_text().splitlines()
+    return done, (out / "summary.txt").read_text().splitlines()
+
+
+@pytest.mark.slow
+def test_the_gpu_script_runs_every_step_in_smoke_mode(tmp_path: Path):
+    done, summary = smoke_run(tmp_path, 900, 1200)
     assert [line.split()[1].rstrip(":") for line in summary[:-1]] == STEPS
     for name in STEPS:
         assert f"== {name}: exit 0 in" in done.stdout, done.stdout
@@ -33,11 +38,6 @@ def test_the_gpu_script_runs_every_step_in_smoke_mode(tmp_path: Path):
 
 def test_a_spent_budget_skips_the_remaining_steps(tmp_path: Path):
     """BUDGET 0: every step is skipped with a line saying so, nothing runs, the script still ends normally."""
-    env = {**os.environ, "SMOKE": "1", "OUT": str(tmp_path), "BUDGET": "0"}
-    done = subprocess.run(
-        ["bash", "benchmarks/gpu_run.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    summary = (tmp_path / "summary.txt").read_text().splitlines()
+    _, summary = smoke_run(tmp_path, 0, 120)
     assert summary[:-1] == [f"== {name}: skipped, budget spent" for name in STEPS]
     assert json.loads((tmp_path / "e2e.log").read_text()) == {"skipped": "budget spent (0 s)"}
