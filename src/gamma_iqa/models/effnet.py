@@ -63,11 +63,16 @@ def pad_same(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
     Returns:
         (B, C, H + pad, W + pad).
     """
+    return F.pad(x, same_pads(x, kernel, stride))
+
+
+def same_pads(x: torch.Tensor, kernel: int, stride: int) -> list[int]:
+    """TensorFlow SAME's zero padding of `x` (B, C, H, W) as F.pad takes it: [left, right, top, bottom] in pixels."""
     pads = []
     for size in (x.shape[-1], x.shape[-2]):  # F.pad takes the last dimension first
         total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
         pads += [total // 2, total - total // 2]
-    return F.pad(x, pads)
+    return pads
 
 
 class ConvBN(nn.Module):
@@ -100,13 +105,21 @@ class ConvBN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, cin, H, W) -> (B, cout, ceil(H / stride), ceil(W / stride))."""
-        if self.kernel > 1:
-            x = pad_same(x, self.kernel, self.stride)
         if not self.fold or self.bn.training or torch.is_grad_enabled():
+            if self.kernel > 1:
+                x = pad_same(x, self.kernel, self.stride)
             x = self.bn(self.conv(x))
+            return F.relu6(x) if self.act else x
+        # Inference: BatchNorm folded in; a symmetric SAME padding (every stride-1 layer) is the convolution's own,
+        # which spares a padded copy of the input (a fill and a copy: 13% of gamma-lite's CPU forward).
+        left, right, top, bottom = same_pads(x, self.kernel, self.stride) if self.kernel > 1 else (0, 0, 0, 0)
+        if (left, top) == (right, bottom):
+            x = F.conv2d(x, *self.folded(), stride=self.stride, padding=(top, left), groups=self.conv.groups)
         else:
-            x = F.conv2d(x, *self.folded(), stride=self.stride, groups=self.conv.groups)
-        return F.relu6(x) if self.act else x
+            x = F.conv2d(
+                F.pad(x, [left, right, top, bottom]), *self.folded(), stride=self.stride, groups=self.conv.groups
+            )
+        return F.relu6(x, inplace=True) if self.act else x  # the conv's own output: no second buffer
 
     def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The convolution with the eval-mode BatchNorm folded in: weight (cout, cin / groups, k, k), bias (cout,).
