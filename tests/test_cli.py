@@ -84,7 +84,7 @@ def test_version(capsys):
     assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"gamma-iqa {gamma_iqa.__version__}"
 
 
-@pytest.mark.parametrize("crops", [0, "abc", -2])
+@pytest.mark.parametrize("crops", [0, "abc", -2, "²", "３", True])  # "²" is a digit to str.isdigit, not to int()
 def test_python_crops_errors_name_the_parameter(crops):
     model = gamma_iqa.create_model("gamma-test")
     with pytest.raises(ValueError, match=r"^`crops` must be a positive number"):

@@ -260,6 +260,7 @@ def test_an_unknown_scene_gets_the_cli_message(running, photos, capsys, monkeypa
     ("query", "message"),
     [
         ("?crops=0", "`crops` must be a positive number, 'center' or 'none', got '0'"),
+        ("?crops=%C2%B2", "`crops` must be a positive number, 'center' or 'none', got '²'"),
         ("?seed=x", "`seed` must be an integer, got 'x'"),
         ("?seed=--5", "`seed` must be an integer, got '--5'"),
         ("?seed=1.5", "`seed` must be an integer, got '1.5'"),
@@ -609,6 +610,10 @@ def test_bad_or_busy_ports_are_refused_before_the_model_loads(capsys):
     with pytest.raises(SystemExit) as e:
         gamma_iqa.cli.main(["serve", "--model", "gamma-test", "--port", "99999"])
     assert e.value.code == 2 and "must be a port number from 0 to 65535, got '99999'" in capsys.readouterr().err
+    for odd in ("３", "²"):  # digits to str.isdigit: "３" would bind port 3, "²" fail inside int()
+        with pytest.raises(SystemExit) as e:
+            gamma_iqa.cli.main(["serve", "--model", "gamma-test", "--port", odd])
+        assert e.value.code == 2 and f"must be a port number from 0 to 65535, got '{odd}'" in capsys.readouterr().err
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

@@ -660,7 +660,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _port(value: str) -> int:
     """A TCP port number, 0 (any free port) to 65535."""
-    if not value.isdigit() or int(value) > 65535:
+    if not (value.isascii() and value.isdigit()) or int(value) > 65535:  # not "３" or "²"
         raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {value!r}")
     return int(value)
 

@@ -120,13 +120,18 @@ def _one_line(text: str) -> str:
     return " ".join("".join(c if c.isprintable() else " " for c in text).split()) or "unreadable profile"
 
 
+def _ascii_digits(text: str) -> bool:
+    """Whether `text` is a run of 0-9 only: str.isdigit alone also takes "²" (which int() refuses) and "３"."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_crops(value: str | int) -> Crops:
     """'10' -> 10, 'center' / 'none' as they are.
 
     Raises:
         ValueError: for anything else (naming `crops`).
     """
-    if isinstance(value, int) or str(value).isdigit():
+    if (isinstance(value, int) and not isinstance(value, bool)) or _ascii_digits(str(value)):
         n = int(value)
         if n >= 1:
             return n

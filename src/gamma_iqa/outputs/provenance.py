@@ -390,4 +390,4 @@ def _entry(row: Mapping[str, Any], cwd: str | None) -> Entry:
 
 def _crops(text: str) -> str | int:
     """A recorded crop mode ("10", "center", "none") as the Scorer takes it."""
-    return int(text) if text.isdigit() else text
+    return int(text) if text.isascii() and text.isdigit() else text

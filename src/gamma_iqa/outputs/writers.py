@@ -157,7 +157,7 @@ def json_row(values: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]
     A `crops` of digits (`10`) becomes a number; `center`, `none` and `10 (upscaled)` stay strings.
     """
     record = {k: values.get(k) for k in fields}
-    if isinstance(record.get("crops"), str) and record["crops"].isdigit():
+    if isinstance(record.get("crops"), str) and record["crops"].isascii() and record["crops"].isdigit():
         record["crops"] = int(record["crops"])
     return record
 
