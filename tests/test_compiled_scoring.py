@@ -44,6 +44,9 @@ def test_compile_modes_reach_the_image_tower_once(recorded):
     Scorer(model, compile="reduce-overhead")  # the model is compiled in that mode already
     Scorer(model, compile="default")  # another mode compiles again, torch.compile's default taking no `mode`
     assert recorded[1:] == [{"text": False}]
+    # As training's `compile: true` / `false`: True is the default mode (compiled already), False is eager.
+    assert Scorer(model, compile=True).compile == "default" and Scorer(model, compile=False).compile is None
+    assert len(recorded) == 2
 
 
 @pytest.mark.parametrize(
@@ -75,6 +78,7 @@ def test_cli_compile_options(capsys, recorded, tmp_path: Path):
     out = tmp_path / "s.csv"
     code, _, err = score_rows(capsys, str(image), "--compile-mode", "max-autotune", "--output", str(out))
     assert code == 0 and recorded == [{"text": False, "mode": "max-autotune"}], err
+    assert "compiling the image tower (torch.compile, mode max-autotune): this first forward takes" in err
     record = json.loads(out.with_name("s.csv.provenance.json").read_text())
     assert record["backend"] == {"name": "torch", "compile": "max-autotune"}  # the scores are eager's to rounding
     code, _, err = run_cli(capsys, "score", str(image), "--compile", "--backend", "onnxruntime")
@@ -88,7 +92,8 @@ def test_cli_compile_options(capsys, recorded, tmp_path: Path):
     code, _, err = run_cli(capsys, "score", "--check", str(out), "--compile")
     assert code == 2 and "--check re-scores with the settings it recorded; it takes no --compile" in err
     code, _, err = run_cli(capsys, "score", str(image), "--model", "gamma-lite", "--compile")
-    assert code == 2 and "--backend onnxruntime" in err and "Traceback" not in err
+    # One line: the refusal, with no "compiling ..." announced before it.
+    assert code == 2 and err.count("\n") == 1 and "--backend onnxruntime" in err and "compiling" not in err
 
 
 def test_compiled_scores_equal_the_eager_ones(perturbed_model, monkeypatch):
@@ -119,3 +124,27 @@ def test_cuda_compiled_scoring_equals_eager(perturbed_model, mode):
     again = gpu.score(inputs, crops=10, dtype="bf16", batch_size=5, compile=mode)
     assert compiled == again
     np.testing.assert_allclose(compiled, eager, atol=2e-2, rtol=0)
+
+
+def test_resume_refuses_another_forward(capsys, recorded, tmp_path: Path):
+    """Compiled and eager scores differ in their last bits: a resumed file must not mix them (nor torch's with
+    onnxruntime's), and nothing is appended when it is refused."""
+    from PIL import Image
+
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(photo(i)).save(paths[-1])
+    out = tmp_path / "s.csv"
+    code, _, err = score_rows(capsys, *paths[:2], "--output", str(out))
+    assert code == 0, err
+    before = out.read_text()
+    code, _, err = score_rows(capsys, *paths, "--output", str(out), "--resume", "--compile")
+    assert code == 2 and err.strip() == (
+        f"gamma-iqa score: error: --resume: the rows in {out} were scored with backend torch, this call scores with "
+        "backend torch compiled (default); resume with the first run's --backend and --compile, or write a new "
+        "--output"
+    )
+    assert out.read_text() == before  # (the tower was wrapped, lazily: torch.compile compiles on the first call)
+    code, _, err = score_rows(capsys, *paths, "--output", str(out), "--resume")  # the same forward: resumes
+    assert code == 0 and len(out.read_text().splitlines()) == 4, err

@@ -315,17 +315,6 @@ def _add_compile_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _say_compiling(args: argparse.Namespace) -> None:
-    """With --compile, one line saying why the first forward is silent for a minute or so."""
-    mode = _compile_mode(args)
-    if mode is not None:
-        print(
-            f"gamma-iqa score: compiling the image tower (torch.compile, mode {mode}); the first forward takes a "
-            "minute or so",
-            file=sys.stderr,
-        )
-
-
 def _compile_mode(args: argparse.Namespace) -> str | None:
     """The Scorer's `compile`: --compile-mode, "default" for --compile alone, None for neither."""
     return args.compile_mode or ("default" if args.compile else None)
@@ -376,7 +365,6 @@ def _cmd_score(args: argparse.Namespace) -> int:
         entries = expand_paths(args.paths, args.scene, hidden=args.hidden)
         if args.manifest:
             entries += read_manifest(args.manifest, args.scene, hidden=args.hidden)
-        _say_compiling(args)
         try:
             failed = run_score(
                 model,

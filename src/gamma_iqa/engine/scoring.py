@@ -18,6 +18,7 @@ import glob
 import os
 import signal
 import stat
+import sys
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -308,7 +309,7 @@ class Scorer:
         details: bool = False,
         columns: Mapping[str, Callable[[float], float]] | None = None,
         backend: str | OnnxForward = "torch",
-        compile: str | None = None,
+        compile: str | bool | None = None,
     ) -> None:
         """Check the options; the model stays on its device.
 
@@ -335,9 +336,10 @@ class Scorer:
                 one after another (a service's, one per request) then neither hash the weights nor open a session.
             compile: compile the model's image tower with `torch.compile` in this mode (COMPILE_MODES: "default",
                 "reduce-overhead" for CUDA graphs of the fixed-size forwards, "max-autotune",
-                "max-autotune-no-cudagraphs"); None (default) runs it eagerly. Models with `compile_towers` only
-                (Gamma); the torch backend only. The first forward compiles (about a minute for ViT-B/16); the scores
-                equal the eager ones to float rounding (1e-6 in fp32), not bit for bit. The model stays compiled.
+                "max-autotune-no-cudagraphs"; True: "default"); None or False (default) runs it eagerly. Models
+                with `compile_towers` only (Gamma); the torch backend only. The first forward compiles (about a minute
+                for ViT-B/16; with `progress` a line on stderr says so); the scores equal the eager ones to float
+                rounding (1e-6 in fp32), not bit for bit. The model stays compiled.
 
         Raises:
             TypeError: `model` is not a model (a name, say).
@@ -377,18 +379,21 @@ class Scorer:
         self._copies = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self.onnx = self._onnx_forward(backend)  # None, or the forward a later Scorer may take as its `backend`
         self.backend: dict[str, Any] = {"name": "torch"} if self.onnx is None else self.onnx.info
+        self._announce = False  # set by `_compile`: the next forward compiles, and a line says so (`progress`)
         self.compile = self._compile(compile)
         if self.compile is not None:
             self.backend["compile"] = self.compile  # provenance: the scores are the eager ones to rounding only
 
-    def _compile(self, mode: str | None) -> str | None:
+    def _compile(self, mode: str | bool | None) -> str | None:
         """Compile the model's image tower in `mode` (unless it already is) and return the mode; None: eager.
 
         Raises:
             ValueError: an unknown mode, onnxruntime, or a model without `compile_towers`.
         """
-        if mode is None:
+        if mode is None or mode is False:
             return None
+        if mode is True:
+            mode = "default"  # as training's `compile: true`
         if mode not in COMPILE_MODES:
             raise ValueError(f"`compile` must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
         if self.onnx is not None:
@@ -402,6 +407,7 @@ class Scorer:
             )
         if getattr(self.model, "compiled", False) != mode:
             compile_towers(text=False, **({} if mode == "default" else {"mode": mode}))
+            self._announce = self.progress  # the first forward is silent for a minute or so: it says why
         return mode
 
     def _onnx_forward(self, backend: str | OnnxForward) -> OnnxForward | None:
@@ -475,6 +481,13 @@ class Scorer:
         # on an accelerator the model's value check, a reduction and a host sync per forward, is skipped.
         unchecked = values_unchecked() if self.device.type != "cpu" else contextlib.nullcontext()
         forward = self.model if self.onnx is None else self.onnx  # same call, same outputs
+        if self._announce:
+            self._announce = False
+            print(
+                f"compiling the image tower (torch.compile, mode {self.compile}): this first forward takes a minute "
+                "or so",
+                file=sys.stderr,
+            )
         if self.compile in CUDA_GRAPH_MODES and self.device.type == "cuda":
             # Each forward is a new step of the CUDA graphs: the previous one's outputs were consumed (the head ran
             # on them, its scores are being copied in stream order), so their memory may be replayed over.
@@ -662,7 +675,7 @@ def score_inputs(
     mos_scale: str | None = None,
     calibration: str | os.PathLike[str] | Calibration | None = None,
     backend: str = "torch",
-    compile: str | None = None,
+    compile: str | bool | None = None,
 ) -> list[float] | list[dict[str, Any]]:
     """`QualityModel.score`: scores of paths, PIL images, numpy arrays or a (B, 3, H, W) tensor in [0, 1], in order.
 

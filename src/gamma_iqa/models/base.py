@@ -286,7 +286,7 @@ class QualityModel(nn.Module):
         mos_scale: str | None = None,
         calibration: Any = None,
         backend: str = "torch",
-        compile: str | None = None,
+        compile: str | bool | None = None,
     ) -> list[float] | list[dict[str, Any]]:
         """Score images, with the same semantics as `gamma-iqa score`.
 
@@ -321,8 +321,9 @@ class QualityModel(nn.Module):
                 on the CPU in fp32 (exported once, cached under $GAMMA_IQA_HOME/onnx; the extra `gamma-iqa[onnx]`),
                 as `gamma-iqa score --backend onnxruntime`; scores equal torch's to about 1e-6.
             compile: a torch.compile mode ("default", "reduce-overhead" for CUDA graphs on a GPU, "max-autotune",
-                "max-autotune-no-cudagraphs") to compile the image tower in before scoring (Gamma models; it stays
-                compiled), as `gamma-iqa score --compile-mode`; scores equal the eager ones to float rounding.
+                "max-autotune-no-cudagraphs"; True: "default") to compile the image tower in before scoring (Gamma
+                models), as `gamma-iqa score --compile-mode`; scores equal the eager ones to float rounding. The model
+                stays compiled: later calls and `model(x)` run the compiled tower too.
 
         Returns:
             One score per image, in input order; higher is better for every family here (`lower_better`). With

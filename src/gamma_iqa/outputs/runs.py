@@ -85,11 +85,13 @@ def _provenance(
     command: Sequence[str] | None,
     processes: int,
     options: dict[str, Any],
+    backend: dict[str, Any],
 ) -> dict[str, Any]:
-    """The run's provenance record; on resume it must have the settings of the record beside the output.
+    """The run's provenance record; on resume it must have the settings and forward of the record beside the output.
 
     Raises:
-        ValueError: on resume, the output's record has other settings (names `resume` and what differs).
+        ValueError: on resume, the output's record has other settings, or another backend or compile mode (whose
+            scores differ in their last bits: a resumed file would mix them); names `resume` and what differs.
     """
     scenes = [e.scene or model.config.default_scene for e in entries]
     record = collect(
@@ -118,8 +120,22 @@ def _provenance(
                 f"`resume`: the rows in {rows.output} were scored with other {', '.join(changed)} (see "
                 f"{sidecar(rows.output)}); resume with the first run's settings, or write a new `output`"
             )
+        then_forward, now_forward = _forward(before.get("backend")), _forward(backend)
+        if then_forward != now_forward:
+            raise ValueError(
+                f"`resume`: the rows in {rows.output} were scored with {then_forward}, this call scores with "
+                f"{now_forward}; resume with the first run's `backend` and `compile`, or write a new `output`"
+            )
         record["started"] = before.get("started", record["started"])
+    record["backend"] = backend  # torch, or onnxruntime with its version (the scores agree to ~1e-6); compile mode
     return record
+
+
+def _forward(backend: dict[str, Any] | None) -> str:
+    """What computed a record's scores, in words: its backend and compile mode (a record before either: torch)."""
+    backend = backend or {"name": "torch"}
+    mode = backend.get("compile")
+    return f"backend {backend.get('name', 'torch')}" + (f" compiled ({mode})" if mode else "")
 
 
 def _score_and_record(
@@ -501,8 +517,7 @@ def run_score(
         drawer.earlier(rows)
     if rank == 0:
         used = {**options, "dtype": scorer.dtype}  # the precision scored in (bf16 may fall back to fp32 on a CPU)
-        record = _provenance(model, entries, rows, model_name, command, world, used)
-        record["backend"] = scorer.backend  # torch, or onnxruntime with its version (the scores agree to ~1e-6)
+        record = _provenance(model, entries, rows, model_name, command, world, used, scorer.backend)
         noted = _noting(bad, on_error) if map_dir is not None and drawer is None else on_error
         failed = _score_and_record(scorer, todo, rows, report, noted, record, len(entries) - len(todo), drawer)
     else:
