@@ -48,7 +48,7 @@ import PIL
 import torch
 from PIL import Image, features
 from score_e2e import make_photos, timed  # sibling scripts: benchmarks/ is on the path when run
-from throughput import build
+from throughput import build, positive
 
 import gamma_iqa
 from gamma_iqa.data.transforms import content_seed, image_to_uint8, make_crops
@@ -291,12 +291,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--distinct", type=int, default=None, help="distinct images per kind (default: 4 cuda, 1 cpu)")
     p.add_argument("--speed-images", type=int, default=None, help="images per timed round (default: 128 cuda, 4 cpu)")
     p.add_argument("--batch-sizes", default=None, help="gpu batch sizes (default: 1,8,32,128 cuda; 1,2 cpu)")
-    p.add_argument("--rounds", type=int, default=3, help="timed rounds (median)")
+    p.add_argument("--rounds", type=positive, default=3, help="timed rounds (median)")
     p.add_argument("--photos", nargs="*", help="real JPEGs (default: examples/*.jpg and shared/data's JPEGs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
-    cuda = resolve_device(args.device).type == "cuda"
+    try:
+        cuda = resolve_device(args.device).type == "cuda"
+    except ValueError as e:  # --device cuda without one, or a device name torch does not know
+        p.error(f"--device {args.device}: {e}")
     args.distinct = args.distinct or (4 if cuda else 1)
     args.speed_images = args.speed_images or (128 if cuda else 4)
     args.batch_sizes = args.batch_sizes or ("1,8,32,128" if cuda else "1,2")

@@ -3,7 +3,7 @@
 #
 # A lent GPU gives a session about 15 minutes in all, start-up included: the steps share BUDGET seconds (default 480),
 # each also under its own cap, most important first; a step that would start with under 20 s left is skipped (its log
-# says so). Steps go on when one fails or times out (exit 124).
+# says so). Steps go on when one fails or times out (exit 124); the script's exit status is 1 when any step failed.
 #   tests          the CUDA-only tests: CUDA against CPU, the scoring pipeline's fast paths, compiled scoring
 #   e2e            score_e2e.py steady state: 2000 JPEGs, 10 crops, bf16, one decoding worker per CPU core, eager
 #   tp_eager       throughput.py, bf16, batch 256: ours, naive, plain and ours in fp32 (the score difference)
@@ -14,7 +14,7 @@
 #   e2e_graphs     the e2e step through `score --compile-mode reduce-overhead` (the compile counts in its start-up)
 #   decode         gpu_decode.py: nvJPEG (torchcodec or torchvision, from .whl/) against the CPU decoder
 #   tp_sdpa        ours and plain eager with cuDNN attention (torch.nn.attention.sdpa_kernel)
-# Run from the repository root on a CUDA machine with torch, numpy, pillow, safetensors and pyyaml installed. The CLIP
+# Run from the repository root on a CUDA machine with torch, numpy, pillow, safetensors, pyyaml and pytest. The CLIP
 # vocabulary comes from an installed open_clip (pip install --no-deps open-clip-torch) or a .whl/ folder holding its
 # wheel; .whl/ may also hold a torchcodec or torchvision wheel built for the machine's torch (the decode step). Logs go
 # to $OUT (default build/gpu), one file per step, each ending with its JSON line; summary.txt has one line per step.
@@ -24,6 +24,12 @@ set -uo pipefail
 OUT=${OUT:-build/gpu}
 SMOKE=${SMOKE:-0}
 BUDGET=${BUDGET:-480}
+if ! [[ "$BUDGET" =~ ^[0-9]+$ ]]; then
+  echo "gpu_run.sh: BUDGET must be whole seconds (e.g. 480), got '$BUDGET'" >&2; exit 2
+fi
+if [ "$SMOKE" != 0 ] && [ "$SMOKE" != 1 ]; then
+  echo "gpu_run.sh: SMOKE must be 0 (a GPU run) or 1 (the CPU smoke run), got '$SMOKE'" >&2; exit 2
+fi
 mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -31,6 +37,9 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 CORES=$(python3 -c "import os; print(len(os.sched_getaffinity(0)))")  # not nproc: it obeys OMP_NUM_THREADS
+if [ "$SMOKE" = 0 ] && ! python3 -c "import sys, torch; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
+  echo "gpu_run.sh: no CUDA device (or no torch) here; on a CPU run the smoke mode: SMOKE=1 bash $0" >&2; exit 2
+fi
 if [ "$SMOKE" = 1 ]; then
   DEV="--device cpu"; MODEL="--model gamma-test"
   E2E="--images 24 --workers 1 --iters 1 --decode-sample 4"; TP="--batch 4 --iters 1 --warmup 0"
@@ -62,8 +71,11 @@ step() {  # step NAME CAP COMMAND...: under `timeout` (CAP, or what is left of t
   echo "== $name (limit ${limit} s): $*"
   local t0=$SECONDS
   timeout --kill-after=10 "$limit" "$@" > "$OUT/$name.log" 2>&1
-  echo "== $name: exit $? in $((SECONDS - t0)) s; $(tail -n 1 "$OUT/$name.log")" | tee -a "$OUT/summary.txt"
+  local code=$?
+  [ "$code" = 0 ] || FAILED=$((FAILED + 1))
+  echo "== $name: exit $code in $((SECONDS - t0)) s; $(tail -n 1 "$OUT/$name.log")" | tee -a "$OUT/summary.txt"
 }
+FAILED=0
 
 # shellcheck disable=SC2086  # the option strings split into arguments on purpose
 {
@@ -82,4 +94,5 @@ step() {  # step NAME CAP COMMAND...: under `timeout` (CAP, or what is left of t
   step decode 60 python3 benchmarks/gpu_decode.py $DECODE
   step tp_sdpa 40 python3 benchmarks/throughput.py $DEV $MODEL --dtype bf16 $TP --paths ours,plain --sdpa $SDPA
 }
-echo "total $((SECONDS - START)) s of $BUDGET" | tee -a "$OUT/summary.txt"
+echo "total $((SECONDS - START)) s of $BUDGET; $FAILED steps failed or timed out" | tee -a "$OUT/summary.txt"
+[ "$FAILED" = 0 ]  # the exit status says whether every step that ran passed (skipped steps do not count)

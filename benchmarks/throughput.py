@@ -24,27 +24,44 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 import gamma_iqa
 from gamma_iqa.engine.runtime import DTYPES
+from gamma_iqa.engine.scoring import COMPILE_MODES
 from gamma_iqa.models.clip import CLIP
 from gamma_iqa.models.moe import set_moae_fused
+
+PATHS = ("ours", "naive", "plain", "ours_fp32")
+
+
+def positive(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def check_device(p: argparse.ArgumentParser, device: str) -> None:
+    """--device cuda where there is none: the parser's one-line error, not a traceback later."""
+    if device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device here (use --device cpu)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="autocast dtype of our path and plain")
-    p.add_argument("--batch", type=int, default=1, help="crops per forward")
+    p.add_argument("--batch", type=positive, default=1, help="crops per forward")
     p.add_argument("--model", default="gamma-vit-b16", help="registered name (random weights) or checkpoint path")
     p.add_argument("--scene", default=None, help="scene to score against (default: the model's)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--iters", type=int, default=10, help="timed forwards per path")
+    p.add_argument("--iters", type=positive, default=10, help="timed forwards per path")
     p.add_argument("--warmup", type=int, default=2, help="untimed forwards per path before timing")
     p.add_argument("--compile", action="store_true", help="torch.compile our path's towers")
-    p.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune (implies --compile)")
+    p.add_argument("--compile-mode", choices=COMPILE_MODES, default=None, help="torch.compile mode (implies --compile)")
     p.add_argument("--moae", choices=["fused", "reference"], default="fused", help="our path's MoAE form")
     p.add_argument(
         "--paths",
@@ -59,7 +76,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="attention backend of every path (torch.nn.attention.sdpa_kernel); auto: torch's choice",
     )
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    check_device(p, args.device)
+    wanted = [name.strip() for name in args.paths.split(",") if name.strip()]
+    unknown = sorted(set(wanted) - set(PATHS))
+    if unknown:
+        p.error(f"--paths: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(PATHS)}")
+    args.paths = ",".join(dict.fromkeys(["ours", *wanted]))
+    if args.model not in gamma_iqa.list_models() and not Path(args.model).exists():
+        p.error(f"--model {args.model}: neither a registered model ({', '.join(gamma_iqa.list_models())}) nor a path")
+    return args
 
 
 def log(msg: str) -> None:
@@ -116,6 +142,8 @@ def main(argv: list[str] | None = None) -> dict:
     set_moae_fused(ours, args.moae == "fused")
     args.compile = args.compile or args.compile_mode is not None
     if args.compile:
+        if not hasattr(ours, "compile_towers"):
+            raise SystemExit(f"--compile: {args.model} has no compiled path (Gamma models only)")
         ours.compile_towers(**({"mode": args.compile_mode} if args.compile_mode else {}))
     scene = ours.prompt_key(args.scene)
     size = ours.config.clip.image_size
@@ -142,10 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
         sync()
     peak_mb, peak_kind = peak_memory_mb(device)
 
-    wanted = {"ours", *args.paths.split(",")}
-    unknown = wanted - {"ours", "naive", "plain", "ours_fp32"}
-    if unknown:
-        raise SystemExit(f"--paths: unknown {', '.join(sorted(unknown))}")
+    wanted = set(args.paths.split(","))
     log("building the naive and plain paths ...")
     naive = build(args.model, device, args.seed)
     set_moae_fused(naive, False)
@@ -196,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
         "model": args.model,
         "scene": scene,
         "threads": torch.get_num_threads(),
-        "compile": args.compile_mode or args.compile,
+        "compile": args.compile_mode or ("default" if args.compile else False),
         "moae": args.moae,
         "sdpa": args.sdpa,
         "iters": args.iters,

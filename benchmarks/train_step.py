@@ -23,12 +23,13 @@ import time
 from dataclasses import dataclass
 
 import torch
+from throughput import check_device, positive  # sibling scripts: benchmarks/ is on the path when run
 
 import gamma_iqa
 from gamma_iqa.engine.runtime import DTYPES
+from gamma_iqa.engine.scoring import COMPILE_MODES
 from gamma_iqa.models.moe import set_moae_fused
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 OPTIMIZERS = ("default", "fused", "foreach")
 
 
@@ -55,14 +56,22 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--dtype", choices=list(DTYPES), default="fp32")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=positive, default=8)
     p.add_argument("--model", default="gamma-vit-b16")
-    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--iters", type=positive, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--forms", default="fused,reference", help="comma-separated MoAE forms to time (fused, reference)")
     p.add_argument("--optimizer", nargs="+", choices=OPTIMIZERS, default=["default"], help="Adam implementations")
-    p.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, default=None, metavar="MODE")
+    p.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        choices=COMPILE_MODES,
+        default=None,
+        metavar="MODE",
+        help="compile the model (a mode, default without one); the first step compiles, so at least 1 --warmup",
+    )
     p.add_argument("--also-eager", action="store_true", help="with --compile: time the eager step too")
     args = p.parse_args(argv)
     args.forms = [f.strip() for f in args.forms.split(",") if f.strip()]
@@ -70,6 +79,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--forms: choose from fused, reference, got {args.forms}")
     if args.also_eager and not args.compile:
         p.error("--also-eager needs --compile")
+    check_device(p, args.device)
+    if args.compile:
+        args.warmup = max(args.warmup, 1)  # the first compiled step is the compile: never a timed one
     return args
 
 

@@ -41,3 +41,27 @@ def test_a_spent_budget_skips_the_remaining_steps(tmp_path: Path):
     _, summary = smoke_run(tmp_path, 0, 120)
     assert summary[:-1] == [f"== {name}: skipped, budget spent" for name in STEPS]
     assert json.loads((tmp_path / "e2e.log").read_text()) == {"skipped": "budget spent (0 s)"}
+
+
+def test_bad_settings_and_a_missing_gpu_stop_before_any_step(tmp_path: Path):
+    """A typo in BUDGET or SMOKE, or a GPU run where there is no GPU, is one line and exit 2, not a run of failures."""
+    cases = [
+        ({"SMOKE": "1", "BUDGET": "1.5"}, "BUDGET must be whole seconds (e.g. 480), got '1.5'"),
+        ({"SMOKE": "yes"}, "SMOKE must be 0 (a GPU run) or 1 (the CPU smoke run), got 'yes'"),
+        ({"SMOKE": "0"}, "no CUDA device (or no torch) here; on a CPU run the smoke mode: SMOKE=1 bash"),
+    ]
+    for settings, message in cases:
+        if settings.get("SMOKE") == "0" and torch_has_cuda():
+            continue
+        env = {**os.environ, "OUT": str(tmp_path), **settings}
+        done = subprocess.run(
+            ["bash", "benchmarks/gpu_run.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1, done.stderr
+        assert not (tmp_path / "summary.txt").exists()
+
+
+def torch_has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

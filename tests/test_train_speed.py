@@ -172,6 +172,11 @@ def test_a_run_resumes_under_another_adam_implementation(tmp_path):
     assert largest_difference(weights(resumed / "last"), weights(full / "last")) < 10 * ADAM_ATOL
     state = torch.load(Path(resumed) / "last" / "train_state.pt", weights_only=True)["optimizer"]
     assert all(group["fused"] for group in state["param_groups"])  # the implementation asked for ran, not the saved
+    notes = [line for line in (resumed / "config.yaml").read_text().splitlines() if line.startswith("# ")]
+    assert [n.split(", torch")[0] for n in notes] == [  # what each part ran: the first part's line is kept
+        "# this run: Adam default, compile False",
+        "# resumed at step 7: Adam fused, compile False",
+    ]
 
 
 def test_adam_fused_is_refused_where_torch_has_no_kernel(monkeypatch):

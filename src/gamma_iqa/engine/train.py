@@ -418,14 +418,21 @@ def _adam_name(optimizer: torch.optim.Optimizer) -> str:
     return "fused" if group.get("fused") else "foreach" if group.get("foreach") else "default"
 
 
-def _compile(model: QualityModel, cfg: TrainConfig) -> None:
+def _compile(model: QualityModel, cfg: TrainConfig, *, announce: bool = False) -> None:
     """Compile `model` in place as setting `compile` asks: its towers (`compile_towers`) where it has them, else whole.
 
-    In place (nn.Module.compile), so parameters, state-dict keys and checkpoints stay as without compiling.
+    In place (nn.Module.compile), so parameters, state-dict keys and checkpoints stay as without compiling. With
+    `announce`, one line on stderr says why the first steps are slow.
     """
     if cfg.compile is False:
         return
     mode = "default" if cfg.compile is True else cfg.compile
+    if announce:
+        print(
+            f"train: compiling the model (torch.compile, mode {mode}); the first steps and the first evaluation "
+            "take a minute or more",
+            file=sys.stderr,
+        )
     compile_towers = getattr(model, "compile_towers", None)
     if compile_towers is not None:
         compile_towers(mode=mode)
@@ -451,7 +458,7 @@ class _Run:
         self.model.train()
         if cfg.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
-        _compile(self.model, cfg)  # before DDP wraps it
+        _compile(self.model, cfg, announce=self.rank == 0)  # before DDP wraps it
         self.datasets = _datasets(cfg)
         self.train_sets, test_sizes = _samples(self.datasets, cfg.split, _group_names(cfg), self.rank == 0)
         for (spec, _), n in zip(self.datasets, test_sizes, strict=True):
@@ -489,11 +496,17 @@ class _Run:
         if resume:
             self.log.truncate_after(self.global_step)
         if self.rank == 0:
-            note = (
-                f"this run: Adam {_adam_name(self.optimizer)}, compile {cfg.compile}, torch {torch.__version__}, "
-                f"device {self.device}"
-            )
-            save_config(cfg, self.out / "config.yaml", note)
+            self._save_config(resume)
+
+    def _save_config(self, resume: bool) -> None:
+        """config.yaml, its first lines saying what ran: on resume the earlier parts' lines kept, this part's added."""
+        path = self.out / "config.yaml"
+        notes = []
+        if resume and path.is_file():
+            notes = [line[2:] for line in path.read_text().splitlines() if line.startswith("# ")]
+        ran = f"Adam {_adam_name(self.optimizer)}, compile {self.cfg.compile}, torch {torch.__version__}"
+        notes.append(f"{f'resumed at step {self.global_step}' if resume else 'this run'}: {ran}, device {self.device}")
+        save_config(self.cfg, path, notes)
 
     def _sampler(self, samples: list[Sample]) -> JointSampler:
         """The run's sampler; a grouped one checks that no micro-batch splits a group."""

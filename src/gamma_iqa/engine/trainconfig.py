@@ -231,14 +231,16 @@ def load_config(config: str | Path | None = None, overrides: Sequence[str] = ())
     return TrainConfig(**{k: _coerce(k, v) for k, v in values.items()})
 
 
-def save_config(cfg: TrainConfig, path: Path, note: str = "") -> None:
+def save_config(cfg: TrainConfig, path: Path, note: str | list[str] = "") -> None:
     """Write `cfg` to `path` as YAML that `load_config` reads back to an equal config.
 
     Args:
         cfg: the settings.
         path: the YAML file to write.
-        note: written first as YAML comments (one per line), e.g. what the run resolved `auto` settings to.
+        note: written first as YAML comments (one per line, or one per item of a list), e.g. what the run resolved
+            `auto` settings to.
     """
     data = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
-    comments = "".join(f"# {line}\n" for line in note.splitlines())
+    lines = note if isinstance(note, list) else note.splitlines()
+    comments = "".join(f"# {line}\n" for line in lines)
     path.write_text(comments + yaml.safe_dump(data, sort_keys=False))
