@@ -44,9 +44,13 @@ def test_compile_modes_reach_the_image_tower_once(recorded):
     Scorer(model, compile="reduce-overhead")  # the model is compiled in that mode already
     Scorer(model, compile="default")  # another mode compiles again, torch.compile's default taking no `mode`
     assert recorded[1:] == [{"text": False}]
-    # As training's `compile: true` / `false`: True is the default mode (compiled already), False is eager.
-    assert Scorer(model, compile=True).compile == "default" and Scorer(model, compile=False).compile is None
-    assert len(recorded) == 2
+    # As training's `compile: true`: True is the default mode (compiled already).
+    assert Scorer(model, compile=True).compile == "default" and len(recorded) == 2
+    # The model stays compiled: a Scorer not asking for it runs (and records, and marks CUDA-graph steps for) the mode
+    # the model is in; on a model never compiled, None and False are eager.
+    assert Scorer(model).compile == Scorer(model, compile=False).compile == "default"
+    assert Scorer(model).backend == {"name": "torch", "compile": "default"}
+    assert Scorer(gamma_iqa.create_model("gamma-test"), compile=False).compile is None and len(recorded) == 2
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,11 @@ __all__ = [
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+# torch.compile's modes (`Scorer`'s `compile`, training's `compile`); those that capture CUDA graphs on a GPU.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
 def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
     """Autocast to `dtype` (a DTYPES name) on `device`; fp32 is no autocast at all."""
     if dtype == "fp32":

@@ -50,7 +50,7 @@ from ..models.scenes import LEVEL_NAMES
 from .calibration import Calibration, score_columns
 from .onnxrt import BACKENDS, OnnxForward
 from .progress import Progress
-from .runtime import DTYPES, autocast, holding_warnings, replay_warnings, scoring_dtype
+from .runtime import COMPILE_MODES, CUDA_GRAPH_MODES, DTYPES, autocast, holding_warnings, replay_warnings, scoring_dtype
 
 __all__ = [
     "DETAIL_FIELDS",
@@ -64,9 +64,6 @@ __all__ = [
 ]
 
 IMAGES_PER_FORWARD = {"cpu": 1, "cuda": 32, "mps": 8}  # fixed per device: results never depend on --batch-size
-# torch.compile's modes (`Scorer`'s `compile`); those that capture CUDA graphs of the fixed-size forwards on a GPU.
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 ORIENTATION = 0x0112  # the EXIF tag of the camera's orientation
 # The columns `details` adds after ScoreRow.FIELDS: the crops' spread, then each level's probability.
 DETAIL_FIELDS = ("spread", *(f"p_{name}" for name in LEVEL_NAMES))
@@ -385,13 +382,16 @@ class Scorer:
             self.backend["compile"] = self.compile  # provenance: the scores are the eager ones to rounding only
 
     def _compile(self, mode: str | bool | None) -> str | None:
-        """Compile the model's image tower in `mode` (unless it already is) and return the mode; None: eager.
+        """Compile the model's image tower in `mode` (unless it already is) and return the mode the forwards run in.
+
+        None or False: the model as it is (eager, or the mode it was compiled in before).
 
         Raises:
             ValueError: an unknown mode, onnxruntime, or a model without `compile_towers`.
         """
-        if mode is None or mode is False:
-            return None
+        if mode is None or mode is False:  # eager, unless the model was compiled before (it stays so): that mode
+            current = getattr(self.model, "compiled", False)
+            return current if isinstance(current, str) and self.onnx is None else None
         if mode is True:
             mode = "default"  # as training's `compile: true`
         if mode not in COMPILE_MODES:

@@ -13,11 +13,10 @@ import yaml
 
 from ..data.datasets import user_dataset
 from ..data.distortions import DISTORTIONS
-from .runtime import default_workers
+from .runtime import COMPILE_MODES, default_workers
 
-__all__ = ["ADAM_IMPLEMENTATIONS", "COMPILE_MODES", "TrainConfig", "load_config", "save_config"]
+__all__ = ["ADAM_IMPLEMENTATIONS", "TrainConfig", "load_config", "save_config"]
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's modes
 # auto: torch's fused kernel where it has one for the parameters' device and dtype, else torch's default choice
 # (foreach on CUDA, a loop over the tensors on the CPU); the others force one (fused fails where torch has none).
 ADAM_IMPLEMENTATIONS = ("auto", "fused", "foreach", "default")
