@@ -48,7 +48,7 @@ import PIL
 import torch
 from PIL import Image, features
 from score_e2e import make_photos, timed  # sibling scripts: benchmarks/ is on the path when run
-from throughput import build, positive
+from throughput import build, check_model, positive
 
 import gamma_iqa
 from gamma_iqa.data.transforms import content_seed, image_to_uint8, make_crops
@@ -296,6 +296,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
+    check_model(p, args.model)
     try:
         cuda = resolve_device(args.device).type == "cuda"
     except ValueError as e:  # --device cuda without one, or a device name torch does not know

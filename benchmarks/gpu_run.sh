@@ -24,13 +24,12 @@ set -uo pipefail
 OUT=${OUT:-build/gpu}
 SMOKE=${SMOKE:-0}
 BUDGET=${BUDGET:-480}
-if ! [[ "$BUDGET" =~ ^[0-9]+$ ]]; then
-  echo "gpu_run.sh: BUDGET must be whole seconds (e.g. 480), got '$BUDGET'" >&2; exit 2
+if ! [[ "$BUDGET" =~ ^[1-9][0-9]*$ ]] || [ "$BUDGET" -lt 20 ]; then  # no leading 0: bash would read it as octal
+  echo "gpu_run.sh: BUDGET must be whole seconds, at least 20 (e.g. 480), got '$BUDGET'" >&2; exit 2
 fi
 if [ "$SMOKE" != 0 ] && [ "$SMOKE" != 1 ]; then
   echo "gpu_run.sh: SMOKE must be 0 (a GPU run) or 1 (the CPU smoke run), got '$SMOKE'" >&2; exit 2
 fi
-mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site
@@ -40,6 +39,10 @@ CORES=$(python3 -c "import os; print(len(os.sched_getaffinity(0)))")  # not npro
 if [ "$SMOKE" = 0 ] && ! python3 -c "import sys, torch; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
   echo "gpu_run.sh: no CUDA device (or no torch) here; on a CPU run the smoke mode: SMOKE=1 bash $0" >&2; exit 2
 fi
+if ! python3 -c "import pytest" 2>/dev/null; then
+  echo "gpu_run.sh: the tests step needs pytest: python3 -m pip install pytest" >&2; exit 2
+fi
+mkdir -p "$OUT"
 if [ "$SMOKE" = 1 ]; then
   DEV="--device cpu"; MODEL="--model gamma-test"
   E2E="--images 24 --workers 1 --iters 1 --decode-sample 4"; TP="--batch 4 --iters 1 --warmup 0"

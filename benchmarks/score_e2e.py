@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from throughput import check_device, check_model, positive  # sibling scripts: benchmarks/ is on the path when run
 
 import gamma_iqa
 from gamma_iqa.cli import main as cli_main
@@ -225,7 +226,7 @@ def random_b16(tmp: Path) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--images", type=int, default=None, help="default: 2000 on CUDA, 64 elsewhere")
+    p.add_argument("--images", type=positive, default=None, help="default: 2000 on CUDA, 64 elsewhere")
     p.add_argument("--distinct", type=int, default=32, help="distinct photos drawn; the other images are copies")
     p.add_argument("--size", default="1024x768", help="WIDTHxHEIGHT of the generated JPEGs")
     p.add_argument("--model", help="model name or checkpoint (default: random gamma-vit-b16 saved to a temp folder)")
@@ -242,12 +243,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--compile-mode", choices=scoring.COMPILE_MODES, help="torch.compile mode (score --compile-mode; implies it)"
     )
-    p.add_argument("--iters", type=int, default=5, help="timed repeats of the copy and of the forward alone")
+    p.add_argument("--iters", type=positive, default=5, help="timed repeats of the copy and of the forward alone")
     p.add_argument("--decode-sample", type=int, default=32, help="images decoded in this process for the decode rate")
     p.add_argument("--compare", action="store_true", help="time the CLI: gamma-lite's CPU inference variants")
     p.add_argument("--compare-workers", default="", help="with --compare, also `after` with these worker counts")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of --compare")
     args = p.parse_args(argv)
+    check_device(p, args.device)
+    check_model(p, args.model)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.images is None:

@@ -83,9 +83,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         p.error(f"--paths: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(PATHS)}")
     args.paths = ",".join(dict.fromkeys(["ours", *wanted]))
-    if args.model not in gamma_iqa.list_models() and not Path(args.model).exists():
-        p.error(f"--model {args.model}: neither a registered model ({', '.join(gamma_iqa.list_models())}) nor a path")
+    check_model(p, args.model)
     return args
+
+
+def check_model(p: argparse.ArgumentParser, name: str | None) -> None:
+    """--model that is neither a registered name nor an existing path: the parser's one-line error."""
+    if name is not None and name not in gamma_iqa.list_models() and not Path(name).exists():
+        p.error(f"--model {name}: neither a registered model ({', '.join(gamma_iqa.list_models())}) nor a path")
 
 
 def log(msg: str) -> None:

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 
 import torch
-from throughput import check_device, positive  # sibling scripts: benchmarks/ is on the path when run
+from throughput import check_device, check_model, positive  # sibling scripts: benchmarks/ is on the path when run
 
 import gamma_iqa
 from gamma_iqa.engine.runtime import DTYPES
@@ -80,6 +80,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.also_eager and not args.compile:
         p.error("--also-eager needs --compile")
     check_device(p, args.device)
+    check_model(p, args.model)
     if args.compile:
         args.warmup = max(args.warmup, 1)  # the first compiled step is the compile: never a timed one
     return args

@@ -17,6 +17,7 @@ from gamma_iqa.engine.scoring import COMPILE_MODES, Scorer
 from .conftest import run_cli, score_rows
 from .test_pipeline import photo
 
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "grace_hopper.jpg"
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 
@@ -152,3 +153,21 @@ def test_resume_refuses_another_forward(capsys, recorded, tmp_path: Path):
     assert out.read_text() == before  # (the tower was wrapped, lazily: torch.compile compiles on the first call)
     code, _, err = score_rows(capsys, *paths, "--output", str(out), "--resume")  # the same forward: resumes
     assert code == 0 and len(out.read_text().splitlines()) == 4, err
+
+
+def test_a_missing_vocabulary_is_one_line_before_any_output_or_announcement(capsys, monkeypatch, tmp_path: Path):
+    def no_vocab(self, key):
+        raise FileNotFoundError("CLIP BPE vocabulary not found: pass --bpe PATH")
+
+    monkeypatch.setattr(gamma_iqa.Gamma, "tokens", no_vocab)
+    out = tmp_path / "s.csv"
+    code, _, err = score_rows(capsys, str(EXAMPLE), "--compile", "--output", str(out))
+    assert code == 2 and err.count("\n") == 1 and "vocabulary not found" in err and "compiling" not in err
+    assert list(tmp_path.iterdir()) == []  # no header-only output, no provenance
+
+
+def test_a_huge_crop_count_is_refused_at_once(capsys):
+    code, _, err = run_cli(capsys, "score", str(EXAMPLE), "--crops", "99999999999999999999999")
+    assert (
+        code == 2 and err.strip() == "gamma-iqa score: error: --crops must be at most 1000 per image, got " + "9" * 23
+    )

@@ -15,13 +15,16 @@ STEPS = ["tests", "e2e", "tp_eager", "tp_compiled", "train_b64", "tp_graphs", "t
 STEPS += ["decode", "tp_sdpa"]
 
 
-def smoke_run(out: Path, budget: int, timeout: float) -> tuple[subprocess.CompletedProcess, list[str]]:
-    """`SMOKE=1 bash benchmarks/gpu_run.sh` into `out` with `budget` seconds: the process and summary.txt's lines."""
+def smoke_run(
+    out: Path, budget: int, timeout: float, *, check: bool = True
+) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """`SMOKE=1 bash benchmarks/gpu_run.sh` into `out` with `budget` seconds: the process and summary.txt's lines;
+    `check`: every step that ran passed (exit 0)."""
     env = {**os.environ, "SMOKE": "1", "OUT": str(out), "BUDGET": str(budget)}
     done = subprocess.run(
         ["bash", "benchmarks/gpu_run.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0 or not check, done.stderr
     return done, (out / "summary.txt").read_text().splitlines()
 
 
@@ -36,17 +39,20 @@ def test_the_gpu_script_runs_every_step_in_smoke_mode(tmp_path: Path):
             assert isinstance(json.loads(last), dict), (name, last)
 
 
+@pytest.mark.slow
 def test_a_spent_budget_skips_the_remaining_steps(tmp_path: Path):
-    """BUDGET 0: every step is skipped with a line saying so, nothing runs, the script still ends normally."""
-    _, summary = smoke_run(tmp_path, 0, 120)
-    assert summary[:-1] == [f"== {name}: skipped, budget spent" for name in STEPS]
-    assert json.loads((tmp_path / "e2e.log").read_text()) == {"skipped": "budget spent (0 s)"}
+    """BUDGET 20: the first step gets what there is, every later one is skipped with a line; the run still ends."""
+    _, summary = smoke_run(tmp_path, 20, 300, check=False)
+    assert summary[1:-1] == [f"== {name}: skipped, budget spent" for name in STEPS[1:]]
+    assert json.loads((tmp_path / "e2e.log").read_text()) == {"skipped": "budget spent (20 s)"}
 
 
 def test_bad_settings_and_a_missing_gpu_stop_before_any_step(tmp_path: Path):
     """A typo in BUDGET or SMOKE, or a GPU run where there is no GPU, is one line and exit 2, not a run of failures."""
     cases = [
-        ({"SMOKE": "1", "BUDGET": "1.5"}, "BUDGET must be whole seconds (e.g. 480), got '1.5'"),
+        ({"SMOKE": "1", "BUDGET": "1.5"}, "BUDGET must be whole seconds, at least 20 (e.g. 480), got '1.5'"),
+        ({"SMOKE": "1", "BUDGET": "08"}, "got '08'"),  # bash would read a leading 0 as octal
+        ({"SMOKE": "1", "BUDGET": "19"}, "got '19'"),  # no step could start
         ({"SMOKE": "yes"}, "SMOKE must be 0 (a GPU run) or 1 (the CPU smoke run), got 'yes'"),
         ({"SMOKE": "0"}, "no CUDA device (or no torch) here; on a CPU run the smoke mode: SMOKE=1 bash"),
     ]

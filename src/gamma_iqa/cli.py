@@ -33,6 +33,7 @@ from .engine.scoring import COMPILE_MODES, ScoreRow, WorkerDied
 from .engine.train import TrainingError, train
 from .engine.trainconfig import load_config
 from .models import DEFAULT_MODEL, CheckpointError, convert, create_model, default_model, list_models, model_spec
+from .models.base import QualityModel
 from .models.checkpoint import WEIGHTS_FILE
 from .models.export import FORMATS, check_export_path, export_onnx
 from .models.scenes import describe_scene, list_scenes
@@ -344,6 +345,23 @@ def _check_backend(args: argparse.Namespace) -> None:
         args.device = "cpu"  # auto would pick a GPU where there is one, which this backend does not use
 
 
+def _ready_to_score(model: QualityModel, args: argparse.Namespace) -> None:
+    """--bpe, the scene and the vocabulary checked before any work (one line each, no output file started).
+
+    Raises:
+        UsageError: --bpe is not a file. ValueError: an unknown scene. FileNotFoundError: no vocabulary for the
+            model's text tower.
+    """
+    if args.bpe:
+        if not Path(args.bpe).is_file():
+            raise UsageError(f"--bpe {args.bpe}: no such file")
+        model.vocab_path = args.bpe
+    key = model.prompt_key(args.scene)
+    tokens = getattr(model, "tokens", None)
+    if tokens is not None:  # a text tower's vocabulary missing: one line now, not an empty output and provenance
+        tokens(key)
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     """`score PATHS... [--manifest FILE]`: rows as they finish, to stdout or --output (with --resume)."""
     _check_option_pairs(args)
@@ -357,11 +375,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     name = _model_name(args)
     with process_group(args.device or "auto") as group:
         model = create_model(name).to(group.device)
-        if args.bpe:
-            if not Path(args.bpe).is_file():
-                raise UsageError(f"--bpe {args.bpe}: no such file")
-            model.vocab_path = args.bpe
-        model.prompt_key(args.scene)  # an unknown scene is a usage error before any work
+        _ready_to_score(model, args)
         entries = expand_paths(args.paths, args.scene, hidden=args.hidden)
         if args.manifest:
             entries += read_manifest(args.manifest, args.scene, hidden=args.hidden)

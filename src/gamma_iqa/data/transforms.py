@@ -120,6 +120,11 @@ def _one_line(text: str) -> str:
     return " ".join("".join(c if c.isprintable() else " " for c in text).split()) or "unreadable profile"
 
 
+# More random crops than this per image is a typo, not a protocol (the paper averages 10, gamma.md §9): 1000 crops of
+# 224 px are 600 MB of float32 per image already, and a huge count would hang on allocating them.
+MAX_CROPS = 1000
+
+
 def _ascii_digits(text: str) -> bool:
     """Whether `text` is a run of 0-9 only: str.isdigit alone also takes "²" (which int() refuses) and "３"."""
     return text.isascii() and text.isdigit()
@@ -129,10 +134,12 @@ def parse_crops(value: str | int) -> Crops:
     """'10' -> 10, 'center' / 'none' as they are.
 
     Raises:
-        ValueError: for anything else (naming `crops`).
+        ValueError: for anything else, or more than MAX_CROPS (naming `crops`).
     """
     if (isinstance(value, int) and not isinstance(value, bool)) or _ascii_digits(str(value)):
         n = int(value)
+        if n > MAX_CROPS:
+            raise ValueError(f"`crops` must be at most {MAX_CROPS} per image, got {value}")
         if n >= 1:
             return n
     elif value in ("center", "none"):

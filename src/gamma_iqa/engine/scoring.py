@@ -407,7 +407,8 @@ class Scorer:
             )
         if getattr(self.model, "compiled", False) != mode:
             compile_towers(text=False, **({} if mode == "default" else {"mode": mode}))
-            self._announce = self.progress  # the first forward is silent for a minute or so: it says why
+            # The first forward is silent for a minute or so: it says why (once: rank 0 of a torchrun group).
+            self._announce = self.progress and self.shard[0] == 0
         return mode
 
     def _onnx_forward(self, backend: str | OnnxForward) -> OnnxForward | None:
