@@ -25,7 +25,7 @@ from pathlib import Path
 from ._version import __version__
 from .data.datasets import FOLDER_CSV, DatasetSpec, get_dataset, list_datasets, user_dataset
 from .data.inputs import expand_paths, read_manifest
-from .data.transforms import ColourWarning, parse_crops
+from .data.transforms import ColourWarning, ascii_digits, parse_crops
 from .engine.calibration import CALIBRATED_COLUMN, METHODS, MOS_COLUMN, mos_dataset, score_columns
 from .engine.maps import DEFAULT_STRIDE
 from .engine.runtime import default_workers, process_group, resolve_device
@@ -662,7 +662,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _port(value: str) -> int:
     """A TCP port number, 0 (any free port) to 65535."""
-    if not (value.isascii() and value.isdigit()) or int(value) > 65535:  # not "３" or "²"
+    if not ascii_digits(value) or int(value) > 65535:  # not "３" or "²"
         raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {value!r}")
     return int(value)
 

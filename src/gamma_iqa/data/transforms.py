@@ -64,6 +64,7 @@ __all__ = [
     "Prepared",
     "TruncatedImageError",
     "array_to_image",
+    "ascii_digits",
     "crop_offsets",
     "enlarged_size",
     "image_size",
@@ -125,21 +126,22 @@ def _one_line(text: str) -> str:
 MAX_CROPS = 1000
 
 
-def _ascii_digits(text: str) -> bool:
+def ascii_digits(text: str) -> bool:
     """Whether `text` is a run of 0-9 only: str.isdigit alone also takes "²" (which int() refuses) and "３"."""
     return text.isascii() and text.isdigit()
 
 
-def parse_crops(value: str | int) -> Crops:
+def parse_crops(value: str | int, *, most: int | None = MAX_CROPS) -> Crops:
     """'10' -> 10, 'center' / 'none' as they are.
 
     Raises:
-        ValueError: for anything else, or more than MAX_CROPS (naming `crops`).
+        ValueError: for anything else, or more than `most` crops (default MAX_CROPS; None: no limit, for a caller
+            with its own) (naming `crops`).
     """
-    if (isinstance(value, int) and not isinstance(value, bool)) or _ascii_digits(str(value)):
+    if (isinstance(value, int) and not isinstance(value, bool)) or ascii_digits(str(value)):
         n = int(value)
-        if n > MAX_CROPS:
-            raise ValueError(f"`crops` must be at most {MAX_CROPS} per image, got {value}")
+        if most is not None and n > most:
+            raise ValueError(f"`crops` must be at most {most} per image, got {value}")
         if n >= 1:
             return n
     elif value in ("center", "none"):

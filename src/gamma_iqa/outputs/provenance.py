@@ -305,7 +305,7 @@ def check_output(
     picked = sorted(random.Random(seed).sample(range(len(scored)), min(check_rows, len(scored))))
     entries = [_entry(scored[i], record.get("cwd")) for i in picked]
     dtype = record.get("dtype", "fp32")
-    scorer = Scorer(model, crops=_crops(record.get("crops", "10")), seed=int(record.get("seed", 0)), dtype=dtype)
+    scorer = Scorer(model, crops=record.get("crops", "10"), seed=int(record.get("seed", 0)), dtype=dtype)
     result = CheckResult(tolerance=TOLERANCE.get(dtype, 1e-2) if tolerance is None else tolerance, total=len(scored))
     for i, row in zip(picked, scorer.run(entries), strict=True):
         if row.error is not None or row.score is None:
@@ -386,8 +386,3 @@ def _entry(row: Mapping[str, Any], cwd: str | None) -> Entry:
     if cwd and not source.is_absolute() and not source.exists() and (Path(cwd) / source).exists():
         source = Path(cwd) / source
     return Entry(path, source, scene)
-
-
-def _crops(text: str) -> str | int:
-    """A recorded crop mode ("10", "center", "none") as the Scorer takes it."""
-    return int(text) if text.isascii() and text.isdigit() else text

@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from ..data.inputs import Entry
+from ..data.transforms import ascii_digits
 from ..engine.scoring import DETAIL_FIELDS, ScoreRow
 
 __all__ = [
@@ -157,7 +158,7 @@ def json_row(values: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]
     A `crops` of digits (`10`) becomes a number; `center`, `none` and `10 (upscaled)` stay strings.
     """
     record = {k: values.get(k) for k in fields}
-    if isinstance(record.get("crops"), str) and record["crops"].isascii() and record["crops"].isdigit():
+    if isinstance(record.get("crops"), str) and ascii_digits(record["crops"]):
         record["crops"] = int(record["crops"])
     return record
 

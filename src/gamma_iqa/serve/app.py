@@ -260,7 +260,7 @@ class Service:
                     401, "missing or wrong bearer token (Authorization: Bearer TOKEN)", {"WWW-Authenticate": "Bearer"}
                 )
         length = headers.get(b"content-length", b"")
-        if length.isascii() and length.isdigit() and int(length) > self.limits.max_body:
+        if transforms.ascii_digits(length) and int(length) > self.limits.max_body:
             if headers.get(b"expect", b"").lower() == b"100-continue" or int(length) > 2 * self.limits.max_body:
                 return _error(413, self._too_large(), {"Connection": "close"})  # the body is not read
             return self._reject_body

@@ -52,15 +52,14 @@ def parse_options(pairs: Sequence[tuple[str, str]], max_crops: int) -> Options:
     values = _collect_options(pairs)
     if values.get("scene") == "":
         raise ServiceError(422, "`scene` is empty: give a scene name, or leave the parameter out for the default")
-    text = values.get("crops", "10")
-    if text.isascii() and text.isdigit() and int(text) > max_crops:  # the server's own limit, in its terms
-        raise ServiceError(
-            422, f"`crops` {int(text)} is over the server's limit of {max_crops} crops per image (--max-crops)"
-        )
     try:
-        crops = parse_crops(text)
+        crops = parse_crops(values.get("crops", "10"), most=None)  # the server's own limit, in its terms, below
     except ValueError as e:
         raise ServiceError(422, str(e)) from None
+    if isinstance(crops, int) and crops > max_crops:
+        raise ServiceError(
+            422, f"`crops` {crops} is over the server's limit of {max_crops} crops per image (--max-crops)"
+        )
     seed = values.get("seed", "0")
     try:  # what `gamma-iqa score --seed` takes (argparse's int): "+5" and " 5" too, not "--5", "1.5" or "²"
         number = int(seed)
