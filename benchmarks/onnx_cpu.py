@@ -2,11 +2,13 @@
 
 Forward: PyTorch fp32 (the package's inference forward: BatchNorm folded, channels-last), PyTorch bf16 autocast, and
 onnxruntime fp32 (the exported image path, `gamma-iqa export`), interleaved (one forward of each per round) on the same
-random crops, at 10 crops (one image at the paper's protocol) and 1 crop (a centre crop); images/s is the crops per
-image over the median time, and the largest score difference of each from PyTorch fp32 is reported.
+random crops, at 10 crops (one image at the paper's protocol) and 1 crop (a centre crop), each forward holding the
+images a Scorer puts in one (1 at 10 crops, 4 at a centre crop); images/s is the images per forward over the median
+time, and the largest score difference of each from PyTorch fp32 is reported.
 
 End to end: `gamma-iqa score` (in this process, its `main`) on the same generated 1024x768 JPEGs with
-`--backend torch` and `--backend onnxruntime`, interleaved over `--rounds`, at 10 crops and a centre crop; the
+`--backend torch` and `--backend onnxruntime` (`--workers` as the command's default unless given), interleaved over
+`--rounds`, at 10 crops and a centre crop; the
 onnxruntime export is made (and cached in a temporary $GAMMA_IQA_HOME) before the timing. Reports images/s (the best
 round) and the largest difference between the two backends' scores.
 
@@ -32,7 +34,8 @@ from PIL import Image
 import gamma_iqa
 from gamma_iqa.cli import main as cli_main
 from gamma_iqa.engine.onnxrt import OnnxForward
-from gamma_iqa.engine.runtime import autocast
+from gamma_iqa.engine.runtime import autocast, default_workers
+from gamma_iqa.engine.scoring import Scorer
 
 
 def make_photos(folder: Path, n: int, width: int, height: int) -> list[str]:
@@ -50,9 +53,13 @@ def make_photos(folder: Path, n: int, width: int, height: int) -> list[str]:
 
 
 def forwards(model: torch.nn.Module, onnx: OnnxForward, crops: int, iters: int, warmup: int) -> dict:
-    """Forward-only images/s of torch fp32, torch bf16 and onnxruntime fp32 at `crops` crops per image."""
-    x = torch.rand(crops, 3, model.image_size, model.image_size, generator=torch.Generator().manual_seed(0))
-    scenes = [None] * crops
+    """Forward-only images/s of torch fp32, torch bf16 and onnxruntime fp32 at `crops` crops per image.
+
+    Each forward holds the images a Scorer puts in one (`Scorer.per_forward`: 4 at one crop, 1 at 10 crops).
+    """
+    images = Scorer(model, crops=crops).per_forward
+    x = torch.rand(images * crops, 3, model.image_size, model.image_size, generator=torch.Generator().manual_seed(0))
+    scenes = [None] * len(x)
     variants = {
         "torch-fp32": lambda: model(x),
         "torch-bf16": lambda: model(x).float(),
@@ -68,9 +75,10 @@ def forwards(model: torch.nn.Module, onnx: OnnxForward, crops: int, iters: int, 
             if i >= warmup:
                 times[name].append(time.perf_counter() - start)
         print(f"forward {crops} crops round {i + 1}", file=sys.stderr)
-    rate = {v: 1 / statistics.median(t) for v, t in times.items()}  # images/s: one image's crops per forward
+    rate = {v: images / statistics.median(t) for v, t in times.items()}  # images/s
     return {
         "crops_per_image": crops,
+        "images_per_forward": images,
         "images_per_s": {v: round(r, 2) for v, r in rate.items()},
         "speed_vs_torch_fp32": {v: round(r / rate["torch-fp32"], 3) for v, r in rate.items()},
         "max_abs_score_diff_vs_torch_fp32": {
@@ -79,9 +87,12 @@ def forwards(model: torch.nn.Module, onnx: OnnxForward, crops: int, iters: int, 
     }
 
 
-def score_once(paths: list[str], backend: str, crops: str, workers: int, out: Path) -> tuple[float, dict[str, float]]:
+def score_once(
+    paths: list[str], backend: str, crops: str, workers: int | None, out: Path
+) -> tuple[float, dict[str, float]]:
     """Seconds of one `gamma-iqa score` run and its scores by path."""
-    argv = ["score", "--model", "gamma-lite", "--crops", crops, "--workers", str(workers), "--backend", backend]
+    argv = ["score", "--model", "gamma-lite", "--crops", crops, "--backend", backend]
+    argv += [] if workers is None else ["--workers", str(workers)]
     start = time.perf_counter()
     code = cli_main([*argv, "--output", str(out), *paths])
     seconds = time.perf_counter() - start
@@ -91,7 +102,7 @@ def score_once(paths: list[str], backend: str, crops: str, workers: int, out: Pa
         return seconds, {r["path"]: float(r["score"]) for r in csv.DictReader(f)}
 
 
-def end_to_end(paths: list[str], crops: str, workers: int, rounds: int, tmp: Path) -> dict:
+def end_to_end(paths: list[str], crops: str, workers: int | None, rounds: int, tmp: Path) -> dict:
     """`gamma-iqa score` images/s with each backend (best of `rounds`, interleaved) and their largest difference."""
     seconds: dict[str, list[float]] = {"torch": [], "onnxruntime": []}
     scores = {}
@@ -120,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--images", type=int, default=20, help="generated JPEGs for the end-to-end runs")
     p.add_argument("--size", default="1024x768", help="WIDTHxHEIGHT of the generated JPEGs")
-    p.add_argument("--workers", type=int, default=1, help="gamma-iqa score --workers")
+    p.add_argument("--workers", type=int, default=None, help="gamma-iqa score --workers (default: its own default)")
     p.add_argument("--rounds", type=int, default=2, help="interleaved end-to-end rounds per backend")
     p.add_argument("--skip-e2e", action="store_true")
     args = p.parse_args(argv)
@@ -141,6 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
             (tmp / "photos").mkdir()
             paths = make_photos(tmp / "photos", args.images, width, height)
             result["end_to_end"] = [end_to_end(paths, c, args.workers, args.rounds, tmp) for c in ("10", "center")]
+            result["workers"] = default_workers() if args.workers is None else args.workers
     print(json.dumps(result))
     return result
 

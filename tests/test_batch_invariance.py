@@ -1,8 +1,9 @@
 """Batch-invariant scores: the engine's fixed-size, padded forwards, run on the CPU with several images per forward.
 
 On a GPU `IMAGES_PER_FORWARD` puts 32 images in every forward (the last one padded with zero images), so a score
-does not depend on the batch size, on the image's neighbours or on its position. On the CPU it is 1, which would
-leave that path to GPU machines only; these tests set it to 4 and ask for equality to the last bit (==).
+does not depend on the batch size, on the image's neighbours or on its position. On the CPU it is 1 (more only for a
+model with `cpu_crops_per_forward` above 1, gamma-lite, tests/test_cpu_batching.py), which would leave that path to
+GPU machines only for the tiny test model; these tests set it to 4 and ask for equality to the last bit (==).
 """
 
 from __future__ import annotations

@@ -876,7 +876,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--crops", default="10", help="N random crops per image (default 10), 'center' or 'none'")
     e.add_argument("--seed", type=int, default=0, help="seed of the random crops (mixed with each image's pixels)")
-    e.add_argument("--batch-size", type=int, default=8, help="images per forward pass (their crops together)")
+    e.add_argument(
+        "--batch-size", type=int, default=8, help="images decoded per batch (default 8; scores do not depend on it)"
+    )
     e.add_argument("--workers", type=int, default=default_workers(), help="decoding processes (default: from CPUs)")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     e.add_argument("--format", choices=("json", "md"), default="json", help="md: a table beside the paper's numbers")

@@ -78,10 +78,13 @@ def scoring_dtype(dtype: str, device: torch.device, *, cpu_bf16: bool, name: str
 def default_workers() -> int:
     """Decoding processes (DataLoader workers) by default: one per CPU this process may use beyond its own, at most 4.
 
-    `score`, `eval` and `train` share it: 1 on a 2-core machine, 0 on one core, 4 from 5 cores on.
+    `score`, `eval` and `train` share it: 0 up to 2 cores, 2 on 3, 4 from 5 cores on. On 2 cores a worker only
+    contends with the forward's two threads: gamma-lite scores faster decoding in the main process
+    (benchmarks/README.md, "CPU forwards of several crops").
     """
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(4, max(0, (usable or 1) - 1))
+    usable = usable or 1
+    return min(4, usable - 1) if usable > 2 else 0
 
 
 def holding_warnings(fn: Callable[[], object]) -> tuple[object, list[Warning]]:

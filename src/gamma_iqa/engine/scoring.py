@@ -63,7 +63,9 @@ __all__ = [
     "score_inputs",
 ]
 
-IMAGES_PER_FORWARD = {"cpu": 1, "cuda": 32, "mps": 8}  # fixed per device: results never depend on --batch-size
+# Images per forward, fixed per device (a CPU forward holds at least the model's `cpu_crops_per_forward` crops), the
+# last forward padded with zero images: results never depend on --batch-size, the workers or an image's position.
+IMAGES_PER_FORWARD = {"cpu": 1, "cuda": 32, "mps": 8}
 ORIENTATION = 0x0112  # the EXIF tag of the camera's orientation
 # The columns `details` adds after ScoreRow.FIELDS: the crops' spread, then each level's probability.
 DETAIL_FIELDS = ("spread", *(f"p_{name}" for name in LEVEL_NAMES))
@@ -276,6 +278,17 @@ class _Launched(NamedTuple):
             self.done.synchronize()
 
 
+def _images_per_forward(model: QualityModel, crops: Crops, device: torch.device) -> int:
+    """Images in each of a Scorer's forwards (`Scorer.per_forward`); see IMAGES_PER_FORWARD."""
+    if crops == "none":
+        return 1
+    images = IMAGES_PER_FORWARD.get(device.type, 1)
+    if device.type == "cpu":
+        each = 1 if crops == "center" else int(crops)
+        images = max(images, -(-getattr(model, "cpu_crops_per_forward", 1) // each))  # ceil
+    return images
+
+
 class Scorer:
     """Scores entries with a model: DataLoader workers decode, fixed-size forwards score, rows come out in order.
 
@@ -283,7 +296,8 @@ class Scorer:
         uint8_crops: crops travel from the workers as uint8 pixels and become floats on the device: True, False, or
             None (default) for accelerators only. The scores are the same either way, bit for bit.
         in_flight: forwards queued on an accelerator before the host waits for the oldest one's scores (at least 1).
-        per_forward: images in each forward: IMAGES_PER_FORWARD of the model's device, 1 for `crops` "none" (whole
+        per_forward: images in each forward, fixed for the model, crops and device: IMAGES_PER_FORWARD of the device,
+            on the CPU at least enough images for the model's `cpu_crops_per_forward`; 1 for `crops` "none" (whole
             images differ in size).
         onnx: the onnxruntime forward (`engine.onnxrt.OnnxForward`) with `backend` onnxruntime, else None; another
             Scorer of the same model takes it as its `backend` to share it.
@@ -362,7 +376,7 @@ class Scorer:
         self.details = details
         self.columns = dict(columns or {})
         self.device = next(model.parameters()).device
-        self.per_forward = 1 if self.crops == "none" else IMAGES_PER_FORWARD.get(self.device.type, 1)
+        self.per_forward = _images_per_forward(model, self.crops, self.device)
         if dtype == "fp16" and self.device.type == "cpu":
             raise ValueError("`dtype` fp16 needs a GPU; use bf16 or fp32 on the CPU")
         name = getattr(model.config, "name", type(model).__name__)

@@ -205,11 +205,15 @@ class QualityModel(nn.Module):
         cpu_bf16: whether bf16 autocast was measured faster than fp32 for this family on a CPU with native bf16
             (avx512_bf16); False: the Scorer scores in fp32 on the CPU when bf16 is asked for (engine/runtime.py
             `scoring_dtype`).
+        cpu_crops_per_forward: the fewest crops a CPU forward of this family should hold, measured (1: any count
+            runs as fast per crop). A Scorer on the CPU puts ceil(this / crops per image) images in each forward, a
+            fixed number, so the scores still do not depend on the batch size.
     """
 
     kind = ""
     lower_better = False
     cpu_bf16 = True
+    cpu_crops_per_forward = 1
     score_range = (0.0, 1.0)
     config: Any
     checkpoint_files: tuple[Path, ...] = ()
@@ -303,7 +307,8 @@ class QualityModel(nn.Module):
                 centre crop) or "none" (the whole image). An image with a side under `image_size` is first enlarged.
             seed: seeds the random crops together with each image's pixels, so a score does not depend on the
                 batch it was scored in.
-            batch_size: images per forward, >= 1.
+            batch_size: images decoded per batch, >= 1; the scores do not depend on it (the forwards hold a fixed
+                number of images, `engine.scoring.Scorer.per_forward`).
             dtype: "fp32", "bf16" or "fp16" (autocast).
             details: return, instead of the scores, one dict per image with the columns of `gamma-iqa score
                 --details`: path, score, scene, crops, `spread` (the population standard deviation of the crop

@@ -85,6 +85,7 @@ class ConvBN(nn.Module):
     """
 
     fold = True  # fold BatchNorm at inference as above; False always runs them as written (benchmarks compare both)
+    zero_tap = True  # folded depthwise layers pad asymmetrically by a zero tap (see `forward`); False: a padded copy
 
     def __init__(self, cin: int, cout: int, kernel: int, *, stride: int = 1, groups: int = 1, act: bool = True) -> None:
         """Build the layer.
@@ -102,6 +103,7 @@ class ConvBN(nn.Module):
         self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(cout, eps=BN_EPS)
         self._folded: tuple[tuple, torch.Tensor, torch.Tensor] | None = None  # (key, weight, bias): see `folded`
+        self._tapped: tuple[torch.Tensor | None, dict] = (None, {})  # (folded weight, its zero-tapped forms)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, cin, H, W) -> (B, cout, ceil(H / stride), ceil(W / stride))."""
@@ -110,16 +112,38 @@ class ConvBN(nn.Module):
                 x = pad_same(x, self.kernel, self.stride)
             x = self.bn(self.conv(x))
             return F.relu6(x) if self.act else x
-        # Inference: BatchNorm folded in; a symmetric SAME padding (every stride-1 layer) is the convolution's own,
-        # which spares a padded copy of the input (a fill and a copy: 13% of gamma-lite's CPU forward).
+        # Inference: BatchNorm folded in, and no padded copy of the input (a fill and a copy: 13% of gamma-lite's CPU
+        # forward at one crop, 15% at eight). A symmetric SAME padding (every stride-1 layer) is the convolution's
+        # own. An asymmetric one (a stride-2 layer on an even side: one pixel more after than before) is too, for a
+        # depthwise layer: its kernel gets a zero tap in front on that axis and the padding becomes the larger side's,
+        # the same sums with 0 * x added (benchmarks/README.md: the depthwise convolution is up to 8 times faster
+        # than pad-then-convolve at 8 crops; a dense stem is not, so it keeps the padded copy).
         left, right, top, bottom = same_pads(x, self.kernel, self.stride) if self.kernel > 1 else (0, 0, 0, 0)
+        weight, bias = self.folded()
+        # (Not while tracing: the ONNX exporter needs the kernel's shape, and ONNX's Conv takes asymmetric pads.)
+        if (left, top) != (right, bottom) and self.zero_tap and self.conv.groups > 1 and not torch.jit.is_tracing():
+            weight = self._zero_tapped(weight, bottom - top, right - left)
+            left, top = right, bottom
         if (left, top) == (right, bottom):
-            x = F.conv2d(x, *self.folded(), stride=self.stride, padding=(top, left), groups=self.conv.groups)
+            x = F.conv2d(x, weight, bias, stride=self.stride, padding=(top, left), groups=self.conv.groups)
         else:
-            x = F.conv2d(
-                F.pad(x, [left, right, top, bottom]), *self.folded(), stride=self.stride, groups=self.conv.groups
-            )
+            x = F.pad(x, [left, right, top, bottom])
+            x = F.conv2d(x, weight, bias, stride=self.stride, groups=self.conv.groups)
         return F.relu6(x, inplace=True) if self.act else x  # the conv's own output: no second buffer
+
+    def _zero_tapped(self, weight: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        """`weight` (cout, 1, k, k) with `rows` zero rows above and `cols` zero columns to the left (each 0 or 1).
+
+        Convolving with it and padding max(top, bottom), max(left, right) on both sides equals padding (left, right,
+        top, bottom) and convolving with `weight`: each output's window starts one pixel earlier on that axis, where
+        the new tap is 0. Cached beside the folded weight it is made from (a new fold makes it anew).
+        """
+        source, taps = self._tapped
+        if source is not weight:
+            source, taps = self._tapped = (weight, {})
+        if (rows, cols) not in taps:
+            taps[rows, cols] = F.pad(weight, [cols, 0, rows, 0])
+        return taps[rows, cols]
 
     def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The convolution with the eval-mode BatchNorm folded in: weight (cout, cin / groups, k, k), bias (cout,).

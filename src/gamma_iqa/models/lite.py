@@ -116,6 +116,10 @@ class GammaLite(QualityModel):
     # Inference on the CPU runs the backbone in channels-last memory format (NHWC), which oneDNN's convolutions, the
     # depthwise ones above all, run faster; the scores change by float rounding only. Training keeps NCHW.
     channels_last = True
+    # A forward of one 224 crop leaves oneDNN's kernels short of work (7x7 maps at the end): on 2 threads 4 crops run
+    # 1.7 times as many crops/s as 1, and more gain little (benchmarks/README.md), so a CPU Scorer puts 4 centre crops
+    # (4 images) in a forward; 10 crops already fill one.
+    cpu_crops_per_forward = 4
 
     def __init__(self, config: GammaLiteConfig, *, backbone_state: Mapping[str, torch.Tensor] | None = None) -> None:
         """Build the model, randomly initialised or on an EfficientNet-Lite0 backbone.
