@@ -18,6 +18,7 @@ import sys
 import time
 
 import torch
+from throughput import positive_list  # a sibling script: benchmarks/ is on the path when run
 
 import gamma_iqa
 from gamma_iqa.models.effnet import ConvBN
@@ -33,17 +34,6 @@ def timed(model: torch.nn.Module, x: torch.Tensor, zero_tap: bool) -> tuple[floa
         return time.perf_counter() - start, scores
     finally:
         ConvBN.zero_tap = True
-
-
-def positive_list(text: str) -> list[int]:
-    """'1,4,8' -> [1, 4, 8]; each at least 1."""
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"every size must be at least 1, got {text!r}")
-    return values
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -48,7 +48,7 @@ import PIL
 import torch
 from PIL import Image, features
 from score_e2e import make_photos, timed  # sibling scripts: benchmarks/ is on the path when run
-from throughput import build, check_model, positive
+from throughput import build, check_model, positive, positive_list
 
 import gamma_iqa
 from gamma_iqa.data.transforms import content_seed, image_to_uint8, make_crops
@@ -280,19 +280,42 @@ def load_model(name: str, device: torch.device, seed: int) -> tuple[gamma_iqa.Qu
     return gamma_iqa.create_model(name).to(device), "checkpoint"
 
 
+def image_size(text: str) -> tuple[int, int]:
+    """An argparse type: "WIDTHxHEIGHT", each side a whole number from 16 to 8192 -> (width, height)."""
+    sides = text.lower().split("x")
+    if len(sides) != 2 or not all(v.isascii() and v.isdigit() and 16 <= int(v) <= 8192 for v in sides):
+        raise argparse.ArgumentTypeError(f"must be WIDTHxHEIGHT with sides from 16 to 8192, got {text!r}")
+    return int(sides[0]), int(sides[1])
+
+
+def qualities(text: str) -> list[int]:
+    """An argparse type: comma-separated JPEG qualities from 1 to 100."""
+    values = positive_list(text)
+    if max(values) > 100:
+        raise argparse.ArgumentTypeError(f"JPEG qualities run from 1 to 100, got {text!r}")
+    return values
+
+
+def jpeg_file(text: str) -> Path:
+    """An argparse type: an existing file (the decoders say later whether it is a JPEG they take)."""
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text!r}")
+    return Path(text)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto", help="cuda (the measurement), cpu (a smoke run) or auto")
     p.add_argument("--decoder", choices=["auto", *LIBRARIES], default="auto", help="the gpu-side decoder")
     p.add_argument("--model", default="gamma-vit-b16", help="registered name or checkpoint path")
     p.add_argument("--dtype", default="fp32", help="scoring precision (fp32: the decoders' difference alone)")
-    p.add_argument("--size", default="1024x768", help="WIDTHxHEIGHT of the generated JPEGs")
-    p.add_argument("--qualities", default="90,75,95", help="JPEG qualities; the first one is timed")
-    p.add_argument("--distinct", type=int, default=None, help="distinct images per kind (default: 4 cuda, 1 cpu)")
-    p.add_argument("--speed-images", type=int, default=None, help="images per timed round (default: 128 cuda, 4 cpu)")
-    p.add_argument("--batch-sizes", default=None, help="gpu batch sizes (default: 1,8,32,128 cuda; 1,2 cpu)")
+    p.add_argument("--size", type=image_size, default=(1024, 768), help="WIDTHxHEIGHT of the generated JPEGs")
+    p.add_argument("--qualities", type=qualities, default=[90, 75, 95], help="JPEG qualities; the first one is timed")
+    p.add_argument("--distinct", type=positive, default=None, help="distinct images per kind (default: 4 cuda, 1 cpu)")
+    p.add_argument("--speed-images", type=positive, default=None, help="images per round (default: 128 cuda, 4 cpu)")
+    p.add_argument("--batch-sizes", type=positive_list, default=None, help="gpu batches (default: 1,8,32,128; 1,2 cpu)")
     p.add_argument("--rounds", type=positive, default=3, help="timed rounds (median)")
-    p.add_argument("--photos", nargs="*", help="real JPEGs (default: examples/*.jpg and shared/data's JPEGs)")
+    p.add_argument("--photos", type=jpeg_file, nargs="*", help="real JPEGs (default: examples/*.jpg, shared/data's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
@@ -303,19 +326,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--device {args.device}: {e}")
     args.distinct = args.distinct or (4 if cuda else 1)
     args.speed_images = args.speed_images or (128 if cuda else 4)
-    args.batch_sizes = args.batch_sizes or ("1,8,32,128" if cuda else "1,2")
+    args.batch_sizes = args.batch_sizes or ([1, 8, 32, 128] if cuda else [1, 2])
     return args
 
 
 def measure(args: argparse.Namespace, device: torch.device, tmp: Path) -> dict:
-    qualities = [int(q) for q in args.qualities.split(",")]
-    batches = [int(b) for b in args.batch_sizes.split(",")]
+    qualities, batches = args.qualities, args.batch_sizes
     decoder, errors = find_decoder(device, args.decoder)
     result: dict = {"gpu_decoder": None if decoder is None else decoder.info()}
     if errors:
         result["gpu_decoder_error" if decoder is None else "decoders_skipped"] = errors
-    log(f"generating {args.distinct} images per kind at {args.size} ...")
-    kinds = make_inputs(tmp, tuple(int(v) for v in args.size.lower().split("x")), qualities, args.distinct)
+    log(f"generating {args.distinct} images per kind at {args.size[0]}x{args.size[1]} ...")
+    kinds = make_inputs(tmp, args.size, qualities, args.distinct)
     rates = {}
     for name in SUBSAMPLING:
         paths = kinds[(name, qualities[0])]
@@ -360,7 +382,7 @@ def main(argv: list[str] | None = None) -> dict:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "model": args.model,
         "dtype": args.dtype,
-        "size": args.size,
+        "size": f"{args.size[0]}x{args.size[1]}",
         "qualities": args.qualities,
         "speed_images": args.speed_images,
         "rounds": args.rounds,

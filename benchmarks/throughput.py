@@ -44,6 +44,14 @@ def positive(text: str) -> int:
     return int(text)
 
 
+def positive_list(text: str) -> list[int]:
+    """An argparse type: comma-separated whole numbers, each >= 1 ("1,8,32" -> [1, 8, 32])."""
+    values = text.split(",")
+    if not all(v.isascii() and v.isdigit() and int(v) >= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"must be comma-separated whole numbers >= 1, got {text!r}")
+    return [int(v) for v in values]
+
+
 def check_device(p: argparse.ArgumentParser, device: str) -> None:
     """--device cuda where there is none: the parser's one-line error, not a traceback later."""
     if device == "cuda" and not torch.cuda.is_available():

@@ -83,3 +83,21 @@ def test_without_a_gpu_decoder_it_says_why_and_still_times_the_cpu(bench, monkey
     assert result["gpu_decoder_error"] == {n: "ImportError: no such library here" for n in bench.LIBRARIES}
     assert all(set(r) == {"cpu"} and r["cpu"] > 0 for r in result["decode_images_per_s"].values())
     assert "pixels" not in result and "scores" not in result
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--size", "bogus"], "argument --size: must be WIDTHxHEIGHT with sides from 16 to 8192, got 'bogus'"),
+        (["--size", "8x8"], "argument --size: must be WIDTHxHEIGHT with sides from 16 to 8192, got '8x8'"),
+        (["--batch-sizes", "0"], "argument --batch-sizes: must be comma-separated whole numbers >= 1, got '0'"),
+        (["--batch-sizes", "1,x"], "argument --batch-sizes: must be comma-separated whole numbers >= 1, got '1,x'"),
+        (["--qualities", "90,101"], "argument --qualities: JPEG qualities run from 1 to 100, got '90,101'"),
+        (["--distinct", "0"], "argument --distinct: must be a whole number >= 1, got '0'"),
+        (["--photos", "/no/such.jpg"], "argument --photos: no such file: '/no/such.jpg'"),
+    ],
+)
+def test_bad_options_are_one_line_before_any_work(bench, capsys, option, message):
+    with pytest.raises(SystemExit) as exited:
+        bench.parse_args([*SMALL, *option])
+    assert exited.value.code == 2 and capsys.readouterr().err.splitlines()[-1].endswith(f": error: {message}")

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import gamma_iqa
-from gamma_iqa.data.transforms import ColourWarning
+from gamma_iqa.data.transforms import ColourWarning, parse_seed
 from gamma_iqa.engine.runtime import holding_warnings, replay_warnings
 from gamma_iqa.models.checkpoint import save_checkpoint
 
@@ -206,3 +206,22 @@ def test_every_skip_says_why_and_the_readme_says_what_is_skipped_outside_ci():
     readme = (ROOT / "README.md").read_text()
     (line,) = [s for s in readme.splitlines() if s.startswith("Outside CI, tests skip")]
     assert all(word in line for word in ("shared/", "CUDA", "opencv", "scikit-image", "CI=true"))
+
+
+# ---- seeds ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("text", "seed"), [("7", 7), ("+7", 7), ("-3", -3), (" 12 ", 12), (5, 5), ("0", 0)])
+def test_a_seed_is_ascii_digits_with_an_optional_sign(text, seed):
+    assert parse_seed(text) == seed
+
+
+@pytest.mark.parametrize("text", ["7_0", "７", "²", "1.5", "--5", "", "+", "x", True, "9" * 5000])
+def test_other_seeds_are_refused_in_one_line_by_the_library_and_the_command(capsys, tmp_path, text):
+    with pytest.raises(ValueError, match="`seed` must be a whole number"):
+        parse_seed(text)
+    if isinstance(text, str) and len(text) < 10:
+        Image.new("RGB", (80, 80)).save(tmp_path / "a.png")
+        with pytest.raises(SystemExit) as exited:  # argparse's exit
+            run(capsys, "score", str(tmp_path / "a.png"), "--model", "gamma-test", f"--seed={text}")
+        out, err = capsys.readouterr()
+        assert exited.value.code == 2 and out == ""
+        assert err.splitlines()[-1] == f"gamma-iqa score: error: argument --seed: must be a whole number, got {text!r}"

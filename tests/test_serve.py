@@ -261,10 +261,12 @@ def test_an_unknown_scene_gets_the_cli_message(running, photos, capsys, monkeypa
     [
         ("?crops=0", "`crops` must be a positive number, 'center' or 'none', got '0'"),
         ("?crops=%C2%B2", "`crops` must be a positive number, 'center' or 'none', got '²'"),
-        ("?seed=x", "`seed` must be an integer, got 'x'"),
-        ("?seed=--5", "`seed` must be an integer, got '--5'"),
-        ("?seed=1.5", "`seed` must be an integer, got '1.5'"),
-        ("?seed=%C2%B2", "`seed` must be an integer, got '²'"),  # a digit to str.isdigit, not to int()
+        ("?seed=x", "`seed` must be a whole number, got 'x'"),
+        ("?seed=--5", "`seed` must be a whole number, got '--5'"),
+        ("?seed=1.5", "`seed` must be a whole number, got '1.5'"),
+        ("?seed=%C2%B2", "`seed` must be a whole number, got '²'"),  # a digit to str.isdigit, not to int()
+        ("?seed=7_0", "`seed` must be a whole number, got '7_0'"),  # int() takes both of these
+        ("?seed=%EF%BC%97", "`seed` must be a whole number, got '７'"),
         ("?path=/etc/passwd", "unknown parameter 'path'"),  # no server paths: images only from the body
         ("?crops=3&crops=4", "`crops` is given more than once"),
     ],

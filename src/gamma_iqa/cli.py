@@ -25,7 +25,7 @@ from pathlib import Path
 from ._version import __version__
 from .data.datasets import FOLDER_CSV, DatasetSpec, get_dataset, list_datasets, user_dataset
 from .data.inputs import expand_paths, read_manifest
-from .data.transforms import ColourWarning, ascii_digits, parse_crops
+from .data.transforms import ColourWarning, ascii_digits, parse_crops, parse_seed
 from .engine.calibration import CALIBRATED_COLUMN, METHODS, MOS_COLUMN, mos_dataset, score_columns
 from .engine.maps import DEFAULT_STRIDE
 from .engine.runtime import default_workers, process_group, resolve_device
@@ -508,7 +508,9 @@ def _add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--scene", help="scene of the images (see `list scenes`); default: the model's")
     k.add_argument("--method", choices=METHODS, default="logistic4", help="4-parameter logistic (default) or isotonic")
     k.add_argument("--holdout", type=float, default=0.2, help="fraction of rows held out and reported on (default 0.2)")
-    k.add_argument("--seed", type=int, default=0, help="seed of the random crops and of the held-out rows (default 0)")
+    k.add_argument(
+        "--seed", type=_seed, default=0, help="seed of the random crops and of the held-out rows (default 0)"
+    )
     k.add_argument("--crops", default="10", help="as for score (apply the calibration to scores made alike)")
     k.add_argument(
         "--batch-size", type=int, default=8, help="images decoded per batch (default 8; scores do not depend on it)"
@@ -660,6 +662,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seed(value: str) -> int:
+    """A seed flag's value (`data.transforms.parse_seed`: "+5" and "-3" too, not "7_0" or "３")."""
+    try:
+        return parse_seed(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {value!r}") from None
+
+
 def _port(value: str) -> int:
     """A TCP port number, 0 (any free port) to 65535."""
     if not ascii_digits(value) or int(value) > 65535:  # not "３" or "²"
@@ -795,7 +805,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scene", default=None, help="scene of the images (see `list scenes`); default: the model's")
     s.add_argument("--crops", default="10", help="N random crops (default 10), 'center' or 'none' (whole image)")
     s.add_argument(
-        "--seed", type=int, default=0, help="seed of the random crops, mixed with each image's pixels (default 0)"
+        "--seed", type=_seed, default=0, help="seed of the random crops, mixed with each image's pixels (default 0)"
     )
     s.add_argument(
         "--batch-size", type=int, default=8, help="images decoded per batch (default 8; scores do not depend on it)"
@@ -875,7 +885,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="which split's test part (default 1, as the paper; folder+csv without a split column: every image)",
     )
     e.add_argument("--crops", default="10", help="N random crops per image (default 10), 'center' or 'none'")
-    e.add_argument("--seed", type=int, default=0, help="seed of the random crops (mixed with each image's pixels)")
+    e.add_argument("--seed", type=_seed, default=0, help="seed of the random crops (mixed with each image's pixels)")
     e.add_argument(
         "--batch-size", type=int, default=8, help="images decoded per batch (default 8; scores do not depend on it)"
     )

@@ -74,6 +74,7 @@ __all__ = [
     "load_image",
     "make_crops",
     "parse_crops",
+    "parse_seed",
     "resize_short_side",
     "to_rgb",
 ]
@@ -129,6 +130,26 @@ MAX_CROPS = 1000
 def ascii_digits(text: str) -> bool:
     """Whether `text` is a run of 0-9 only: str.isdigit alone also takes "²" (which int() refuses) and "３"."""
     return text.isascii() and text.isdigit()
+
+
+def parse_seed(value: str | int) -> int:
+    """A seed of the random crops: an int, or its text in ASCII digits with an optional sign ("+5", "-3", " 7 ").
+
+    Stricter than int(), which also takes "7_0" and "３": a seed reads the same in every tool.
+
+    Raises:
+        ValueError: anything else ("7_0", "３", "1.5", "", a bool, over 4300 digits) (naming `seed`).
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    try:
+        if ascii_digits(digits):
+            return int(text)
+    except ValueError:  # over Python's 4300-digit limit of int()
+        pass
+    raise ValueError(f"`seed` must be a whole number, got {value!r}")
 
 
 def parse_crops(value: str | int, *, most: int | None = MAX_CROPS) -> Crops:

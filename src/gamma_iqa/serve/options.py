@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..data.transforms import Crops, parse_crops
+from ..data.transforms import Crops, parse_crops, parse_seed
 from .limits import ServiceError
 
 __all__ = ["OPTIONS", "Options", "parse_options"]
@@ -60,11 +60,10 @@ def parse_options(pairs: Sequence[tuple[str, str]], max_crops: int) -> Options:
         raise ServiceError(
             422, f"`crops` {crops} is over the server's limit of {max_crops} crops per image (--max-crops)"
         )
-    seed = values.get("seed", "0")
-    try:  # what `gamma-iqa score --seed` takes (argparse's int): "+5" and " 5" too, not "--5", "1.5" or "²"
-        number = int(seed)
-    except ValueError:
-        raise ServiceError(422, f"`seed` must be an integer, got {seed!r}") from None
+    try:  # what `gamma-iqa score --seed` takes: "+5" and " 5" too, not "--5", "1.5", "7_0" or "²"
+        number = parse_seed(values.get("seed", "0"))
+    except ValueError as e:
+        raise ServiceError(422, str(e)) from None
     details = values.get("details", "false").lower()
     if details not in ("1", "true", "yes", "0", "false", "no"):
         raise ServiceError(422, f"`details` must be true or false, got {values['details']!r}")
