@@ -43,7 +43,7 @@ import gamma_iqa
 from gamma_iqa.cli import main as cli_main
 from gamma_iqa.data.inputs import expand_paths
 from gamma_iqa.engine import scoring
-from gamma_iqa.engine.runtime import autocast, resolve_device
+from gamma_iqa.engine.runtime import COMPILE_MODES, autocast, resolve_device
 from gamma_iqa.models.base import values_unchecked
 from gamma_iqa.models.effnet import ConvBN
 from gamma_iqa.models.lite import GammaLite
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     p.add_argument("--compile", action="store_true", help="compile the image tower (score --compile)")
     p.add_argument(
-        "--compile-mode", choices=scoring.COMPILE_MODES, help="torch.compile mode (score --compile-mode; implies it)"
+        "--compile-mode", choices=COMPILE_MODES, help="torch.compile mode (score --compile-mode; implies it)"
     )
     p.add_argument("--iters", type=positive, default=5, help="timed repeats of the copy and of the forward alone")
     p.add_argument("--decode-sample", type=int, default=32, help="images decoded in this process for the decode rate")

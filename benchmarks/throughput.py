@@ -29,8 +29,7 @@ from pathlib import Path
 import torch
 
 import gamma_iqa
-from gamma_iqa.engine.runtime import DTYPES
-from gamma_iqa.engine.scoring import COMPILE_MODES
+from gamma_iqa.engine.runtime import COMPILE_MODES, DTYPES
 from gamma_iqa.models.clip import CLIP
 from gamma_iqa.models.moe import set_moae_fused
 

@@ -26,8 +26,7 @@ import torch
 from throughput import check_device, check_model, positive  # sibling scripts: benchmarks/ is on the path when run
 
 import gamma_iqa
-from gamma_iqa.engine.runtime import DTYPES
-from gamma_iqa.engine.scoring import COMPILE_MODES
+from gamma_iqa.engine.runtime import COMPILE_MODES, DTYPES
 from gamma_iqa.models.moe import set_moae_fused
 
 OPTIMIZERS = ("default", "fused", "foreach")

@@ -12,7 +12,8 @@ import torch
 
 import gamma_iqa
 from gamma_iqa.engine import scoring
-from gamma_iqa.engine.scoring import COMPILE_MODES, Scorer
+from gamma_iqa.engine.runtime import COMPILE_MODES, compile_mode
+from gamma_iqa.engine.scoring import Scorer
 
 from .conftest import run_cli, score_rows
 from .test_pipeline import photo
@@ -171,3 +172,16 @@ def test_a_huge_crop_count_is_refused_at_once(capsys):
     assert (
         code == 2 and err.strip() == "gamma-iqa score: error: --crops must be at most 1000 per image, got " + "9" * 23
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "mode"), [(None, None), (False, None), (True, "default"), *((m, m) for m in COMPILE_MODES)]
+)
+def test_one_reading_of_compile_for_scoring_and_training(value, mode):
+    assert compile_mode(value) == mode
+
+
+@pytest.mark.parametrize("value", ["fast", "", "Default", 1])
+def test_an_unknown_compile_mode_names_the_setting_and_the_modes(value):
+    with pytest.raises(ValueError, match=f"`compile` must be one of {', '.join(COMPILE_MODES)}, got {value!r}"):
+        compile_mode(value)

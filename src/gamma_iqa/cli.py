@@ -28,8 +28,8 @@ from .data.inputs import expand_paths, read_manifest
 from .data.transforms import ColourWarning, ascii_digits, parse_crops, parse_seed
 from .engine.calibration import CALIBRATED_COLUMN, METHODS, MOS_COLUMN, mos_dataset, score_columns
 from .engine.maps import DEFAULT_STRIDE
-from .engine.runtime import default_workers, process_group, resolve_device
-from .engine.scoring import COMPILE_MODES, ScoreRow, WorkerDied
+from .engine.runtime import COMPILE_MODES, default_workers, process_group, resolve_device
+from .engine.scoring import ScoreRow, WorkerDied
 from .engine.train import TrainingError, train
 from .engine.trainconfig import load_config
 from .models import DEFAULT_MODEL, CheckpointError, convert, create_model, default_model, list_models, model_spec
@@ -301,7 +301,7 @@ def _check_option_pairs(args: argparse.Namespace) -> None:
 
 
 def _add_compile_options(p: argparse.ArgumentParser) -> None:
-    """`score`'s --compile and --compile-mode (engine.scoring.COMPILE_MODES)."""
+    """`score`'s --compile and --compile-mode (engine.runtime.COMPILE_MODES)."""
     p.add_argument(
         "--compile",
         action="store_true",

@@ -16,6 +16,7 @@ __all__ = [
     "DTYPES",
     "ProcessGroup",
     "autocast",
+    "compile_mode",
     "cpu_has_bf16",
     "default_workers",
     "holding_warnings",
@@ -32,6 +33,21 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # torch.compile's modes (`Scorer`'s `compile`, training's `compile`); those that capture CUDA graphs on a GPU.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def compile_mode(value: bool | str | None) -> str | None:
+    """A `compile` setting as a torch.compile mode: None or False -> None (eager), True -> "default", a mode as is.
+
+    Raises:
+        ValueError: a string that is not one of COMPILE_MODES (naming `compile`).
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "default"
+    if value not in COMPILE_MODES:
+        raise ValueError(f"`compile` must be one of {', '.join(COMPILE_MODES)}, got {value!r}")
+    return value
 
 
 def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:

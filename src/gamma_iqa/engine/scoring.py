@@ -50,7 +50,15 @@ from ..models.scenes import LEVEL_NAMES
 from .calibration import Calibration, score_columns
 from .onnxrt import BACKENDS, OnnxForward
 from .progress import Progress
-from .runtime import COMPILE_MODES, CUDA_GRAPH_MODES, DTYPES, autocast, holding_warnings, replay_warnings, scoring_dtype
+from .runtime import (
+    CUDA_GRAPH_MODES,
+    DTYPES,
+    autocast,
+    compile_mode,
+    holding_warnings,
+    replay_warnings,
+    scoring_dtype,
+)
 
 __all__ = [
     "DETAIL_FIELDS",
@@ -403,13 +411,10 @@ class Scorer:
         Raises:
             ValueError: an unknown mode, onnxruntime, or a model without `compile_towers`.
         """
-        if mode is None or mode is False:  # eager, unless the model was compiled before (it stays so): that mode
+        mode = compile_mode(mode)  # True: "default", as training's `compile: true`
+        if mode is None:  # eager, unless the model was compiled before (it stays so): that mode
             current = getattr(self.model, "compiled", False)
             return current if isinstance(current, str) and self.onnx is None else None
-        if mode is True:
-            mode = "default"  # as training's `compile: true`
-        if mode not in COMPILE_MODES:
-            raise ValueError(f"`compile` must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
         if self.onnx is not None:
             raise ValueError("`compile` is for the torch backend; onnxruntime builds its own graph (drop `compile`)")
         compile_towers = getattr(self.model, "compile_towers", None)

@@ -46,7 +46,7 @@ from ..plots import plot_curves
 from .evaluate import evaluate
 from .progress import Progress
 from .runlog import MetricsLog
-from .runtime import autocast, holding_warnings, process_group, replay_warnings
+from .runtime import autocast, compile_mode, holding_warnings, process_group, replay_warnings
 from .trainconfig import TrainConfig, save_config
 
 __all__ = ["TrainingError", "rank_loss", "train"]
@@ -424,9 +424,9 @@ def _compile(model: QualityModel, cfg: TrainConfig, *, announce: bool = False) -
     In place (nn.Module.compile), so parameters, state-dict keys and checkpoints stay as without compiling. With
     `announce`, one line on stderr says why the first steps are slow.
     """
-    if cfg.compile is False:
+    mode = compile_mode(cfg.compile)
+    if mode is None:
         return
-    mode = "default" if cfg.compile is True else cfg.compile
     if announce:
         print(
             f"train: compiling the model (torch.compile, mode {mode}); the first steps and the first evaluation "
