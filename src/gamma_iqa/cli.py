@@ -515,7 +515,12 @@ def _add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
     k.add_argument(
         "--batch-size", type=int, default=8, help="images decoded per batch (default 8; scores do not depend on it)"
     )
-    k.add_argument("--workers", type=int, default=default_workers(), help="decoding processes (default: from CPUs)")
+    k.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="decoding processes, 0: in this process (default: one per CPU beyond the first, at most 4; 0 up to 2)",
+    )
     k.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     k.add_argument(
         "--out", required=True, metavar="CAL.json", help="the calibration file written (a folder: its calibration.json)"
@@ -810,7 +815,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--batch-size", type=int, default=8, help="images decoded per batch (default 8; scores do not depend on it)"
     )
-    s.add_argument("--workers", type=int, default=default_workers(), help="decoding processes (default: from CPUs)")
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="decoding processes, 0: in this process (default: one per CPU beyond the first, at most 4; 0 up to 2)",
+    )
     s.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps; with --check: the recorded one")
     s.add_argument(
         "--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision (default fp32)"
@@ -889,7 +899,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--batch-size", type=int, default=8, help="images decoded per batch (default 8; scores do not depend on it)"
     )
-    e.add_argument("--workers", type=int, default=default_workers(), help="decoding processes (default: from CPUs)")
+    e.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="decoding processes, 0: in this process (default: one per CPU beyond the first, at most 4; 0 up to 2)",
+    )
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     e.add_argument("--format", choices=("json", "md"), default="json", help="md: a table beside the paper's numbers")
     e.add_argument("--save-predictions", metavar="FILE.csv", help="write dataset,image,mos,mos_norm,prediction")
