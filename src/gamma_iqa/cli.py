@@ -300,6 +300,19 @@ def _check_option_pairs(args: argparse.Namespace) -> None:
         raise UsageError(f"--check re-scores with the settings it recorded; it takes no {', '.join(ignored)}")
 
 
+def _add_loader_options(p: argparse.ArgumentParser) -> None:
+    """--batch-size and --workers, as `score`, `eval` and `calibrate` share them."""
+    p.add_argument(
+        "--batch-size", type=int, default=8, help="images decoded per batch (default 8; scores do not depend on it)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="decoding processes, 0: in this process (default: one per CPU beyond the first, at most 4; 0 up to 2)",
+    )
+
+
 def _add_compile_options(p: argparse.ArgumentParser) -> None:
     """`score`'s --compile and --compile-mode (engine.runtime.COMPILE_MODES)."""
     p.add_argument(
@@ -512,15 +525,7 @@ def _add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
         "--seed", type=_seed, default=0, help="seed of the random crops and of the held-out rows (default 0)"
     )
     k.add_argument("--crops", default="10", help="as for score (apply the calibration to scores made alike)")
-    k.add_argument(
-        "--batch-size", type=int, default=8, help="images decoded per batch (default 8; scores do not depend on it)"
-    )
-    k.add_argument(
-        "--workers",
-        type=int,
-        default=default_workers(),
-        help="decoding processes, 0: in this process (default: one per CPU beyond the first, at most 4; 0 up to 2)",
-    )
+    _add_loader_options(k)
     k.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     k.add_argument(
         "--out", required=True, metavar="CAL.json", help="the calibration file written (a folder: its calibration.json)"
@@ -812,15 +817,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--seed", type=_seed, default=0, help="seed of the random crops, mixed with each image's pixels (default 0)"
     )
-    s.add_argument(
-        "--batch-size", type=int, default=8, help="images decoded per batch (default 8; scores do not depend on it)"
-    )
-    s.add_argument(
-        "--workers",
-        type=int,
-        default=default_workers(),
-        help="decoding processes, 0: in this process (default: one per CPU beyond the first, at most 4; 0 up to 2)",
-    )
+    _add_loader_options(s)
     s.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps; with --check: the recorded one")
     s.add_argument(
         "--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision (default fp32)"
@@ -896,15 +893,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--crops", default="10", help="N random crops per image (default 10), 'center' or 'none'")
     e.add_argument("--seed", type=_seed, default=0, help="seed of the random crops (mixed with each image's pixels)")
-    e.add_argument(
-        "--batch-size", type=int, default=8, help="images decoded per batch (default 8; scores do not depend on it)"
-    )
-    e.add_argument(
-        "--workers",
-        type=int,
-        default=default_workers(),
-        help="decoding processes, 0: in this process (default: one per CPU beyond the first, at most 4; 0 up to 2)",
-    )
+    _add_loader_options(e)
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     e.add_argument("--format", choices=("json", "md"), default="json", help="md: a table beside the paper's numbers")
     e.add_argument("--save-predictions", metavar="FILE.csv", help="write dataset,image,mos,mos_norm,prediction")
