@@ -95,6 +95,19 @@ def test_a_line_a_minute_with_thousands_and_a_summary_after_a_long_run(monkeypat
     assert lines[2] == "score: 5,000 images in 2m00s (41.7 images/s)" and len(lines) == 3
 
 
+def test_a_resumed_runs_summary_names_the_units_done_before(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(progress_module, "time", clock)
+    stream = io.StringIO()
+    p = Progress(5000, desc="score", unit="image", done=2000, stream=stream)
+    clock.now += 75
+    p.update(3000)
+    p.finish()
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "score: image 5,000/5,000 (100%); 40 images/s, 0s left"
+    assert lines[1] == "score: 3,000 images in 1m15s (40 images/s); 5,000/5,000 with the 2,000 done before"
+
+
 def test_a_short_run_ends_without_a_summary_and_a_disabled_meter_never_writes_one(monkeypatch):
     clock = Clock()
     monkeypatch.setattr(progress_module, "time", clock)

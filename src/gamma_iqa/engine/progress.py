@@ -105,12 +105,16 @@ class Progress:
     def finish(self) -> None:
         """The loop is done: remove the bar and, after a run of at least `LINE_SECONDS`, write a summary line.
 
-        The summary reads e.g. `score: 5,000 images in 2m05s (40 images/s)`, counting this process's units; a short
-        run (no progress line was due) ends as quietly as it ran.
+        The summary reads e.g. `score: 5,000 images in 2m05s (40 images/s)`, counting this process's units; a resumed
+        run adds the total and what an earlier run had done (`...; 5,000/5,000 with the 2,000 done before`), so its
+        count agrees with the progress lines. A short run (no progress line was due) ends as quietly as it ran.
         """
         elapsed, counted = time.monotonic() - self.start, self.done - self.start_done
         self.close()
         if self.enabled and elapsed >= LINE_SECONDS:
             rate = f" ({counted / elapsed:.3g} {self.unit}s/s)" if counted > 0 and elapsed > 0 else ""
             s = "" if counted == 1 else "s"
-            self.write(f"{self.desc}: {counted:,} {self.unit}{s} in {duration(elapsed)}{rate}")
+            before = ""
+            if self.start_done:
+                before = f"; {self.done:,}/{self.total:,} with the {self.start_done:,} done before"
+            self.write(f"{self.desc}: {counted:,} {self.unit}{s} in {duration(elapsed)}{rate}{before}")
