@@ -185,3 +185,27 @@ def test_onnx_cpu_benchmark_times_the_scorers_forward_sizes(monkeypatch, capsys,
     result = importlib.import_module("onnx_cpu").main(["--skip-e2e", "--iters", "1", "--warmup", "0", "--threads", "1"])
     assert [(f["crops_per_image"], f["images_per_forward"]) for f in result["forward"]] == [(10, 1), (1, 4)]
     assert all(f["max_abs_score_diff_vs_torch_fp32"]["onnxruntime-fp32"] < 1e-5 for f in result["forward"])
+
+
+def test_score_e2e_checks_the_cpu_targets_in_one_run(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    bench = importlib.import_module("score_e2e")
+    result = bench.main(["--cpu-targets", "--images", "8", "--iters", "1", "--decode-sample", "2"])
+    captured = capsys.readouterr()
+    assert json.loads(captured.out.strip().splitlines()[-1]) == result
+    rows = result["cpu_targets"]
+    assert [(r["model"], r["crops"], r["threads"], r["workers"]) for r in rows] == [
+        ("gamma-lite", "10", 2, default_workers()),
+        ("gamma-lite", "center", 2, default_workers()),
+        ("gamma-test", "center", 1, 1),
+        ("gamma-test", "10", 1, 1),
+        ("gamma-test", "center", 2, default_workers()),
+    ]
+    assert [r["target"] for r in rows] == [5.0, 45.0, 0.8, 0.8, None]
+    assert all(r["met"] == (r["value"] >= r["target"]) for r in rows[:4]) and rows[4]["met"] is None
+    assert result["all_met"] == all(r["met"] for r in rows[:4])
+    # 8 images are one loader batch: the rate is the whole run's, never a burst of rows timed against itself
+    assert all(0 < r["images_per_s"] < 10 * r["decode_images_per_s"] for r in rows)
+    assert "| gamma-lite | 10 | 2 |" in captured.err and "| gamma-test | center | 2 |" in captured.err
+    with pytest.raises(SystemExit):
+        bench.main(["--cpu-targets", "--model", "gamma-test"])
