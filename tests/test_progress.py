@@ -239,6 +239,7 @@ def test_a_short_score_run_prints_no_progress(tmp_path, capsys):
 def test_default_workers_follow_the_cpus_for_score_eval_and_train(monkeypatch, cpus, workers):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: min(cpus, 2))  # torch's usual: one thread per core
     assert default_workers() == workers
     assert TrainConfig(datasets=("koniq10k",)).workers == workers
     parser = build_parser()

@@ -309,7 +309,8 @@ def _add_loader_options(p: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=default_workers(),
-        help="decoding processes, 0: in this process (default: one per CPU beyond the first, at most 4; 0 up to 2)",
+        help="decoding processes, 0: in this process (default: one per CPU beyond the first, at most 4; up to 2 CPUs, "
+        "one per CPU the forward's threads leave idle: 0 with 2 threads on 2 CPUs)",
     )
 
 

@@ -94,13 +94,15 @@ def scoring_dtype(dtype: str, device: torch.device, *, cpu_bf16: bool, name: str
 def default_workers() -> int:
     """Decoding processes (DataLoader workers) by default: one per CPU this process may use beyond its own, at most 4.
 
-    `score`, `eval` and `train` share it: 0 up to 2 cores, 2 on 3, 4 from 5 cores on. On 2 cores a worker only
-    contends with the forward's two threads: gamma-lite scores faster decoding in the main process
-    (benchmarks/README.md, "CPU forwards of several crops").
+    `score`, `eval` and `train` share it: 2 on 3 cores, 4 from 5 cores on. Up to 2 cores, only the cores the
+    forward's threads leave idle (`torch.get_num_threads()`, e.g. `OMP_NUM_THREADS=1`): 0 with torch's usual 2 threads
+    on 2 cores, where a worker only contends with them and gamma-lite scores faster decoding in the main process
+    (benchmarks/README.md, "CPU forwards of several crops"), and 1 with one thread, for a light model's decoding to
+    overlap its forward. The forward's thread count is never changed here: it moves scores in their last bits.
     """
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     usable = usable or 1
-    return min(4, usable - 1) if usable > 2 else 0
+    return min(4, usable - 1) if usable > 2 else max(0, usable - torch.get_num_threads())
 
 
 def holding_warnings(fn: Callable[[], object]) -> tuple[object, list[Warning]]:
