@@ -248,10 +248,11 @@ def test_resume_after_a_kill_gives_the_uninterrupted_file(capsys, folder, tmp_pa
         whole = target.read_text()
         lines = whole.splitlines(keepends=True)
         target.write_text("".join(lines[:cut]) + lines[cut][:9])  # killed halfway through a row
-        assert run(capsys, *args, "--output", str(target), "--format", fmt, "--resume")[0] == 1
-        assert target.read_text() == whole
-        assert run(capsys, *args, "--output", str(target), "--format", fmt, "--resume")[0] == 0  # all done
-        assert target.read_text() == whole
+        code, _, err = run(capsys, *args, "--output", str(target), "--format", fmt, "--resume")
+        assert code == 1 and target.read_text() == whole and "nothing left" not in err
+        code, _, err = run(capsys, *args, "--output", str(target), "--format", fmt, "--resume")  # all done
+        assert code == 0 and target.read_text() == whole
+        assert err == f"gamma-iqa score: nothing left to score: {target} already has a row for each of the 9 inputs\n"
     assert text.count("\n") == 10  # header, 8 images, the missing one
 
 

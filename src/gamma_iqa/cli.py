@@ -309,8 +309,8 @@ def _add_loader_options(p: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=default_workers(),
-        help="decoding processes, 0: in this process (default: one per CPU beyond the first, at most 4; up to 2 CPUs, "
-        "one per CPU the forward's threads leave idle: 0 with 2 threads on 2 CPUs)",
+        help="decoding processes, 0: in this process; scores do not depend on it (default: CPUs - 1, at most 4; on a "
+        "machine of 1 or 2 CPUs only those the forward's threads leave idle: 0, or 1 with OMP_NUM_THREADS=1 on 2)",
     )
 
 
@@ -432,6 +432,12 @@ def _cmd_score(args: argparse.Namespace) -> int:
             return 1
     if rows.failed:  # one summary line after the per-image ones (rank 0 writes, and counts, the rows)
         print(f"gamma-iqa score: {rows.failed} of {rows.written} images failed", file=sys.stderr)
+    if args.resume and rows.written == 0 and entries and group.rank == 0:  # else a finished file gives no sign at all
+        print(
+            f"gamma-iqa score: nothing left to score: {shown_name(str(rows.output))} already has a row for each of "
+            f"the {len(entries):,} inputs",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 
