@@ -209,8 +209,9 @@ def test_score_e2e_checks_the_cpu_targets_in_one_run(monkeypatch, capsys):
     if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) == 2:
         assert [r["workers"] for r in rows] == [0, 0, 1, 1, 0]
     assert [r["target"] for r in rows] == [5.0, 45.0, 0.8, 0.8, None]
-    assert all(r["met"] == (r["value"] >= r["target"]) for r in rows[:4]) and rows[4]["met"] is None
-    assert result["all_met"] == all(r["met"] for r in rows[:4])
+    # 8 images are too few for a steady rate: a smoke run judges no target
+    assert [r["met"] for r in rows] == [None] * 5 and result["all_met"] is None
+    assert captured.err.count("(not judged: too few images)") == 4
     # 8 images are one loader batch: the rate is the whole run's, never a burst of rows timed against itself
     assert all(0 < r["images_per_s"] < 10 * r["decode_images_per_s"] for r in rows)
     assert "| gamma-lite | 10 | 2 |" in captured.err and "| gamma-test | center | 2 |" in captured.err
