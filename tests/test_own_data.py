@@ -17,6 +17,7 @@ from gamma_iqa.data.readers import read_folder_csv, read_groups
 from gamma_iqa.engine import train as train_module
 from gamma_iqa.engine.evaluate import evaluate
 from gamma_iqa.engine.trainconfig import TrainConfig
+from gamma_iqa.models import DEFAULT_MODEL
 
 
 def photos(folder, n=10):
@@ -283,3 +284,14 @@ def test_malformed_split_file_is_one_line(tmp_path):
     path.write_text(f"{source}\nimage,mos,mos_norm,split_01\nimg0.png,one,0,test\n")
     with pytest.raises(LabelFileError, match=f"split file {path}, line 3: mos 'one' is not a number"):
         load_splits(spec, tmp_path / "img")
+
+
+def test_eval_without_model_uses_the_default_model_as_score_does(capsys, tmp_path):
+    names = photos(tmp_path / "img")
+    labels = write_labels(tmp_path / "labels.csv", names, [1 + 0.4 * i for i in range(10)])
+    common = ["eval", "--dataset", "folder+csv", "--data-root", str(tmp_path / "img"), "--csv", str(labels)]
+    common += ["--mos-range", "1", "5", "--scene", "natural", "--crops", "1", "--workers", "0", "--format", "json"]
+    code, default_out, err = run(capsys, *common)
+    assert code == 0, err
+    code, named_out, _ = run(capsys, *common, "--model", DEFAULT_MODEL)
+    assert code == 0 and json.loads(default_out) == json.loads(named_out)

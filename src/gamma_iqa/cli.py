@@ -600,7 +600,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.workers < 0:
         raise UsageError("--batch-size must be at least 1 and --workers at least 0")
     specs = _eval_datasets(args)
-    model = create_model(_run_checkpoint(args.model)).to(resolve_device(args.device))
+    model = create_model(_model_name(args)).to(resolve_device(args.device))
     try:
         results = run_eval(
             model,
@@ -888,8 +888,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a model on datasets as the paper does (SRCC, PLCC, KRCC)")
     e.add_argument(
         "--model",
-        required=True,
-        help="registered model name, checkpoint, or training run folder (its best/, else last/)",
+        help=f"registered model name, checkpoint, or training run folder (its best/, else last/); default: "
+        f"{DEFAULT_MODEL}",
     )
     e.add_argument("--dataset", required=True, help="comma-separated dataset names (see `list datasets`)")
     e.add_argument("--data-root", required=True, help="folder holding one folder per dataset (see README)")
