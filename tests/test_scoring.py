@@ -249,10 +249,33 @@ def test_resume_after_a_kill_gives_the_uninterrupted_file(capsys, folder, tmp_pa
         lines = whole.splitlines(keepends=True)
         target.write_text("".join(lines[:cut]) + lines[cut][:9])  # killed halfway through a row
         code, _, err = run(capsys, *args, "--output", str(target), "--format", fmt, "--resume")
+        # The missing image's error row came before the cut: the status and the line still count it, as they would
+        # at the end of an uninterrupted run.
         assert code == 1 and target.read_text() == whole and "nothing left" not in err
+        assert err.splitlines()[-1] == "gamma-iqa score: 1 of 9 images failed"
         code, _, err = run(capsys, *args, "--output", str(target), "--format", fmt, "--resume")  # all done
-        assert code == 0 and target.read_text() == whole
-        assert err == f"gamma-iqa score: nothing left to score: {target} already has a row for each of the 9 inputs\n"
+        assert code == 1 and target.read_text() == whole
+        assert err.splitlines() == [
+            f"gamma-iqa score: nothing left to score: {target} already has a row for all 9 inputs",
+            "gamma-iqa score: 1 of 9 images failed",
+        ]
+    good = [
+        str(folder),
+        "--model",
+        "gamma-test",
+        "--crops",
+        "3",
+        "--workers",
+        "0",
+        "--output",
+        str(tmp_path / "ok.csv"),
+    ]
+    assert run(capsys, "score", *good)[0] == 0
+    code, _, err = run(capsys, "score", *good, "--resume")
+    assert (
+        code == 0
+        and err == f"gamma-iqa score: nothing left to score: {tmp_path / 'ok.csv'} already has a row for all 8 inputs\n"
+    )
     assert text.count("\n") == 10  # header, 8 images, the missing one
 
 

@@ -430,15 +430,26 @@ def _cmd_score(args: argparse.Namespace) -> int:
                 raise
             print(_worker_died_during_score(line, rows), file=sys.stderr)
             return 1
-    if rows.failed:  # one summary line after the per-image ones (rank 0 writes, and counts, the rows)
-        print(f"gamma-iqa score: {rows.failed} of {rows.written} images failed", file=sys.stderr)
-    if args.resume and rows.written == 0 and entries and group.rank == 0:  # else a finished file gives no sign at all
-        print(
-            f"gamma-iqa score: nothing left to score: {shown_name(str(rows.output))} already has a row for each of "
-            f"the {len(entries):,} inputs",
-            file=sys.stderr,
-        )
-    return 1 if failed else 0
+    rows_failed, rows_total = rows.failed, rows.written  # rank 0 writes, and counts, the rows
+    if args.resume and group.rank == 0:
+        # The whole file counts, the rows kept too: a resumed run ends as an uninterrupted one would (status, line).
+        rows_failed, rows_total = _failed_rows(rows)
+        if rows.written == 0 and entries:  # else a finished file gives no sign at all
+            inputs = "the one input" if len(entries) == 1 else f"all {len(entries):,} inputs"
+            out = shown_name(str(rows.output))
+            print(f"gamma-iqa score: nothing left to score: {out} already has a row for {inputs}", file=sys.stderr)
+    if rows_failed:  # one summary line after the per-image ones
+        print(f"gamma-iqa score: {rows_failed} of {rows_total} images failed", file=sys.stderr)
+    return 1 if failed or rows_failed else 0
+
+
+def _failed_rows(rows: RowWriter) -> tuple[int, int]:
+    """(failed, all) rows of a resumed output, read back once the run is done: the rows kept and those written now."""
+    failed = total = 0
+    for row in rows.existing():
+        total += 1
+        failed += bool(row.get("error"))
+    return failed, total
 
 
 # ---- score --mos-scale / --calibration, and calibrate (engine/calibration.py) ----------------------------------------
