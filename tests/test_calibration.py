@@ -226,7 +226,7 @@ def test_resume_refuses_another_scale_or_calibration(capsys, labelled, tmp_path)
     assert record["columns"]["calibrated"].startswith("calibration sha256:")
     for scale, cal in (("ava", first), ("koniq10k", second)):
         code, _, err = score_csv(capsys, *files[:2], *base, "--resume", "--mos-scale", scale, "--calibration", str(cal))
-        assert code == 2 and "other columns" in err, err
+        assert code == 2 and "other settings (columns;" in err, err
     same = ("--mos-scale", "koniq10k", "--calibration", str(first))
     code, _, err = score_csv(capsys, *files[:2], *base, "--resume", *same)
     assert code == 0, err

@@ -117,7 +117,7 @@ def _provenance(
         changed = [k for k in now if then[k] != now[k]]
         if changed:
             raise ValueError(
-                f"`resume`: the rows in {rows.output} were scored with another {', '.join(changed)} (see "
+                f"`resume`: the rows in {rows.output} were scored with other settings ({', '.join(changed)}; see "
                 f"{sidecar(rows.output)}); resume with the first run's settings, or write a new `output`"
             )
         then_forward, now_forward = _forward(before.get("backend")), _forward(backend)
