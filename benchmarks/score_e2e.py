@@ -240,6 +240,13 @@ CPU_TARGETS = (
 )
 
 
+# The options --cpu-targets sets itself, or that would change what it measures: refused with it.
+CPU_TARGETS_OWN = (
+    "model", "crops", "workers", "batch_size", "device", "dtype", "threads", "uint8", "compile", "compile_mode",
+    "compare", "compare_workers", "rounds",
+)  # fmt: skip
+
+
 def cpu_targets(args: argparse.Namespace, photos: Path, tmp: Path) -> dict:
     """--cpu-targets: the steady run of each CPU_TARGETS row in this process, one after another; a table on stderr.
 
@@ -312,8 +319,10 @@ def main(argv: list[str] | None = None) -> dict:
         "exit 1 if one is not met)",
     )
     args = p.parse_args(argv)
-    if args.cpu_targets and (args.compare or args.model):
-        p.error("--cpu-targets runs its own models and settings: leave out --compare and --model")
+    if args.cpu_targets:
+        ignored = [f"--{d.replace('_', '-')}" for d in CPU_TARGETS_OWN if getattr(args, d) != p.get_default(d)]
+        if ignored:
+            p.error(f"--cpu-targets runs its own models and settings: leave out {', '.join(ignored)}")
     check_device(p, args.device)
     check_model(p, args.model)
     if args.threads:

@@ -215,5 +215,7 @@ def test_score_e2e_checks_the_cpu_targets_in_one_run(monkeypatch, capsys):
     # 8 images are one loader batch: the rate is the whole run's, never a burst of rows timed against itself
     assert all(0 < r["images_per_s"] < 10 * r["decode_images_per_s"] for r in rows)
     assert "| gamma-lite | 10 | 2 |" in captured.err and "| gamma-test | center | 2 |" in captured.err
-    with pytest.raises(SystemExit):
-        bench.main(["--cpu-targets", "--model", "gamma-test"])
+    for extra in (["--model", "gamma-test"], ["--crops", "10"], ["--workers", "2"], ["--threads", "1"], ["--compare"]):
+        with pytest.raises(SystemExit):
+            bench.main(["--cpu-targets", *extra])
+        assert f"leave out {extra[0]}" in capsys.readouterr().err
