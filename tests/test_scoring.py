@@ -442,3 +442,20 @@ def test_torchs_dead_worker_messages(message, line):
     assert got == line or (line is not None and got.startswith(line))
     assert cli._worker_died(ValueError(message)) is None
     assert cli._worker_died(WorkerDied("a decoding worker (pid 5) died")) == "a decoding worker (pid 5) died"
+
+
+def test_format_follows_the_outputs_extension_unless_given(capsys, folder, tmp_path):
+    args = ["score", str(folder / "a.png"), "--model", "gamma-test", "--crops", "2", "--workers", "0", "--output"]
+    expected = gamma_iqa.create_model("gamma-test").score(folder / "a.png", crops=2)[0]
+    for name, given, read in [
+        ("s.jsonl", [], lambda t: json.loads(t.splitlines()[0])["score"]),
+        ("s.JSON", [], lambda t: json.loads(t)[0]["score"]),
+        ("s.txt", [], lambda t: float(next(csv.DictReader(io.StringIO(t)))["score"])),
+        ("t.jsonl", ["--format", "csv"], lambda t: float(next(csv.DictReader(io.StringIO(t)))["score"])),
+    ]:
+        out = tmp_path / name
+        assert run(capsys, *args, str(out), *given)[0] == 0
+        assert read(out.read_text()) == expected
+    whole = (tmp_path / "s.jsonl").read_text()
+    code, _, err = run(capsys, *args, str(tmp_path / "s.jsonl"), "--resume")  # resumes as JSON lines, no --format
+    assert code == 0 and "nothing left to score" in err and (tmp_path / "s.jsonl").read_text() == whole

@@ -376,6 +376,12 @@ def _ready_to_score(model: QualityModel, args: argparse.Namespace) -> None:
         tokens(key)
 
 
+def _format_of(output: str | None) -> str:
+    """--format when not given: `json` or `jsonl` for an --output of that extension (any case), else `csv`."""
+    suffix = Path(output).suffix.lower() if output else ""
+    return {".json": "json", ".jsonl": "jsonl"}.get(suffix, "csv")
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     """`score PATHS... [--manifest FILE]`: rows as they finish, to stdout or --output (with --resume)."""
     _check_option_pairs(args)
@@ -384,7 +390,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
         return _cmd_check(args)
     if not args.paths and not args.manifest:
         raise UsageError("give image paths, folders or globs, or --manifest FILE")
-    rows = open_rows(args.output, args.format, resume=args.resume, details=args.details, columns=_column_names(args))
+    fmt = args.format or _format_of(args.output)
+    rows = open_rows(args.output, fmt, resume=args.resume, details=args.details, columns=_column_names(args))
     crops = parse_crops(args.crops)
     name = _model_name(args)
     with process_group(args.device or "auto") as group:
@@ -851,8 +858,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--format",
         choices=("csv", "json", "jsonl"),
-        default="csv",
-        help="rows as CSV, a JSON array or JSON lines (default csv)",
+        default=None,
+        help="rows as CSV, a JSON array or JSON lines (default: from --output's extension, .json or .jsonl; else csv)",
     )
     s.add_argument("--output", help="write to FILE instead of stdout")
     s.add_argument("--resume", action="store_true", help="skip the rows already in --output and append the rest")
