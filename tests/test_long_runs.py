@@ -194,6 +194,35 @@ def test_ctrl_c_is_one_line_exit_130_and_a_consistent_file(capsys, tmp_path, mon
     assert part.read_bytes() == full.read_bytes()
 
 
+def test_an_interrupted_resume_names_the_rows_in_the_file_in_all(capsys, tmp_path, monkeypatch):
+    folder = make_folder(tmp_path / "imgs", [f"{i}.png" for i in range(6)])
+    part = tmp_path / "part.csv"
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 2)
+        assert score(capsys, str(folder), "--output", str(part))[0] == 130
+        code, _, err = score(capsys, str(folder), "--output", str(part), "--resume")
+    assert code == 130
+    assert err == (
+        f"gamma-iqa score: interrupted after 2 rows (complete in {part}, 4 rows in all); rerun the same command with "
+        "--resume to score the rest\n"
+    )
+
+
+def test_a_resume_counts_the_rows_of_these_inputs_and_notes_the_others(capsys, tmp_path):
+    folder = make_folder(tmp_path / "imgs", ["a.png", "b.png", "c.png"])
+    (folder / "bad.png").write_bytes(b"")
+    out = tmp_path / "s.csv"
+    assert score(capsys, str(folder), "--output", str(out))[0] == 1
+    (folder / "bad.png").unlink()  # fixed by removing it: the file keeps its row, which no longer counts
+    save_image(folder / "d.png", seed=9)
+    code, _, err = score(capsys, str(folder), "--output", str(out), "--resume")
+    assert code == 0
+    assert err == (
+        f"gamma-iqa score: note: {out} also holds 1 row of inputs not given this time; they are kept and not counted\n"
+    )
+    assert [Path(r["path"]).name for r in read_rows(out, "csv")] == ["a.png", "b.png", "bad.png", "c.png", "d.png"]
+
+
 def test_ctrl_c_to_stdout_and_outside_the_scoring(capsys, tmp_path, monkeypatch):
     folder = make_folder(tmp_path / "imgs", ["a.png", "b.png"])
     interrupt_after(monkeypatch, 1)
@@ -285,3 +314,19 @@ def test_an_output_or_report_that_is_an_input_image_or_the_other_file_is_refused
         assert what in err and len(err.strip().splitlines()) == 1, err
         assert (folder / "a.png").read_bytes() == original  # the image is untouched
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_resume_of_the_other_format_or_an_implied_json_array_is_one_line_naming_the_fix(capsys, tmp_path):
+    folder = make_folder(tmp_path / "imgs", ["a.png"])
+    lines, table = tmp_path / "s.jsonl", tmp_path / "t.csv"
+    assert score(capsys, str(folder), "--output", str(lines))[0] == 0
+    assert score(capsys, str(folder), "--output", str(table))[0] == 0
+    for out, fmt, hint in [
+        (lines, "csv", "it holds JSON lines: use --format jsonl"),
+        (table, "jsonl", "it is a CSV file: use --format csv"),
+    ]:
+        code, _, err = score(capsys, str(folder), "--output", str(out), "--format", fmt, "--resume")
+        assert code == 2 and err.count("\n") == 1 and err.rstrip().endswith(hint), err
+    code, _, err = score(capsys, str(folder), "--output", str(tmp_path / "new.JSON"), "--resume")
+    assert code == 2 and "implies --format json" in err and "give --format jsonl or csv" in err
+    assert not (tmp_path / "new.JSON").exists()

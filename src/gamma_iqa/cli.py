@@ -19,12 +19,13 @@ import os
 import re
 import sys
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ._version import __version__
 from .data.datasets import FOLDER_CSV, DatasetSpec, get_dataset, list_datasets, user_dataset
-from .data.inputs import expand_paths, read_manifest
+from .data.inputs import Entry, expand_paths, read_manifest
 from .data.transforms import ColourWarning, ascii_digits, parse_crops, parse_seed
 from .engine.calibration import CALIBRATED_COLUMN, METHODS, MOS_COLUMN, mos_dataset, score_columns
 from .engine.maps import DEFAULT_STRIDE
@@ -180,7 +181,10 @@ def _interrupted(rows: RowWriter) -> str:
     """The line for a Ctrl-C during `score`: what was written and how to go on."""
     line = f"gamma-iqa score: interrupted after {rows.written} row{'' if rows.written == 1 else 's'}"
     if rows.output is not None and rows.fmt != "json":
-        line += f" (complete in {shown_name(str(rows.output))}); rerun the same command with --resume to score the rest"
+        # a resumed run's file also holds the rows kept from before: say how many rows it holds in all
+        held = f", {sum(1 for _ in rows.existing()):,} rows in all" if rows.resume else ""
+        line += f" (complete in {shown_name(str(rows.output))}{held}); rerun the same command with --resume to score "
+        line += "the rest"
     return line
 
 
@@ -376,10 +380,22 @@ def _ready_to_score(model: QualityModel, args: argparse.Namespace) -> None:
         tokens(key)
 
 
-def _format_of(output: str | None) -> str:
-    """--format when not given: `json` or `jsonl` for an --output of that extension (any case), else `csv`."""
-    suffix = Path(output).suffix.lower() if output else ""
-    return {".json": "json", ".jsonl": "jsonl"}.get(suffix, "csv")
+def _output_format(args: argparse.Namespace) -> str:
+    """--format, or when not given: `json` or `jsonl` for an --output of that extension (any case), else `csv`.
+
+    Raises:
+        UsageError: --resume with an --output whose extension implies json (a JSON array cannot be appended to).
+    """
+    if args.format is not None:
+        return args.format
+    suffix = Path(args.output).suffix.lower() if args.output else ""
+    fmt = {".json": "json", ".jsonl": "jsonl"}.get(suffix, "csv")
+    if args.resume and fmt == "json":
+        raise UsageError(
+            f"--resume: --output {shown_name(args.output)} implies --format json, and a JSON array cannot be appended "
+            "to; give --format jsonl or csv, or another name"
+        )
+    return fmt
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
@@ -390,7 +406,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         return _cmd_check(args)
     if not args.paths and not args.manifest:
         raise UsageError("give image paths, folders or globs, or --manifest FILE")
-    fmt = args.format or _format_of(args.output)
+    fmt = _output_format(args)
     rows = open_rows(args.output, fmt, resume=args.resume, details=args.details, columns=_column_names(args))
     crops = parse_crops(args.crops)
     name = _model_name(args)
@@ -437,26 +453,48 @@ def _cmd_score(args: argparse.Namespace) -> int:
                 raise
             print(_worker_died_during_score(line, rows), file=sys.stderr)
             return 1
-    rows_failed, rows_total = rows.failed, rows.written  # rank 0 writes, and counts, the rows
-    if args.resume and group.rank == 0:
-        # The whole file counts, the rows kept too: a resumed run ends as an uninterrupted one would (status, line).
-        rows_failed, rows_total = _failed_rows(rows)
+    failed_rows = _end_of_score(args, rows, entries, group.rank)  # its lines come whatever `failed` says
+    return 1 if failed or failed_rows else 0
+
+
+def _end_of_score(args: argparse.Namespace, rows: RowWriter, entries: Sequence[Entry], rank: int) -> int:
+    """The lines after a finished `score` run (failures; on resume, nothing left, rows of other inputs): failed rows.
+
+    On resume the rows of these inputs count, the kept ones too, so a resumed run ends as an uninterrupted one would.
+    """
+    failed, total = rows.failed, rows.written  # rank 0 writes, and counts, the rows
+    if args.resume and rank == 0:
+        failed, total, others = _failed_rows(rows, entries)
+        out = shown_name(str(rows.output))
         if rows.written == 0 and entries:  # else a finished file gives no sign at all
             inputs = "the one input" if len(entries) == 1 else f"all {len(entries):,} inputs"
-            out = shown_name(str(rows.output))
             print(f"gamma-iqa score: nothing left to score: {out} already has a row for {inputs}", file=sys.stderr)
-    if rows_failed:  # one summary line after the per-image ones
-        print(f"gamma-iqa score: {rows_failed} of {rows_total} images failed", file=sys.stderr)
-    return 1 if failed or rows_failed else 0
+        if others:
+            print(
+                f"gamma-iqa score: note: {out} also holds {others} row{'' if others == 1 else 's'} of inputs not given "
+                "this time; they are kept and not counted",
+                file=sys.stderr,
+            )
+    if failed:  # one summary line after the per-image ones
+        print(f"gamma-iqa score: {failed} of {total} images failed", file=sys.stderr)
+    return failed
 
 
-def _failed_rows(rows: RowWriter) -> tuple[int, int]:
-    """(failed, all) rows of a resumed output, read back once the run is done: the rows kept and those written now."""
-    failed = total = 0
+def _failed_rows(rows: RowWriter, entries: Sequence[Entry]) -> tuple[int, int, int]:
+    """(failed, all, others): a resumed output's rows of `entries` and its rows of other inputs.
+
+    Read back once the run is done: the rows kept and those written now, matched by path as `--resume` matches them.
+    """
+    left = Counter(e.name for e in entries)
+    failed = total = others = 0
     for row in rows.existing():
-        total += 1
-        failed += bool(row.get("error"))
-    return failed, total
+        if left[row["path"]] > 0:
+            left[row["path"]] -= 1
+            total += 1
+            failed += bool(row.get("error"))
+        else:
+            others += 1
+    return failed, total, others
 
 
 # ---- score --mos-scale / --calibration, and calibrate (engine/calibration.py) ----------------------------------------

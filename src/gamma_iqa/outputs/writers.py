@@ -111,14 +111,20 @@ def read_rows(output: str | os.PathLike[str], fmt: str) -> Iterator[dict[str, An
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"`output` {output}: line {n} is not JSON ({e.msg})") from None
+                    hint = "; it is a CSV file: use `fmt` csv" if n == 1 and line.startswith("path,") else ""
+                    raise ValueError(f"`output` {output}: line {n} is not JSON ({e.msg}){hint}") from None
                 if not isinstance(record, dict) or "path" not in record:
                     raise ValueError(f"`output` {output}: line {n} is not a score row (no path)")
                 yield record
         return
     reader = csv.DictReader(lines)
     if reader.fieldnames is not None and "path" not in reader.fieldnames:
-        raise ValueError(f"`output` {output}: not a file of score rows (its header has no path column)")
+        hint = (
+            "; it holds JSON lines: use `fmt` jsonl"
+            if reader.fieldnames[:1] and reader.fieldnames[0][:1] == "{"
+            else ""
+        )
+        raise ValueError(f"`output` {output}: not a file of score rows (its header has no path column){hint}")
     yield from reader
 
 
